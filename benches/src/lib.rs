@@ -1,0 +1,2 @@
+//! Deterministic, seeded workload generators shared by `mx-bench` and the
+//! criterion benchmarks.
