@@ -1,1 +1,31 @@
-//! engine
+//! The mini-exchange matching engine: every order book, balance, order and
+//! user in memory, changed only by sequenced commands through
+//! [`Engine::apply`], which is deterministic (no clock, no randomness, no
+//! I/O) and reports everything it did as [`Event`]s. See ARCHITECTURE.md.
+//!
+//! Modules: `types` (integer newtypes), `decimal` (exact string <-> units at
+//! the edges), `model` (config and state records), `command`/`event` (the
+//! interface), `reject` (stable reject reasons), `book` (price levels and
+//! the order slab), `engine` (the rules), `snapshot` (canonical state
+//! encoding and `state_hash`), `invariants` (self-checks), `reference` (a
+//! naive model used to test the fast one).
+
+pub mod book;
+pub mod command;
+pub mod decimal;
+mod engine;
+pub mod event;
+mod fxhash;
+mod invariants;
+pub mod model;
+pub mod reference;
+pub mod reject;
+pub mod snapshot;
+pub mod types;
+
+pub use command::{CancelReplaceMode, Command, NewOrder, OrderRef};
+pub use engine::{fires_upward, stop_fires, valid_username, Engine, PairState};
+pub use event::{BalanceCause, BalanceChange, Event, Trade};
+pub use model::*;
+pub use reject::RejectReason;
+pub use types::*;

@@ -1,0 +1,163 @@
+//! Commands: the only way engine state changes. Each is journaled before it
+//! is applied, so every field is plain data (no pointers, no clocks) and the
+//! serde encoding is the journal payload format (bincode, versioned by
+//! `COMMAND_FORMAT_VERSION`).
+
+use crate::model::{AssetSpec, Limits, PairSpec};
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change of [`Command`]'s encoding.
+pub const COMMAND_FORMAT_VERSION: u16 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderRef {
+    Id(OrderId),
+    Client(ClientOrderId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub user: UserId,
+    pub pair: PairId,
+    pub side: Side,
+    pub kind: OrderType,
+    pub tif: TimeInForce,
+    /// Limit price in ticks (0 when the type has none).
+    pub price: Price,
+    /// Quantity in base units (0 for market-by-quote).
+    pub qty: Qty,
+    /// quoteOrderQty in quote units (MARKET only; 0 = by quantity).
+    pub quote_qty: u64,
+    pub stop_price: Price,
+    pub client_id: ClientOrderId,
+    pub stp: StpMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelReplaceMode {
+    /// Cancel failure aborts the whole command.
+    StopOnFailure,
+    /// Place the new order even when the cancel fails.
+    AllowFailure,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    // configuration
+    AddAsset(AssetSpec),
+    /// Symbol and decimals cannot change.
+    UpdateAsset { asset: AssetId, spec: AssetSpec },
+    AddPair(PairSpec),
+    /// Base, quote, tick and step cannot change.
+    UpdatePair { pair: PairId, spec: PairSpec },
+    SetPairStatus { pair: PairId, status: PairStatus },
+    SetFeeAccount { user: UserId },
+    SetLimits(Limits),
+
+    // identity
+    CreateUser {
+        username: String,
+        email: String,
+        password_hash: String,
+        roles: u32,
+    },
+    SetUserStatus { user: UserId, status: UserStatus },
+    SetUserRoles { user: UserId, roles: u32 },
+    SetKycLevel { user: UserId, level: u8 },
+
+    // wallet
+    /// Idempotent by (asset, tx_hash); credited once confirmations reach the
+    /// asset's requirement.
+    Deposit {
+        user: UserId,
+        asset: AssetId,
+        amount: u64,
+        tx_hash: String,
+        confirmations: u32,
+    },
+    /// Freezes amount + the asset's withdraw fee.
+    RequestWithdrawal {
+        user: UserId,
+        asset: AssetId,
+        amount: u64,
+        address: String,
+    },
+    /// Sent on chain: the frozen amount leaves, the fee goes to the fee account.
+    CompleteWithdrawal { withdrawal: u64, tx_hash: String },
+    /// Refused: everything frozen is released.
+    RejectWithdrawal { withdrawal: u64 },
+    /// Admin correction, audited by its reason.
+    Adjust {
+        user: UserId,
+        asset: AssetId,
+        amount: u64,
+        credit: bool,
+        reason: String,
+    },
+
+    // trading
+    PlaceOrder(NewOrder),
+    CancelOrder {
+        user: UserId,
+        pair: PairId,
+        target: OrderRef,
+    },
+    CancelAll { user: UserId, pair: PairId },
+    CancelReplace {
+        target: OrderRef,
+        mode: CancelReplaceMode,
+        new: NewOrder,
+    },
+    /// Reduce the quantity of an open order, keeping its queue priority.
+    AmendQty {
+        user: UserId,
+        pair: PairId,
+        target: OrderRef,
+        new_qty: Qty,
+    },
+}
+
+impl Command {
+    /// Journal payload encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(128);
+        self.encode_into(&mut v);
+        v
+    }
+
+    /// Encode into a reused buffer (appends).
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&COMMAND_FORMAT_VERSION.to_le_bytes());
+        // Serialising plain data into a Vec cannot fail.
+        bincode::serialize_into(&mut *buf, self).expect("command encodes");
+    }
+
+    /// Decode a journal payload; any malformed input is an `Err`, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        if bytes.len() < 2 {
+            return Err(DecodeError::Truncated);
+        }
+        let version = u16::from_le_bytes([bytes[0], bytes[1]]);
+        if version != COMMAND_FORMAT_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        use bincode::Options;
+        bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .allow_trailing_bytes()
+            .with_limit(1 << 20)
+            .deserialize(&bytes[2..])
+            .map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload too short")]
+    Truncated,
+    #[error("unsupported command format version {0}")]
+    Version(u16),
+    #[error("malformed command: {0}")]
+    Malformed(String),
+}

@@ -1,0 +1,133 @@
+//! Events: the engine's only output. Each command yields an ordered list of
+//! events into a caller-owned buffer. They carry everything the gateways
+//! (responses, streams, read models) and the persister need, so nobody ever
+//! reads engine state from another thread.
+//!
+//! Ordering within a command: balance changes precede the order/trade event
+//! they fund or settle; a maker's `OrderDone` follows the trade that ended
+//! it; the taker's ending (release of leftover funds, `OrderDone`) comes
+//! after its last trade; triggered stops follow the trade that fired them.
+//! A `Rejected` event means that part of the command changed nothing
+//! (`CancelReplace` may yield a cancel-part and a new-order-part result).
+
+use crate::model::{Asset, Deposit, Limits, Order, Pair, Withdrawal};
+use crate::reject::RejectReason;
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+
+/// Why a balance moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BalanceCause {
+    OrderFreeze(OrderId),
+    OrderRelease(OrderId),
+    /// Buyer or seller side of a trade (spend from frozen, receive net of fee).
+    Trade(TradeId),
+    /// Fee credited to the fee account.
+    TradeFee(TradeId),
+    Deposit(u64),
+    WithdrawalFreeze(u64),
+    WithdrawalRelease(u64),
+    WithdrawalSent(u64),
+    WithdrawalFee(u64),
+    Adjustment,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceChange {
+    pub user: UserId,
+    pub asset: AssetId,
+    pub available_before: u64,
+    pub available_after: u64,
+    pub frozen_before: u64,
+    pub frozen_after: u64,
+    pub cause: BalanceCause,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trade {
+    pub id: TradeId,
+    pub pair: PairId,
+    pub price: Price,
+    pub qty: Qty,
+    pub quote_qty: u64,
+    pub maker_order: OrderId,
+    pub taker_order: OrderId,
+    pub maker_user: UserId,
+    pub taker_user: UserId,
+    pub taker_side: Side,
+    /// Fee charged to the maker, in the asset the maker received.
+    pub maker_fee: u64,
+    pub taker_fee: u64,
+    /// Cumulative filled of each order after this trade.
+    pub maker_filled: Qty,
+    pub taker_filled: Qty,
+}
+
+impl Trade {
+    pub fn buyer_is_maker(&self) -> bool {
+        self.taker_side == Side::Sell
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The command (or one part of a CancelReplace) was refused; nothing changed.
+    Rejected { reason: RejectReason },
+
+    AssetListed(Asset),
+    AssetUpdated(Asset),
+    PairListed(Pair),
+    PairUpdated(Pair),
+    FeeAccountSet { user: UserId },
+    LimitsSet(Limits),
+
+    UserCreated {
+        user: UserId,
+        username: String,
+        email: String,
+        password_hash: String,
+        roles: u32,
+    },
+    UserStatusChanged { user: UserId, status: UserStatus },
+    UserRolesChanged { user: UserId, roles: u32 },
+    KycLevelSet { user: UserId, level: u8 },
+
+    Balance(BalanceChange),
+    DepositUpdated(Deposit),
+    WithdrawalUpdated(Withdrawal),
+    Adjusted {
+        user: UserId,
+        asset: AssetId,
+        amount: u64,
+        credit: bool,
+        reason: String,
+    },
+
+    /// A new order entered the engine (status NEW; stops wait untriggered).
+    OrderAccepted(Order),
+    Trade(Trade),
+    /// A waiting stop order fired at `last_price` and now works.
+    StopTriggered {
+        order: OrderId,
+        user: UserId,
+        pair: PairId,
+        last_price: Price,
+    },
+    /// Quantity reduced in place (priority kept).
+    OrderAmended {
+        order: OrderId,
+        user: UserId,
+        pair: PairId,
+        qty: Qty,
+        filled: Qty,
+    },
+    /// The order ended: FILLED, CANCELED, EXPIRED or EXPIRED_IN_MATCH.
+    OrderDone {
+        order: OrderId,
+        user: UserId,
+        pair: PairId,
+        status: OrderStatus,
+        filled: Qty,
+        cum_quote: u64,
+    },
+}

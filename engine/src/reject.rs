@@ -1,0 +1,157 @@
+//! Business rejections are data: every reason has a stable number, grouped by
+//! subsystem (1xx identity, 2xx configuration, 3xx order parameters and
+//! filters, 4xx order state, 5xx funds, 6xx wallet). Numbers are never reused
+//! or renumbered: the journal, Postgres and clients may hold them.
+
+use serde::{Deserialize, Serialize};
+
+#[repr(u16)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RejectReason {
+    // 1xx: users and identity
+    UnknownUser = 100,
+    UserSuspended = 101,
+    UsernameTaken = 102,
+    InvalidUsername = 103,
+    EmailTaken = 104,
+    UnknownApiKey = 105,
+    ApiKeyExists = 106,
+    TooManyApiKeys = 107,
+    InvalidKycLevel = 108,
+    UnknownKycRecord = 109,
+    KycNotPending = 110,
+    RoleUnchanged = 111,
+
+    // 2xx: configuration (assets, pairs, fee account)
+    UnknownAsset = 200,
+    AssetExists = 201,
+    UnknownPair = 202,
+    PairExists = 203,
+    InvalidAssetConfig = 204,
+    InvalidPairConfig = 205,
+    AssetInactive = 206,
+
+    // 3xx: order parameters and filters
+    PriceFilter = 300,
+    LotSize = 301,
+    MinNotional = 302,
+    MarketLotSize = 303,
+    PriceBand = 304,
+    MaxNumOrders = 305,
+    MaxNotional = 306,
+    InvalidQuantity = 307,
+    InvalidPrice = 308,
+    InvalidStopPrice = 309,
+    InvalidTimeInForce = 310,
+    InvalidOrderParams = 311,
+    StopWouldTriggerImmediately = 312,
+    NoLastPriceForStop = 313,
+
+    // 4xx: order state
+    PairNotTrading = 400,
+    PairCancelOnly = 401,
+    WouldTakeAsMaker = 402,
+    DuplicateClientOrderId = 403,
+    UnknownOrder = 404,
+    InvalidAmendQty = 405,
+    NotOrderOwner = 406,
+
+    // 5xx: funds and arithmetic
+    InsufficientBalance = 500,
+    Overflow = 501,
+    InvalidAmount = 502,
+    FeeAccountHasOrders = 503,
+
+    // 6xx: wallet
+    DepositUserMismatch = 600,
+    DepositAlreadyCredited = 601,
+    BelowMinWithdraw = 602,
+    DailyWithdrawLimit = 603,
+    UnknownWithdrawal = 604,
+    WithdrawalNotPending = 605,
+    KycRequired = 606,
+    DepositConfirmationsDecreased = 607,
+}
+
+impl RejectReason {
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// Stable machine name (SCREAMING_SNAKE).
+    pub fn name(self) -> &'static str {
+        use RejectReason::*;
+        match self {
+            UnknownUser => "UNKNOWN_USER",
+            UserSuspended => "USER_SUSPENDED",
+            UsernameTaken => "USERNAME_TAKEN",
+            InvalidUsername => "INVALID_USERNAME",
+            EmailTaken => "EMAIL_TAKEN",
+            UnknownApiKey => "UNKNOWN_API_KEY",
+            ApiKeyExists => "API_KEY_EXISTS",
+            TooManyApiKeys => "TOO_MANY_API_KEYS",
+            InvalidKycLevel => "INVALID_KYC_LEVEL",
+            UnknownKycRecord => "UNKNOWN_KYC_RECORD",
+            KycNotPending => "KYC_NOT_PENDING",
+            RoleUnchanged => "ROLE_UNCHANGED",
+            UnknownAsset => "UNKNOWN_ASSET",
+            AssetExists => "ASSET_EXISTS",
+            UnknownPair => "UNKNOWN_PAIR",
+            PairExists => "PAIR_EXISTS",
+            InvalidAssetConfig => "INVALID_ASSET_CONFIG",
+            InvalidPairConfig => "INVALID_PAIR_CONFIG",
+            AssetInactive => "ASSET_INACTIVE",
+            PriceFilter => "PRICE_FILTER",
+            LotSize => "LOT_SIZE",
+            MinNotional => "NOTIONAL",
+            MarketLotSize => "MARKET_LOT_SIZE",
+            PriceBand => "PERCENT_PRICE",
+            MaxNumOrders => "MAX_NUM_ORDERS",
+            MaxNotional => "MAX_NOTIONAL",
+            InvalidQuantity => "INVALID_QUANTITY",
+            InvalidPrice => "INVALID_PRICE",
+            InvalidStopPrice => "INVALID_STOP_PRICE",
+            InvalidTimeInForce => "INVALID_TIME_IN_FORCE",
+            InvalidOrderParams => "INVALID_ORDER_PARAMS",
+            StopWouldTriggerImmediately => "STOP_WOULD_TRIGGER_IMMEDIATELY",
+            NoLastPriceForStop => "NO_LAST_PRICE_FOR_STOP",
+            PairNotTrading => "PAIR_NOT_TRADING",
+            PairCancelOnly => "PAIR_CANCEL_ONLY",
+            WouldTakeAsMaker => "WOULD_TAKE_AS_MAKER",
+            DuplicateClientOrderId => "DUPLICATE_CLIENT_ORDER_ID",
+            UnknownOrder => "UNKNOWN_ORDER",
+            InvalidAmendQty => "INVALID_AMEND_QTY",
+            NotOrderOwner => "NOT_ORDER_OWNER",
+            InsufficientBalance => "INSUFFICIENT_BALANCE",
+            Overflow => "OVERFLOW",
+            InvalidAmount => "INVALID_AMOUNT",
+            FeeAccountHasOrders => "FEE_ACCOUNT_HAS_ORDERS",
+            DepositUserMismatch => "DEPOSIT_USER_MISMATCH",
+            DepositAlreadyCredited => "DEPOSIT_ALREADY_CREDITED",
+            BelowMinWithdraw => "BELOW_MIN_WITHDRAW",
+            DailyWithdrawLimit => "DAILY_WITHDRAW_LIMIT",
+            UnknownWithdrawal => "UNKNOWN_WITHDRAWAL",
+            WithdrawalNotPending => "WITHDRAWAL_NOT_PENDING",
+            KycRequired => "KYC_REQUIRED",
+            DepositConfirmationsDecreased => "DEPOSIT_CONFIRMATIONS_DECREASED",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RejectReason::*;
+
+    #[test]
+    fn numbers_are_stable() {
+        // These numbers are persisted; changing one is a breaking change.
+        assert_eq!(UnknownUser.code(), 100);
+        assert_eq!(UnknownAsset.code(), 200);
+        assert_eq!(PriceFilter.code(), 300);
+        assert_eq!(PairNotTrading.code(), 400);
+        assert_eq!(InsufficientBalance.code(), 500);
+        assert_eq!(DepositUserMismatch.code(), 600);
+        assert_eq!(StopWouldTriggerImmediately.code(), 312);
+        assert_eq!(DuplicateClientOrderId.code(), 403);
+    }
+}

@@ -1,0 +1,310 @@
+//! Full-state snapshots (serde + bincode, versioned) and `state_hash()`.
+//!
+//! A snapshot is the engine's logical state: configuration, counters,
+//! users with balances, and every open order in book priority order (best
+//! level first, FIFO within a level) plus waiting stops by id. Indexes and
+//! the slab layout are rebuilt on load, so the encoding is canonical: two
+//! engines in the same logical state encode to the same bytes, and
+//! `state_hash()` is a hash of exactly that encoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::book::Slab;
+use crate::engine::{fires_upward, Engine, PairState};
+use crate::fxhash::FxHashMap;
+use crate::model::*;
+use crate::types::*;
+
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"MXSNAP\0\0";
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct PairSnap {
+    pair: Pair,
+    last_price: u64,
+    /// Best first, FIFO within a level.
+    bids: Vec<Order>,
+    asks: Vec<Order>,
+    /// Waiting stops, by order id.
+    stops: Vec<Order>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateV1 {
+    last_seq: u64,
+    last_ts_ms: u64,
+    next_order_id: u64,
+    next_trade_id: u64,
+    next_user_id: u64,
+    next_deposit_id: u64,
+    next_withdrawal_id: u64,
+    fee_account: UserId,
+    limits: Limits,
+    assets: Vec<Asset>,
+    flows: Vec<AssetFlows>,
+    pairs: Vec<PairSnap>,
+    users: Vec<User>,
+    deposits: Vec<Deposit>,
+    withdrawals: Vec<Withdrawal>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not an engine snapshot (bad magic)")]
+    BadMagic,
+    #[error("unsupported engine snapshot version {0} (this build reads {SNAPSHOT_VERSION})")]
+    Version(u32),
+    #[error("engine snapshot is malformed: {0}")]
+    Malformed(String),
+    #[error("engine snapshot violates an invariant: {0}")]
+    Invariant(String),
+}
+
+/// 64-bit streaming hash (FNV-1a folded over 8-byte words, with a final
+/// avalanche). Stable across platforms and Rust versions, unlike
+/// `DefaultHasher`.
+#[derive(Debug, Clone)]
+pub struct StableHasher {
+    h: u64,
+    buf: [u8; 8],
+    n: usize,
+    len: u64,
+}
+
+impl Default for StableHasher {
+    fn default() -> Self {
+        StableHasher {
+            h: 0xcbf2_9ce4_8422_2325,
+            buf: [0; 8],
+            n: 0,
+            len: 0,
+        }
+    }
+}
+
+impl StableHasher {
+    #[inline]
+    fn word(&mut self, w: u64) {
+        self.h = (self.h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+    }
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.n > 0 {
+            let take = (8 - self.n).min(data.len());
+            self.buf[self.n..self.n + take].copy_from_slice(&data[..take]);
+            self.n += take;
+            data = &data[take..];
+            if self.n == 8 {
+                let w = u64::from_le_bytes(self.buf);
+                self.word(w);
+                self.n = 0;
+            }
+        }
+        let mut chunks = data.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.n = rest.len();
+    }
+    pub fn finish(mut self) -> u64 {
+        if self.n > 0 {
+            let mut b = [0u8; 8];
+            b[..self.n].copy_from_slice(&self.buf[..self.n]);
+            self.word(u64::from_le_bytes(b));
+        }
+        self.word(self.len);
+        // splitmix64 finaliser
+        let mut z = self.h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl std::io::Write for StableHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Engine {
+    fn to_state(&self) -> StateV1 {
+        let pairs = self
+            .pairs
+            .iter()
+            .map(|ps| {
+                let mut stops: Vec<Order> = ps
+                    .stops_up
+                    .iter()
+                    .chain(ps.stops_down.iter())
+                    .map(|(_, id)| *self.order(OrderId(*id)).expect("stop is indexed"))
+                    .collect();
+                stops.sort_by_key(|o| o.id);
+                PairSnap {
+                    pair: ps.pair.clone(),
+                    last_price: ps.last_price,
+                    bids: self.book_orders(ps.pair.id, Side::Buy),
+                    asks: self.book_orders(ps.pair.id, Side::Sell),
+                    stops,
+                }
+            })
+            .collect();
+        StateV1 {
+            last_seq: self.last_seq,
+            last_ts_ms: self.last_ts_ms,
+            next_order_id: self.next_order_id,
+            next_trade_id: self.next_trade_id,
+            next_user_id: self.next_user_id,
+            next_deposit_id: self.next_deposit_id,
+            next_withdrawal_id: self.next_withdrawal_id,
+            fee_account: self.fee_account,
+            limits: self.limits,
+            assets: self.assets.clone(),
+            flows: self.flows.clone(),
+            pairs,
+            users: self.users.clone(),
+            deposits: self.deposits.values().cloned().collect(),
+            withdrawals: self.withdrawals.values().cloned().collect(),
+        }
+    }
+
+    /// Serialise the complete state (magic, version, bincode body).
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1024);
+        v.extend_from_slice(&SNAPSHOT_MAGIC);
+        v.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        bincode::serialize_into(&mut v, &self.to_state()).expect("state encodes");
+        v
+    }
+
+    /// Hash of the canonical snapshot encoding of the business state: equal
+    /// states, equal hashes. The journal position (last seq and timestamp)
+    /// is left out, so a rejected command leaves the hash unchanged; report
+    /// `last_seq()` beside it.
+    pub fn state_hash(&self) -> u64 {
+        let mut h = StableHasher::default();
+        let mut st = self.to_state();
+        st.last_seq = 0;
+        st.last_ts_ms = 0;
+        bincode::serialize_into(&mut h, &st).expect("state encodes");
+        h.finish()
+    }
+
+    /// Rebuild an engine from `snapshot_bytes()` output; verifies every
+    /// invariant before returning it.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        if bytes.len() < 12 || bytes[..8] != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        use bincode::Options;
+        let st: StateV1 = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .allow_trailing_bytes()
+            .deserialize(&bytes[12..])
+            .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        let open: usize = st
+            .pairs
+            .iter()
+            .map(|p| p.bids.len() + p.asks.len() + p.stops.len())
+            .sum();
+        let mut e = Engine::with_capacity(open.max(1024));
+        e.last_seq = st.last_seq;
+        e.last_ts_ms = st.last_ts_ms;
+        e.next_order_id = st.next_order_id;
+        e.next_trade_id = st.next_trade_id;
+        e.next_user_id = st.next_user_id;
+        e.next_deposit_id = st.next_deposit_id;
+        e.next_withdrawal_id = st.next_withdrawal_id;
+        e.fee_account = st.fee_account;
+        e.limits = st.limits;
+        e.asset_by_symbol = st
+            .assets
+            .iter()
+            .map(|a| (a.spec.symbol.clone(), a.id))
+            .collect();
+        e.assets = st.assets;
+        e.flows = st.flows;
+        if e.flows.len() != e.assets.len() {
+            return Err(SnapshotError::Malformed("asset flows length".into()));
+        }
+        e.users = st.users;
+        if e.users.is_empty() {
+            return Err(SnapshotError::Malformed("no system user".into()));
+        }
+        e.username_index.clear();
+        e.email_index.clear();
+        for u in e.users.iter().skip(1) {
+            e.username_index
+                .insert(u.username.to_ascii_lowercase(), u.id);
+            if !u.email.is_empty() {
+                e.email_index.insert(u.email.to_ascii_lowercase(), u.id);
+            }
+        }
+        e.deposits = st
+            .deposits
+            .into_iter()
+            .map(|d| ((d.asset, d.tx_hash.clone()), d))
+            .collect();
+        e.withdrawals = st.withdrawals.into_iter().map(|w| (w.id, w)).collect();
+        e.slab = Slab::with_capacity(open.max(1024));
+        e.order_index = FxHashMap::default();
+        e.order_index.reserve(open.max(1024));
+        for (i, p) in st.pairs.into_iter().enumerate() {
+            if p.pair.id.0 as usize != i + 1 {
+                return Err(SnapshotError::Malformed("pair ids not dense".into()));
+            }
+            e.pair_by_symbol.insert(p.pair.spec.symbol.clone(), p.pair.id);
+            let mut ps = PairState::new(p.pair);
+            ps.last_price = p.last_price;
+            for (orders, side) in [(p.bids, Side::Buy), (p.asks, Side::Sell)] {
+                for o in orders {
+                    if o.side != side || o.user.0 as usize >= e.users.len() {
+                        return Err(SnapshotError::Malformed("order on wrong side".into()));
+                    }
+                    let idx = e.restore_open(o)?;
+                    match side {
+                        Side::Buy => ps.bids.push(&mut e.slab, idx),
+                        Side::Sell => ps.asks.push(&mut e.slab, idx),
+                    }
+                }
+            }
+            for o in p.stops {
+                if o.user.0 as usize >= e.users.len() || !o.kind.is_stop() {
+                    return Err(SnapshotError::Malformed("bad stop order".into()));
+                }
+                let key = (o.stop_price.0, o.id.0);
+                if fires_upward(o.side, o.kind) {
+                    ps.stops_up.insert(key);
+                } else {
+                    ps.stops_down.insert(key);
+                }
+                e.restore_open(o)?;
+            }
+            e.pairs.push(ps);
+        }
+        e.check_invariants().map_err(SnapshotError::Invariant)?;
+        Ok(e)
+    }
+
+    fn restore_open(&mut self, o: Order) -> Result<u32, SnapshotError> {
+        if self.order_index.contains_key(&o.id.0) {
+            return Err(SnapshotError::Malformed(format!("duplicate order {}", o.id)));
+        }
+        let idx = self.slab.alloc(o);
+        self.order_index.insert(o.id.0, idx);
+        if !o.client_id.is_none() {
+            self.client_index.insert((o.user, o.client_id), o.id);
+        }
+        Ok(idx)
+    }
+}

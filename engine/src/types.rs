@@ -1,0 +1,324 @@
+//! Domain newtypes: every id, price and quantity is an integer in a newtype so
+//! that a price can never be passed where a quantity is expected. Prices are
+//! ticks of the pair's tick size; quantities and amounts are base units of the
+//! asset (10^-decimals). Nothing here is floating point.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! id_newtype {
+    ($(#[$m:meta])* $name:ident, $inner:ty) => {
+        $(#[$m])*
+        #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub $inner);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// Asset id, dense from 1 in the order assets were added.
+    AssetId, u32
+);
+id_newtype!(
+    /// Trading pair id, dense from 1 in the order pairs were added.
+    PairId, u32
+);
+id_newtype!(
+    /// User id; 0 is the exchange's own account (fees by default).
+    UserId, u64
+);
+id_newtype!(
+    /// Order id, global across pairs, never reused.
+    OrderId, u64
+);
+id_newtype!(
+    /// Trade id, global across pairs, never reused.
+    TradeId, u64
+);
+id_newtype!(
+    /// Price in ticks of the pair's tick size.
+    Price, u64
+);
+id_newtype!(
+    /// Quantity in base units of the pair's base asset.
+    Qty, u64
+);
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "BUY",
+            Side::Sell => "SELL",
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OrderType {
+    Limit,
+    Market,
+    LimitMaker,
+    StopLoss,
+    StopLossLimit,
+    TakeProfit,
+    TakeProfitLimit,
+}
+
+impl OrderType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderType::Limit => "LIMIT",
+            OrderType::Market => "MARKET",
+            OrderType::LimitMaker => "LIMIT_MAKER",
+            OrderType::StopLoss => "STOP_LOSS",
+            OrderType::StopLossLimit => "STOP_LOSS_LIMIT",
+            OrderType::TakeProfit => "TAKE_PROFIT",
+            OrderType::TakeProfitLimit => "TAKE_PROFIT_LIMIT",
+        }
+    }
+    pub fn is_stop(self) -> bool {
+        matches!(
+            self,
+            OrderType::StopLoss
+                | OrderType::StopLossLimit
+                | OrderType::TakeProfit
+                | OrderType::TakeProfitLimit
+        )
+    }
+    /// Whether the order carries a limit price once active.
+    pub fn has_limit_price(self) -> bool {
+        matches!(
+            self,
+            OrderType::Limit
+                | OrderType::LimitMaker
+                | OrderType::StopLossLimit
+                | OrderType::TakeProfitLimit
+        )
+    }
+    pub const ALL: [OrderType; 7] = [
+        OrderType::Limit,
+        OrderType::LimitMaker,
+        OrderType::Market,
+        OrderType::StopLoss,
+        OrderType::StopLossLimit,
+        OrderType::TakeProfit,
+        OrderType::TakeProfitLimit,
+    ];
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TimeInForce {
+    Gtc,
+    Ioc,
+    Fok,
+}
+
+impl TimeInForce {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeInForce::Gtc => "GTC",
+            TimeInForce::Ioc => "IOC",
+            TimeInForce::Fok => "FOK",
+        }
+    }
+}
+
+/// Self-trade prevention mode (Binance names). The taker's mode decides.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StpMode {
+    None,
+    ExpireTaker,
+    ExpireMaker,
+    ExpireBoth,
+}
+
+impl StpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StpMode::None => "NONE",
+            StpMode::ExpireTaker => "EXPIRE_TAKER",
+            StpMode::ExpireMaker => "EXPIRE_MAKER",
+            StpMode::ExpireBoth => "EXPIRE_BOTH",
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OrderStatus {
+    New,
+    PartiallyFilled,
+    Filled,
+    Canceled,
+    Rejected,
+    Expired,
+    ExpiredInMatch,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::New => "NEW",
+            OrderStatus::PartiallyFilled => "PARTIALLY_FILLED",
+            OrderStatus::Filled => "FILLED",
+            OrderStatus::Canceled => "CANCELED",
+            OrderStatus::Rejected => "REJECTED",
+            OrderStatus::Expired => "EXPIRED",
+            OrderStatus::ExpiredInMatch => "EXPIRED_IN_MATCH",
+        }
+    }
+    pub fn is_open(self) -> bool {
+        matches!(self, OrderStatus::New | OrderStatus::PartiallyFilled)
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PairStatus {
+    Trading,
+    Halt,
+    CancelOnly,
+}
+
+impl PairStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairStatus::Trading => "TRADING",
+            PairStatus::Halt => "HALT",
+            PairStatus::CancelOnly => "CANCEL_ONLY",
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum UserStatus {
+    Active,
+    Suspended,
+}
+
+/// A client order id: `^[a-zA-Z0-9-_.]{1,36}$`, stored inline so orders
+/// carrying one never allocate. Length 0 means "none".
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientOrderId {
+    len: u8,
+    bytes: [u8; 36],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientOrderIdError {
+    #[error("client order id is empty")]
+    Empty,
+    #[error("client order id is longer than 36 characters")]
+    TooLong,
+    #[error("client order id may only contain letters, digits, '-', '_' and '.'")]
+    BadCharacter,
+}
+
+impl ClientOrderId {
+    pub const NONE: ClientOrderId = ClientOrderId {
+        len: 0,
+        bytes: [0; 36],
+    };
+
+    pub fn new(s: &str) -> Result<Self, ClientOrderIdError> {
+        let b = s.as_bytes();
+        if b.is_empty() {
+            return Err(ClientOrderIdError::Empty);
+        }
+        if b.len() > 36 {
+            return Err(ClientOrderIdError::TooLong);
+        }
+        if !b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        {
+            return Err(ClientOrderIdError::BadCharacter);
+        }
+        let mut bytes = [0u8; 36];
+        bytes[..b.len()].copy_from_slice(b);
+        Ok(ClientOrderId {
+            len: b.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Constructed only from validated ASCII (or the all-zero NONE).
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl Default for ClientOrderId {
+    fn default() -> Self {
+        ClientOrderId::NONE
+    }
+}
+
+impl Serialize for ClientOrderId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientOrderId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(ClientOrderId::NONE);
+        }
+        ClientOrderId::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Debug for ClientOrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// Fee rates are integers in units of 1e-8 (0.001 = 100_000).
+pub const FEE_RATE_SCALE: u64 = 100_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_order_id_validation() {
+        assert!(ClientOrderId::new("x-HNA2TXFJ1234").is_ok());
+        assert_eq!(ClientOrderId::new("abc").unwrap().as_str(), "abc");
+        assert_eq!(ClientOrderId::new(""), Err(ClientOrderIdError::Empty));
+        assert_eq!(
+            ClientOrderId::new(&"a".repeat(37)),
+            Err(ClientOrderIdError::TooLong)
+        );
+        assert!(ClientOrderId::new(&"a".repeat(36)).is_ok());
+        assert_eq!(
+            ClientOrderId::new("a b"),
+            Err(ClientOrderIdError::BadCharacter)
+        );
+        assert_eq!(
+            ClientOrderId::new("ü"),
+            Err(ClientOrderIdError::BadCharacter)
+        );
+        assert!(ClientOrderId::NONE.is_none());
+    }
+}
