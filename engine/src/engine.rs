@@ -141,12 +141,7 @@ fn change_balance(
     cause: BalanceCause,
     f: impl FnOnce(&mut Balance),
 ) {
-    let balances = &mut users[user.0 as usize].balances;
-    let i = asset.0 as usize;
-    if balances.len() <= i {
-        balances.resize(i + 1, Balance::default());
-    }
-    let b = &mut balances[i];
+    let b = users[user.0 as usize].balance_mut(asset);
     let before = *b;
     f(b);
     out.push(Event::Balance(BalanceChange {
@@ -162,11 +157,7 @@ fn change_balance(
 
 #[inline]
 fn balance_of(users: &[User], user: UserId, asset: AssetId) -> Balance {
-    users[user.0 as usize]
-        .balances
-        .get(asset.0 as usize)
-        .copied()
-        .unwrap_or_default()
+    users[user.0 as usize].balance(asset)
 }
 
 impl Engine {

@@ -143,12 +143,12 @@ impl Engine {
                 u.id,
                 u.open_orders
             );
-            for (a, b) in u.balances.iter().enumerate() {
-                if a == 0 {
-                    ensure!(*b == Balance::default(), "balance in asset slot 0");
-                    continue;
-                }
-                ensure!(a <= self.assets.len(), "balance in unknown asset {}", a);
+            for w in u.balances.windows(2) {
+                ensure!(w[0].0 < w[1].0, "user {} balances not sorted", u.id);
+            }
+            for (asset, b) in u.balances.iter() {
+                let a = asset.0 as usize;
+                ensure!(a >= 1 && a <= self.assets.len(), "balance in unknown asset {}", a);
                 let exp = expected_frozen.remove(&(u.id.0, a as u32)).unwrap_or(0);
                 ensure!(
                     b.frozen == exp,

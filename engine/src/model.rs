@@ -178,11 +178,34 @@ pub struct User {
     pub roles: u32,
     pub kyc_level: u8,
     pub created_ms: u64,
-    /// Indexed by asset id (slot 0 unused); grows on first touch.
-    pub balances: Vec<Balance>,
+    /// Sorted by asset id; an entry appears on first touch of the asset
+    /// (users hold few assets, so a small sorted vector beats any map).
+    pub balances: Vec<(AssetId, Balance)>,
     pub open_orders: u32,
     /// (asset, utc day, withdrawn that day incl. pending)
     pub withdraw_usage: Vec<(AssetId, u64, u64)>,
+}
+
+impl User {
+    pub fn balance(&self, asset: AssetId) -> Balance {
+        match self.balances.binary_search_by_key(&asset, |(a, _)| *a) {
+            Ok(i) => self.balances[i].1,
+            Err(_) => Balance::default(),
+        }
+    }
+
+    /// The balance entry for `asset`, created zeroed on first touch.
+    #[inline]
+    pub fn balance_mut(&mut self, asset: AssetId) -> &mut Balance {
+        let i = match self.balances.binary_search_by_key(&asset, |(a, _)| *a) {
+            Ok(i) => i,
+            Err(i) => {
+                self.balances.insert(i, (asset, Balance::default()));
+                i
+            }
+        };
+        &mut self.balances[i].1
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
