@@ -1,2 +1,8 @@
 //! Deterministic, seeded workload generators shared by `mx-bench` and the
-//! criterion benchmarks.
+//! criterion benchmarks: W1 and W2 (`workload`), W3 and the peer order books
+//! it is run through (`w3`, `peers`), and the measuring loops (`run`).
+
+pub mod peers;
+pub mod run;
+pub mod w3;
+pub mod workload;
