@@ -1,0 +1,4 @@
+//! The `mini-exchange` binary's library: command-line interface and the
+//! operations it runs. `main.rs` is a thin wrapper over [`cli::main`].
+
+pub mod cli;
