@@ -1771,3 +1771,50 @@ fn valid_symbol(s: &str) -> bool {
             .bytes()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
+
+/// Bytes the engine holds for open orders (slab, id indexes, price levels),
+/// from the capacities actually allocated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryReport {
+    pub open_orders: usize,
+    pub slab_bytes: usize,
+    pub index_bytes: usize,
+    pub level_bytes: usize,
+}
+
+impl MemoryReport {
+    pub fn order_bytes(&self) -> usize {
+        self.slab_bytes + self.index_bytes + self.level_bytes
+    }
+}
+
+impl Engine {
+    /// Next ids the engine will assign: (order, trade).
+    pub fn next_order_id(&self) -> u64 {
+        self.next_order_id
+    }
+    pub fn next_trade_id(&self) -> u64 {
+        self.next_trade_id
+    }
+
+    pub fn memory_report(&self) -> MemoryReport {
+        // hashbrown: one control byte per bucket plus the entry.
+        let index_bytes = self.order_index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+            + self.client_index.capacity()
+                * (std::mem::size_of::<((UserId, ClientOrderId), OrderId)>() + 1);
+        let level_bytes = self
+            .pairs
+            .iter()
+            .map(|p| {
+                (p.bids.levels.capacity() + p.asks.levels.capacity())
+                    * std::mem::size_of::<crate::book::Level>()
+            })
+            .sum();
+        MemoryReport {
+            open_orders: self.order_index.len(),
+            slab_bytes: self.slab.capacity_bytes(),
+            index_bytes,
+            level_bytes,
+        }
+    }
+}

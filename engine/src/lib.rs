@@ -24,7 +24,7 @@ pub mod snapshot;
 pub mod types;
 
 pub use command::{CancelReplaceMode, Command, NewOrder, OrderRef};
-pub use engine::{fires_upward, stop_fires, valid_username, Engine, PairState};
+pub use engine::{fires_upward, stop_fires, valid_username, Engine, MemoryReport, PairState};
 pub use event::{BalanceCause, BalanceChange, Event, Trade};
 pub use model::*;
 pub use reject::RejectReason;

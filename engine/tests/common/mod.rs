@@ -56,8 +56,13 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Harness {
+        Harness::with_capacity(1024)
+    }
+
+    /// `orders`: open orders the engine preallocates for.
+    pub fn with_capacity(orders: usize) -> Harness {
         let mut h = Harness {
-            e: Engine::new(),
+            e: Engine::with_capacity(orders),
             seq: 0,
             ts: 1_700_000_000_000,
             out: Vec::new(),
