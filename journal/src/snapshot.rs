@@ -235,6 +235,11 @@ fn read_checked(path: &Path) -> Result<(u64, Vec<u8>), JournalError> {
     }
 }
 
+/// Reads and fully verifies one snapshot file: `(seq, state bytes)`.
+pub fn read(path: impl AsRef<Path>) -> Result<(u64, Vec<u8>), JournalError> {
+    read_checked(path.as_ref())
+}
+
 /// Verifies a snapshot file completely (header, length, payload CRC, name)
 /// and returns `(seq, payload length)`.
 pub fn verify(path: impl AsRef<Path>) -> Result<(u64, u64), JournalError> {

@@ -7,4 +7,5 @@
 //! database on the server named by `DATABASE_URL`.
 
 pub mod migrate;
+pub mod replica;
 pub mod testdb;
