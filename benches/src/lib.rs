@@ -2,6 +2,7 @@
 //! criterion benchmarks: W1 and W2 (`workload`), W3 and the peer order books
 //! it is run through (`w3`, `peers`), and the measuring loops (`run`).
 
+pub mod journal_bench;
 pub mod peers;
 pub mod run;
 pub mod w3;

@@ -163,7 +163,14 @@ impl Sim {
         }
     }
 
-    fn into_workload(self, name: &'static str, base: Engine, seq: u64, ts: u64, cmds: Vec<Command>) -> Workload {
+    fn into_workload(
+        self,
+        name: &'static str,
+        base: Engine,
+        seq: u64,
+        ts: u64,
+        cmds: Vec<Command>,
+    ) -> Workload {
         let resting_at_start = base.open_order_count();
         Workload {
             name,
@@ -211,7 +218,11 @@ fn mix_command(sim: &mut Sim, rng: &mut Rng, p: usize, target: u32, user: UserId
         0 => CENTER,
         x => x,
     };
-    let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+    let side = if rng.below(2) == 0 {
+        Side::Buy
+    } else {
+        Side::Sell
+    };
     let at_target = sim.counts[p][side_ix(side)] >= target;
     let r = rng.below(1000);
     // (gtc, move, instant, cancel) thresholds in per mille; rest = reduce.
@@ -324,7 +335,11 @@ pub fn w1(seed: u64, commands: usize) -> Workload {
     }));
     sim.apply(&Command::AddAsset(asset("BTC", 8)));
     sim.apply(&Command::AddAsset(asset("USDT", 8)));
-    sim.apply(&Command::AddPair(pair_spec("BTCUSDT", AssetId(1), AssetId(2))));
+    sim.apply(&Command::AddPair(pair_spec(
+        "BTCUSDT",
+        AssetId(1),
+        AssetId(2),
+    )));
     create_users(&mut sim, 1_000);
     for u in 1..=1_000u64 {
         fund(&mut sim, UserId(u), AssetId(1), 100_000 * ONE);
@@ -339,7 +354,13 @@ pub fn w1(seed: u64, commands: usize) -> Workload {
             Side::Sell => CENTER + off,
         };
         let user = UserId(1 + rng.below(1_000));
-        sim.apply(&Command::PlaceOrder(gtc(user, PairId(1), side, price, size_lots(&mut rng) * STEP)));
+        sim.apply(&Command::PlaceOrder(gtc(
+            user,
+            PairId(1),
+            side,
+            price,
+            size_lots(&mut rng) * STEP,
+        )));
     }
     assert_eq!(sim.rejects, 0, "setup rejected: {:?}", sim.reject_reasons);
     let base = sim.e.clone();
@@ -388,7 +409,11 @@ pub fn w2(seed: u64, commands: usize, scale: W2Scale) -> Workload {
         for j in 0..pairs_side {
             let base = AssetId(i as u32 + 1);
             let quote = AssetId((pairs_side + j) as u32 + 1);
-            sim.apply(&Command::AddPair(pair_spec(&format!("B{i}Q{j}"), base, quote)));
+            sim.apply(&Command::AddPair(pair_spec(
+                &format!("B{i}Q{j}"),
+                base,
+                quote,
+            )));
         }
     }
     create_users(&mut sim, users);
@@ -424,7 +449,13 @@ pub fn w2(seed: u64, commands: usize, scale: W2Scale) -> Workload {
             Side::Sell => W2_CENTER + off,
         };
         let user = pick_user(&mut rng, p);
-        sim.apply(&Command::PlaceOrder(gtc(user, PairId(p as u32 + 1), side, price, size_lots(&mut rng) * STEP)));
+        sim.apply(&Command::PlaceOrder(gtc(
+            user,
+            PairId(p as u32 + 1),
+            side,
+            price,
+            size_lots(&mut rng) * STEP,
+        )));
     }
     let targets: Vec<u32> = sim.counts.iter().map(|c| (c[0] + c[1]) / 2).collect();
     assert_eq!(sim.rejects, 0, "setup rejected: {:?}", sim.reject_reasons);
@@ -443,7 +474,14 @@ pub fn w2(seed: u64, commands: usize, scale: W2Scale) -> Workload {
     sim.into_workload("W2", base, seq, ts, cmds)
 }
 
-fn mix_command_centered(sim: &mut Sim, rng: &mut Rng, p: usize, target: u32, user: UserId, center: u64) -> Command {
+fn mix_command_centered(
+    sim: &mut Sim,
+    rng: &mut Rng,
+    p: usize,
+    target: u32,
+    user: UserId,
+    center: u64,
+) -> Command {
     // Pairs that never traded start from their own center, not W1's.
     if sim.e.pairs()[p].last_price == 0 {
         let c = mix_command(sim, rng, p, target, user);
@@ -525,7 +563,12 @@ pub fn w3_commands(ops: &[W3Op]) -> Workload {
     let cmds = ops
         .iter()
         .map(|op| match *op {
-            W3Op::Limit { id, side, price, qty } => {
+            W3Op::Limit {
+                id,
+                side,
+                price,
+                qty,
+            } => {
                 let user = UserId(1 + id % USERS);
                 owner.insert(id, user);
                 let mut o = gtc(user, PairId(1), to_side(side), price, qty);

@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use benches::journal_bench::{self, Scratch};
 use benches::{peers, run, w3, workload};
+use journal::Durability;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -55,11 +57,145 @@ enum Cmd {
         #[arg(long)]
         w2_pairs_side: Option<usize>,
     },
+    /// Journal append throughput per durability mode (W1 command payloads),
+    /// and the journal + engine pipeline: a journaler thread group-commits
+    /// batches and hands them to the engine thread, as the server does.
+    Journal {
+        /// Records per mode.
+        #[arg(long, default_value_t = 2_000_000)]
+        commands: usize,
+        /// Records per group commit.
+        #[arg(long, default_value_t = 2048)]
+        batch: usize,
+        /// Directory for scratch journals (default: the system temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Recovery speed: W1 commands written to a journal after a snapshot of
+    /// the setup state, then snapshot load + journal replay timed.
+    Replay {
+        #[arg(long, default_value_t = 10_000_000)]
+        commands: usize,
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Snapshot write (serialise + checksummed file + fsync) and load (read +
+    /// verify + rebuild + invariants) of the W2 state.
+    Snapshot {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// W2 users (default 1,000,000).
+        #[arg(long)]
+        w2_users: Option<usize>,
+        /// W2 resting orders (default 1,000,000).
+        #[arg(long)]
+        w2_resting: Option<usize>,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let machine = run::machine();
     match cli.cmd {
+        Cmd::Journal {
+            commands,
+            batch,
+            dir,
+            seed,
+        } => {
+            eprintln!("journal: generating {commands} W1 commands ...");
+            let w = workload::w1(seed, commands);
+            let payloads: Vec<Vec<u8>> = w.commands.iter().map(engine::Command::encode).collect();
+            let avg = payloads.iter().map(Vec::len).sum::<usize>() as f64 / payloads.len().max(1) as f64;
+            for mode in [Durability::None, Durability::Os, Durability::Fsync] {
+                let scratch = Scratch::new(dir.as_deref(), "journal");
+                eprintln!("journal: append, durability {} ...", journal_bench::mode_name(mode));
+                let r = journal_bench::append(&scratch.0, mode, &payloads, batch);
+                let secs = r.elapsed_ns as f64 / 1e9;
+                println!(
+                    "{{\"bench\":\"journal\",\"phase\":\"append\",\"durability\":\"{}\",\"records\":{},\"batch\":{batch},\"avg_payload_bytes\":{avg:.1},\"ops_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"commits\":{},\"elapsed_ns\":{},\"machine\":\"{machine}\"}}",
+                    journal_bench::mode_name(mode),
+                    r.records,
+                    r.records as f64 / secs,
+                    r.bytes as f64 / secs / 1e6,
+                    r.commits,
+                    r.elapsed_ns
+                );
+            }
+            let scratch = Scratch::new(dir.as_deref(), "pipeline");
+            eprintln!("journal: journal + engine pipeline, fsync group commit ...");
+            let (_e, r) = journal_bench::pipeline(&scratch.0, Durability::Fsync, &w, batch);
+            println!(
+                "{{\"bench\":\"journal\",\"phase\":\"pipeline\",\"durability\":\"fsync\",\"commands\":{},\"max_batch\":{},\"commits\":{},\"ops_per_sec\":{:.0},\"elapsed_ns\":{},\"machine\":\"{machine}\"}}",
+                r.commands,
+                r.max_batch,
+                r.commits,
+                r.commands as f64 * 1e9 / r.elapsed_ns as f64,
+                r.elapsed_ns
+            );
+            Ok(())
+        }
+        Cmd::Replay { commands, dir, seed } => {
+            eprintln!("replay: generating {commands} W1 commands ...");
+            let w = workload::w1(seed, commands);
+            let scratch = Scratch::new(dir.as_deref(), "replay");
+            let data = persister::replica::DataDir::new(&scratch.0);
+            eprintln!("replay: writing the journal ...");
+            journal_bench::write_for_replay(&data, &w);
+            drop(w);
+            eprintln!("replay: recovering (snapshot + replay) ...");
+            let rec = persister::replica::recover(&data, u64::MAX, |p| {
+                eprintln!("replay: seq {} ({:.0} records/s)", p.seq, p.records_per_sec)
+            })?;
+            let secs = rec.elapsed.as_secs_f64();
+            println!(
+                "{{\"bench\":\"replay\",\"commands\":{},\"ops_per_sec\":{:.0},\"elapsed_s\":{secs:.3},\"snapshot_seq\":{},\"state_hash\":\"{:016x}\",\"machine\":\"{machine}\"}}",
+                rec.replayed,
+                rec.replayed as f64 / secs,
+                rec.snapshot_seq,
+                rec.engine.state_hash()
+            );
+            Ok(())
+        }
+        Cmd::Snapshot {
+            dir,
+            seed,
+            w2_users,
+            w2_resting,
+        } => {
+            let d = workload::W2Scale::default();
+            let scale = workload::W2Scale {
+                pairs_side: d.pairs_side,
+                users: w2_users.unwrap_or(d.users),
+                resting: w2_resting.unwrap_or(d.resting),
+            };
+            eprintln!("snapshot: building the W2 state ({} users, {} resting orders) ...", scale.users, scale.resting);
+            let w = workload::w2(seed, 0, scale);
+            let scratch = Scratch::new(dir.as_deref(), "snapshot");
+            let data = persister::replica::DataDir::new(&scratch.0);
+            let t0 = Instant::now();
+            let path = persister::replica::write_snapshot(&data, &w.base)?;
+            let write_s = t0.elapsed().as_secs_f64();
+            let bytes = std::fs::metadata(&path)?.len();
+            let t1 = Instant::now();
+            let (e, seq, skipped) = persister::replica::load_snapshot(&data.snapshots(), u64::MAX)?;
+            let load_s = t1.elapsed().as_secs_f64();
+            if seq != w.base.last_seq() || !skipped.is_empty() || e.state_hash() != w.base.state_hash() {
+                bail!("snapshot did not load back identically");
+            }
+            println!(
+                "{{\"bench\":\"snapshot\",\"workload\":\"W2\",\"users\":{},\"resting_orders\":{},\"bytes\":{bytes},\"write_s\":{write_s:.3},\"load_s\":{load_s:.3},\"machine\":\"{machine}\"}}",
+                scale.users,
+                w.base.open_order_count()
+            );
+            Ok(())
+        }
         Cmd::Engine {
             workload,
             commands,
@@ -69,7 +205,6 @@ fn main() -> Result<()> {
             w2_resting,
             w2_pairs_side,
         } => {
-            let machine = run::machine();
             match workload {
                 WorkloadName::W1 | WorkloadName::W2 => {
                     let t0 = Instant::now();
@@ -159,7 +294,10 @@ fn main() -> Result<()> {
                         t.ops_per_sec, t.trades
                     );
                     for (name, f) in [
-                        ("matchcore", peers::run_matchcore as fn(&[w3::W3Op]) -> peers::PeerResult),
+                        (
+                            "matchcore",
+                            peers::run_matchcore as fn(&[w3::W3Op]) -> peers::PeerResult,
+                        ),
                         ("lobster", peers::run_lobster),
                     ] {
                         eprintln!("running {name} ...");
@@ -183,7 +321,7 @@ fn main() -> Result<()> {
                     }
                 }
             }
+            Ok(())
         }
     }
-    Ok(())
 }
