@@ -67,6 +67,16 @@ pub enum JournalCmd {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Truncate a damaged journal at the first bad record, even below the
+    /// durable watermark (acknowledged commands after it are LOST). Copy the
+    /// data directory aside first; prints what was cut.
+    Repair {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Required: confirms that records after the damage may be discarded.
+        #[arg(long)]
+        yes_discard_records: bool,
+    },
     /// Rebuild the engine state up to a sequence number and print its state
     /// hash and a summary.
     Replay {
@@ -171,6 +181,10 @@ fn journal_cmd(cmd: JournalCmd) -> Result<()> {
         }
         JournalCmd::Verify { data } => {
             let dir = DataDir::new(&data.data_dir).journal();
+            // The newest segment first, as recovery would judge it.
+            let tail = journal::check_tail(&dir).with_context(|| {
+                "the journal is damaged and a server start would refuse it; copy the data directory aside, then `mini-exchange journal repair` truncates it at the damage"
+            })?;
             let mut r = journal::Reader::open(&dir, 1)
                 .with_context(|| format!("cannot open the journal in {}", dir.display()))?;
             let (mut n, mut bytes, mut first, mut last) = (0u64, 0u64, 0u64, 0u64);
@@ -194,10 +208,34 @@ fn journal_cmd(cmd: JournalCmd) -> Result<()> {
                     eprintln!("verify: {n} records ...");
                 }
             }
+            if last != tail.committed_seq {
+                bail!(
+                    "the reader stopped at seq {last} but the newest segment commits up to {}",
+                    tail.committed_seq
+                );
+            }
             println!(
-                "journal OK: {n} records, seq {first}..{last}, {bytes} payload bytes, verified in {:.2} s",
+                "journal OK: {n} records, seq {first}..{last}, {bytes} payload bytes, watermark {}, torn tail {} bytes, verified in {:.2} s",
+                tail.watermark,
+                tail.torn_bytes,
                 started.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        JournalCmd::Repair {
+            data,
+            yes_discard_records,
+        } => {
+            if !yes_discard_records {
+                bail!("repair can discard acknowledged records; re-run with --yes-discard-records after copying the data directory aside");
+            }
+            let dir = DataDir::new(&data.data_dir).journal();
+            let (w, report) = journal::Writer::open(journal::JournalConfig {
+                repair: true,
+                ..journal::JournalConfig::new(&dir)
+            })?;
+            w.close()?;
+            println!("{report:#?}");
             Ok(())
         }
         JournalCmd::Replay {

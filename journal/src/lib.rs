@@ -127,6 +127,7 @@
 //!
 //! Written to `.snap.tmp`, fsync'ed, renamed, directory fsync'ed.
 
+mod check;
 mod error;
 mod reader;
 pub mod record;
@@ -137,6 +138,7 @@ mod sys;
 mod watermark;
 mod writer;
 
+pub use check::{check_tail, TailCheck};
 pub use error::{DecodeError, JournalError};
 pub use reader::{Entry, OwnedEntry, Reader, Tailer};
 pub use retention::delete_segments_before;
