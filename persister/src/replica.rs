@@ -217,3 +217,156 @@ pub fn write_snapshot(data: &DataDir, engine: &Engine) -> Result<PathBuf, Replic
         &engine.snapshot_bytes(),
     )?)
 }
+
+/// When the snapshotter writes a snapshot.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    /// After this many records since the last snapshot...
+    pub every_records: u64,
+    /// ...or this much time with at least one new record.
+    pub every: Duration,
+    /// Snapshots kept (older ones are deleted); at least 1.
+    pub keep: usize,
+    /// Delete journal segments older than the oldest kept snapshot. Off by
+    /// default: the journal is the history (API.md).
+    pub retain_journal: bool,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            every_records: 1_000_000,
+            every: Duration::from_secs(600),
+            keep: 3,
+            retain_journal: false,
+        }
+    }
+}
+
+/// A replica engine that follows the live journal and writes snapshots, so
+/// the live engine never pauses for one: it tails committed records (never
+/// past the writer's durable point), applies them to its own engine, and
+/// snapshots itself per [`SnapshotPolicy`].
+#[derive(Debug)]
+pub struct Snapshotter {
+    data: DataDir,
+    engine: Engine,
+    tailer: journal::Tailer,
+    policy: SnapshotPolicy,
+    out: Vec<Event>,
+    last_snapshot_seq: u64,
+    last_snapshot_at: Instant,
+}
+
+impl Snapshotter {
+    /// Start from the newest usable snapshot, following the journal whose
+    /// writer publishes `durable`.
+    pub fn start(
+        data: DataDir,
+        durable: journal::DurableSeq,
+        policy: SnapshotPolicy,
+    ) -> Result<Snapshotter, ReplicaError> {
+        let (engine, snapshot_seq, _) = load_snapshot(&data.snapshots(), u64::MAX)?;
+        let tailer = journal::Tailer::open(data.journal(), engine.last_seq() + 1, durable)?;
+        Ok(Snapshotter {
+            data,
+            engine,
+            tailer,
+            policy,
+            out: Vec::with_capacity(4096),
+            last_snapshot_seq: snapshot_seq,
+            last_snapshot_at: Instant::now(),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Apply every record committed so far (at most `max` of them); write a
+    /// snapshot if one is due. Returns the records applied and the snapshot
+    /// written, if any.
+    pub fn poll(&mut self, max: usize) -> Result<(usize, Option<PathBuf>), ReplicaError> {
+        let mut n = 0;
+        while n < max {
+            let Some(entry) = self.tailer.poll()? else {
+                break;
+            };
+            let expected = self.engine.last_seq() + 1;
+            if entry.seq != expected {
+                return Err(ReplicaError::Gap {
+                    expected,
+                    found: entry.seq,
+                });
+            }
+            let cmd = Command::decode(entry.payload).map_err(|err| ReplicaError::Decode {
+                seq: entry.seq,
+                err,
+            })?;
+            self.out.clear();
+            self.engine.apply(
+                entry.seq,
+                entry.timestamp_ns / 1_000_000,
+                &cmd,
+                &mut self.out,
+            );
+            n += 1;
+        }
+        let behind = self.engine.last_seq() - self.last_snapshot_seq;
+        let due = behind >= self.policy.every_records
+            || (behind > 0 && self.last_snapshot_at.elapsed() >= self.policy.every);
+        let written = if due {
+            Some(self.snapshot_now()?)
+        } else {
+            None
+        };
+        Ok((n, written))
+    }
+
+    /// Write a snapshot of the replica's state now (no-op if nothing changed
+    /// since the last one), prune old ones, and apply journal retention.
+    pub fn snapshot_now(&mut self) -> Result<PathBuf, ReplicaError> {
+        let started = Instant::now();
+        let path = write_snapshot(&self.data, &self.engine)?;
+        self.last_snapshot_seq = self.engine.last_seq();
+        self.last_snapshot_at = Instant::now();
+        let pruned = journal::snapshot::prune(self.data.snapshots(), self.policy.keep.max(1))?;
+        if self.policy.retain_journal {
+            if let Some(oldest) = journal::snapshot::list(self.data.snapshots())?.first() {
+                journal::delete_segments_before(self.data.journal(), oldest.seq + 1)?;
+            }
+        }
+        tracing::info!(
+            seq = self.last_snapshot_seq,
+            path = %path.display(),
+            ms = started.elapsed().as_millis() as u64,
+            pruned = pruned.len(),
+            "snapshot written"
+        );
+        Ok(path)
+    }
+
+    /// Follow the journal until `stop` is set, then catch up to the durable
+    /// point and write a final snapshot. Sleeps briefly when idle.
+    pub fn run(mut self, stop: &std::sync::atomic::AtomicBool) -> Result<Engine, ReplicaError> {
+        use std::sync::atomic::Ordering;
+        let mut idle = Duration::from_micros(100);
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            let (n, _) = self.poll(65_536)?;
+            if n == 0 {
+                if stopping {
+                    break;
+                }
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(Duration::from_millis(50));
+            } else {
+                idle = Duration::from_micros(100);
+            }
+        }
+        if self.engine.last_seq() > self.last_snapshot_seq {
+            self.snapshot_now()?;
+        }
+        Ok(self.engine)
+    }
+}
