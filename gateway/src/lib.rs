@@ -1,4 +1,5 @@
 //! The `mini-exchange` binary's library: command-line interface and the
 //! operations it runs. `main.rs` is a thin wrapper over [`cli::main`].
 
+pub mod binance;
 pub mod cli;
