@@ -4,6 +4,7 @@
 
 pub mod journal_bench;
 pub mod peers;
+pub mod plot;
 pub mod run;
 pub mod w3;
 pub mod workload;

@@ -47,6 +47,9 @@ enum Cmd {
         /// Skip the per-command latency pass.
         #[arg(long)]
         no_latency: bool,
+        /// Write the latency percentile plot (SVG) to this file.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
         /// W2 only: users (default 1,000,000).
         #[arg(long)]
         w2_users: Option<usize>,
@@ -201,6 +204,7 @@ fn main() -> Result<()> {
             commands,
             seed,
             no_latency,
+            plot,
             w2_users,
             w2_resting,
             w2_pairs_side,
@@ -261,6 +265,11 @@ fn main() -> Result<()> {
                     if let Some(h) = &hist {
                         line.push(',');
                         line.push_str(&run::percentiles_json(h));
+                        if let Some(path) = &plot {
+                            let title = format!("engine {} per-command latency ({machine})", w.name);
+                            std::fs::write(path, benches::plot::percentile_svg(&title, &[(w.name, h)]))?;
+                            eprintln!("wrote {}", path.display());
+                        }
                     }
                     if mem.open_orders > 0 {
                         line.push_str(&format!(
@@ -313,6 +322,11 @@ fn main() -> Result<()> {
                     }
                     if !no_latency {
                         let h = run::latency(&w);
+                        if let Some(path) = &plot {
+                            let title = format!("engine W3 per-command latency ({machine})");
+                            std::fs::write(path, benches::plot::percentile_svg(&title, &[("W3", &h)]))?;
+                            eprintln!("wrote {}", path.display());
+                        }
                         println!(
                             "{{\"bench\":\"engine\",\"workload\":\"W3\",\"commands\":{n},\"ops_per_sec\":{:.0},{},\"seed\":{seed},\"machine\":\"{machine}\"}}",
                             t.ops_per_sec,
