@@ -196,6 +196,15 @@ pub fn recover(
         |_, _, _, _| {},
         progress,
     )?;
+    tracing::info!(
+        seq = engine.last_seq(),
+        snapshot_seq,
+        replayed,
+        skipped_snapshots = skipped_snapshots.len(),
+        state_hash = %format!("{:016x}", engine.state_hash()),
+        ms = started.elapsed().as_millis() as u64,
+        "state recovered"
+    );
     Ok(Recovered {
         engine,
         snapshot_seq,
