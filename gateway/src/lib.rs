@@ -3,3 +3,4 @@
 
 pub mod binance;
 pub mod cli;
+pub mod pipeline;

@@ -1,0 +1,540 @@
+//! The order path: gateway tasks -> bounded lock-free ring -> journaler
+//! thread (assigns sequence and timestamp, appends, group-commits) -> engine
+//! thread (applies in sequence) -> reply to the waiting request and publish
+//! the events. A command's result is released only after its batch is
+//! durable under the journal's policy, so nothing acknowledged is ever lost.
+//!
+//! Bounds: the ring has a fixed capacity and a full ring is refused at once
+//! (`SubmitError::Full`, answered 503); the journaler -> engine and engine ->
+//! publisher hand-offs are bounded channels, so a slow publisher pushes back
+//! to the ring instead of growing memory. The engine thread does no I/O: it
+//! applies commands, sends replies (non-blocking one-shot sends) and hands
+//! the events to the publisher.
+//!
+//! A journal failure (failed fsync) poisons the pipeline: every waiting and
+//! later request is refused and the server must be restarted; the journal
+//! is never assumed durable when it is not.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam::queue::ArrayQueue;
+use engine::{Command, Engine, Event};
+
+/// What the engine did with one command.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub seq: u64,
+    pub ts_ms: u64,
+    pub command: Command,
+    pub events: Vec<Event>,
+}
+
+pub type Reply = tokio::sync::oneshot::Sender<Result<Arc<Outcome>, PipelineError>>;
+
+#[derive(Debug)]
+pub struct Submission {
+    pub command: Command,
+    pub reply: Option<Reply>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    #[error("the journal failed ({0}); the exchange stopped accepting commands")]
+    JournalFailed(String),
+    #[error("the exchange is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the order ring is full")]
+    Full,
+    #[error("the exchange is shutting down")]
+    Closed,
+    #[error("the journal failed; the exchange stopped accepting commands")]
+    Poisoned,
+}
+
+/// How idle threads wait for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Spin briefly, then park until woken (default: fair on small machines).
+    Park,
+    /// Busy-spin (lowest latency, burns a core: for machines with spare cores).
+    Spin,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub ring_capacity: usize,
+    /// Most commands in one group commit.
+    pub max_batch: usize,
+    pub wait: WaitStrategy,
+    /// CPU to pin the engine thread to.
+    pub engine_core: Option<usize>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            ring_capacity: 65_536,
+            max_batch: 4_096,
+            wait: WaitStrategy::Park,
+            engine_core: None,
+        }
+    }
+}
+
+/// Counters exported on /metrics and /health.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub submitted: AtomicU64,
+    pub rejected_full: AtomicU64,
+    pub batches: AtomicU64,
+    pub journaled: AtomicU64,
+    pub applied: AtomicU64,
+    pub last_batch_size: AtomicU64,
+    pub last_commit_us: AtomicU64,
+}
+
+struct Batch {
+    first_seq: u64,
+    ts_ms: u64,
+    subs: Vec<Submission>,
+}
+
+struct Shared {
+    ring: ArrayQueue<Submission>,
+    closed: AtomicBool,
+    poisoned: AtomicBool,
+    stats: PipelineStats,
+    journaler: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// Handle used by gateway tasks to submit commands.
+#[derive(Clone)]
+pub struct Submitter {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Submitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submitter")
+            .field("queued", &self.shared.ring.len())
+            .finish()
+    }
+}
+
+impl Submitter {
+    /// Queue a command; never waits. A full ring is refused at once.
+    pub fn submit(&self, sub: Submission) -> Result<(), SubmitError> {
+        let s = &self.shared;
+        if s.poisoned.load(Ordering::Acquire) {
+            return Err(SubmitError::Poisoned);
+        }
+        if s.closed.load(Ordering::Acquire) {
+            return Err(SubmitError::Closed);
+        }
+        if s.ring.push(sub).is_err() {
+            s.stats.rejected_full.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::Full);
+        }
+        s.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = s.journaler.get() {
+            t.unpark();
+        }
+        Ok(())
+    }
+
+    /// Submit and wait for the durable result.
+    pub async fn execute(&self, command: Command) -> Result<Arc<Outcome>, ExecuteError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Submission {
+            command,
+            reply: Some(tx),
+        })
+        .map_err(ExecuteError::Submit)?;
+        match rx.await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(e)) => Err(ExecuteError::Pipeline(e)),
+            Err(_) => Err(ExecuteError::Pipeline(PipelineError::ShuttingDown)),
+        }
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.shared.stats
+    }
+    pub fn queued(&self) -> usize {
+        self.shared.ring.len()
+    }
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecuteError {
+    #[error(transparent)]
+    Submit(SubmitError),
+    #[error(transparent)]
+    Pipeline(PipelineError),
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    journaler: Option<JoinHandle<journal::Writer>>,
+    engine: Option<JoinHandle<Engine>>,
+    durable: journal::DurableSeq,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("durable", &self.durable.get())
+            .finish()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn idle_wait(wait: WaitStrategy, idle_rounds: &mut u32) {
+    *idle_rounds += 1;
+    match wait {
+        WaitStrategy::Spin => std::hint::spin_loop(),
+        WaitStrategy::Park => {
+            if *idle_rounds < 64 {
+                std::hint::spin_loop();
+            } else if *idle_rounds < 128 {
+                std::thread::yield_now();
+            } else {
+                std::thread::park_timeout(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+fn pin_to_core(core: usize) {
+    if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        tracing::info!(core, "engine thread pinned");
+    } else {
+        tracing::warn!(
+            core,
+            "could not pin the engine thread to the requested core"
+        );
+    }
+}
+
+impl Pipeline {
+    /// Start the journaler and engine threads. `engine` must already hold
+    /// the recovered state matching `writer.last_seq()`. `publish` runs on
+    /// the publisher thread for every applied command, in sequence order.
+    pub fn start(
+        writer: journal::Writer,
+        engine: Engine,
+        cfg: PipelineConfig,
+        mut publish: impl FnMut(Arc<Outcome>) + Send + 'static,
+    ) -> (Pipeline, Submitter) {
+        assert_eq!(
+            engine.last_seq(),
+            writer.last_seq(),
+            "engine state must match the journal before the pipeline starts"
+        );
+        let shared = Arc::new(Shared {
+            ring: ArrayQueue::new(cfg.ring_capacity.max(1)),
+            closed: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            stats: PipelineStats::default(),
+            journaler: std::sync::OnceLock::new(),
+        });
+        let durable = writer.durable_handle();
+        let (batch_tx, batch_rx) = crossbeam::channel::bounded::<Batch>(64);
+        let (pub_tx, pub_rx) = crossbeam::channel::bounded::<Vec<Arc<Outcome>>>(256);
+
+        let publisher = std::thread::Builder::new()
+            .name("mx-publisher".into())
+            .spawn(move || {
+                while let Ok(batch) = pub_rx.recv() {
+                    for o in batch {
+                        publish(o);
+                    }
+                }
+            })
+            .expect("spawn publisher thread");
+
+        let engine_cfg = cfg.clone();
+        let sh = shared.clone();
+        let engine_thread = std::thread::Builder::new()
+            .name("mx-engine".into())
+            .spawn(move || {
+                if let Some(core) = engine_cfg.engine_core {
+                    pin_to_core(core);
+                }
+                let mut engine = engine;
+                let mut out: Vec<Event> = Vec::with_capacity(4096);
+                while let Ok(batch) = batch_rx.recv() {
+                    let mut published = Vec::with_capacity(batch.subs.len());
+                    for (i, sub) in batch.subs.into_iter().enumerate() {
+                        let seq = batch.first_seq + i as u64;
+                        out.clear();
+                        engine.apply(seq, batch.ts_ms, &sub.command, &mut out);
+                        let outcome = Arc::new(Outcome {
+                            seq,
+                            ts_ms: batch.ts_ms,
+                            command: sub.command,
+                            events: out.clone(),
+                        });
+                        if let Some(r) = sub.reply {
+                            let _ = r.send(Ok(outcome.clone()));
+                        }
+                        published.push(outcome);
+                    }
+                    sh.stats
+                        .applied
+                        .fetch_add(published.len() as u64, Ordering::Relaxed);
+                    // Bounded: a stalled publisher pushes back to the ring.
+                    let _ = pub_tx.send(published);
+                }
+                drop(pub_tx);
+                let _ = publisher.join();
+                engine
+            })
+            .expect("spawn engine thread");
+
+        let sh = shared.clone();
+        let journaler = std::thread::Builder::new()
+            .name("mx-journaler".into())
+            .spawn(move || {
+                let _ = sh.journaler.set(std::thread::current());
+                let mut writer = writer;
+                let mut buf = Vec::with_capacity(512);
+                let mut last_ts_ns = 0u64;
+                let mut idle = 0u32;
+                loop {
+                    let mut subs = Vec::new();
+                    while subs.len() < cfg.max_batch {
+                        match sh.ring.pop() {
+                            Some(s) => subs.push(s),
+                            None => break,
+                        }
+                    }
+                    if subs.is_empty() {
+                        if sh.closed.load(Ordering::Acquire) && sh.ring.is_empty() {
+                            break;
+                        }
+                        idle_wait(cfg.wait, &mut idle);
+                        continue;
+                    }
+                    idle = 0;
+                    let ts_ns = now_ns().max(last_ts_ns);
+                    last_ts_ns = ts_ns;
+                    let first_seq = writer.last_seq() + 1;
+                    let started = std::time::Instant::now();
+                    let mut failure = None;
+                    for s in &subs {
+                        buf.clear();
+                        s.command.encode_into(&mut buf);
+                        if let Err(e) = writer.append(ts_ns, &buf) {
+                            failure = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    if failure.is_none() {
+                        if let Err(e) = writer.commit() {
+                            failure = Some(e.to_string());
+                        }
+                    }
+                    if let Some(err) = failure {
+                        tracing::error!(error = %err, "journal append/commit failed: refusing every command from now on; restart after fixing the disk");
+                        sh.poisoned.store(true, Ordering::Release);
+                        let e = PipelineError::JournalFailed(err);
+                        for s in subs {
+                            if let Some(r) = s.reply {
+                                let _ = r.send(Err(e.clone()));
+                            }
+                        }
+                        while let Some(s) = sh.ring.pop() {
+                            if let Some(r) = s.reply {
+                                let _ = r.send(Err(e.clone()));
+                            }
+                        }
+                        break;
+                    }
+                    let n = subs.len() as u64;
+                    sh.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    sh.stats.journaled.fetch_add(n, Ordering::Relaxed);
+                    sh.stats.last_batch_size.store(n, Ordering::Relaxed);
+                    sh.stats
+                        .last_commit_us
+                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    if batch_tx
+                        .send(Batch {
+                            first_seq,
+                            ts_ms: ts_ns / 1_000_000,
+                            subs,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                writer
+            })
+            .expect("spawn journaler thread");
+
+        let pipeline = Pipeline {
+            shared: shared.clone(),
+            journaler: Some(journaler),
+            engine: Some(engine_thread),
+            durable,
+        };
+        (pipeline, Submitter { shared })
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        self.durable.get()
+    }
+
+    pub fn durable_handle(&self) -> journal::DurableSeq {
+        self.durable.clone()
+    }
+
+    /// Stop accepting, drain the ring, make everything durable and applied;
+    /// returns the final engine state and the (still open) journal writer.
+    pub fn shutdown(mut self) -> (Engine, journal::Writer) {
+        self.shared.closed.store(true, Ordering::Release);
+        let j = self.journaler.take().expect("journaler running");
+        j.thread().unpark();
+        let writer = j.join().expect("journaler thread panicked");
+        let engine = self
+            .engine
+            .take()
+            .expect("engine running")
+            .join()
+            .expect("engine thread panicked");
+        (engine, writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::*;
+    use std::sync::Mutex;
+
+    fn open(dir: &std::path::Path) -> journal::Writer {
+        journal::Writer::open(journal::JournalConfig::new(dir))
+            .unwrap()
+            .0
+    }
+
+    fn create_user(i: u64) -> Command {
+        Command::CreateUser {
+            username: format!("pipe{i}"),
+            email: String::new(),
+            password_hash: String::new(),
+            roles: roles::TRADER,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_are_journaled_applied_and_answered_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let p2 = published.clone();
+        let (pipeline, sub) = Pipeline::start(
+            open(tmp.path()),
+            Engine::new(),
+            PipelineConfig::default(),
+            move |o| p2.lock().unwrap().push(o.seq),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..200u64 {
+            let sub = sub.clone();
+            tasks.push(tokio::spawn(
+                async move { sub.execute(create_user(i)).await },
+            ));
+        }
+        let mut seqs = Vec::new();
+        for t in tasks {
+            let o = t.await.unwrap().unwrap();
+            assert!(matches!(o.events[0], Event::UserCreated { .. }));
+            // Durable before answered.
+            assert!(pipeline.durable_seq() >= o.seq);
+            seqs.push(o.seq);
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        // Duplicate username: rejected as data, still journaled.
+        let o = sub.execute(create_user(5)).await.unwrap();
+        assert!(matches!(o.events[..], [Event::Rejected { .. }]));
+        let (engine, writer) = pipeline.shutdown();
+        assert_eq!(engine.last_seq(), 201);
+        assert_eq!(writer.durable_seq(), 201);
+        writer.close().unwrap();
+        assert_eq!(*published.lock().unwrap(), (1..=201).collect::<Vec<_>>());
+        // A fresh replay of the journal gives the same state.
+        let mut replica = Engine::new();
+        persister::replica::replay(
+            &mut replica,
+            tmp.path(),
+            u64::MAX,
+            None,
+            |_, _, _, _| {},
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(replica.state_hash(), engine.state_hash());
+        // After shutdown nothing is accepted.
+        assert_eq!(
+            sub.submit(Submission {
+                command: create_user(999),
+                reply: None
+            }),
+            Err(SubmitError::Closed)
+        );
+    }
+
+    #[test]
+    fn a_full_ring_is_refused_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Publisher blocked: the engine stalls, then the journaler, then the ring fills.
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let g2 = gate.clone();
+        let (pipeline, sub) = Pipeline::start(
+            open(tmp.path()),
+            Engine::new(),
+            PipelineConfig {
+                ring_capacity: 8,
+                max_batch: 1,
+                ..PipelineConfig::default()
+            },
+            move |_| drop(g2.lock().unwrap()),
+        );
+        let mut full = 0;
+        for i in 0..10_000u64 {
+            if sub.submit(Submission {
+                command: create_user(i),
+                reply: None,
+            }) == Err(SubmitError::Full)
+            {
+                full += 1;
+            }
+        }
+        assert!(full > 0, "a stalled pipeline never refused");
+        assert!(sub.stats().rejected_full.load(Ordering::Relaxed) == full);
+        drop(held);
+        let (engine, writer) = pipeline.shutdown();
+        assert_eq!(engine.last_seq(), writer.last_seq());
+        assert_eq!(engine.last_seq(), 10_000 - full);
+    }
+}
