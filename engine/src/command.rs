@@ -47,12 +47,23 @@ pub enum Command {
     // configuration
     AddAsset(AssetSpec),
     /// Symbol and decimals cannot change.
-    UpdateAsset { asset: AssetId, spec: AssetSpec },
+    UpdateAsset {
+        asset: AssetId,
+        spec: AssetSpec,
+    },
     AddPair(PairSpec),
     /// Base, quote, tick and step cannot change.
-    UpdatePair { pair: PairId, spec: PairSpec },
-    SetPairStatus { pair: PairId, status: PairStatus },
-    SetFeeAccount { user: UserId },
+    UpdatePair {
+        pair: PairId,
+        spec: PairSpec,
+    },
+    SetPairStatus {
+        pair: PairId,
+        status: PairStatus,
+    },
+    SetFeeAccount {
+        user: UserId,
+    },
     SetLimits(Limits),
 
     // identity
@@ -62,9 +73,18 @@ pub enum Command {
         password_hash: String,
         roles: u32,
     },
-    SetUserStatus { user: UserId, status: UserStatus },
-    SetUserRoles { user: UserId, roles: u32 },
-    SetKycLevel { user: UserId, level: u8 },
+    SetUserStatus {
+        user: UserId,
+        status: UserStatus,
+    },
+    SetUserRoles {
+        user: UserId,
+        roles: u32,
+    },
+    SetKycLevel {
+        user: UserId,
+        level: u8,
+    },
 
     // wallet
     /// Idempotent by (asset, tx_hash); credited once confirmations reach the
@@ -84,9 +104,14 @@ pub enum Command {
         address: String,
     },
     /// Sent on chain: the frozen amount leaves, the fee goes to the fee account.
-    CompleteWithdrawal { withdrawal: u64, tx_hash: String },
+    CompleteWithdrawal {
+        withdrawal: u64,
+        tx_hash: String,
+    },
     /// Refused: everything frozen is released.
-    RejectWithdrawal { withdrawal: u64 },
+    RejectWithdrawal {
+        withdrawal: u64,
+    },
     /// Admin correction, audited by its reason.
     Adjust {
         user: UserId,
@@ -103,7 +128,10 @@ pub enum Command {
         pair: PairId,
         target: OrderRef,
     },
-    CancelAll { user: UserId, pair: PairId },
+    CancelAll {
+        user: UserId,
+        pair: PairId,
+    },
     CancelReplace {
         target: OrderRef,
         mode: CancelReplaceMode,

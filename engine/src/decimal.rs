@@ -226,7 +226,10 @@ mod tests {
         assert_eq!(format_units(100_000, 8), "0.00100000");
         assert_eq!(format_units(3_100_000_000_000, 8), "31000.00000000");
         assert_eq!(format_units(7, 0), "7");
-        assert_eq!(format_units_u128(u128::from(u64::MAX) + 1, 8), "184467440737.09551616");
+        assert_eq!(
+            format_units_u128(u128::from(u64::MAX) + 1, 8),
+            "184467440737.09551616"
+        );
         assert_eq!(units_to_decimal(150, 2).to_string(), "1.50");
     }
 

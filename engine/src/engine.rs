@@ -110,8 +110,7 @@ impl Default for Engine {
 /// Username rule: 3..=32 of [A-Za-z0-9_.-].
 pub fn valid_username(s: &str) -> bool {
     (3..=32).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
@@ -217,22 +216,32 @@ impl Engine {
         &self.assets
     }
     pub fn asset(&self, id: AssetId) -> Option<&Asset> {
-        (id.0 as usize).checked_sub(1).and_then(|i| self.assets.get(i))
+        (id.0 as usize)
+            .checked_sub(1)
+            .and_then(|i| self.assets.get(i))
     }
     pub fn asset_by_symbol(&self, symbol: &str) -> Option<&Asset> {
-        self.asset_by_symbol.get(symbol).and_then(|id| self.asset(*id))
+        self.asset_by_symbol
+            .get(symbol)
+            .and_then(|id| self.asset(*id))
     }
     pub fn asset_flows(&self, id: AssetId) -> Option<&AssetFlows> {
-        (id.0 as usize).checked_sub(1).and_then(|i| self.flows.get(i))
+        (id.0 as usize)
+            .checked_sub(1)
+            .and_then(|i| self.flows.get(i))
     }
     pub fn pairs(&self) -> &[PairState] {
         &self.pairs
     }
     pub fn pair(&self, id: PairId) -> Option<&PairState> {
-        (id.0 as usize).checked_sub(1).and_then(|i| self.pairs.get(i))
+        (id.0 as usize)
+            .checked_sub(1)
+            .and_then(|i| self.pairs.get(i))
     }
     pub fn pair_by_symbol(&self, symbol: &str) -> Option<&PairState> {
-        self.pair_by_symbol.get(symbol).and_then(|id| self.pair(*id))
+        self.pair_by_symbol
+            .get(symbol)
+            .and_then(|id| self.pair(*id))
     }
     pub fn users(&self) -> &[User] {
         &self.users
@@ -521,7 +530,7 @@ impl Engine {
             && spec.tick_units > 0
             && spec.step_units > 0
             && spec.min_qty_units > 0
-            && spec.min_qty_units % spec.step_units == 0
+            && spec.min_qty_units.is_multiple_of(spec.step_units)
             && spec.max_qty_units >= spec.min_qty_units
             && spec.market_max_qty_units >= spec.min_qty_units
             && spec.min_price_ticks > 0
@@ -759,7 +768,11 @@ impl Engine {
         self.next_withdrawal_id += 1;
         let u = &mut self.users[user.0 as usize];
         u.withdraw_usage.retain(|(_, d, _)| *d == day);
-        match u.withdraw_usage.iter_mut().find(|(aid, _, _)| *aid == asset) {
+        match u
+            .withdraw_usage
+            .iter_mut()
+            .find(|(aid, _, _)| *aid == asset)
+        {
             Some(e) => e.2 += amount,
             None => u.withdraw_usage.push((asset, day, amount)),
         }
@@ -982,7 +995,10 @@ impl Engine {
             } else {
                 spec.max_qty_units
             };
-            if o.qty.0 < spec.min_qty_units || o.qty.0 > max || o.qty.0 % spec.step_units != 0 {
+            if o.qty.0 < spec.min_qty_units
+                || o.qty.0 > max
+                || !o.qty.0.is_multiple_of(spec.step_units)
+            {
                 return Err(if market_like {
                     RejectReason::MarketLotSize
                 } else {
@@ -1000,7 +1016,10 @@ impl Engine {
         let notional = if o.quote_qty > 0 {
             Some(o.quote_qty)
         } else if ref_price > 0 {
-            Some(pair.notional(o.qty.0, ref_price).ok_or(RejectReason::Overflow)?)
+            Some(
+                pair.notional(o.qty.0, ref_price)
+                    .ok_or(RejectReason::Overflow)?,
+            )
         } else {
             None
         };
@@ -1044,7 +1063,10 @@ impl Engine {
             }
         }
         // Limits.
-        let rests = o.tif == TimeInForce::Gtc && o.kind != OrderType::Market || o.kind.is_stop();
+        // LIMIT_MAKER always rests: `place` forces its TIF to GTC.
+        let rests = o.tif == TimeInForce::Gtc && o.kind != OrderType::Market
+            || o.kind == OrderType::LimitMaker
+            || o.kind.is_stop();
         if rests {
             if u.open_orders >= self.limits.max_open_orders_per_user {
                 return Err(RejectReason::MaxNumOrders);
@@ -1136,7 +1158,9 @@ impl Engine {
             working_ms: if o.kind.is_stop() { 0 } else { ts },
             triggered: false,
         };
-        let pair = self.pairs[o.pair.0 as usize - 1].pair.spend_asset_for(o.side);
+        let pair = self.pairs[o.pair.0 as usize - 1]
+            .pair
+            .spend_asset_for(o.side);
         change_balance(
             &mut self.users,
             out,
@@ -1185,7 +1209,10 @@ impl Engine {
         } else if end == TakerEnd::StpExpired {
             self.finish(t, OrderStatus::ExpiredInMatch, out);
         } else if by_quote {
-            let st = if end == TakerEnd::Budget && t.filled.0 > 0 {
+            // Filled once the quote amount is used up (to within a step),
+            // even if that took the last liquidity in the book.
+            let used_up = end == TakerEnd::Budget || t.cum_quote == t.quote_qty;
+            let st = if used_up && t.filled.0 > 0 {
                 OrderStatus::Filled
             } else {
                 OrderStatus::Expired
@@ -1235,7 +1262,9 @@ impl Engine {
     /// End an order that is not (or no longer) in the book: release what is
     /// still frozen and report its final status.
     fn finish(&mut self, o: &mut Order, status: OrderStatus, out: &mut Vec<Event>) {
-        let spend = self.pairs[o.pair.0 as usize - 1].pair.spend_asset_for(o.side);
+        let spend = self.pairs[o.pair.0 as usize - 1]
+            .pair
+            .spend_asset_for(o.side);
         if o.frozen > 0 {
             let amt = o.frozen;
             change_balance(
@@ -1379,7 +1408,37 @@ impl Engine {
             while idx != NIL {
                 let next = slab.node(idx).next;
                 let m = *slab.order(idx);
-                // Self-trade prevention (the taker's mode decides).
+                // How much the taker can take from this maker.
+                let want = if t.quote_qty > 0 {
+                    match t.side {
+                        Side::Buy => pair.affordable_qty(t.frozen, price),
+                        Side::Sell => {
+                            let left = t.quote_qty - t.cum_quote;
+                            let q = pair.affordable_qty(left, price);
+                            let f = t.frozen - t.frozen % pair.spec.step_units;
+                            q.min(f)
+                        }
+                    }
+                } else {
+                    let rem = t.remaining();
+                    if t.side == Side::Buy && limit == 0 {
+                        rem.min(pair.affordable_qty(t.frozen, price))
+                    } else {
+                        rem
+                    }
+                };
+                let m_rem = m.remaining();
+                let q = want.min(m_rem);
+                if q == 0 {
+                    return if t.quote_qty == 0 && t.remaining() == 0 {
+                        TakerEnd::Filled
+                    } else {
+                        TakerEnd::Budget
+                    };
+                }
+                // Self-trade prevention (the taker's mode decides), only
+                // when a trade would happen: a taker whose budget is spent
+                // ends without touching its own orders.
                 if m.user == t.user && t.stp != StpMode::None {
                     if matches!(t.stp, StpMode::ExpireMaker | StpMode::ExpireBoth) {
                         let rem = m.remaining();
@@ -1419,34 +1478,6 @@ impl Engine {
                     }
                     idx = next;
                     continue;
-                }
-                // How much the taker can take from this maker.
-                let want = if t.quote_qty > 0 {
-                    match t.side {
-                        Side::Buy => pair.affordable_qty(t.frozen, price),
-                        Side::Sell => {
-                            let left = t.quote_qty - t.cum_quote;
-                            let q = pair.affordable_qty(left, price);
-                            let f = t.frozen - t.frozen % pair.spec.step_units;
-                            q.min(f)
-                        }
-                    }
-                } else {
-                    let rem = t.remaining();
-                    if t.side == Side::Buy && limit == 0 {
-                        rem.min(pair.affordable_qty(t.frozen, price))
-                    } else {
-                        rem
-                    }
-                };
-                let m_rem = m.remaining();
-                let q = want.min(m_rem);
-                if q == 0 {
-                    return if t.quote_qty == 0 && t.remaining() == 0 {
-                        TakerEnd::Filled
-                    } else {
-                        TakerEnd::Budget
-                    };
                 }
                 let c = pair
                     .notional(q, price)
@@ -1508,13 +1539,25 @@ impl Engine {
                         (m.user, release)
                     }
                 };
-                change_balance(users, out, buyer, quote, BalanceCause::Trade(trade_id), |b| {
-                    b.frozen -= c + buyer_release;
-                    b.available += buyer_release;
-                });
-                change_balance(users, out, buyer, base, BalanceCause::Trade(trade_id), |b| {
-                    b.available += q - buyer_fee
-                });
+                change_balance(
+                    users,
+                    out,
+                    buyer,
+                    quote,
+                    BalanceCause::Trade(trade_id),
+                    |b| {
+                        b.frozen -= c + buyer_release;
+                        b.available += buyer_release;
+                    },
+                );
+                change_balance(
+                    users,
+                    out,
+                    buyer,
+                    base,
+                    BalanceCause::Trade(trade_id),
+                    |b| b.available += q - buyer_fee,
+                );
                 let seller = match t.side {
                     Side::Buy => {
                         slab.order_mut(idx).frozen -= q;
@@ -1525,12 +1568,22 @@ impl Engine {
                         t.user
                     }
                 };
-                change_balance(users, out, seller, base, BalanceCause::Trade(trade_id), |b| {
-                    b.frozen -= q
-                });
-                change_balance(users, out, seller, quote, BalanceCause::Trade(trade_id), |b| {
-                    b.available += c - seller_fee
-                });
+                change_balance(
+                    users,
+                    out,
+                    seller,
+                    base,
+                    BalanceCause::Trade(trade_id),
+                    |b| b.frozen -= q,
+                );
+                change_balance(
+                    users,
+                    out,
+                    seller,
+                    quote,
+                    BalanceCause::Trade(trade_id),
+                    |b| b.available += c - seller_fee,
+                );
                 if buyer_fee > 0 {
                     change_balance(
                         users,
@@ -1577,7 +1630,11 @@ impl Engine {
                 if t.quote_qty == 0 && t.remaining() == 0 {
                     return TakerEnd::Filled;
                 }
-                idx = next;
+                // A maker left partly filled (the taker's budget ran short)
+                // keeps its priority: it is tried again before the next one.
+                if q == m_rem {
+                    idx = next;
+                }
             }
         }
     }
@@ -1594,8 +1651,14 @@ impl Engine {
             }
             let key = match ps.stops_up.first() {
                 Some(&(sp, id)) if sp <= last => Some((sp, id, true)),
+                // Highest stop price first; among equal stop prices the
+                // oldest (lowest id) first, as for rising stops.
                 _ => match ps.stops_down.last() {
-                    Some(&(sp, id)) if sp >= last => Some((sp, id, false)),
+                    Some(&(sp, _)) if sp >= last => ps
+                        .stops_down
+                        .range((sp, 0)..)
+                        .next()
+                        .map(|&(sp, id)| (sp, id, false)),
                     _ => None,
                 },
             };
@@ -1693,7 +1756,7 @@ impl Engine {
         if o.quote_qty > 0
             || new_qty.0 >= o.qty.0
             || new_qty.0 <= o.filled.0
-            || new_qty.0 % ps.pair.spec.step_units != 0
+            || !new_qty.0.is_multiple_of(ps.pair.spec.step_units)
         {
             return Err(RejectReason::InvalidAmendQty);
         }
@@ -1705,7 +1768,7 @@ impl Engine {
         let spend = ps.pair.spend_asset_for(o.side);
         let delta = o.remaining() - new_rem;
         let ps = &mut self.pairs[pair.0 as usize - 1];
-        if !(o.kind.is_stop() && !o.triggered) {
+        if !o.kind.is_stop() || o.triggered {
             match o.side {
                 Side::Buy => ps.bids.reduce(o.price.0, delta),
                 Side::Sell => ps.asks.reduce(o.price.0, delta),
@@ -1767,8 +1830,7 @@ pub fn stop_fires(side: Side, kind: OrderType, stop: u64, last: u64) -> bool {
 
 fn valid_symbol(s: &str) -> bool {
     (1..=20).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 

@@ -72,13 +72,17 @@ impl Trade {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// The command (or one part of a CancelReplace) was refused; nothing changed.
-    Rejected { reason: RejectReason },
+    Rejected {
+        reason: RejectReason,
+    },
 
     AssetListed(Asset),
     AssetUpdated(Asset),
     PairListed(Pair),
     PairUpdated(Pair),
-    FeeAccountSet { user: UserId },
+    FeeAccountSet {
+        user: UserId,
+    },
     LimitsSet(Limits),
 
     UserCreated {
@@ -88,9 +92,18 @@ pub enum Event {
         password_hash: String,
         roles: u32,
     },
-    UserStatusChanged { user: UserId, status: UserStatus },
-    UserRolesChanged { user: UserId, roles: u32 },
-    KycLevelSet { user: UserId, level: u8 },
+    UserStatusChanged {
+        user: UserId,
+        status: UserStatus,
+    },
+    UserRolesChanged {
+        user: UserId,
+        roles: u32,
+    },
+    KycLevelSet {
+        user: UserId,
+        level: u8,
+    },
 
     Balance(BalanceChange),
     DepositUpdated(Deposit),

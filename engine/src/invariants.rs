@@ -34,12 +34,25 @@ impl Engine {
 
         let mut check_order = |o: &Order, pair: &Pair, in_book: bool| -> Result<(), String> {
             ensure!(o.pair == pair.id, "order {} in wrong pair", o.id);
-            ensure!(o.status.is_open(), "order {} open with status {:?}", o.id, o.status);
+            ensure!(
+                o.status.is_open(),
+                "order {} open with status {:?}",
+                o.id,
+                o.status
+            );
             ensure!(o.filled.0 < o.qty.0, "open order {} has nothing left", o.id);
             if in_book {
-                ensure!(o.kind.has_limit_price(), "order {} without limit price in book", o.id);
+                ensure!(
+                    o.kind.has_limit_price(),
+                    "order {} without limit price in book",
+                    o.id
+                );
             } else {
-                ensure!(o.kind.is_stop() && !o.triggered, "order {} not a waiting stop", o.id);
+                ensure!(
+                    o.kind.is_stop() && !o.triggered,
+                    "order {} not a waiting stop",
+                    o.id
+                );
             }
             let rem = o.remaining();
             let need = match o.side {
@@ -61,7 +74,7 @@ impl Engine {
                 .or_default() += o.frozen;
             *open_per_user.entry(o.user.0).or_default() += 1;
             ensure!(
-                self.order_index.get(&o.id.0).is_some(),
+                self.order_index.contains_key(&o.id.0),
                 "order {} not indexed",
                 o.id
             );
@@ -100,12 +113,28 @@ impl Engine {
                         seen += 1;
                     }
                     ensure!(l.tail == prev, "level {} tail wrong", l.price);
-                    ensure!(count > 0 && count == l.count, "level {} count wrong", l.price);
-                    ensure!(total == l.total, "level {} total {} != {}", l.price, l.total, total);
+                    ensure!(
+                        count > 0 && count == l.count,
+                        "level {} count wrong",
+                        l.price
+                    );
+                    ensure!(
+                        total == l.total,
+                        "level {} total {} != {}",
+                        l.price,
+                        l.total,
+                        total
+                    );
                 }
             }
             if let (Some(b), Some(a)) = (ps.bids.best_price(), ps.asks.best_price()) {
-                ensure!(b < a, "book {} crossed: bid {} >= ask {}", ps.pair.spec.symbol, b, a);
+                ensure!(
+                    b < a,
+                    "book {} crossed: bid {} >= ask {}",
+                    ps.pair.spec.symbol,
+                    b,
+                    a
+                );
             }
             for &(sp, id) in ps.stops_up.iter().chain(ps.stops_down.iter()) {
                 let o = self
@@ -127,7 +156,11 @@ impl Engine {
             let o = self
                 .order(*id)
                 .ok_or_else(|| format!("client index points to closed order {id}"))?;
-            ensure!(o.user == key.0 && o.client_id == key.1, "client index mismatch for {}", id);
+            ensure!(
+                o.user == key.0 && o.client_id == key.1,
+                "client index mismatch for {}",
+                id
+            );
         }
         for w in self.withdrawals.values() {
             if w.status == WithdrawalStatus::Pending {
@@ -148,7 +181,11 @@ impl Engine {
             }
             for (asset, b) in u.balances.iter() {
                 let a = asset.0 as usize;
-                ensure!(a >= 1 && a <= self.assets.len(), "balance in unknown asset {}", a);
+                ensure!(
+                    a >= 1 && a <= self.assets.len(),
+                    "balance in unknown asset {}",
+                    a
+                );
                 let exp = expected_frozen.remove(&(u.id.0, a as u32)).unwrap_or(0);
                 ensure!(
                     b.frozen == exp,
@@ -185,7 +222,12 @@ fn check_side(side: &BookSide) -> Result<(), String> {
             Side::Buy => w[0].price < w[1].price,
             Side::Sell => w[0].price > w[1].price,
         };
-        ensure!(ok, "levels out of order: {} then {}", w[0].price, w[1].price);
+        ensure!(
+            ok,
+            "levels out of order: {} then {}",
+            w[0].price,
+            w[1].price
+        );
     }
     Ok(())
 }

@@ -9,9 +9,26 @@
 //! keeps it). Only the plain data types of the crate are shared with the fast
 //! engine; no book, slab or index code.
 //!
-//! It keeps the same invariants by construction: a rejected command (or the
-//! rejected part of a CancelReplace) is undone by restoring a copy of the
-//! state taken before it, so it cannot change anything.
+//! The matching rules, as this model states them:
+//! * A taker repeatedly picks the best resting counterparty (best price, then
+//!   earliest arrival) that its limit allows, and takes as much as it wants
+//!   from it: its remaining quantity, capped for budget-limited orders
+//!   (market buys, market-variant stop buys, orders by quote amount) by what
+//!   the budget buys at that price. A maker left partly filled stays first
+//!   in line. When the taker wants nothing more it ends.
+//! * Self-trade prevention is decided by the taker's mode and applies only
+//!   when a trade would happen.
+//! * An order by quote amount ends FILLED when its budget buys no further
+//!   step or is spent exactly, EXPIRED when liquidity ran out first.
+//! * After an order that traded, waiting stops of the pair whose stop price
+//!   the last price has reached fire one at a time: rising stops first
+//!   (lowest stop price, then oldest), then falling ones (highest stop
+//!   price, then oldest), re-reading the last price after each.
+//! * LIMIT_MAKER, GTC limits and stops count against the open-order limits.
+//!
+//! A rejected command (or the rejected part of a CancelReplace) is undone by
+//! restoring a copy of the state taken before it, so it cannot change
+//! anything.
 
 use std::collections::BTreeMap;
 
@@ -101,7 +118,8 @@ impl Default for ReferenceEngine {
 fn symbol_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 20
-        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 fn username_ok(s: &str) -> bool {
@@ -189,6 +207,9 @@ impl ReferenceEngine {
     pub fn open_order_count(&self) -> usize {
         self.orders.len()
     }
+    pub fn open_orders_of(&self, user: UserId) -> usize {
+        self.orders.iter().filter(|o| o.order.user == user).count()
+    }
     /// Resting orders of one book side, best price first, then by arrival.
     pub fn book_orders(&self, pair: PairId, side: Side) -> Vec<Order> {
         let mut v: Vec<&OpenOrder> = self
@@ -267,14 +288,28 @@ impl ReferenceEngine {
         }));
     }
 
-    fn freeze(&mut self, out: &mut Vec<Event>, user: UserId, asset: AssetId, amt: u64, cause: BalanceCause) {
+    fn freeze(
+        &mut self,
+        out: &mut Vec<Event>,
+        user: UserId,
+        asset: AssetId,
+        amt: u64,
+        cause: BalanceCause,
+    ) {
         self.move_funds(out, user, asset, cause, |b| {
             b.available -= amt;
             b.frozen += amt;
         });
     }
 
-    fn release(&mut self, out: &mut Vec<Event>, user: UserId, asset: AssetId, amt: u64, cause: BalanceCause) {
+    fn release(
+        &mut self,
+        out: &mut Vec<Event>,
+        user: UserId,
+        asset: AssetId,
+        amt: u64,
+        cause: BalanceCause,
+    ) {
         self.move_funds(out, user, asset, cause, |b| {
             b.frozen -= amt;
             b.available += amt;
@@ -325,11 +360,7 @@ impl ReferenceEngine {
                 Ok(())
             }
             Command::UpdatePair { pair, spec } => {
-                let cur = &self
-                    .pair(*pair)
-                    .ok_or(RejectReason::UnknownPair)?
-                    .pair
-                    .spec;
+                let cur = &self.pair(*pair).ok_or(RejectReason::UnknownPair)?.pair.spec;
                 let fixed_changed = cur.symbol != spec.symbol
                     || cur.base != spec.base
                     || cur.quote != spec.quote
@@ -505,7 +536,7 @@ impl ReferenceEngine {
             && s.tick_units > 0
             && s.step_units > 0
             && s.min_qty_units > 0
-            && s.min_qty_units % s.step_units == 0
+            && s.min_qty_units.is_multiple_of(s.step_units)
             && s.max_qty_units >= s.min_qty_units
             && s.market_max_qty_units >= s.min_qty_units
             && s.min_price_ticks > 0
@@ -545,7 +576,11 @@ impl ReferenceEngine {
         {
             return Err(RejectReason::UsernameTaken);
         }
-        if !email.is_empty() && registered.iter().any(|u| u.email.eq_ignore_ascii_case(email)) {
+        if !email.is_empty()
+            && registered
+                .iter()
+                .any(|u| u.email.eq_ignore_ascii_case(email))
+        {
             return Err(RejectReason::EmailTaken);
         }
         let id = UserId(self.users.len() as u64);
@@ -720,21 +755,35 @@ impl ReferenceEngine {
         Ok(i)
     }
 
-    fn complete_withdrawal(&mut self, id: u64, tx_hash: &str, ts: u64, out: &mut Vec<Event>) -> R<()> {
+    fn complete_withdrawal(
+        &mut self,
+        id: u64,
+        tx_hash: &str,
+        ts: u64,
+        out: &mut Vec<Event>,
+    ) -> R<()> {
         let i = self.pending_withdrawal(id)?;
         if tx_hash.is_empty() || tx_hash.len() > 128 {
             return Err(RejectReason::InvalidOrderParams);
         }
         let w = self.withdrawals[i].clone();
         // The amount leaves the system; the fee stays, with the fee account.
-        self.move_funds(out, w.user, w.asset, BalanceCause::WithdrawalSent(id), |b| {
-            b.frozen -= w.amount + w.fee
-        });
+        self.move_funds(
+            out,
+            w.user,
+            w.asset,
+            BalanceCause::WithdrawalSent(id),
+            |b| b.frozen -= w.amount + w.fee,
+        );
         if w.fee > 0 {
             let fee_account = self.fee_account;
-            self.move_funds(out, fee_account, w.asset, BalanceCause::WithdrawalFee(id), |b| {
-                b.available += w.fee
-            });
+            self.move_funds(
+                out,
+                fee_account,
+                w.asset,
+                BalanceCause::WithdrawalFee(id),
+                |b| b.available += w.fee,
+            );
         }
         self.supply[w.asset.0 as usize - 1] -= w.amount as u128;
         let w = &mut self.withdrawals[i];
@@ -748,7 +797,13 @@ impl ReferenceEngine {
     fn reject_withdrawal(&mut self, id: u64, ts: u64, out: &mut Vec<Event>) -> R<()> {
         let i = self.pending_withdrawal(id)?;
         let w = self.withdrawals[i].clone();
-        self.release(out, w.user, w.asset, w.amount + w.fee, BalanceCause::WithdrawalRelease(id));
+        self.release(
+            out,
+            w.user,
+            w.asset,
+            w.amount + w.fee,
+            BalanceCause::WithdrawalRelease(id),
+        );
         // The refused amount no longer counts against its day's limit.
         if let Some(used) = self
             .withdrawn
@@ -781,13 +836,17 @@ impl ReferenceEngine {
         if credit {
             self.check_credit(asset, amount)?;
             self.supply[a] += amount as u128;
-            self.move_funds(out, user, asset, BalanceCause::Adjustment, |b| b.available += amount);
+            self.move_funds(out, user, asset, BalanceCause::Adjustment, |b| {
+                b.available += amount
+            });
         } else {
             if self.balance(user, asset).available < amount {
                 return Err(RejectReason::InsufficientBalance);
             }
             self.supply[a] -= amount as u128;
-            self.move_funds(out, user, asset, BalanceCause::Adjustment, |b| b.available -= amount);
+            self.move_funds(out, user, asset, BalanceCause::Adjustment, |b| {
+                b.available -= amount
+            });
         }
         out.push(Event::Adjusted {
             user,
@@ -890,7 +949,7 @@ impl ReferenceEngine {
             } else {
                 spec.max_qty_units
             };
-            if qty < spec.min_qty_units || qty > max || qty % spec.step_units != 0 {
+            if qty < spec.min_qty_units || qty > max || !qty.is_multiple_of(spec.step_units) {
                 return Err(if market_lot {
                     RejectReason::MarketLotSize
                 } else {
@@ -968,7 +1027,11 @@ impl ReferenceEngine {
             || o.kind == OrderType::LimitMaker
             || (o.kind == OrderType::Limit && o.tif == TimeInForce::Gtc);
         if may_rest {
-            let mine = self.orders.iter().filter(|m| m.order.user == o.user).count();
+            let mine = self
+                .orders
+                .iter()
+                .filter(|m| m.order.user == o.user)
+                .count();
             if mine >= self.limits.max_open_orders_per_user as usize
                 || self.orders.len() >= self.limits.max_open_orders_total as usize
             {
@@ -1173,16 +1236,6 @@ impl ReferenceEngine {
                 return Taken::NoLiquidity;
             };
             let m = self.orders[mi].order;
-            if m.user == t.user && t.stp != StpMode::None {
-                if matches!(t.stp, StpMode::ExpireMaker | StpMode::ExpireBoth) {
-                    self.orders.remove(mi);
-                    self.finish(m, OrderStatus::ExpiredInMatch, out);
-                }
-                if matches!(t.stp, StpMode::ExpireTaker | StpMode::ExpireBoth) {
-                    return Taken::StpExpired;
-                }
-                continue;
-            }
             let price = m.price.0;
             let want = if t.quote_qty > 0 {
                 let step = pair.spec.step_units;
@@ -1201,7 +1254,20 @@ impl ReferenceEngine {
             if q == 0 {
                 return Taken::Budget;
             }
-            let c = pair.notional(q, price).expect("a resting order's notional fits");
+            // Self-trade prevention applies only when a trade would happen.
+            if m.user == t.user && t.stp != StpMode::None {
+                if matches!(t.stp, StpMode::ExpireMaker | StpMode::ExpireBoth) {
+                    self.orders.remove(mi);
+                    self.finish(m, OrderStatus::ExpiredInMatch, out);
+                }
+                if matches!(t.stp, StpMode::ExpireTaker | StpMode::ExpireBoth) {
+                    return Taken::StpExpired;
+                }
+                continue;
+            }
+            let c = pair
+                .notional(q, price)
+                .expect("a resting order's notional fits");
             let trade_id = TradeId(self.next_trade_id);
             self.next_trade_id += 1;
 
@@ -1266,19 +1332,31 @@ impl ReferenceEngine {
             self.move_funds(out, seller_user, base, BalanceCause::Trade(trade_id), |b| {
                 b.frozen -= q
             });
-            self.move_funds(out, seller_user, quote, BalanceCause::Trade(trade_id), |b| {
-                b.available += c - seller_fee
-            });
+            self.move_funds(
+                out,
+                seller_user,
+                quote,
+                BalanceCause::Trade(trade_id),
+                |b| b.available += c - seller_fee,
+            );
             let fee_account = self.fee_account;
             if buyer_fee > 0 {
-                self.move_funds(out, fee_account, base, BalanceCause::TradeFee(trade_id), |b| {
-                    b.available += buyer_fee
-                });
+                self.move_funds(
+                    out,
+                    fee_account,
+                    base,
+                    BalanceCause::TradeFee(trade_id),
+                    |b| b.available += buyer_fee,
+                );
             }
             if seller_fee > 0 {
-                self.move_funds(out, fee_account, quote, BalanceCause::TradeFee(trade_id), |b| {
-                    b.available += seller_fee
-                });
+                self.move_funds(
+                    out,
+                    fee_account,
+                    quote,
+                    BalanceCause::TradeFee(trade_id),
+                    |b| b.available += seller_fee,
+                );
             }
             self.pairs[t.pair.0 as usize - 1].last_price = price;
 
@@ -1351,7 +1429,13 @@ impl ReferenceEngine {
     fn finish(&mut self, mut o: Order, status: OrderStatus, out: &mut Vec<Event>) {
         if o.frozen > 0 {
             let spend = self.spend_asset(&o);
-            self.release(out, o.user, spend, o.frozen, BalanceCause::OrderRelease(o.id));
+            self.release(
+                out,
+                o.user,
+                spend,
+                o.frozen,
+                BalanceCause::OrderRelease(o.id),
+            );
             o.frozen = 0;
         }
         out.push(Event::OrderDone {
@@ -1381,7 +1465,11 @@ impl ReferenceEngine {
         let o = self.orders[i].order;
         let p = self.pairs[pair.0 as usize - 1].pair.clone();
         let q = new_qty.0;
-        if o.quote_qty > 0 || q >= o.qty.0 || q <= o.filled.0 || q % p.spec.step_units != 0 {
+        if o.quote_qty > 0
+            || q >= o.qty.0
+            || q <= o.filled.0
+            || !q.is_multiple_of(p.spec.step_units)
+        {
             return Err(RejectReason::InvalidAmendQty);
         }
         let keep = Self::needed_frozen(&p, &o, q - o.filled.0)

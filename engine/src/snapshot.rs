@@ -85,7 +85,9 @@ impl Default for StableHasher {
 impl StableHasher {
     #[inline]
     fn word(&mut self, w: u64) {
-        self.h = (self.h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        self.h = (self.h ^ w)
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(29);
     }
     pub fn update(&mut self, mut data: &[u8]) {
         self.len += data.len() as u64;
@@ -263,7 +265,8 @@ impl Engine {
             if p.pair.id.0 as usize != i + 1 {
                 return Err(SnapshotError::Malformed("pair ids not dense".into()));
             }
-            e.pair_by_symbol.insert(p.pair.spec.symbol.clone(), p.pair.id);
+            e.pair_by_symbol
+                .insert(p.pair.spec.symbol.clone(), p.pair.id);
             let mut ps = PairState::new(p.pair);
             ps.last_price = p.last_price;
             for (orders, side) in [(p.bids, Side::Buy), (p.asks, Side::Sell)] {
@@ -298,7 +301,10 @@ impl Engine {
 
     fn restore_open(&mut self, o: Order) -> Result<u32, SnapshotError> {
         if self.order_index.contains_key(&o.id.0) {
-            return Err(SnapshotError::Malformed(format!("duplicate order {}", o.id)));
+            return Err(SnapshotError::Malformed(format!(
+                "duplicate order {}",
+                o.id
+            )));
         }
         let idx = self.slab.alloc(o);
         self.order_index.insert(o.id.0, idx);

@@ -44,7 +44,10 @@ static GLOBAL: Counting = Counting;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -54,7 +57,11 @@ fn stream(h: &Harness, rng: &mut Lcg, users: &[UserId], n: usize) -> Vec<Command
     let mut next_id = h.e.next_order_id();
     for _ in 0..n {
         let u = users[rng.next(users.len() as u64) as usize];
-        let side = if rng.next(2) == 0 { Side::Buy } else { Side::Sell };
+        let side = if rng.next(2) == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
         let off = rng.next(40);
         let price = match side {
             Side::Buy => 2_999_980 + off,
@@ -72,15 +79,28 @@ fn stream(h: &Harness, rng: &mut Lcg, users: &[UserId], n: usize) -> Vec<Command
             5 => {
                 next_id += 1;
                 let mut o = limit(u, BTCUSDT, side, price, qty);
-                o.tif = if rng.next(2) == 0 { TimeInForce::Ioc } else { TimeInForce::Fok };
+                o.tif = if rng.next(2) == 0 {
+                    TimeInForce::Ioc
+                } else {
+                    TimeInForce::Fok
+                };
                 Command::PlaceOrder(o)
             }
             6 => {
                 next_id += 1;
                 Command::PlaceOrder(market(u, BTCUSDT, side, qty, 0))
             }
-            7 => Command::CancelOrder { user: u, pair: BTCUSDT, target },
-            8 => Command::AmendQty { user: u, pair: BTCUSDT, target, new_qty: Qty(100_000) },
+            7 => Command::CancelOrder {
+                user: u,
+                pair: BTCUSDT,
+                target,
+            },
+            8 => Command::AmendQty {
+                user: u,
+                pair: BTCUSDT,
+                target,
+                new_qty: Qty(100_000),
+            },
             _ => {
                 next_id += 1;
                 Command::CancelReplace {
@@ -138,5 +158,8 @@ fn steady_state_matching_does_not_allocate() {
     // The stream must really have exercised matching.
     assert!(trades > 5_000, "only {trades} trades");
     assert!(rejects < cmds.len() / 2, "{rejects} rejects");
-    assert_eq!(allocs, 0, "{allocs} heap allocations in 50,000 steady-state commands");
+    assert_eq!(
+        allocs, 0,
+        "{allocs} heap allocations in 50,000 steady-state commands"
+    );
 }

@@ -14,11 +14,23 @@ fn limit_orders_cross_with_fees_and_price_improvement() {
     h.fund(a, USDT, 100_000 * ONE);
     h.fund(b, BTC, 2 * ONE);
     // Bob sells 1 BTC at 30000.
-    let ev = h.ok(Command::PlaceOrder(limit(b, BTCUSDT, Side::Sell, P30K, ONE)));
+    let ev = h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE,
+    )));
     let sell = accepted_id(&ev);
     assert_eq!(h.bal(b, BTC), (ONE, ONE));
     // Alice buys 0.5 BTC at 31000 -> fills at 30000 (maker price).
-    let ev = h.ok(Command::PlaceOrder(limit(a, BTCUSDT, Side::Buy, 3_100_000, ONE / 2)));
+    let ev = h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Buy,
+        3_100_000,
+        ONE / 2,
+    )));
     let buy = accepted_id(&ev);
     let t = trades(&ev);
     assert_eq!(t.len(), 1);
@@ -40,7 +52,10 @@ fn limit_orders_cross_with_fees_and_price_improvement() {
     assert_eq!(h.bal(fee, BTC), (ONE / 2000, 0));
     assert_eq!(h.bal(fee, USDT), (15 * ONE, 0));
     // Remaining half rests.
-    assert_eq!(h.e.order(sell).unwrap().status, OrderStatus::PartiallyFilled);
+    assert_eq!(
+        h.e.order(sell).unwrap().status,
+        OrderStatus::PartiallyFilled
+    );
     assert_eq!(h.e.depth(BTCUSDT, Side::Sell, 10), vec![(P30K, ONE / 2)]);
 }
 
@@ -52,10 +67,34 @@ fn price_time_priority_across_levels() {
         h.fund(u, BTC, 10 * ONE);
     }
     h.fund(c, USDT, 1_000_000 * ONE);
-    let s1 = accepted_id(&h.ok(Command::PlaceOrder(limit(a, BTCUSDT, Side::Sell, P30K + 100, ONE))));
-    let s2 = accepted_id(&h.ok(Command::PlaceOrder(limit(b, BTCUSDT, Side::Sell, P30K, ONE))));
-    let s3 = accepted_id(&h.ok(Command::PlaceOrder(limit(a, BTCUSDT, Side::Sell, P30K, ONE))));
-    let ev = h.ok(Command::PlaceOrder(limit(c, BTCUSDT, Side::Buy, P30K + 100, 2 * ONE + ONE / 2)));
+    let s1 = accepted_id(&h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Sell,
+        P30K + 100,
+        ONE,
+    ))));
+    let s2 = accepted_id(&h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE,
+    ))));
+    let s3 = accepted_id(&h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE,
+    ))));
+    let ev = h.ok(Command::PlaceOrder(limit(
+        c,
+        BTCUSDT,
+        Side::Buy,
+        P30K + 100,
+        2 * ONE + ONE / 2,
+    )));
     let t = trades(&ev);
     let makers: Vec<_> = t.iter().map(|t| t.maker_order).collect();
     assert_eq!(makers, vec![s2, s3, s1]);
@@ -69,25 +108,46 @@ fn ioc_fok_and_limit_maker() {
     let (a, b) = (h.user("alice"), h.user("bob"));
     h.fund(a, USDT, 100_000 * ONE);
     h.fund(b, BTC, 10 * ONE);
-    h.ok(Command::PlaceOrder(limit(b, BTCUSDT, Side::Sell, P30K, ONE)));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE,
+    )));
     // FOK for 2 BTC cannot fill: expired, nothing traded, funds back.
     let mut o = limit(a, BTCUSDT, Side::Buy, P30K, 2 * ONE);
     o.tif = TimeInForce::Fok;
     let ev = h.ok(Command::PlaceOrder(o));
     assert!(trades(&ev).is_empty());
-    assert_eq!(done_status(&ev, accepted_id(&ev)), Some(OrderStatus::Expired));
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Expired)
+    );
     assert_eq!(h.bal(a, USDT), (100_000 * ONE, 0));
     // IOC for 2 BTC fills 1, rest expires.
     o.tif = TimeInForce::Ioc;
     let ev = h.ok(Command::PlaceOrder(o));
     assert_eq!(trades(&ev).len(), 1);
-    assert_eq!(done_status(&ev, accepted_id(&ev)), Some(OrderStatus::Expired));
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Expired)
+    );
     assert_eq!(h.bal(a, USDT), (70_000 * ONE, 0));
     // LIMIT_MAKER that would take is rejected; one that rests is fine.
-    h.ok(Command::PlaceOrder(limit(b, BTCUSDT, Side::Sell, P30K, ONE)));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE,
+    )));
     let mut m = limit(a, BTCUSDT, Side::Buy, P30K, ONE / 10);
     m.kind = OrderType::LimitMaker;
-    assert_eq!(h.reject(Command::PlaceOrder(m)), RejectReason::WouldTakeAsMaker);
+    assert_eq!(
+        h.reject(Command::PlaceOrder(m)),
+        RejectReason::WouldTakeAsMaker
+    );
     m.price = Price(P30K - 1);
     h.ok(Command::PlaceOrder(m));
 }
@@ -98,14 +158,29 @@ fn market_by_quote_never_overspends() {
     let (a, b) = (h.user("alice"), h.user("bob"));
     h.fund(a, USDT, 1_000 * ONE);
     h.fund(b, BTC, 10 * ONE);
-    h.ok(Command::PlaceOrder(limit(b, BTCUSDT, Side::Sell, 3_333_333, ONE)));
-    let ev = h.ok(Command::PlaceOrder(market(a, BTCUSDT, Side::Buy, 0, 100 * ONE)));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Sell,
+        3_333_333,
+        ONE,
+    )));
+    let ev = h.ok(Command::PlaceOrder(market(
+        a,
+        BTCUSDT,
+        Side::Buy,
+        0,
+        100 * ONE,
+    )));
     let t = trades(&ev);
     assert_eq!(t.len(), 1);
     assert!(t[0].quote_qty <= 100 * ONE);
     // 100 / 33333.33 = 0.003000003 -> 0.00300 BTC (step 0.00001)
     assert_eq!(t[0].qty, Qty(300_000));
-    assert_eq!(done_status(&ev, accepted_id(&ev)), Some(OrderStatus::Filled));
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Filled)
+    );
     assert_eq!(h.bal(a, USDT), (1_000 * ONE - t[0].quote_qty, 0));
 }
 
@@ -115,10 +190,25 @@ fn market_buy_by_qty_stops_when_funds_run_out() {
     let (a, b) = (h.user("alice"), h.user("bob"));
     h.fund(a, USDT, 45_000 * ONE);
     h.fund(b, BTC, 10 * ONE);
-    h.ok(Command::PlaceOrder(limit(b, BTCUSDT, Side::Sell, P30K, 5 * ONE)));
-    let ev = h.ok(Command::PlaceOrder(market(a, BTCUSDT, Side::Buy, 2 * ONE, 0)));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        5 * ONE,
+    )));
+    let ev = h.ok(Command::PlaceOrder(market(
+        a,
+        BTCUSDT,
+        Side::Buy,
+        2 * ONE,
+        0,
+    )));
     assert_eq!(trades(&ev)[0].qty, Qty(ONE + ONE / 2));
-    assert_eq!(done_status(&ev, accepted_id(&ev)), Some(OrderStatus::Expired));
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Expired)
+    );
     assert_eq!(h.bal(a, USDT), (0, 0));
 }
 
@@ -128,12 +218,21 @@ fn self_trade_prevention_modes() {
     let a = h.user("alice");
     h.fund(a, USDT, 100_000 * ONE);
     h.fund(a, BTC, 10 * ONE);
-    let maker = accepted_id(&h.ok(Command::PlaceOrder(limit(a, BTCUSDT, Side::Sell, P30K, ONE))));
+    let maker = accepted_id(&h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE,
+    ))));
     // EXPIRE_TAKER: taker dies, maker stays.
     let mut t = limit(a, BTCUSDT, Side::Buy, P30K, ONE);
     t.stp = StpMode::ExpireTaker;
     let ev = h.ok(Command::PlaceOrder(t));
-    assert_eq!(done_status(&ev, accepted_id(&ev)), Some(OrderStatus::ExpiredInMatch));
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::ExpiredInMatch)
+    );
     assert!(h.e.order(maker).is_some());
     // EXPIRE_MAKER: maker dies, taker rests.
     t.stp = StpMode::ExpireMaker;
@@ -157,8 +256,20 @@ fn stops_trigger_on_last_price() {
     h.fund(c, BTC, 10 * ONE);
     h.fund(c, USDT, 1_000_000 * ONE);
     // Establish a last price of 30000.
-    h.ok(Command::PlaceOrder(limit(c, BTCUSDT, Side::Sell, P30K, ONE / 10)));
-    h.ok(Command::PlaceOrder(limit(b, BTCUSDT, Side::Buy, P30K, ONE / 10)));
+    h.ok(Command::PlaceOrder(limit(
+        c,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE / 10,
+    )));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        P30K,
+        ONE / 10,
+    )));
     // Alice: stop-loss-limit sell 1 BTC, stop 29000, limit 28900.
     let mut sl = limit(a, BTCUSDT, Side::Sell, 2_890_000, ONE);
     sl.kind = OrderType::StopLossLimit;
@@ -168,11 +279,28 @@ fn stops_trigger_on_last_price() {
     // A stop that would fire at once is refused.
     sl.stop_price = Price(3_100_000);
     sl.price = Price(3_100_000);
-    assert_eq!(h.reject(Command::PlaceOrder(sl)), RejectReason::StopWouldTriggerImmediately);
+    assert_eq!(
+        h.reject(Command::PlaceOrder(sl)),
+        RejectReason::StopWouldTriggerImmediately
+    );
     // Bob bids 2 BTC at 28950; a trade at 28950 fires the stop, which sells into Bob's bid.
-    h.ok(Command::PlaceOrder(limit(b, BTCUSDT, Side::Buy, 2_895_000, 2 * ONE)));
-    let ev = h.ok(Command::PlaceOrder(limit(c, BTCUSDT, Side::Sell, 2_895_000, ONE / 10)));
-    assert!(ev.iter().any(|e| matches!(e, Event::StopTriggered { order, .. } if *order == stop_id)));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        2_895_000,
+        2 * ONE,
+    )));
+    let ev = h.ok(Command::PlaceOrder(limit(
+        c,
+        BTCUSDT,
+        Side::Sell,
+        2_895_000,
+        ONE / 10,
+    )));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::StopTriggered { order, .. } if *order == stop_id)));
     let t = trades(&ev);
     assert_eq!(t.len(), 2);
     assert_eq!(t[1].taker_order, stop_id);
@@ -188,12 +316,25 @@ fn cancel_replace_amend_cancel_all_and_client_ids() {
     let mut o = limit(a, BTCUSDT, Side::Buy, P30K, ONE);
     o.client_id = ClientOrderId::new("my-1").unwrap();
     let id = accepted_id(&h.ok(Command::PlaceOrder(o)));
-    assert_eq!(h.reject(Command::PlaceOrder(o)), RejectReason::DuplicateClientOrderId);
+    assert_eq!(
+        h.reject(Command::PlaceOrder(o)),
+        RejectReason::DuplicateClientOrderId
+    );
     // Amend down keeps priority and releases funds.
-    h.ok(Command::AmendQty { user: a, pair: BTCUSDT, target: OrderRef::Id(id), new_qty: Qty(ONE / 2) });
+    h.ok(Command::AmendQty {
+        user: a,
+        pair: BTCUSDT,
+        target: OrderRef::Id(id),
+        new_qty: Qty(ONE / 2),
+    });
     assert_eq!(h.bal(a, USDT), (85_000 * ONE, 15_000 * ONE));
     assert_eq!(
-        h.reject(Command::AmendQty { user: a, pair: BTCUSDT, target: OrderRef::Id(id), new_qty: Qty(ONE) }),
+        h.reject(Command::AmendQty {
+            user: a,
+            pair: BTCUSDT,
+            target: OrderRef::Id(id),
+            new_qty: Qty(ONE)
+        }),
         RejectReason::InvalidAmendQty
     );
     // Cancel-replace by client id.
@@ -208,11 +349,24 @@ fn cancel_replace_amend_cancel_all_and_client_ids() {
     assert!(h.e.order(id).is_none());
     // Unknown target with STOP_ON_FAILURE: nothing happens.
     assert_eq!(
-        h.reject(Command::CancelReplace { target: OrderRef::Id(id), mode: CancelReplaceMode::StopOnFailure, new: n }),
+        h.reject(Command::CancelReplace {
+            target: OrderRef::Id(id),
+            mode: CancelReplaceMode::StopOnFailure,
+            new: n
+        }),
         RejectReason::UnknownOrder
     );
-    h.ok(Command::PlaceOrder(limit(a, BTCUSDT, Side::Buy, P30K - 200, ONE)));
-    h.ok(Command::CancelAll { user: a, pair: BTCUSDT });
+    h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Buy,
+        P30K - 200,
+        ONE,
+    )));
+    h.ok(Command::CancelAll {
+        user: a,
+        pair: BTCUSDT,
+    });
     assert_eq!(h.bal(a, USDT), (100_000 * ONE, 0));
     assert_eq!(h.e.open_order_count(), 0);
 }
@@ -223,24 +377,84 @@ fn filters_and_reject_order() {
     let a = h.user("alice");
     h.fund(a, USDT, 10 * ONE);
     // Not on step.
-    assert_eq!(h.reject(Command::PlaceOrder(limit(a, BTCUSDT, Side::Buy, P30K, 1_500))), RejectReason::LotSize);
+    assert_eq!(
+        h.reject(Command::PlaceOrder(limit(
+            a,
+            BTCUSDT,
+            Side::Buy,
+            P30K,
+            1_500
+        ))),
+        RejectReason::LotSize
+    );
     // Notional below 5 USDT: 0.0001 BTC at 30000 = 3 USDT.
-    assert_eq!(h.reject(Command::PlaceOrder(limit(a, BTCUSDT, Side::Buy, P30K, 10_000))), RejectReason::MinNotional);
+    assert_eq!(
+        h.reject(Command::PlaceOrder(limit(
+            a,
+            BTCUSDT,
+            Side::Buy,
+            P30K,
+            10_000
+        ))),
+        RejectReason::MinNotional
+    );
     // Insufficient: 0.001 BTC at 30000 = 30 USDT > 10.
-    assert_eq!(h.reject(Command::PlaceOrder(limit(a, BTCUSDT, Side::Buy, P30K, 100_000))), RejectReason::InsufficientBalance);
+    assert_eq!(
+        h.reject(Command::PlaceOrder(limit(
+            a,
+            BTCUSDT,
+            Side::Buy,
+            P30K,
+            100_000
+        ))),
+        RejectReason::InsufficientBalance
+    );
     // Pair halted comes before balance.
-    h.ok(Command::SetPairStatus { pair: BTCUSDT, status: PairStatus::Halt });
-    assert_eq!(h.reject(Command::PlaceOrder(limit(a, BTCUSDT, Side::Buy, P30K, 100_000))), RejectReason::PairNotTrading);
-    h.ok(Command::SetPairStatus { pair: BTCUSDT, status: PairStatus::Trading });
-    h.ok(Command::SetUserStatus { user: a, status: UserStatus::Suspended });
-    assert_eq!(h.reject(Command::PlaceOrder(limit(a, BTCUSDT, Side::Buy, P30K, 100_000))), RejectReason::UserSuspended);
+    h.ok(Command::SetPairStatus {
+        pair: BTCUSDT,
+        status: PairStatus::Halt,
+    });
+    assert_eq!(
+        h.reject(Command::PlaceOrder(limit(
+            a,
+            BTCUSDT,
+            Side::Buy,
+            P30K,
+            100_000
+        ))),
+        RejectReason::PairNotTrading
+    );
+    h.ok(Command::SetPairStatus {
+        pair: BTCUSDT,
+        status: PairStatus::Trading,
+    });
+    h.ok(Command::SetUserStatus {
+        user: a,
+        status: UserStatus::Suspended,
+    });
+    assert_eq!(
+        h.reject(Command::PlaceOrder(limit(
+            a,
+            BTCUSDT,
+            Side::Buy,
+            P30K,
+            100_000
+        ))),
+        RejectReason::UserSuspended
+    );
 }
 
 #[test]
 fn deposits_are_idempotent_and_wait_for_confirmations() {
     let mut h = Harness::new();
     let a = h.user("alice");
-    let dep = |c| Command::Deposit { user: a, asset: BTC, amount: ONE, tx_hash: "0xabc".into(), confirmations: c };
+    let dep = |c| Command::Deposit {
+        user: a,
+        asset: BTC,
+        amount: ONE,
+        tx_hash: "0xabc".into(),
+        confirmations: c,
+    };
     h.ok(dep(1));
     assert_eq!(h.bal(a, BTC), (0, 0));
     h.ok(dep(2));
@@ -250,7 +464,13 @@ fn deposits_are_idempotent_and_wait_for_confirmations() {
     assert_eq!(h.bal(a, BTC), (ONE, 0));
     let other = h.user("bob");
     assert_eq!(
-        h.reject(Command::Deposit { user: other, asset: BTC, amount: ONE, tx_hash: "0xabc".into(), confirmations: 5 }),
+        h.reject(Command::Deposit {
+            user: other,
+            asset: BTC,
+            amount: ONE,
+            tx_hash: "0xabc".into(),
+            confirmations: 5
+        }),
         RejectReason::DepositUserMismatch
     );
 }
@@ -260,7 +480,12 @@ fn withdrawal_lifecycle_conserves() {
     let mut h = Harness::new();
     let a = h.user("alice");
     h.fund(a, BTC, ONE);
-    let w = Command::RequestWithdrawal { user: a, asset: BTC, amount: ONE / 2, address: "bc1q".into() };
+    let w = Command::RequestWithdrawal {
+        user: a,
+        asset: BTC,
+        amount: ONE / 2,
+        address: "bc1q".into(),
+    };
     assert_eq!(h.reject(w.clone()), RejectReason::KycRequired);
     h.ok(Command::SetKycLevel { user: a, level: 1 });
     h.ok(w.clone());
@@ -268,11 +493,17 @@ fn withdrawal_lifecycle_conserves() {
     h.ok(Command::RejectWithdrawal { withdrawal: 1 });
     assert_eq!(h.bal(a, BTC), (ONE, 0));
     h.ok(w);
-    h.ok(Command::CompleteWithdrawal { withdrawal: 2, tx_hash: "0xdead".into() });
+    h.ok(Command::CompleteWithdrawal {
+        withdrawal: 2,
+        tx_hash: "0xdead".into(),
+    });
     assert_eq!(h.bal(a, BTC), (ONE / 2 - 500, 0));
     assert_eq!(h.bal(h.e.fee_account(), BTC), (500, 0));
     assert_eq!(
-        h.reject(Command::CompleteWithdrawal { withdrawal: 2, tx_hash: "0xdead".into() }),
+        h.reject(Command::CompleteWithdrawal {
+            withdrawal: 2,
+            tx_hash: "0xdead".into()
+        }),
         RejectReason::WithdrawalNotPending
     );
 }
@@ -284,7 +515,13 @@ fn snapshot_round_trip_preserves_hash_and_behaviour() {
     h.fund(a, USDT, 100_000 * ONE);
     h.fund(b, BTC, 10 * ONE);
     for i in 0..20 {
-        h.ok(Command::PlaceOrder(limit(b, BTCUSDT, Side::Sell, P30K + i * 100, ONE / 10)));
+        h.ok(Command::PlaceOrder(limit(
+            b,
+            BTCUSDT,
+            Side::Sell,
+            P30K + i * 100,
+            ONE / 10,
+        )));
     }
     let mut sl = limit(b, BTCUSDT, Side::Sell, 2_800_000, ONE / 10);
     sl.kind = OrderType::StopLossLimit;
@@ -293,7 +530,12 @@ fn snapshot_round_trip_preserves_hash_and_behaviour() {
     let bytes = h.e.snapshot_bytes();
     let restored = Engine::from_snapshot(&bytes).unwrap();
     assert_eq!(restored.state_hash(), h.e.state_hash());
-    let mut h2 = Harness { e: restored, seq: h.seq, ts: h.ts, out: Vec::new() };
+    let mut h2 = Harness {
+        e: restored,
+        seq: h.seq,
+        ts: h.ts,
+        out: Vec::new(),
+    };
     let cmd = Command::PlaceOrder(limit(a, BTCUSDT, Side::Buy, P30K + 1_000, ONE));
     assert_eq!(h.ok(cmd.clone()), h2.ok(cmd));
     assert_eq!(h.e.state_hash(), h2.e.state_hash());
@@ -309,4 +551,222 @@ fn command_encoding_round_trips_and_rejects_garbage() {
     assert!(Command::decode(&[]).is_err());
     assert!(Command::decode(&[1, 0, 255, 255, 255]).is_err());
     assert!(Command::decode(&[9, 9]).is_err());
+}
+
+// ------------------------------------------------ regressions (differential)
+
+#[test]
+fn limit_maker_with_ioc_tif_counts_against_open_order_limit() {
+    // LIMIT_MAKER always rests (its TIF is forced to GTC), so it must count
+    // against MAX_NUM_ORDERS whatever TIF the client sent.
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.fund(a, USDT, 100_000 * ONE);
+    h.ok(Command::SetLimits(Limits {
+        max_open_orders_per_user: 2,
+        ..Limits::default()
+    }));
+    h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Buy,
+        P30K,
+        ONE / 100,
+    )));
+    h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Buy,
+        P30K - 1,
+        ONE / 100,
+    )));
+    let mut m = limit(a, BTCUSDT, Side::Buy, P30K - 2, ONE / 100);
+    m.kind = OrderType::LimitMaker;
+    m.tif = TimeInForce::Ioc;
+    assert_eq!(h.reject(Command::PlaceOrder(m)), RejectReason::MaxNumOrders);
+    assert_eq!(h.e.user(a).unwrap().open_orders, 2);
+}
+
+#[test]
+fn falling_stops_with_equal_stop_price_fire_oldest_first() {
+    let mut h = Harness::new();
+    let (a, b, c, d) = (
+        h.user("alice"),
+        h.user("bob"),
+        h.user("carol"),
+        h.user("dave"),
+    );
+    for u in [a, c, d] {
+        h.fund(u, BTC, 10 * ONE);
+    }
+    h.fund(b, USDT, 1_000_000 * ONE);
+    h.ok(Command::PlaceOrder(limit(
+        c,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE / 10,
+    )));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        P30K,
+        ONE / 10,
+    )));
+    // Two sell stops at the same stop price: alice's first, then dave's.
+    let mut sl = limit(a, BTCUSDT, Side::Sell, 2_800_000, ONE / 10);
+    sl.kind = OrderType::StopLossLimit;
+    sl.stop_price = Price(2_900_000);
+    let first = accepted_id(&h.ok(Command::PlaceOrder(sl)));
+    sl.user = d;
+    let second = accepted_id(&h.ok(Command::PlaceOrder(sl)));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        2_890_000,
+        ONE,
+    )));
+    let ev = h.ok(Command::PlaceOrder(limit(
+        c,
+        BTCUSDT,
+        Side::Sell,
+        2_890_000,
+        ONE / 10,
+    )));
+    let fired: Vec<OrderId> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::StopTriggered { order, .. } => Some(*order),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fired, vec![first, second]);
+    // The older stop also trades first.
+    let t = trades(&ev);
+    assert_eq!(t[1].taker_order, first);
+    assert_eq!(t[2].taker_order, second);
+}
+
+#[test]
+fn budget_limited_taker_keeps_partially_filled_maker_priority() {
+    // ETHBTC at 25 ticks: one step (0.001 ETH) costs 2.5 sat, so per-fill
+    // rounding can leave budget for one more step after a partial fill.
+    // That step must come from the maker first in line, not the next one.
+    let mut h = Harness::new();
+    let (a, b, c) = (h.user("alice"), h.user("bob"), h.user("carol"));
+    h.fund(a, ETH, 10 * ONE);
+    h.fund(b, ETH, 10 * ONE);
+    h.fund(c, BTC, ONE);
+    let first = accepted_id(&h.ok(Command::PlaceOrder(limit(
+        a,
+        ETHBTC,
+        Side::Sell,
+        25,
+        10 * ONE,
+    ))));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        ETHBTC,
+        Side::Sell,
+        25,
+        10 * ONE,
+    )));
+    // 10_004 sat buys 4001 steps for 10_002 sat; the 2 sat left buy one more.
+    let ev = h.ok(Command::PlaceOrder(market(c, ETHBTC, Side::Buy, 0, 10_004)));
+    let t = trades(&ev);
+    assert_eq!(t.len(), 2);
+    assert!(t.iter().all(|t| t.maker_order == first), "{t:?}");
+    assert_eq!((t[0].qty, t[1].qty), (Qty(400_100_000), Qty(100_000)));
+    assert_eq!(t[0].quote_qty + t[1].quote_qty, 10_004);
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Filled)
+    );
+}
+
+#[test]
+fn spent_quote_taker_does_not_trigger_stp_on_own_maker() {
+    // A market buy by quote that has spent its whole amount must end FILLED
+    // without touching the taker's own orders further down the book.
+    let mut h = Harness::new();
+    let (a, b) = (h.user("alice"), h.user("bob"));
+    h.fund(a, USDT, 1_000 * ONE);
+    h.fund(a, BTC, ONE);
+    h.fund(b, BTC, ONE);
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE / 100,
+    )));
+    let own = accepted_id(&h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Sell,
+        P30K + 100,
+        ONE / 100,
+    ))));
+    let mut buy = market(a, BTCUSDT, Side::Buy, 0, 300 * ONE); // exactly 0.01 BTC at 30000
+    buy.stp = StpMode::ExpireBoth;
+    let ev = h.ok(Command::PlaceOrder(buy));
+    assert_eq!(trades(&ev).len(), 1);
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Filled)
+    );
+    assert_eq!(done_status(&ev, own), None);
+    assert!(h.e.order(own).is_some());
+}
+
+#[test]
+fn market_by_quote_spending_all_liquidity_exactly_is_filled() {
+    let mut h = Harness::new();
+    let (a, b) = (h.user("alice"), h.user("bob"));
+    h.fund(a, USDT, 1_000 * ONE);
+    h.fund(b, BTC, ONE);
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE / 100,
+    )));
+    // Exactly the book's only ask; the book is empty afterwards.
+    let ev = h.ok(Command::PlaceOrder(market(
+        a,
+        BTCUSDT,
+        Side::Buy,
+        0,
+        300 * ONE,
+    )));
+    assert_eq!(trades(&ev)[0].quote_qty, 300 * ONE);
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Filled)
+    );
+    assert_eq!(h.bal(a, USDT), (700 * ONE, 0));
+    // Same for a sell by quote.
+    h.fund(a, BTC, ONE);
+    h.fund(b, USDT, 1_000 * ONE);
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        P30K,
+        ONE / 100,
+    )));
+    let ev = h.ok(Command::PlaceOrder(market(
+        a,
+        BTCUSDT,
+        Side::Sell,
+        0,
+        300 * ONE,
+    )));
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Filled)
+    );
 }

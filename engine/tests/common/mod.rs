@@ -26,7 +26,14 @@ pub fn asset(symbol: &str) -> AssetSpec {
     }
 }
 
-pub fn pair(symbol: &str, base: AssetId, quote: AssetId, tick: u64, step: u64, min_notional: u64) -> PairSpec {
+pub fn pair(
+    symbol: &str,
+    base: AssetId,
+    quote: AssetId,
+    tick: u64,
+    step: u64,
+    min_notional: u64,
+) -> PairSpec {
     PairSpec {
         symbol: symbol.into(),
         base,
@@ -71,11 +78,27 @@ impl Harness {
             h.ok(Command::AddAsset(asset(s)));
         }
         // BTCUSDT tick 0.01, step 0.00001, minNotional 5
-        h.ok(Command::AddPair(pair("BTCUSDT", BTC, USDT, 1_000_000, 1_000, 5 * ONE)));
+        h.ok(Command::AddPair(pair(
+            "BTCUSDT",
+            BTC,
+            USDT,
+            1_000_000,
+            1_000,
+            5 * ONE,
+        )));
         // ETHUSDT tick 0.01, step 0.0001, minNotional 5
-        h.ok(Command::AddPair(pair("ETHUSDT", ETH, USDT, 1_000_000, 10_000, 5 * ONE)));
+        h.ok(Command::AddPair(pair(
+            "ETHUSDT",
+            ETH,
+            USDT,
+            1_000_000,
+            10_000,
+            5 * ONE,
+        )));
         // ETHBTC tick 0.000001, step 0.001, minNotional 0.0001
-        h.ok(Command::AddPair(pair("ETHBTC", ETH, BTC, 100, 100_000, 10_000)));
+        h.ok(Command::AddPair(pair(
+            "ETHBTC", ETH, BTC, 100, 100_000, 10_000,
+        )));
         h
     }
 
