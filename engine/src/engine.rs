@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::book::{BookSide, Slab, NIL};
 use crate::command::{CancelReplaceMode, Command, NewOrder, OrderRef};
-use crate::event::{BalanceCause, BalanceChange, Event, Trade};
+use crate::event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 use crate::fxhash::FxHashMap;
 use crate::model::*;
 use crate::reject::RejectReason;
@@ -386,7 +386,7 @@ impl Engine {
             Command::SetPairStatus { pair, status } => {
                 let p = self.pair_mut(*pair)?;
                 p.pair.spec.status = *status;
-                out.push(Event::PairUpdated(p.pair.clone()));
+                out.push(Event::PairUpdated(Box::new(p.pair.clone())));
                 Ok(())
             }
             Command::SetFeeAccount { user } => {
@@ -554,7 +554,7 @@ impl Engine {
         let pair = Pair::new(id, spec.clone(), base_decimals);
         self.pairs.push(PairState::new(pair.clone()));
         self.pair_by_symbol.insert(spec.symbol.clone(), id);
-        out.push(Event::PairListed(pair));
+        out.push(Event::PairListed(Box::new(pair)));
         Ok(())
     }
 
@@ -571,7 +571,7 @@ impl Engine {
         self.check_pair_spec(spec)?;
         let p = self.pair_mut(id)?;
         p.pair.spec = spec.clone();
-        out.push(Event::PairUpdated(p.pair.clone()));
+        out.push(Event::PairUpdated(Box::new(p.pair.clone())));
         Ok(())
     }
 
@@ -1172,7 +1172,7 @@ impl Engine {
                 b.frozen += freeze;
             },
         );
-        out.push(Event::OrderAccepted(order));
+        out.push(Event::OrderAccepted(AcceptedOrder::from_order(&order)));
         if o.kind.is_stop() {
             self.insert_open(order);
             let ps = &mut self.pairs[o.pair.0 as usize - 1];

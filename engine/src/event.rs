@@ -69,6 +69,74 @@ impl Trade {
     }
 }
 
+/// A new order as it entered the engine. Kept compact (no running totals:
+/// at acceptance nothing is filled, the status is NEW and a stop is not yet
+/// triggered) so that [`Event`] stays small enough to copy inline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedOrder {
+    pub id: OrderId,
+    pub user: UserId,
+    pub pair: PairId,
+    pub side: Side,
+    pub kind: OrderType,
+    pub tif: TimeInForce,
+    pub stp: StpMode,
+    pub price: Price,
+    pub stop_price: Price,
+    pub qty: Qty,
+    pub quote_qty: u64,
+    /// Units of the spend asset frozen for it.
+    pub frozen: u64,
+    pub client_id: ClientOrderId,
+    pub created_ms: u64,
+}
+
+impl AcceptedOrder {
+    pub fn from_order(o: &Order) -> AcceptedOrder {
+        AcceptedOrder {
+            id: o.id,
+            user: o.user,
+            pair: o.pair,
+            side: o.side,
+            kind: o.kind,
+            tif: o.tif,
+            stp: o.stp,
+            price: o.price,
+            stop_price: o.stop_price,
+            qty: o.qty,
+            quote_qty: o.quote_qty,
+            frozen: o.frozen,
+            client_id: o.client_id,
+            created_ms: o.created_ms,
+        }
+    }
+
+    /// The full order record at acceptance.
+    pub fn to_order(&self) -> Order {
+        Order {
+            id: self.id,
+            user: self.user,
+            pair: self.pair,
+            side: self.side,
+            kind: self.kind,
+            tif: self.tif,
+            stp: self.stp,
+            status: OrderStatus::New,
+            price: self.price,
+            stop_price: self.stop_price,
+            qty: self.qty,
+            filled: Qty(0),
+            quote_qty: self.quote_qty,
+            cum_quote: 0,
+            frozen: self.frozen,
+            client_id: self.client_id,
+            created_ms: self.created_ms,
+            working_ms: if self.kind.is_stop() { 0 } else { self.created_ms },
+            triggered: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// The command (or one part of a CancelReplace) was refused; nothing changed.
@@ -78,8 +146,9 @@ pub enum Event {
 
     AssetListed(Asset),
     AssetUpdated(Asset),
-    PairListed(Pair),
-    PairUpdated(Pair),
+    // Boxed: rare, and large enough to double the size of every event.
+    PairListed(Box<Pair>),
+    PairUpdated(Box<Pair>),
     FeeAccountSet {
         user: UserId,
     },
@@ -117,7 +186,7 @@ pub enum Event {
     },
 
     /// A new order entered the engine (status NEW; stops wait untriggered).
-    OrderAccepted(Order),
+    OrderAccepted(AcceptedOrder),
     Trade(Trade),
     /// A waiting stop order fired at `last_price` and now works.
     StopTriggered {

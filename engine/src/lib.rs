@@ -25,7 +25,7 @@ pub mod types;
 
 pub use command::{CancelReplaceMode, Command, NewOrder, OrderRef};
 pub use engine::{fires_upward, stop_fires, valid_username, Engine, MemoryReport, PairState};
-pub use event::{BalanceCause, BalanceChange, Event, Trade};
+pub use event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 pub use model::*;
 pub use reject::RejectReason;
 pub use types::*;

@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 
 use crate::command::{CancelReplaceMode, Command, NewOrder, OrderRef};
-use crate::event::{BalanceCause, BalanceChange, Event, Trade};
+use crate::event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 use crate::model::*;
 use crate::reject::RejectReason;
 use crate::types::*;
@@ -356,7 +356,7 @@ impl ReferenceEngine {
                     pair: pair.clone(),
                     last_price: 0,
                 });
-                out.push(Event::PairListed(pair));
+                out.push(Event::PairListed(Box::new(pair)));
                 Ok(())
             }
             Command::UpdatePair { pair, spec } => {
@@ -372,13 +372,13 @@ impl ReferenceEngine {
                 self.validate_pair(spec)?;
                 let p = self.pair_mut(*pair)?;
                 p.pair.spec = spec.clone();
-                out.push(Event::PairUpdated(p.pair.clone()));
+                out.push(Event::PairUpdated(Box::new(p.pair.clone())));
                 Ok(())
             }
             Command::SetPairStatus { pair, status } => {
                 let p = self.pair_mut(*pair)?;
                 p.pair.spec.status = *status;
-                out.push(Event::PairUpdated(p.pair.clone()));
+                out.push(Event::PairUpdated(Box::new(p.pair.clone())));
                 Ok(())
             }
             Command::SetFeeAccount { user } => {
@@ -1125,7 +1125,7 @@ impl ReferenceEngine {
         };
         let spend = self.spend_asset(&order);
         self.freeze(out, o.user, spend, amount, BalanceCause::OrderFreeze(id));
-        out.push(Event::OrderAccepted(order));
+        out.push(Event::OrderAccepted(AcceptedOrder::from_order(&order)));
         if o.kind.is_stop() {
             self.orders.push(OpenOrder { order, arrival: 0 });
             return Ok(());
