@@ -22,6 +22,15 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// Run the exchange: recover state (snapshot + journal), then serve the
+    /// Binance-compatible and native APIs until SIGTERM (drain, durable,
+    /// snapshot, exit 0). Embedded default: no PostgreSQL needed.
+    Serve {
+        /// Configuration file layered over config/default.toml (env vars
+        /// MX_<SECTION>__<KEY> and MX_HTTP_ADDR, MX_DATA_DIR, ... override it).
+        #[arg(long, env = "MX_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Apply the SQL migrations of migrations/ to DATABASE_URL (idempotent;
     /// concurrent runs are safe).
     Migrate {
@@ -374,7 +383,75 @@ pub fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Serve { config } => serve_cmd(config),
         Cmd::Journal { cmd } => journal_cmd(cmd),
         Cmd::Snapshot { cmd } => snapshot_cmd(cmd),
     }
+}
+
+fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
+    use crate::binance::ratelimit::{IntervalUnit, LimiterConfig, LimiterKind, WindowLimit};
+    use crate::config;
+    let cfg = config::load_from_process_env(config.as_deref())
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    tracing::info!(config = ?cfg.http, data_dir = %cfg.data_dir.display(), "starting mini-exchange");
+    let assets = cfg
+        .asset_specs()
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let pairs = cfg
+        .pair_specs(&assets)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let mut bootstrap = vec![engine::Command::SetLimits(cfg.engine_limits())];
+    bootstrap.extend(assets.into_iter().map(engine::Command::AddAsset));
+    bootstrap.extend(pairs.into_iter().map(engine::Command::AddPair));
+    let rl = &cfg.rate_limits;
+    let opts = crate::server::ServeOptions {
+        addr: cfg.http.addr,
+        data_dir: cfg.data_dir.clone(),
+        segment_size: cfg.journal.segment_size_mb << 20,
+        durability: cfg.journal.durability.into(),
+        pipeline: crate::pipeline::PipelineConfig {
+            ring_capacity: cfg.http.ring_capacity,
+            max_batch: cfg.journal.max_batch,
+            wait: match cfg.engine.wait_strategy {
+                config::WaitStrategy::Park => crate::pipeline::WaitStrategy::Park,
+                config::WaitStrategy::Spin => crate::pipeline::WaitStrategy::Spin,
+            },
+            engine_core: cfg.engine.core,
+        },
+        snapshot: replica::SnapshotPolicy {
+            every_records: cfg.snapshot.interval_records,
+            every: std::time::Duration::from_secs(cfg.snapshot.interval_secs),
+            keep: cfg.snapshot.keep.max(1) as usize,
+            retain_journal: cfg.snapshot.retain_journal,
+        },
+        max_body_bytes: cfg.http.max_body_bytes,
+        bootstrap,
+        weight_limit: LimiterConfig {
+            kind: LimiterKind::RequestWeight,
+            windows: vec![WindowLimit::new(
+                1,
+                IntervalUnit::Minute,
+                rl.weight_per_minute_per_ip,
+            )],
+            max_tracked_keys: rl.max_tracked_keys,
+            ban: None,
+        },
+        rate_limits: vec![
+            (
+                "REQUEST_WEIGHT".into(),
+                "MINUTE".into(),
+                1,
+                rl.weight_per_minute_per_ip,
+            ),
+            (
+                "ORDERS".into(),
+                "SECOND".into(),
+                10,
+                rl.orders_per_10s_per_key,
+            ),
+            ("ORDERS".into(), "DAY".into(), 1, rl.orders_per_day_per_key),
+        ],
+    };
+    crate::server::serve(opts)
 }

@@ -3,4 +3,8 @@
 
 pub mod binance;
 pub mod cli;
+pub mod config;
+pub mod market;
 pub mod pipeline;
+pub mod rest;
+pub mod server;

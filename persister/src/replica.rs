@@ -160,7 +160,7 @@ pub fn replay(
         on_events(entry.seq, ts_ms, &cmd, &out);
         replayed += 1;
         expected += 1;
-        if replayed % 65_536 == 0 && last_report.elapsed() >= Duration::from_secs(1) {
+        if replayed.is_multiple_of(65_536) && last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let elapsed = started.elapsed();
             let rate = replayed as f64 / elapsed.as_secs_f64();

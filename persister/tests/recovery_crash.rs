@@ -8,6 +8,7 @@
 //! * the recovered state passes every engine invariant (conservation
 //!   included) and its `state_hash()` equals a clean replay of the journal
 //!   from the first record without any snapshot.
+//!
 //! The next child continues from the recovered state.
 
 use std::io::{BufRead, BufReader};
@@ -94,7 +95,7 @@ fn cmd_for(seq: u64) -> Command {
                     pair: PairId(1),
                     side,
                     kind: OrderType::Limit,
-                    tif: if (r >> 40) % 5 == 0 {
+                    tif: if (r >> 40).is_multiple_of(5) {
                         TimeInForce::Ioc
                     } else {
                         TimeInForce::Gtc
@@ -173,7 +174,7 @@ fn child(dir: &str) {
             writeln!(lock, "ACK {durable}").unwrap();
             lock.flush().unwrap();
         }
-        if rng(durable) % 25 == 0 {
+        if rng(durable).is_multiple_of(25) {
             replica::write_snapshot(&data, &e).unwrap();
         }
     }

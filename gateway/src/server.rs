@@ -1,0 +1,385 @@
+//! `mini-exchange serve`: recover (snapshot + journal replay) before the port
+//! opens, bootstrap the configured assets and pairs on first start, run the
+//! order pipeline, the market-data projection and the snapshotter, serve
+//! HTTP, and shut down cleanly on SIGTERM/SIGINT (drain the ring, make the
+//! journal durable, write a snapshot, exit 0). SIGKILL at any moment loses
+//! nothing acknowledged: replies leave only after their batch is durable.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use engine::{Command, Event};
+use persister::replica::{self, DataDir, SnapshotPolicy, Snapshotter};
+
+use crate::binance::errors::BinanceError;
+use crate::binance::params::Params;
+use crate::binance::ratelimit::{request_weight, LimiterConfig, RateLimiter};
+use crate::market::Market;
+use crate::pipeline::{Pipeline, PipelineConfig, Submitter};
+
+/// Everything `serve` needs, resolved from the configuration.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    pub segment_size: u64,
+    pub durability: journal::Durability,
+    pub pipeline: PipelineConfig,
+    pub snapshot: SnapshotPolicy,
+    pub max_body_bytes: usize,
+    /// Commands journaled once, when the engine has no assets yet.
+    pub bootstrap: Vec<Command>,
+    pub weight_limit: LimiterConfig,
+    /// exchangeInfo `rateLimits`: (type, interval, intervalNum, limit).
+    pub rate_limits: Vec<(String, String, u32, u64)>,
+}
+
+/// Shared by every HTTP handler.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct AppState {
+    pub market: Arc<RwLock<Market>>,
+    pub submitter: Submitter,
+    pub durable: journal::DurableSeq,
+    pub weights: Arc<RateLimiter<std::net::IpAddr>>,
+    pub rate_limits: Arc<Vec<(String, String, u32, u64)>>,
+    pub started: Instant,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A Binance-style JSON error response.
+pub fn error_response(e: &BinanceError) -> Response {
+    let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        e.to_json(),
+    )
+        .into_response()
+}
+
+/// A JSON body with the right content type.
+pub fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// Request weight per IP for /api/v3 (429 + Retry-After when exceeded), and
+/// `X-MBX-USED-WEIGHT-1M` on every response.
+async fn weigh(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let params = Params::parse(req.uri().query().unwrap_or(""), b"").ok();
+    let weight = params
+        .as_ref()
+        .and_then(|p| request_weight(req.method().as_str(), &path, p))
+        .unwrap_or(1);
+    let usage = match st.weights.check_and_add(&peer.ip(), weight, now_ms()) {
+        Ok(u) => u,
+        Err(limited) => {
+            let mut resp = error_response(&limited.error);
+            if let Ok(v) = HeaderValue::from_str(&limited.retry_after_secs.to_string()) {
+                resp.headers_mut().insert("Retry-After", v);
+            }
+            add_usage_headers(&st, &limited.usage, &mut resp);
+            return resp;
+        }
+    };
+    let mut resp = next.run(req).await;
+    add_usage_headers(&st, &usage, &mut resp);
+    resp
+}
+
+fn add_usage_headers(st: &AppState, usage: &crate::binance::ratelimit::Usage, resp: &mut Response) {
+    for (name, v) in st.weights.headers(usage) {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&v.to_string()),
+        ) {
+            resp.headers_mut().insert(n, v);
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        r#"{"code":-1000,"msg":"Unknown endpoint."}"#.to_string(),
+    )
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    let m = st.market.read().expect("market lock");
+    let durable = st.durable.get();
+    let lag = durable.saturating_sub(m.last_seq);
+    let stats = st.submitter.stats();
+    let ok = !st.submitter.is_poisoned();
+    let body = format!(
+        "{{\"status\":\"{}\",\"uptime_s\":{},\"journal\":{{\"durable_seq\":{durable},\"poisoned\":{}}},\"engine\":{{\"applied\":{},\"queued\":{}}},\"market_data\":{{\"seq\":{},\"lag_seq\":{lag}}},\"persister\":null}}",
+        if ok { "ok" } else { "journal_failed" },
+        st.started.elapsed().as_secs(),
+        !ok,
+        stats.applied.load(Ordering::Relaxed),
+        st.submitter.queued(),
+        m.last_seq,
+    );
+    json_response(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        body,
+    )
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let s = st.submitter.stats();
+    let m = st.market.read().expect("market lock");
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    };
+    metric(
+        "mx_commands_submitted_total",
+        "Commands accepted onto the ring.",
+        "counter",
+        s.submitted.load(Ordering::Relaxed),
+    );
+    metric(
+        "mx_commands_rejected_ring_full_total",
+        "Commands refused because the ring was full (HTTP 503).",
+        "counter",
+        s.rejected_full.load(Ordering::Relaxed),
+    );
+    metric(
+        "mx_journal_batches_total",
+        "Group commits.",
+        "counter",
+        s.batches.load(Ordering::Relaxed),
+    );
+    metric(
+        "mx_journal_records_total",
+        "Commands journaled.",
+        "counter",
+        s.journaled.load(Ordering::Relaxed),
+    );
+    metric(
+        "mx_journal_durable_seq",
+        "Highest durable sequence number.",
+        "gauge",
+        st.durable.get(),
+    );
+    metric(
+        "mx_journal_last_commit_microseconds",
+        "Duration of the last group commit.",
+        "gauge",
+        s.last_commit_us.load(Ordering::Relaxed),
+    );
+    metric(
+        "mx_journal_last_batch_size",
+        "Commands in the last group commit.",
+        "gauge",
+        s.last_batch_size.load(Ordering::Relaxed),
+    );
+    metric(
+        "mx_engine_applied_total",
+        "Commands applied by the engine.",
+        "counter",
+        s.applied.load(Ordering::Relaxed),
+    );
+    metric(
+        "mx_ring_queued",
+        "Commands waiting on the ring.",
+        "gauge",
+        st.submitter.queued() as u64,
+    );
+    metric(
+        "mx_market_data_lag_seq",
+        "Sequences the market-data projection is behind the journal.",
+        "gauge",
+        st.durable.get().saturating_sub(m.last_seq),
+    );
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+pub fn router(st: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .merge(crate::rest::public_routes())
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(st.clone(), weigh))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(st)
+}
+
+async fn shutdown_signal(stop: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining and shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: draining and shutting down"),
+    }
+    stop.store(true, Ordering::Release);
+}
+
+/// Run the exchange until SIGTERM/SIGINT.
+pub fn serve(opts: ServeOptions) -> Result<()> {
+    let data = DataDir::new(&opts.data_dir);
+    data.create().with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            opts.data_dir.display()
+        )
+    })?;
+    let (writer, report) = journal::Writer::open(journal::JournalConfig {
+        segment_size: opts.segment_size,
+        durability: opts.durability,
+        ..journal::JournalConfig::new(data.journal())
+    })
+    .with_context(|| "cannot open the journal (if it is damaged: `mini-exchange journal verify`, then `journal repair` after copying the data directory aside)")?;
+    tracing::info!(
+        last_seq = report.last_seq,
+        truncated_bytes = report.bytes_truncated,
+        "journal opened"
+    );
+    let rec = replica::recover(&data, u64::MAX, |p| {
+        tracing::info!(
+            seq = p.seq,
+            records_per_sec = p.records_per_sec as u64,
+            "replaying journal"
+        )
+    })?;
+    for s in &rec.skipped_snapshots {
+        tracing::warn!(seq = s.seq, path = %s.path.display(), reason = %s.reason, "damaged snapshot skipped");
+    }
+    if rec.engine.last_seq() != writer.last_seq() {
+        bail!(
+            "recovered state is at seq {} but the journal ends at {}: a snapshot is newer than the journal; move the newer snapshots aside",
+            rec.engine.last_seq(),
+            writer.last_seq()
+        );
+    }
+    let market = Arc::new(RwLock::new(Market::from_engine(&rec.engine)));
+    let fresh = rec.engine.assets().is_empty();
+    let m2 = market.clone();
+    let (pipeline, submitter) =
+        Pipeline::start(writer, rec.engine, opts.pipeline.clone(), move |o| {
+            m2.write().expect("market lock").apply(&o)
+        });
+    let durable = pipeline.durable_handle();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mx-gateway")
+        .build()?;
+    let weights = Arc::new(
+        RateLimiter::new(opts.weight_limit.clone())
+            .map_err(|e| anyhow::anyhow!("bad rate limit configuration: {e:?}"))?,
+    );
+    let st = AppState {
+        market,
+        submitter: submitter.clone(),
+        durable: durable.clone(),
+        weights,
+        rate_limits: Arc::new(opts.rate_limits.clone()),
+        started: Instant::now(),
+    };
+    let stop_snap = Arc::new(AtomicBool::new(false));
+    let snapshotter = Snapshotter::start(data.clone(), durable.clone(), opts.snapshot)?;
+    let s2 = stop_snap.clone();
+    let snap_thread = std::thread::Builder::new()
+        .name("mx-snapshotter".into())
+        .spawn(move || snapshotter.run(&s2))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served: Result<()> = rt.block_on(async {
+        if fresh && !opts.bootstrap.is_empty() {
+            tracing::info!(
+                commands = opts.bootstrap.len(),
+                "first start: journaling the configured assets and pairs"
+            );
+            for c in &opts.bootstrap {
+                let o = submitter
+                    .execute(c.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
+                if let Some(Event::Rejected { reason }) = o.events.first() {
+                    bail!("bootstrap command {c:?} was rejected: {}", reason.name());
+                }
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(opts.addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (set MX_HTTP_ADDR to another address)",
+                    opts.addr
+                )
+            })?;
+        tracing::info!(addr = %opts.addr, "listening");
+        let app = router(st, opts.max_body_bytes);
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal(stop.clone()))
+        .await?;
+        Ok(())
+    });
+    // Drain: nothing new is accepted, everything queued becomes durable and
+    // applied, then the final state is snapshotted.
+    let (engine, writer) = pipeline.shutdown();
+    let path = replica::write_snapshot(&data, &engine)?;
+    tracing::info!(
+        seq = engine.last_seq(),
+        state_hash = %format!("{:016x}", engine.state_hash()),
+        path = %path.display(),
+        "final snapshot written"
+    );
+    writer.close()?;
+    stop_snap.store(true, Ordering::Release);
+    match snap_thread.join() {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "snapshotter stopped with an error"),
+        Err(_) => tracing::warn!("snapshotter thread panicked"),
+    }
+    rt.shutdown_timeout(Duration::from_secs(5));
+    served?;
+    Ok(())
+}
