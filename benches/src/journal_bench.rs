@@ -17,7 +17,9 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(base: Option<&Path>, name: &str) -> Scratch {
-        let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+        let base = base
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
         let p = base.join(format!("mx-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("create scratch dir");
@@ -56,7 +58,12 @@ pub struct AppendResult {
 }
 
 /// Append pre-encoded payloads in batches of `batch`, committing each.
-pub fn append(dir: &Path, durability: Durability, payloads: &[Vec<u8>], batch: usize) -> AppendResult {
+pub fn append(
+    dir: &Path,
+    durability: Durability,
+    payloads: &[Vec<u8>],
+    batch: usize,
+) -> AppendResult {
     let mut w = open(dir, durability);
     let mut bytes = 0u64;
     let mut commits = 0u64;
@@ -92,7 +99,12 @@ pub struct PipelineResult {
 /// policy), hand the batch's range to the engine thread over a bounded
 /// channel; the engine thread applies in order. Timed until the engine has
 /// applied the last command.
-pub fn pipeline(dir: &Path, durability: Durability, w: &Workload, batch: usize) -> (Engine, PipelineResult) {
+pub fn pipeline(
+    dir: &Path,
+    durability: Durability,
+    w: &Workload,
+    batch: usize,
+) -> (Engine, PipelineResult) {
     let mut writer = open(dir, durability);
     let encoded: Vec<Vec<u8>> = w.commands.iter().map(Command::encode).collect();
     let (tx, rx) = crossbeam::channel::bounded::<(usize, usize, u64)>(64);

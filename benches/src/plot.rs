@@ -10,7 +10,9 @@ const ML: f64 = 80.0;
 const MR: f64 = 20.0;
 const MT: f64 = 40.0;
 const MB: f64 = 60.0;
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
 
 fn x_of(p: f64, max_nines: f64) -> f64 {
     // p in [0,1): position by "nines" = log10(1/(1-p)).
@@ -44,7 +46,10 @@ pub fn percentile_svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String
         .map(|(_, h)| h.min().max(1) as f64)
         .fold(f64::MAX, f64::min)
         .max(1.0);
-    let hi = series.iter().map(|(_, h)| h.max() as f64).fold(1.0, f64::max);
+    let hi = series
+        .iter()
+        .map(|(_, h)| h.max() as f64)
+        .fold(1.0, f64::max);
     let lo = 10f64.powf(lo.log10().floor());
     let hi = 10f64.powf(hi.log10().ceil().max(lo.log10() + 1.0));
     let mut s = format!(
@@ -64,7 +69,10 @@ pub fn percentile_svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String
         );
         d *= 10.0;
     }
-    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate() {
+    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
+        .iter()
+        .enumerate()
+    {
         let x = ML + i as f64 / max_nines * (W - ML - MR);
         s += &format!(
             "<line x1=\"{x:.1}\" y1=\"{MT}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",

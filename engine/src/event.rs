@@ -131,7 +131,11 @@ impl AcceptedOrder {
             frozen: self.frozen,
             client_id: self.client_id,
             created_ms: self.created_ms,
-            working_ms: if self.kind.is_stop() { 0 } else { self.created_ms },
+            working_ms: if self.kind.is_stop() {
+                0
+            } else {
+                self.created_ms
+            },
             triggered: false,
         }
     }

@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use benches::journal_bench::{self, Scratch};
 use benches::{peers, run, w3, workload};
-use journal::Durability;
 use clap::{Parser, Subcommand, ValueEnum};
+use journal::Durability;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -115,10 +115,14 @@ fn main() -> Result<()> {
             eprintln!("journal: generating {commands} W1 commands ...");
             let w = workload::w1(seed, commands);
             let payloads: Vec<Vec<u8>> = w.commands.iter().map(engine::Command::encode).collect();
-            let avg = payloads.iter().map(Vec::len).sum::<usize>() as f64 / payloads.len().max(1) as f64;
+            let avg =
+                payloads.iter().map(Vec::len).sum::<usize>() as f64 / payloads.len().max(1) as f64;
             for mode in [Durability::None, Durability::Os, Durability::Fsync] {
                 let scratch = Scratch::new(dir.as_deref(), "journal");
-                eprintln!("journal: append, durability {} ...", journal_bench::mode_name(mode));
+                eprintln!(
+                    "journal: append, durability {} ...",
+                    journal_bench::mode_name(mode)
+                );
                 let r = journal_bench::append(&scratch.0, mode, &payloads, batch);
                 let secs = r.elapsed_ns as f64 / 1e9;
                 println!(
@@ -144,7 +148,11 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Replay { commands, dir, seed } => {
+        Cmd::Replay {
+            commands,
+            dir,
+            seed,
+        } => {
             eprintln!("replay: generating {commands} W1 commands ...");
             let w = workload::w1(seed, commands);
             let scratch = Scratch::new(dir.as_deref(), "replay");
@@ -178,7 +186,10 @@ fn main() -> Result<()> {
                 users: w2_users.unwrap_or(d.users),
                 resting: w2_resting.unwrap_or(d.resting),
             };
-            eprintln!("snapshot: building the W2 state ({} users, {} resting orders) ...", scale.users, scale.resting);
+            eprintln!(
+                "snapshot: building the W2 state ({} users, {} resting orders) ...",
+                scale.users, scale.resting
+            );
             let w = workload::w2(seed, 0, scale);
             let scratch = Scratch::new(dir.as_deref(), "snapshot");
             let data = persister::replica::DataDir::new(&scratch.0);
@@ -189,7 +200,10 @@ fn main() -> Result<()> {
             let t1 = Instant::now();
             let (e, seq, skipped) = persister::replica::load_snapshot(&data.snapshots(), u64::MAX)?;
             let load_s = t1.elapsed().as_secs_f64();
-            if seq != w.base.last_seq() || !skipped.is_empty() || e.state_hash() != w.base.state_hash() {
+            if seq != w.base.last_seq()
+                || !skipped.is_empty()
+                || e.state_hash() != w.base.state_hash()
+            {
                 bail!("snapshot did not load back identically");
             }
             println!(
@@ -266,8 +280,12 @@ fn main() -> Result<()> {
                         line.push(',');
                         line.push_str(&run::percentiles_json(h));
                         if let Some(path) = &plot {
-                            let title = format!("engine {} per-command latency ({machine})", w.name);
-                            std::fs::write(path, benches::plot::percentile_svg(&title, &[(w.name, h)]))?;
+                            let title =
+                                format!("engine {} per-command latency ({machine})", w.name);
+                            std::fs::write(
+                                path,
+                                benches::plot::percentile_svg(&title, &[(w.name, h)]),
+                            )?;
                             eprintln!("wrote {}", path.display());
                         }
                     }
@@ -293,7 +311,8 @@ fn main() -> Result<()> {
                     // also its warm-up).
                     const REPS: usize = 3;
                     eprintln!("running mini-exchange x{REPS} ...");
-                    let mut runs: Vec<run::Throughput> = (0..REPS).map(|_| run::throughput(&w).1).collect();
+                    let mut runs: Vec<run::Throughput> =
+                        (0..REPS).map(|_| run::throughput(&w).1).collect();
                     runs.sort_by_key(|t| t.elapsed_ns);
                     let t = runs.swap_remove(REPS / 2);
                     if t.trades != stats.expected_trades {
@@ -332,7 +351,10 @@ fn main() -> Result<()> {
                         let h = run::latency(&w);
                         if let Some(path) = &plot {
                             let title = format!("engine W3 per-command latency ({machine})");
-                            std::fs::write(path, benches::plot::percentile_svg(&title, &[("W3", &h)]))?;
+                            std::fs::write(
+                                path,
+                                benches::plot::percentile_svg(&title, &[("W3", &h)]),
+                            )?;
                             eprintln!("wrote {}", path.display());
                         }
                         println!(
