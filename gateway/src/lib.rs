@@ -4,7 +4,10 @@
 pub mod binance;
 pub mod cli;
 pub mod config;
+pub mod identity;
 pub mod market;
+pub mod native;
 pub mod pipeline;
 pub mod rest;
 pub mod server;
+pub mod trade;

@@ -25,6 +25,11 @@ pub fn public_routes() -> Router<AppState> {
         .route("/api/v3/trades", get(trades))
 }
 
+/// Signed (TRADE / USER_DATA) endpoints: see `trade.rs`.
+pub fn signed_routes() -> Router<AppState> {
+    crate::trade::routes()
+}
+
 fn ok(v: Value) -> Response {
     json_response(StatusCode::OK, v.to_string())
 }

@@ -23,6 +23,7 @@ use persister::replica::{self, DataDir, SnapshotPolicy, Snapshotter};
 use crate::binance::errors::BinanceError;
 use crate::binance::params::Params;
 use crate::binance::ratelimit::{request_weight, LimiterConfig, RateLimiter};
+use crate::identity::IdentityView;
 use crate::market::Market;
 use crate::pipeline::{Pipeline, PipelineConfig, Submitter};
 
@@ -48,6 +49,7 @@ pub struct ServeOptions {
 #[allow(missing_debug_implementations)]
 pub struct AppState {
     pub market: Arc<RwLock<Market>>,
+    pub identity: Arc<RwLock<IdentityView>>,
     pub submitter: Submitter,
     pub durable: journal::DurableSeq,
     pub weights: Arc<RateLimiter<std::net::IpAddr>>,
@@ -239,6 +241,8 @@ async fn metrics(State(st): State<AppState>) -> Response {
 pub fn router(st: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(crate::rest::public_routes())
+        .merge(crate::rest::signed_routes())
+        .merge(crate::native::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -296,11 +300,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         );
     }
     let market = Arc::new(RwLock::new(Market::from_engine(&rec.engine)));
+    let identity = Arc::new(RwLock::new(IdentityView::from_engine(&rec.engine)));
     let fresh = rec.engine.assets().is_empty();
     let m2 = market.clone();
+    let i2 = identity.clone();
     let (pipeline, submitter) =
         Pipeline::start(writer, rec.engine, opts.pipeline.clone(), move |o| {
-            m2.write().expect("market lock").apply(&o)
+            m2.write().expect("market lock").apply(&o);
+            i2.write().expect("identity lock").apply(o.seq, &o.events);
         });
     let durable = pipeline.durable_handle();
 
@@ -314,6 +321,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     );
     let st = AppState {
         market,
+        identity,
         submitter: submitter.clone(),
         durable: durable.clone(),
         weights,
