@@ -1,6 +1,7 @@
 //! The `mini-exchange` binary's library: command-line interface and the
 //! operations it runs. `main.rs` is a thin wrapper over [`cli::main`].
 
+pub mod accounts;
 pub mod binance;
 pub mod cli;
 pub mod config;

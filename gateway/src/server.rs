@@ -23,6 +23,7 @@ use persister::replica::{self, DataDir, SnapshotPolicy, Snapshotter};
 use crate::binance::errors::BinanceError;
 use crate::binance::params::Params;
 use crate::binance::ratelimit::{request_weight, LimiterConfig, RateLimiter};
+use crate::accounts::Accounts;
 use crate::identity::IdentityView;
 use crate::market::Market;
 use crate::pipeline::{Pipeline, PipelineConfig, Submitter};
@@ -50,6 +51,9 @@ pub struct ServeOptions {
 pub struct AppState {
     pub market: Arc<RwLock<Market>>,
     pub identity: Arc<RwLock<IdentityView>>,
+    pub accounts: Arc<RwLock<Accounts>>,
+    /// Last sequence number whose events every read model has applied.
+    pub published: tokio::sync::watch::Receiver<u64>,
     pub submitter: Submitter,
     pub durable: journal::DurableSeq,
     pub weights: Arc<RateLimiter<std::net::IpAddr>>,
@@ -111,6 +115,26 @@ async fn weigh(
         }
     };
     let mut resp = next.run(req).await;
+    // Framework-generated errors (body too large, bad method) get the
+    // contract's JSON body too.
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        match resp.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                resp = error_response(&BinanceError::payload_too_large());
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                resp = json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    r#"{"code":-1000,"msg":"Method not allowed for this endpoint."}"#.into(),
+                );
+            }
+            _ => {}
+        }
+    }
     add_usage_headers(&st, &usage, &mut resp);
     resp
 }
@@ -262,6 +286,38 @@ async fn shutdown_signal(stop: Arc<AtomicBool>) {
     stop.store(true, Ordering::Release);
 }
 
+/// The per-user history read model: the whole journal replayed through a
+/// fresh engine (history survives restarts), or, when the journal's start
+/// was deleted by retention, the recovered engine's open orders and
+/// balances only.
+fn build_accounts(data: &DataDir, recovered: &engine::Engine) -> Accounts {
+    let started = Instant::now();
+    let mut acc = Accounts::default();
+    let mut e = engine::Engine::with_capacity(replica::DEFAULT_CAPACITY);
+    let res = replica::replay(
+        &mut e,
+        &data.journal(),
+        recovered.last_seq(),
+        Some(recovered.last_seq()),
+        |seq, ts, _, events| acc.apply(seq, ts, events),
+        |p| tracing::info!(seq = p.seq, "rebuilding order history"),
+    );
+    match res {
+        Ok(_) if e.last_seq() == recovered.last_seq() => {
+            tracing::info!(
+                seq = e.last_seq(),
+                ms = started.elapsed().as_millis() as u64,
+                "order history rebuilt from the journal"
+            );
+            acc
+        }
+        other => {
+            tracing::warn!(result = ?other.map(|_| e.last_seq()), "order history not rebuildable from the journal; serving open orders and balances only");
+            Accounts::from_engine(recovered)
+        }
+    }
+}
+
 /// Run the exchange until SIGTERM/SIGINT.
 pub fn serve(opts: ServeOptions) -> Result<()> {
     let data = DataDir::new(&opts.data_dir);
@@ -301,13 +357,20 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     }
     let market = Arc::new(RwLock::new(Market::from_engine(&rec.engine)));
     let identity = Arc::new(RwLock::new(IdentityView::from_engine(&rec.engine)));
+    let accounts = Arc::new(RwLock::new(build_accounts(&data, &rec.engine)));
     let fresh = rec.engine.assets().is_empty();
+    let (published_tx, published_rx) = tokio::sync::watch::channel(rec.engine.last_seq());
     let m2 = market.clone();
     let i2 = identity.clone();
+    let a2 = accounts.clone();
     let (pipeline, submitter) =
         Pipeline::start(writer, rec.engine, opts.pipeline.clone(), move |o| {
             m2.write().expect("market lock").apply(&o);
             i2.write().expect("identity lock").apply(o.seq, &o.events);
+            a2.write()
+                .expect("accounts lock")
+                .apply(o.seq, o.ts_ms, &o.events);
+            published_tx.send_replace(o.seq);
         });
     let durable = pipeline.durable_handle();
 
@@ -322,6 +385,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let st = AppState {
         market,
         identity,
+        accounts,
+        published: published_rx,
         submitter: submitter.clone(),
         durable: durable.clone(),
         weights,

@@ -1,0 +1,247 @@
+//! Shared harness for the gateway's black-box tests: a real `serve`
+//! process on a free port with its own data directory, a minimal HTTP/1.1
+//! client over raw sockets, and traders registered, keyed and funded through
+//! the native API.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gateway::binance::sign::hmac_sha256_hex;
+use serde_json::{json, Value};
+
+pub const ADMIN: &str = "root";
+pub const ADMIN_PW: &str = "correct horse battery staple";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub head: String,
+    pub json: Value,
+}
+
+impl Server {
+    pub fn start(data: &Path, port: u16) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
+            .arg("serve")
+            .env("MX_DATA_DIR", data)
+            .env("MX_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("MX_JOURNAL__SEGMENT_SIZE_MB", "4")
+            .env("MX_ADMIN_USERNAME", ADMIN)
+            .env("MX_ADMIN_PASSWORD", ADMIN_PW)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if s.try_req("GET", "/api/v3/ping", &[], b"").map(|r| r.status) == Ok(200) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not come up");
+    }
+
+    pub fn try_req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
+        let mut c = TcpStream::connect(("127.0.0.1", self.port))?;
+        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        c.write_all(req.as_bytes())?;
+        c.write_all(body)?;
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        let body = if chunked { dechunk(body) } else { body.to_string() };
+        Ok(Resp {
+            status,
+            head: head.to_ascii_lowercase(),
+            json: serde_json::from_str(&body).unwrap_or(Value::Null),
+        })
+    }
+
+    pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        self.try_req(method, path, headers, body).unwrap()
+    }
+
+    pub fn json_post(&self, path: &str, token: Option<&str>, body: &Value) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut h = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            h.push(("Authorization", a.as_str()));
+        }
+        self.req("POST", path, &h, body.to_string().as_bytes())
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((len, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A trader with an HMAC API key.
+pub struct Trader {
+    pub key: String,
+    pub secret: String,
+}
+
+impl Trader {
+    /// Signed request with params in the query string (binance-connector style).
+    pub fn call(&self, s: &Server, method: &str, path: &str, params: &str) -> Resp {
+        let q = if params.is_empty() {
+            format!("timestamp={}", now_ms())
+        } else {
+            format!("{params}&timestamp={}", now_ms())
+        };
+        let sig = hmac_sha256_hex(self.secret.as_bytes(), q.as_bytes());
+        s.req(
+            method,
+            &format!("{path}?{q}&signature={sig}"),
+            &[("X-MBX-APIKEY", &self.key)],
+            b"",
+        )
+    }
+
+    /// Signed request with params in a form body (python-binance / ccxt style).
+    pub fn call_form(&self, s: &Server, method: &str, path: &str, params: &str) -> Resp {
+        let body = format!("timestamp={}&{params}", now_ms());
+        let sig = hmac_sha256_hex(self.secret.as_bytes(), body.as_bytes());
+        let body = format!("{body}&signature={sig}");
+        s.req(
+            method,
+            path,
+            &[
+                ("X-MBX-APIKEY", &self.key),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    pub fn balance(&self, s: &Server, asset: &str) -> (String, String) {
+        let r = self.call(s, "GET", "/api/v3/account", "");
+        assert_eq!(r.status, 200, "{}", r.json);
+        let b = r.json["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["asset"] == asset)
+            .unwrap()
+            .clone();
+        (
+            b["free"].as_str().unwrap().to_string(),
+            b["locked"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub fn order(&self, s: &Server, params: &str) -> Value {
+        let r = self.call(s, "POST", "/api/v3/order", params);
+        assert_eq!(r.status, 200, "order {params}: {}", r.json);
+        r.json
+    }
+}
+
+pub fn login(s: &Server, user: &str, pw: &str) -> String {
+    let r = s.json_post(
+        "/api/v1/auth/login",
+        None,
+        &json!({"username": user, "password": pw}),
+    );
+    assert_eq!(r.status, 200, "login {user}: {}", r.json);
+    r.json["access_token"].as_str().unwrap().to_string()
+}
+
+pub fn trader(s: &Server, admin: &str, name: &str, funds: &[(&str, &str)], perms: &[&str]) -> Trader {
+    let pw = format!("{name}-password-1");
+    let r = s.json_post(
+        "/api/v1/auth/register",
+        None,
+        &json!({"username": name, "email": format!("{name}@example.com"), "password": pw}),
+    );
+    assert_eq!(r.status, 201, "register {name}: {}", r.json);
+    let token = login(s, name, &pw);
+    let r = s.json_post(
+        "/api/v1/api-keys",
+        Some(&token),
+        &json!({"label": "test", "permissions": perms}),
+    );
+    assert_eq!(r.status, 201, "api key: {}", r.json);
+    for (i, (asset, amount)) in funds.iter().enumerate() {
+        let r = s.json_post(
+            "/api/v1/admin/deposits",
+            Some(admin),
+            &json!({"username": name, "asset": asset, "amount": amount,
+                    "tx_hash": format!("0x{name}{i}"), "confirmations": 100}),
+        );
+        assert_eq!(r.status, 201, "deposit: {}", r.json);
+    }
+    Trader {
+        key: r.json["apiKey"].as_str().unwrap().to_string(),
+        secret: r.json["secretKey"].as_str().unwrap().to_string(),
+    }
+}
+
