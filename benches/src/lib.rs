@@ -5,6 +5,7 @@
 pub mod journal_bench;
 pub mod peers;
 pub mod plot;
+pub mod rest_bench;
 pub mod run;
 pub mod w3;
 pub mod workload;

@@ -332,6 +332,7 @@ pub fn w1(seed: u64, commands: usize) -> Workload {
         max_open_orders_per_user: 100_000,
         max_open_orders_total: 10_000_000,
         max_api_keys_per_user: 30,
+        ..Limits::default()
     }));
     sim.apply(&Command::AddAsset(asset("BTC", 8)));
     sim.apply(&Command::AddAsset(asset("USDT", 8)));
@@ -398,6 +399,7 @@ pub fn w2(seed: u64, commands: usize, scale: W2Scale) -> Workload {
         max_open_orders_per_user: 100_000,
         max_open_orders_total: 100_000_000,
         max_api_keys_per_user: 30,
+        ..Limits::default()
     }));
     for i in 0..pairs_side {
         sim.apply(&Command::AddAsset(asset(&format!("B{i}"), 8)));
@@ -537,6 +539,7 @@ pub fn w3_commands(ops: &[W3Op]) -> Workload {
         max_open_orders_per_user: 1_000_000,
         max_open_orders_total: 10_000_000,
         max_api_keys_per_user: 30,
+        ..Limits::default()
     }));
     sim.apply(&Command::AddAsset(asset("W3B", 0)));
     sim.apply(&Command::AddAsset(asset("W3Q", 0)));

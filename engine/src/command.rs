@@ -3,12 +3,28 @@
 //! serde encoding is the journal payload format (bincode, versioned by
 //! `COMMAND_FORMAT_VERSION`).
 
-use crate::model::{AssetSpec, Limits, PairSpec};
+use crate::model::{ApiKeyKind, AssetSpec, Limits, PairSpec};
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any incompatible change of [`Command`]'s encoding.
-pub const COMMAND_FORMAT_VERSION: u16 = 1;
+/// Bumped on any incompatible change of [`Command`]'s encoding. Older
+/// versions stay decodable (see [`Command::decode`]).
+///
+/// * 1: the original set.
+/// * 2: `Limits` gained `max_failed_logins` and `lockout_ms` (changes the
+///   encoding of `SetLimits`); identity commands appended at the end.
+pub const COMMAND_FORMAT_VERSION: u16 = 2;
+
+/// Variant index of `SetLimits` in the bincode encoding (versions 1 and 2).
+const SET_LIMITS_TAG: u32 = 6;
+
+/// `Limits` as version 1 encoded it.
+#[derive(Deserialize)]
+struct LimitsV1 {
+    max_open_orders_per_user: u32,
+    max_open_orders_total: u32,
+    max_api_keys_per_user: u32,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderRef {
@@ -144,6 +160,32 @@ pub enum Command {
         target: OrderRef,
         new_qty: Qty,
     },
+
+    // identity (appended: variant indexes above are part of the journal format)
+    /// Register an API key. The gateway generates the identifier and the
+    /// secret (the engine never draws randomness); an HMAC secret arrives
+    /// encrypted, an Ed25519 key as its 32 raw public bytes.
+    CreateApiKey {
+        user: UserId,
+        api_key: String,
+        label: String,
+        /// `api_key_perms` bits.
+        permissions: u8,
+        kind: ApiKeyKind,
+        secret: Vec<u8>,
+    },
+    RevokeApiKey {
+        user: UserId,
+        api_key: String,
+    },
+    /// The result of one password check (done by the gateway). Failures
+    /// count; `Limits::max_failed_logins` consecutive ones lock password
+    /// login for `Limits::lockout_ms`; a success resets the count. While
+    /// locked every attempt is rejected (`UserLocked`) and changes nothing.
+    RecordLogin {
+        user: UserId,
+        success: bool,
+    },
 }
 
 impl Command {
@@ -167,15 +209,30 @@ impl Command {
             return Err(DecodeError::Truncated);
         }
         let version = u16::from_le_bytes([bytes[0], bytes[1]]);
-        if version != COMMAND_FORMAT_VERSION {
-            return Err(DecodeError::Version(version));
-        }
         use bincode::Options;
-        bincode::DefaultOptions::new()
+        let opts = bincode::DefaultOptions::new()
             .with_fixint_encoding()
             .allow_trailing_bytes()
-            .with_limit(1 << 20)
-            .deserialize(&bytes[2..])
+            .with_limit(1 << 20);
+        let body = &bytes[2..];
+        match version {
+            COMMAND_FORMAT_VERSION => {}
+            // Version 1 differs only in the encoding of `SetLimits`.
+            1 if body.get(..4) == Some(&SET_LIMITS_TAG.to_le_bytes()[..]) => {
+                let l: LimitsV1 = opts
+                    .deserialize(&body[4..])
+                    .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+                return Ok(Command::SetLimits(Limits {
+                    max_open_orders_per_user: l.max_open_orders_per_user,
+                    max_open_orders_total: l.max_open_orders_total,
+                    max_api_keys_per_user: l.max_api_keys_per_user,
+                    ..Limits::default()
+                }));
+            }
+            1 => {}
+            _ => return Err(DecodeError::Version(version)),
+        }
+        opts.deserialize(body)
             .map_err(|e| DecodeError::Malformed(e.to_string()))
     }
 }

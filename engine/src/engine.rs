@@ -79,6 +79,7 @@ pub struct Engine {
     pub(crate) next_user_id: u64,
     pub(crate) next_deposit_id: u64,
     pub(crate) next_withdrawal_id: u64,
+    pub(crate) next_api_key_id: u64,
     pub(crate) fee_account: UserId,
     pub(crate) limits: Limits,
     /// Index = asset id - 1.
@@ -92,6 +93,8 @@ pub struct Engine {
     pub(crate) users: Vec<User>,
     pub(crate) username_index: BTreeMap<String, UserId>,
     pub(crate) email_index: BTreeMap<String, UserId>,
+    /// Active API key identifier -> owner.
+    pub(crate) api_key_index: BTreeMap<String, UserId>,
     pub(crate) deposits: BTreeMap<(AssetId, String), Deposit>,
     pub(crate) withdrawals: BTreeMap<u64, Withdrawal>,
     pub(crate) slab: Slab,
@@ -127,6 +130,9 @@ fn system_user() -> User {
         balances: Vec::new(),
         open_orders: 0,
         withdraw_usage: Vec::new(),
+        api_keys: Vec::new(),
+        failed_logins: 0,
+        locked_until_ms: 0,
     }
 }
 
@@ -179,6 +185,7 @@ impl Engine {
             next_user_id: 1,
             next_deposit_id: 1,
             next_withdrawal_id: 1,
+            next_api_key_id: 1,
             fee_account: UserId(0),
             limits: Limits::default(),
             assets: Vec::new(),
@@ -189,6 +196,7 @@ impl Engine {
             users: vec![system_user()],
             username_index: BTreeMap::new(),
             email_index: BTreeMap::new(),
+            api_key_index: BTreeMap::new(),
             deposits: BTreeMap::new(),
             withdrawals: BTreeMap::new(),
             slab: Slab::with_capacity(orders),
@@ -253,6 +261,16 @@ impl Engine {
         self.username_index
             .get(username)
             .and_then(|id| self.user(*id))
+    }
+    /// The active API key with this identifier, and its owner.
+    pub fn api_key(&self, api_key: &str) -> Option<(UserId, &ApiKey)> {
+        let user = *self.api_key_index.get(api_key)?;
+        let k = self
+            .user(user)?
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == api_key)?;
+        Some((user, k))
     }
     pub fn balance(&self, user: UserId, asset: AssetId) -> Balance {
         if (user.0 as usize) < self.users.len() {
@@ -442,6 +460,16 @@ impl Engine {
                 });
                 Ok(())
             }
+            Command::CreateApiKey {
+                user,
+                api_key,
+                label,
+                permissions,
+                kind,
+                secret,
+            } => self.create_api_key(*user, api_key, label, *permissions, *kind, secret, ts, out),
+            Command::RevokeApiKey { user, api_key } => self.revoke_api_key(*user, api_key, out),
+            Command::RecordLogin { user, success } => self.record_login(*user, *success, ts, out),
         }
     }
 
@@ -615,6 +643,9 @@ impl Engine {
             balances: Vec::new(),
             open_orders: 0,
             withdraw_usage: Vec::new(),
+            api_keys: Vec::new(),
+            failed_logins: 0,
+            locked_until_ms: 0,
         });
         self.username_index.insert(key, id);
         if !email.is_empty() {
@@ -626,6 +657,116 @@ impl Engine {
             email: email.to_string(),
             password_hash: password_hash.to_string(),
             roles,
+        });
+        Ok(())
+    }
+
+    /// A registered user (not the exchange's own account 0).
+    fn registered_user(&self, user: UserId) -> R<&User> {
+        if user.0 == 0 {
+            return Err(RejectReason::UnknownUser);
+        }
+        self.user_ref(user)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_api_key(
+        &mut self,
+        user: UserId,
+        api_key: &str,
+        label: &str,
+        permissions: u8,
+        kind: ApiKeyKind,
+        secret: &[u8],
+        ts: u64,
+        out: &mut Vec<Event>,
+    ) -> R<()> {
+        let u = self.registered_user(user)?;
+        if u.status != UserStatus::Active {
+            return Err(RejectReason::UserSuspended);
+        }
+        if !ApiKey::valid_shape(api_key, label, permissions, kind, secret) {
+            return Err(RejectReason::InvalidApiKey);
+        }
+        if self.api_key_index.contains_key(api_key) {
+            return Err(RejectReason::ApiKeyExists);
+        }
+        if u.api_keys.len() >= self.limits.max_api_keys_per_user as usize {
+            return Err(RejectReason::TooManyApiKeys);
+        }
+        let id = self.next_api_key_id;
+        self.next_api_key_id += 1;
+        self.users[user.0 as usize].api_keys.push(ApiKey {
+            id,
+            api_key: api_key.to_string(),
+            label: label.to_string(),
+            permissions,
+            kind,
+            secret: secret.to_vec(),
+            created_ms: ts,
+        });
+        self.api_key_index.insert(api_key.to_string(), user);
+        out.push(Event::ApiKeyCreated {
+            user,
+            id,
+            api_key: api_key.to_string(),
+            label: label.to_string(),
+            permissions,
+            kind,
+            secret: secret.to_vec(),
+            created_ms: ts,
+        });
+        Ok(())
+    }
+
+    fn revoke_api_key(&mut self, user: UserId, api_key: &str, out: &mut Vec<Event>) -> R<()> {
+        let u = self.registered_user(user)?;
+        let i = u
+            .api_keys
+            .iter()
+            .position(|k| k.api_key == api_key)
+            .ok_or(RejectReason::UnknownApiKey)?;
+        let k = self.users[user.0 as usize].api_keys.remove(i);
+        self.api_key_index.remove(api_key);
+        out.push(Event::ApiKeyRevoked {
+            user,
+            id: k.id,
+            api_key: k.api_key,
+        });
+        Ok(())
+    }
+
+    fn record_login(
+        &mut self,
+        user: UserId,
+        success: bool,
+        ts: u64,
+        out: &mut Vec<Event>,
+    ) -> R<()> {
+        let u = self.registered_user(user)?;
+        if ts < u.locked_until_ms {
+            return Err(RejectReason::UserLocked);
+        }
+        let limits = self.limits;
+        let u = &mut self.users[user.0 as usize];
+        if success || u.locked_until_ms != 0 {
+            // A success, or the first attempt after a lock ended, starts
+            // counting afresh.
+            u.failed_logins = 0;
+            u.locked_until_ms = 0;
+        }
+        if !success {
+            u.failed_logins = u.failed_logins.saturating_add(1);
+            if limits.max_failed_logins > 0 && u.failed_logins >= limits.max_failed_logins {
+                // Never 0 (which means "not locked"), even at ts 0.
+                u.locked_until_ms = ts.saturating_add(limits.lockout_ms).max(1);
+            }
+        }
+        out.push(Event::LoginRecorded {
+            user,
+            success,
+            failed_logins: u.failed_logins,
+            locked_until_ms: u.locked_until_ms,
         });
         Ok(())
     }

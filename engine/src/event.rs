@@ -10,7 +10,7 @@
 //! A `Rejected` event means that part of the command changed nothing
 //! (`CancelReplace` may yield a cancel-part and a new-order-part result).
 
-use crate::model::{Asset, Deposit, Limits, Order, Pair, Withdrawal};
+use crate::model::{ApiKeyKind, Asset, Deposit, Limits, Order, Pair, Withdrawal};
 use crate::reject::RejectReason;
 use crate::types::*;
 use serde::{Deserialize, Serialize};
@@ -215,5 +215,31 @@ pub enum Event {
         status: OrderStatus,
         filled: Qty,
         cum_quote: u64,
+    },
+
+    // identity (appended)
+    /// A new API key; `secret` as stored (HMAC: encrypted; Ed25519: public key).
+    ApiKeyCreated {
+        user: UserId,
+        id: u64,
+        api_key: String,
+        label: String,
+        permissions: u8,
+        kind: ApiKeyKind,
+        secret: Vec<u8>,
+        created_ms: u64,
+    },
+    ApiKeyRevoked {
+        user: UserId,
+        id: u64,
+        api_key: String,
+    },
+    /// A password check was recorded: the consecutive failures after it and
+    /// the lock it leaves (`locked_until_ms` 0 = not locked).
+    LoginRecorded {
+        user: UserId,
+        success: bool,
+        failed_logins: u32,
+        locked_until_ms: u64,
     },
 }

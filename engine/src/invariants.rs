@@ -169,6 +169,7 @@ impl Engine {
         }
         // Frozen funds all belong to something; conservation per asset.
         let mut supply = vec![0u128; self.assets.len() + 1];
+        let mut api_keys = 0usize;
         for u in &self.users {
             ensure!(
                 open_per_user.get(&u.id.0).copied().unwrap_or(0) == u.open_orders,
@@ -179,6 +180,34 @@ impl Engine {
             for w in u.balances.windows(2) {
                 ensure!(w[0].0 < w[1].0, "user {} balances not sorted", u.id);
             }
+            // API keys: ids ascending and below the counter, shapes valid,
+            // every key indexed to its owner.
+            for w in u.api_keys.windows(2) {
+                ensure!(w[0].id < w[1].id, "user {} API keys not by id", u.id);
+            }
+            for k in &u.api_keys {
+                ensure!(
+                    k.id < self.next_api_key_id,
+                    "API key id {} not below the counter",
+                    k.id
+                );
+                ensure!(
+                    ApiKey::valid_shape(&k.api_key, &k.label, k.permissions, k.kind, &k.secret),
+                    "API key {} malformed",
+                    k.id
+                );
+                ensure!(
+                    self.api_key_index.get(&k.api_key) == Some(&u.id),
+                    "API key {} not indexed to user {}",
+                    k.id,
+                    u.id
+                );
+                api_keys += 1;
+            }
+            ensure!(
+                u.id.0 != 0 || (u.api_keys.is_empty() && u.locked_until_ms == 0),
+                "the exchange account has login state"
+            );
             for (asset, b) in u.balances.iter() {
                 let a = asset.0 as usize;
                 ensure!(
@@ -198,6 +227,12 @@ impl Engine {
                 supply[a] += b.available as u128 + b.frozen as u128;
             }
         }
+        ensure!(
+            api_keys == self.api_key_index.len(),
+            "API key index holds {} keys, users {}",
+            self.api_key_index.len(),
+            api_keys
+        );
         ensure!(
             expected_frozen.values().all(|v| *v == 0),
             "frozen funds held for accounts that have none: {:?}",

@@ -116,6 +116,11 @@ pub struct Limits {
     /// Open orders in the whole engine (capacity of the order store).
     pub max_open_orders_total: u32,
     pub max_api_keys_per_user: u32,
+    /// Consecutive failed password logins that lock password login
+    /// (0 = never lock).
+    pub max_failed_logins: u32,
+    /// How long such a lock lasts.
+    pub lockout_ms: u64,
 }
 
 impl Default for Limits {
@@ -124,6 +129,8 @@ impl Default for Limits {
             max_open_orders_per_user: 1_000,
             max_open_orders_total: 10_000_000,
             max_api_keys_per_user: 30,
+            max_failed_logins: 5,
+            lockout_ms: 15 * 60 * 1_000,
         }
     }
 }
@@ -167,6 +174,80 @@ pub mod roles {
     ];
 }
 
+/// API key permission bits (`READ`, `TRADE`, `WITHDRAW` of the design).
+pub mod api_key_perms {
+    pub const READ: u8 = 1;
+    pub const TRADE: u8 = 2;
+    pub const WITHDRAW: u8 = 4;
+    pub const ALL: u8 = 7;
+    pub const NAMES: [(u8, &str); 3] = [(READ, "READ"), (TRADE, "TRADE"), (WITHDRAW, "WITHDRAW")];
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiKeyKind {
+    /// HMAC-SHA256: the secret is stored encrypted by the gateway.
+    Hmac,
+    /// Ed25519: the user's public key is stored (32 raw bytes).
+    Ed25519,
+}
+
+impl ApiKeyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiKeyKind::Hmac => "HMAC",
+            ApiKeyKind::Ed25519 => "ED25519",
+        }
+    }
+}
+
+/// Longest public API key identifier (ASCII alphanumerics).
+pub const API_KEY_MAX_LEN: usize = 64;
+/// Longest API key label, in bytes.
+pub const API_KEY_LABEL_MAX_LEN: usize = 64;
+/// Largest stored HMAC secret (the gateway's ciphertext of it), in bytes.
+pub const API_KEY_SECRET_MAX_LEN: usize = 256;
+/// An Ed25519 public key, in bytes.
+pub const ED25519_PUBLIC_KEY_LEN: usize = 32;
+
+/// An active API key. The engine only stores what the gateway computed:
+/// the identifier and secret material are generated (and the HMAC secret
+/// encrypted) outside, so the engine stays deterministic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// From the engine's counter; never reused.
+    pub id: u64,
+    pub api_key: String,
+    pub label: String,
+    /// `api_key_perms` bits.
+    pub permissions: u8,
+    pub kind: ApiKeyKind,
+    /// HMAC: the secret encrypted at rest; Ed25519: the raw public key.
+    pub secret: Vec<u8>,
+    pub created_ms: u64,
+}
+
+impl ApiKey {
+    /// The shape rules of `CreateApiKey` (identity and limits aside).
+    pub fn valid_shape(
+        api_key: &str,
+        label: &str,
+        permissions: u8,
+        kind: ApiKeyKind,
+        secret: &[u8],
+    ) -> bool {
+        let secret_ok = match kind {
+            ApiKeyKind::Hmac => (1..=API_KEY_SECRET_MAX_LEN).contains(&secret.len()),
+            ApiKeyKind::Ed25519 => secret.len() == ED25519_PUBLIC_KEY_LEN,
+        };
+        (1..=API_KEY_MAX_LEN).contains(&api_key.len())
+            && api_key.bytes().all(|c| c.is_ascii_alphanumeric())
+            && label.len() <= API_KEY_LABEL_MAX_LEN
+            && permissions != 0
+            && permissions & !api_key_perms::ALL == 0
+            && secret_ok
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: UserId,
@@ -184,6 +265,13 @@ pub struct User {
     pub open_orders: u32,
     /// (asset, utc day, withdrawn that day incl. pending)
     pub withdraw_usage: Vec<(AssetId, u64, u64)>,
+    /// Active API keys, by id (creation order).
+    pub api_keys: Vec<ApiKey>,
+    /// Consecutive failed password logins (since the last success or the
+    /// end of the last lock).
+    pub failed_logins: u32,
+    /// Password login refused before this time (0 = never locked).
+    pub locked_until_ms: u64,
 }
 
 impl User {

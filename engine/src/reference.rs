@@ -48,6 +48,24 @@ struct RefUser {
     email: String,
     status: UserStatus,
     kyc_level: u8,
+    /// Active API keys in creation order.
+    api_keys: Vec<ApiKey>,
+    failed_logins: u32,
+    locked_until_ms: u64,
+}
+
+impl RefUser {
+    fn new(username: &str, email: &str) -> RefUser {
+        RefUser {
+            username: username.to_string(),
+            email: email.to_string(),
+            status: UserStatus::Active,
+            kyc_level: 0,
+            api_keys: Vec::new(),
+            failed_logins: 0,
+            locked_until_ms: 0,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +108,7 @@ pub struct ReferenceEngine {
     next_trade_id: u64,
     next_deposit_id: u64,
     next_withdrawal_id: u64,
+    next_api_key_id: u64,
     next_arrival: u64,
     fee_account: UserId,
     limits: Limits,
@@ -154,18 +173,14 @@ impl ReferenceEngine {
             next_trade_id: 1,
             next_deposit_id: 1,
             next_withdrawal_id: 1,
+            next_api_key_id: 1,
             next_arrival: 1,
             fee_account: UserId(0),
             limits: Limits::default(),
             assets: Vec::new(),
             supply: Vec::new(),
             pairs: Vec::new(),
-            users: vec![RefUser {
-                username: "exchange".into(),
-                email: String::new(),
-                status: UserStatus::Active,
-                kyc_level: 0,
-            }],
+            users: vec![RefUser::new("exchange", "")],
             balances: BTreeMap::new(),
             deposits: Vec::new(),
             withdrawals: Vec::new(),
@@ -227,6 +242,12 @@ impl ReferenceEngine {
     }
     pub fn withdrawals(&self) -> Vec<Withdrawal> {
         self.withdrawals.clone()
+    }
+    /// A user's active API keys, failed login count and lock end.
+    pub fn login_state(&self, user: UserId) -> Option<(Vec<ApiKey>, u32, u64)> {
+        self.users
+            .get(user.0 as usize)
+            .map(|u| (u.api_keys.clone(), u.failed_logins, u.locked_until_ms))
     }
 
     /// Sort key of a price on a book side: smaller is better.
@@ -505,7 +526,124 @@ impl ReferenceEngine {
                 target,
                 new_qty,
             } => self.amend(*user, *pair, target, *new_qty, out),
+            Command::CreateApiKey {
+                user,
+                api_key,
+                label,
+                permissions,
+                kind,
+                secret,
+            } => {
+                let limit = self.limits.max_api_keys_per_user as usize;
+                let u = self.login_user(*user)?;
+                if u.status == UserStatus::Suspended {
+                    return Err(RejectReason::UserSuspended);
+                }
+                let key_ok = !api_key.is_empty()
+                    && api_key.len() <= 64
+                    && api_key.chars().all(|c| c.is_ascii_alphanumeric());
+                let secret_ok = match kind {
+                    ApiKeyKind::Hmac => !secret.is_empty() && secret.len() <= 256,
+                    ApiKeyKind::Ed25519 => secret.len() == 32,
+                };
+                let perms_ok = *permissions >= 1 && *permissions <= 7;
+                if !(key_ok && secret_ok && perms_ok && label.len() <= 64) {
+                    return Err(RejectReason::InvalidApiKey);
+                }
+                if self
+                    .users
+                    .iter()
+                    .any(|u| u.api_keys.iter().any(|k| k.api_key == *api_key))
+                {
+                    return Err(RejectReason::ApiKeyExists);
+                }
+                if self.users[user.0 as usize].api_keys.len() >= limit {
+                    return Err(RejectReason::TooManyApiKeys);
+                }
+                let key = ApiKey {
+                    id: self.next_api_key_id,
+                    api_key: api_key.clone(),
+                    label: label.clone(),
+                    permissions: *permissions,
+                    kind: *kind,
+                    secret: secret.clone(),
+                    created_ms: ts,
+                };
+                self.next_api_key_id += 1;
+                out.push(Event::ApiKeyCreated {
+                    user: *user,
+                    id: key.id,
+                    api_key: key.api_key.clone(),
+                    label: key.label.clone(),
+                    permissions: key.permissions,
+                    kind: key.kind,
+                    secret: key.secret.clone(),
+                    created_ms: ts,
+                });
+                self.users[user.0 as usize].api_keys.push(key);
+                Ok(())
+            }
+            Command::RevokeApiKey { user, api_key } => {
+                self.login_user(*user)?;
+                let keys = &mut self.users[user.0 as usize].api_keys;
+                let before = keys.len();
+                let mut id = 0;
+                keys.retain(|k| {
+                    if k.api_key == *api_key {
+                        id = k.id;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                if keys.len() == before {
+                    return Err(RejectReason::UnknownApiKey);
+                }
+                out.push(Event::ApiKeyRevoked {
+                    user: *user,
+                    id,
+                    api_key: api_key.clone(),
+                });
+                Ok(())
+            }
+            Command::RecordLogin { user, success } => {
+                let (max_failures, lockout) =
+                    (self.limits.max_failed_logins, self.limits.lockout_ms);
+                let u = self.login_user(*user)?;
+                if ts < u.locked_until_ms {
+                    return Err(RejectReason::UserLocked);
+                }
+                let u = &mut self.users[user.0 as usize];
+                let lock_ended = u.locked_until_ms > 0;
+                if *success {
+                    u.failed_logins = 0;
+                    u.locked_until_ms = 0;
+                } else {
+                    let before = if lock_ended { 0 } else { u.failed_logins };
+                    u.failed_logins = before.saturating_add(1);
+                    u.locked_until_ms = if max_failures != 0 && u.failed_logins >= max_failures {
+                        ts.saturating_add(lockout).max(1)
+                    } else {
+                        0
+                    };
+                }
+                out.push(Event::LoginRecorded {
+                    user: *user,
+                    success: *success,
+                    failed_logins: u.failed_logins,
+                    locked_until_ms: u.locked_until_ms,
+                });
+                Ok(())
+            }
         }
+    }
+
+    /// A registered user: any but the exchange's own account 0.
+    fn login_user(&self, id: UserId) -> R<&RefUser> {
+        if id.0 == 0 {
+            return Err(RejectReason::UnknownUser);
+        }
+        self.user(id)
     }
 
     // ---------------------------------------------------------- configuration
@@ -584,12 +722,7 @@ impl ReferenceEngine {
             return Err(RejectReason::EmailTaken);
         }
         let id = UserId(self.users.len() as u64);
-        self.users.push(RefUser {
-            username: username.to_string(),
-            email: email.to_string(),
-            status: UserStatus::Active,
-            kyc_level: 0,
-        });
+        self.users.push(RefUser::new(username, email));
         out.push(Event::UserCreated {
             user: id,
             username: username.to_string(),

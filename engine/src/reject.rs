@@ -21,6 +21,10 @@ pub enum RejectReason {
     UnknownKycRecord = 109,
     KycNotPending = 110,
     RoleUnchanged = 111,
+    /// Password login is locked after too many failures (`locked_until_ms`).
+    UserLocked = 112,
+    /// API key identifier, label, permissions or key material malformed.
+    InvalidApiKey = 113,
 
     // 2xx: configuration (assets, pairs, fee account)
     UnknownAsset = 200,
@@ -94,6 +98,8 @@ impl RejectReason {
             UnknownKycRecord => "UNKNOWN_KYC_RECORD",
             KycNotPending => "KYC_NOT_PENDING",
             RoleUnchanged => "ROLE_UNCHANGED",
+            UserLocked => "USER_LOCKED",
+            InvalidApiKey => "INVALID_API_KEY",
             UnknownAsset => "UNKNOWN_ASSET",
             AssetExists => "ASSET_EXISTS",
             UnknownPair => "UNKNOWN_PAIR",
@@ -153,5 +159,9 @@ mod tests {
         assert_eq!(DepositUserMismatch.code(), 600);
         assert_eq!(StopWouldTriggerImmediately.code(), 312);
         assert_eq!(DuplicateClientOrderId.code(), 403);
+        assert_eq!(UnknownApiKey.code(), 105);
+        assert_eq!(TooManyApiKeys.code(), 107);
+        assert_eq!(UserLocked.code(), 112);
+        assert_eq!(InvalidApiKey.code(), 113);
     }
 }

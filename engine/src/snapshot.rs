@@ -16,7 +16,9 @@ use crate::model::*;
 use crate::types::*;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"MXSNAP\0\0";
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// 2: users carry API keys and login-failure state, `Limits` the lockout
+/// policy, and there is an API key id counter. Version 1 is still read.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct PairSnap {
@@ -30,7 +32,7 @@ struct PairSnap {
 }
 
 #[derive(Serialize, Deserialize)]
-struct StateV1 {
+struct StateV2 {
     last_seq: u64,
     last_ts_ms: u64,
     next_order_id: u64,
@@ -38,6 +40,7 @@ struct StateV1 {
     next_user_id: u64,
     next_deposit_id: u64,
     next_withdrawal_id: u64,
+    next_api_key_id: u64,
     fee_account: UserId,
     limits: Limits,
     assets: Vec<Asset>,
@@ -48,11 +51,181 @@ struct StateV1 {
     withdrawals: Vec<Withdrawal>,
 }
 
+/// Version 1 encodings, read for compatibility and converted.
+mod v1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(Serialize))]
+    pub(super) struct Limits1 {
+        max_open_orders_per_user: u32,
+        max_open_orders_total: u32,
+        max_api_keys_per_user: u32,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(Serialize))]
+    pub(super) struct User1 {
+        id: UserId,
+        username: String,
+        email: String,
+        password_hash: String,
+        status: UserStatus,
+        roles: u32,
+        kyc_level: u8,
+        created_ms: u64,
+        balances: Vec<(AssetId, Balance)>,
+        open_orders: u32,
+        withdraw_usage: Vec<(AssetId, u64, u64)>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(Serialize))]
+    pub(super) struct State1 {
+        last_seq: u64,
+        last_ts_ms: u64,
+        next_order_id: u64,
+        next_trade_id: u64,
+        next_user_id: u64,
+        next_deposit_id: u64,
+        next_withdrawal_id: u64,
+        fee_account: UserId,
+        limits: Limits1,
+        assets: Vec<Asset>,
+        flows: Vec<AssetFlows>,
+        pairs: Vec<PairSnap>,
+        users: Vec<User1>,
+        deposits: Vec<Deposit>,
+        withdrawals: Vec<Withdrawal>,
+    }
+
+    impl From<State1> for StateV2 {
+        fn from(s: State1) -> StateV2 {
+            StateV2 {
+                last_seq: s.last_seq,
+                last_ts_ms: s.last_ts_ms,
+                next_order_id: s.next_order_id,
+                next_trade_id: s.next_trade_id,
+                next_user_id: s.next_user_id,
+                next_deposit_id: s.next_deposit_id,
+                next_withdrawal_id: s.next_withdrawal_id,
+                next_api_key_id: 1,
+                fee_account: s.fee_account,
+                limits: Limits {
+                    max_open_orders_per_user: s.limits.max_open_orders_per_user,
+                    max_open_orders_total: s.limits.max_open_orders_total,
+                    max_api_keys_per_user: s.limits.max_api_keys_per_user,
+                    ..Limits::default()
+                },
+                assets: s.assets,
+                flows: s.flows,
+                pairs: s.pairs,
+                users: s
+                    .users
+                    .into_iter()
+                    .map(|u| User {
+                        id: u.id,
+                        username: u.username,
+                        email: u.email,
+                        password_hash: u.password_hash,
+                        status: u.status,
+                        roles: u.roles,
+                        kyc_level: u.kyc_level,
+                        created_ms: u.created_ms,
+                        balances: u.balances,
+                        open_orders: u.open_orders,
+                        withdraw_usage: u.withdraw_usage,
+                        api_keys: Vec::new(),
+                        failed_logins: 0,
+                        locked_until_ms: 0,
+                    })
+                    .collect(),
+                deposits: s.deposits,
+                withdrawals: s.withdrawals,
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::command::Command;
+
+        /// A version 1 snapshot (written before identity state existed) loads
+        /// into the same state, with no keys and no lockouts.
+        #[test]
+        fn version_1_snapshots_still_load() {
+            let mut e = Engine::new();
+            let mut out = Vec::new();
+            e.apply(
+                1,
+                10,
+                &Command::CreateUser {
+                    username: "alice".into(),
+                    email: "a@example.com".into(),
+                    password_hash: "$argon2id$x".into(),
+                    roles: 16,
+                },
+                &mut out,
+            );
+            let st = e.to_state();
+            let old = State1 {
+                last_seq: st.last_seq,
+                last_ts_ms: st.last_ts_ms,
+                next_order_id: st.next_order_id,
+                next_trade_id: st.next_trade_id,
+                next_user_id: st.next_user_id,
+                next_deposit_id: st.next_deposit_id,
+                next_withdrawal_id: st.next_withdrawal_id,
+                fee_account: st.fee_account,
+                limits: Limits1 {
+                    max_open_orders_per_user: st.limits.max_open_orders_per_user,
+                    max_open_orders_total: st.limits.max_open_orders_total,
+                    max_api_keys_per_user: st.limits.max_api_keys_per_user,
+                },
+                assets: st.assets,
+                flows: st.flows,
+                pairs: st.pairs,
+                users: st
+                    .users
+                    .into_iter()
+                    .map(|u| User1 {
+                        id: u.id,
+                        username: u.username,
+                        email: u.email,
+                        password_hash: u.password_hash,
+                        status: u.status,
+                        roles: u.roles,
+                        kyc_level: u.kyc_level,
+                        created_ms: u.created_ms,
+                        balances: u.balances,
+                        open_orders: u.open_orders,
+                        withdraw_usage: u.withdraw_usage,
+                    })
+                    .collect(),
+                deposits: st.deposits,
+                withdrawals: st.withdrawals,
+            };
+            let mut bytes = SNAPSHOT_MAGIC.to_vec();
+            bytes.extend_from_slice(&1u32.to_le_bytes());
+            bincode::serialize_into(&mut bytes, &old).unwrap();
+            let loaded = Engine::from_snapshot(&bytes).unwrap();
+            assert_eq!(loaded.state_hash(), e.state_hash());
+            assert_eq!(loaded.user_by_name("alice").unwrap().failed_logins, 0);
+            bytes[8] = 3;
+            assert!(matches!(
+                Engine::from_snapshot(&bytes),
+                Err(SnapshotError::Version(3))
+            ));
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("not an engine snapshot (bad magic)")]
     BadMagic,
-    #[error("unsupported engine snapshot version {0} (this build reads {SNAPSHOT_VERSION})")]
+    #[error("unsupported engine snapshot version {0} (this build reads 1 to {SNAPSHOT_VERSION})")]
     Version(u32),
     #[error("engine snapshot is malformed: {0}")]
     Malformed(String),
@@ -136,7 +309,7 @@ impl std::io::Write for StableHasher {
 }
 
 impl Engine {
-    fn to_state(&self) -> StateV1 {
+    fn to_state(&self) -> StateV2 {
         let pairs = self
             .pairs
             .iter()
@@ -157,7 +330,7 @@ impl Engine {
                 }
             })
             .collect();
-        StateV1 {
+        StateV2 {
             last_seq: self.last_seq,
             last_ts_ms: self.last_ts_ms,
             next_order_id: self.next_order_id,
@@ -165,6 +338,7 @@ impl Engine {
             next_user_id: self.next_user_id,
             next_deposit_id: self.next_deposit_id,
             next_withdrawal_id: self.next_withdrawal_id,
+            next_api_key_id: self.next_api_key_id,
             fee_account: self.fee_account,
             limits: self.limits,
             assets: self.assets.clone(),
@@ -205,15 +379,19 @@ impl Engine {
             return Err(SnapshotError::BadMagic);
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version(version));
-        }
         use bincode::Options;
-        let st: StateV1 = bincode::DefaultOptions::new()
+        let opts = bincode::DefaultOptions::new()
             .with_fixint_encoding()
-            .allow_trailing_bytes()
-            .deserialize(&bytes[12..])
-            .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+            .allow_trailing_bytes();
+        let malformed = |e: bincode::Error| SnapshotError::Malformed(e.to_string());
+        let st: StateV2 = match version {
+            SNAPSHOT_VERSION => opts.deserialize(&bytes[12..]).map_err(malformed)?,
+            1 => opts
+                .deserialize::<v1::State1>(&bytes[12..])
+                .map_err(malformed)?
+                .into(),
+            _ => return Err(SnapshotError::Version(version)),
+        };
         let open: usize = st
             .pairs
             .iter()
@@ -227,6 +405,7 @@ impl Engine {
         e.next_user_id = st.next_user_id;
         e.next_deposit_id = st.next_deposit_id;
         e.next_withdrawal_id = st.next_withdrawal_id;
+        e.next_api_key_id = st.next_api_key_id;
         e.fee_account = st.fee_account;
         e.limits = st.limits;
         e.asset_by_symbol = st
@@ -250,6 +429,14 @@ impl Engine {
                 .insert(u.username.to_ascii_lowercase(), u.id);
             if !u.email.is_empty() {
                 e.email_index.insert(u.email.to_ascii_lowercase(), u.id);
+            }
+            for k in &u.api_keys {
+                if e.api_key_index.insert(k.api_key.clone(), u.id).is_some() {
+                    return Err(SnapshotError::Malformed(format!(
+                        "API key {} held twice",
+                        k.id
+                    )));
+                }
             }
         }
         e.deposits = st

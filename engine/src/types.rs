@@ -210,7 +210,7 @@ pub enum UserStatus {
     Suspended,
 }
 
-/// A client order id: `^[a-zA-Z0-9-_.]{1,36}$`, stored inline so orders
+/// A client order id: `^[.A-Z:/a-z0-9_-]{1,36}$` (Binance's rule), stored inline so orders
 /// carrying one never allocate. Length 0 means "none".
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientOrderId {
@@ -224,7 +224,7 @@ pub enum ClientOrderIdError {
     Empty,
     #[error("client order id is longer than 36 characters")]
     TooLong,
-    #[error("client order id may only contain letters, digits, '-', '_' and '.'")]
+    #[error("client order id may only contain letters, digits, '-', '_', '.', ':' and '/'")]
     BadCharacter,
 }
 
@@ -244,7 +244,7 @@ impl ClientOrderId {
         }
         if !b
             .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':' | b'/'))
         {
             return Err(ClientOrderIdError::BadCharacter);
         }

@@ -105,6 +105,13 @@ enum Act {
         x: u8,
         y: u8,
     },
+    /// API keys and login results.
+    Identity {
+        what: u8,
+        user: u8,
+        key: u8,
+        x: u8,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -172,6 +179,12 @@ fn act() -> impl Strategy<Value = Act> {
             |(user, asset, amount, credit, r)| Act::Adjust { user, asset, amount, credit, reason: r > 0 }
         ),
         7 => (0u8..16, any::<u8>(), any::<u8>()).prop_map(|(what, x, y)| Act::Admin { what, x, y }),
+        8 => (0u8..10, 0u8..40, 0u8..16, any::<u8>()).prop_map(|(what, user, key, x)| Act::Identity {
+            what,
+            user,
+            key,
+            x
+        }),
     ]
 }
 
@@ -263,6 +276,9 @@ struct Stats {
     deposits_credited: usize,
     withdrawals_sent: usize,
     partial_rejects: usize,
+    api_keys_created: usize,
+    api_keys_revoked: usize,
+    logins_locked: usize,
 }
 
 struct Driver {
@@ -405,6 +421,11 @@ impl Driver {
                     cause: BalanceCause::Deposit(_),
                     ..
                 }) => st.deposits_credited += 1,
+                Event::ApiKeyCreated { .. } => st.api_keys_created += 1,
+                Event::ApiKeyRevoked { .. } => st.api_keys_revoked += 1,
+                Event::LoginRecorded {
+                    locked_until_ms, ..
+                } if *locked_until_ms > 0 => st.logins_locked += 1,
                 Event::WithdrawalUpdated(w) => {
                     if !self.withdrawals.contains(&w.id) {
                         self.withdrawals.push(w.id);
@@ -738,6 +759,68 @@ impl Driver {
                 },
             },
             Act::Admin { what, x, y } => self.admin(what, x, y),
+            Act::Identity { what, user, key, x } => self.identity(what, user, key, x),
+        }
+    }
+
+    /// API key identifiers from a small pool (so duplicates and revokes of
+    /// live keys happen), plus malformed ones.
+    fn api_key(sel: u8) -> String {
+        match sel {
+            0..=12 => format!("Key{sel}"),
+            13 => String::new(),
+            14 => "k".repeat(65),
+            _ => "bad-key".into(),
+        }
+    }
+
+    fn identity(&self, what: u8, user_sel: u8, key: u8, x: u8) -> Command {
+        let user = self.user(user_sel);
+        match what {
+            0..=3 => {
+                let (kind, secret) = match (x / 10) % 12 {
+                    0..=6 => (ApiKeyKind::Hmac, vec![x; 60]),
+                    7..=9 => (ApiKeyKind::Ed25519, vec![x; 32]),
+                    10 => (ApiKeyKind::Ed25519, vec![x; 31]),
+                    _ if x.is_multiple_of(2) => (ApiKeyKind::Hmac, Vec::new()),
+                    _ => (ApiKeyKind::Hmac, vec![x; 257]),
+                };
+                Command::CreateApiKey {
+                    // Concentrated on two users so the key limit is reached.
+                    user: if user_sel < 30 {
+                        UserId(1 + user_sel as u64 % 2)
+                    } else {
+                        user
+                    },
+                    api_key: Self::api_key(key),
+                    label: if x % 16 == 15 {
+                        "l".repeat(65)
+                    } else {
+                        format!("bot {x}")
+                    },
+                    permissions: [1, 2, 3, 4, 5, 6, 7, 3, 1, 3, 7, 0, 8][x as usize % 13],
+                    kind,
+                    secret,
+                }
+            }
+            4 | 5 => {
+                // Mostly the key's owner, sometimes someone else.
+                let api_key = Self::api_key(key);
+                let user = match self.e.api_key(&api_key) {
+                    Some((owner, _)) if !x.is_multiple_of(4) => owner,
+                    _ => user,
+                };
+                Command::RevokeApiKey { user, api_key }
+            }
+            _ => Command::RecordLogin {
+                // Concentrated on two users so lockouts happen.
+                user: if user_sel < 36 {
+                    UserId(1 + user_sel as u64 % 2)
+                } else {
+                    user
+                },
+                success: x.is_multiple_of(6),
+            },
         }
     }
 
@@ -794,7 +877,21 @@ impl Driver {
                     2 => 60,
                     _ => 10_000_000,
                 },
-                max_api_keys_per_user: 30,
+                max_api_keys_per_user: match y % 7 {
+                    0 => 0,
+                    1 | 2 => 2,
+                    _ => 30,
+                },
+                max_failed_logins: match x % 7 {
+                    0 => 0,
+                    1 | 2 => 2,
+                    _ => 5,
+                },
+                lockout_ms: match y % 5 {
+                    0 => 0,
+                    1 => 1_000,
+                    _ => 900_000,
+                },
             }),
             8 => Command::SetFeeAccount {
                 user: if x.is_multiple_of(3) {
@@ -908,6 +1005,14 @@ impl Driver {
     // ------------------------------------------------------------ running
 
     fn run_setup(&mut self, s: &Scenario) -> TestResult {
+        // Lockouts that outlast the clock's day jumps, so attempts during a
+        // lock happen (SetLimits in the stream brings short ones), and few
+        // keys per user, so the limit is reached.
+        self.setup(Command::SetLimits(Limits {
+            lockout_ms: 30 * DAY_MS,
+            max_api_keys_per_user: 3,
+            ..Limits::default()
+        }))?;
         for sym in ["BTC", "ETH", "USDT"] {
             let mut spec = asset(sym);
             if sym == "ETH" {
@@ -1003,6 +1108,15 @@ impl Driver {
             }
             let open = r.open_orders_of(u.id);
             prop_assert_eq!(u.open_orders as usize, open, "open orders of user {}", u.id);
+            prop_assert_eq!(
+                Some((u.api_keys.clone(), u.failed_logins, u.locked_until_ms)),
+                r.login_state(u.id),
+                "API keys and login state of user {}",
+                u.id
+            );
+            for k in &u.api_keys {
+                prop_assert_eq!(e.api_key(&k.api_key).map(|(o, _)| o), Some(u.id));
+            }
         }
         for ps in e.pairs() {
             let id = ps.pair.id;
@@ -1110,6 +1224,9 @@ fn generator_covers_the_rules() {
         total.deposits_credited += st.deposits_credited;
         total.withdrawals_sent += st.withdrawals_sent;
         total.partial_rejects += st.partial_rejects;
+        total.api_keys_created += st.api_keys_created;
+        total.api_keys_revoked += st.api_keys_revoked;
+        total.logins_locked += st.logins_locked;
         for (k, v) in st.rejects {
             *total.rejects.entry(k).or_default() += v;
         }
@@ -1131,6 +1248,9 @@ fn generator_covers_the_rules() {
     assert!(total.deposits_credited > 5);
     assert!(total.withdrawals_sent > 0);
     assert!(total.partial_rejects > 5);
+    assert!(total.api_keys_created > 20, "{}", total.api_keys_created);
+    assert!(total.api_keys_revoked > 5, "{}", total.api_keys_revoked);
+    assert!(total.logins_locked > 3, "{}", total.logins_locked);
     for kind in OrderType::ALL {
         assert!(
             total.accepted.get(&kind).copied().unwrap_or(0) > 5,
@@ -1181,6 +1301,11 @@ fn generator_covers_the_rules() {
         PairCancelOnly,
         MaxNumOrders,
         Overflow,
+        UnknownApiKey,
+        ApiKeyExists,
+        TooManyApiKeys,
+        InvalidApiKey,
+        UserLocked,
     ] {
         assert!(
             total.rejects.contains_key(reason.name()),

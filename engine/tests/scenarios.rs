@@ -770,3 +770,253 @@ fn market_by_quote_spending_all_liquidity_exactly_is_filled() {
         Some(OrderStatus::Filled)
     );
 }
+
+// ------------------------------------------------------------- identity
+
+fn login(user: UserId, success: bool) -> Command {
+    Command::RecordLogin { user, success }
+}
+
+/// (success, failed_logins, locked_until_ms) of a LoginRecorded.
+fn login_result(ev: &[Event]) -> (bool, u32, u64) {
+    match ev {
+        [Event::LoginRecorded {
+            success,
+            failed_logins,
+            locked_until_ms,
+            ..
+        }] => (*success, *failed_logins, *locked_until_ms),
+        other => panic!("expected LoginRecorded, got {other:?}"),
+    }
+}
+
+#[test]
+fn failed_logins_lock_password_login_until_the_lockout_ends() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    let lockout = Limits::default().lockout_ms;
+    assert_eq!((Limits::default().max_failed_logins, lockout), (5, 900_000));
+    for n in 1..=4 {
+        assert_eq!(login_result(&h.ok(login(a, false))), (false, n, 0));
+    }
+    // A success resets the count.
+    assert_eq!(login_result(&h.ok(login(a, true))), (true, 0, 0));
+    for n in 1..=4 {
+        assert_eq!(login_result(&h.ok(login(a, false))).1, n);
+    }
+    let ev = h.ok(login(a, false));
+    let until = h.ts + lockout;
+    assert_eq!(login_result(&ev), (false, 5, until));
+    assert_eq!(h.e.user(a).unwrap().locked_until_ms, until);
+    // While locked every attempt is refused and changes nothing, even a
+    // correct password.
+    assert_eq!(h.reject(login(a, true)), RejectReason::UserLocked);
+    assert_eq!(h.reject(login(a, false)), RejectReason::UserLocked);
+    // The lock survives a snapshot.
+    let restored = Engine::from_snapshot(&h.e.snapshot_bytes()).unwrap();
+    assert_eq!(restored.user(a).unwrap().locked_until_ms, until);
+    assert_eq!(restored.state_hash(), h.e.state_hash());
+    // Just before the end: still locked; at the end: counting starts afresh.
+    h.ts = until - 2;
+    assert_eq!(h.reject(login(a, true)), RejectReason::UserLocked);
+    h.ts = until - 1;
+    assert_eq!(login_result(&h.ok(login(a, false))), (false, 1, 0));
+    assert_eq!(login_result(&h.ok(login(a, true))), (true, 0, 0));
+    // Nobody else, nor the exchange account, can log in.
+    assert_eq!(h.reject(login(UserId(0), true)), RejectReason::UnknownUser);
+    assert_eq!(
+        h.reject(login(UserId(99), false)),
+        RejectReason::UnknownUser
+    );
+}
+
+#[test]
+fn lockout_policy_comes_from_the_limits() {
+    let mut h = Harness::new();
+    let a = h.user("alice");
+    h.ok(Command::SetLimits(Limits {
+        max_failed_logins: 2,
+        lockout_ms: 1_000,
+        ..Limits::default()
+    }));
+    h.ok(login(a, false));
+    let (_, n, until) = login_result(&h.ok(login(a, false)));
+    assert_eq!((n, until), (2, h.ts + 1_000));
+    // 0 = never lock.
+    let b = h.user("bob");
+    h.ok(Command::SetLimits(Limits {
+        max_failed_logins: 0,
+        ..Limits::default()
+    }));
+    for n in 1..=20 {
+        assert_eq!(login_result(&h.ok(login(b, false))), (false, n, 0));
+    }
+}
+
+fn new_key(user: UserId, api_key: &str, kind: ApiKeyKind) -> Command {
+    Command::CreateApiKey {
+        user,
+        api_key: api_key.into(),
+        label: "bot".into(),
+        permissions: api_key_perms::READ | api_key_perms::TRADE,
+        kind,
+        secret: vec![7; 32],
+    }
+}
+
+#[test]
+fn api_keys_are_bounded_unique_and_revocable() {
+    let mut h = Harness::new();
+    let (a, b) = (h.user("alice"), h.user("bob"));
+    h.ok(Command::SetLimits(Limits {
+        max_api_keys_per_user: 2,
+        ..Limits::default()
+    }));
+    let ev = h.ok(new_key(a, "KeyA1", ApiKeyKind::Hmac));
+    let created = h.ts;
+    assert_eq!(
+        ev,
+        vec![Event::ApiKeyCreated {
+            user: a,
+            id: 1,
+            api_key: "KeyA1".into(),
+            label: "bot".into(),
+            permissions: 3,
+            kind: ApiKeyKind::Hmac,
+            secret: vec![7; 32],
+            created_ms: created,
+        }]
+    );
+    h.ok(new_key(a, "KeyA2", ApiKeyKind::Ed25519));
+    assert_eq!(
+        h.reject(new_key(a, "KeyA3", ApiKeyKind::Hmac)),
+        RejectReason::TooManyApiKeys
+    );
+    // Identifiers are unique across users.
+    assert_eq!(
+        h.reject(new_key(b, "KeyA1", ApiKeyKind::Hmac)),
+        RejectReason::ApiKeyExists
+    );
+    let (owner, k) = h.e.api_key("KeyA2").unwrap();
+    assert_eq!((owner, k.id, k.kind), (a, 2, ApiKeyKind::Ed25519));
+    // Malformed keys are data, not panics.
+    for bad in [
+        new_key(a, "", ApiKeyKind::Hmac),
+        new_key(a, &"k".repeat(65), ApiKeyKind::Hmac),
+        new_key(a, "no-dashes", ApiKeyKind::Hmac),
+        Command::CreateApiKey {
+            user: b,
+            api_key: "KeyB".into(),
+            label: "l".repeat(65),
+            permissions: 1,
+            kind: ApiKeyKind::Hmac,
+            secret: vec![1; 40],
+        },
+        Command::CreateApiKey {
+            user: b,
+            api_key: "KeyB".into(),
+            label: String::new(),
+            permissions: 8,
+            kind: ApiKeyKind::Hmac,
+            secret: vec![1; 40],
+        },
+        Command::CreateApiKey {
+            user: b,
+            api_key: "KeyB".into(),
+            label: String::new(),
+            permissions: 0,
+            kind: ApiKeyKind::Hmac,
+            secret: vec![1; 40],
+        },
+        Command::CreateApiKey {
+            user: b,
+            api_key: "KeyB".into(),
+            label: String::new(),
+            permissions: 1,
+            kind: ApiKeyKind::Ed25519,
+            secret: vec![1; 31],
+        },
+        Command::CreateApiKey {
+            user: b,
+            api_key: "KeyB".into(),
+            label: String::new(),
+            permissions: 1,
+            kind: ApiKeyKind::Hmac,
+            secret: vec![1; 257],
+        },
+    ] {
+        // (Alice is at her limit: the shape is checked first.)
+        assert_eq!(h.reject(bad), RejectReason::InvalidApiKey);
+    }
+    assert_eq!(
+        h.reject(new_key(UserId(0), "KeySys", ApiKeyKind::Hmac)),
+        RejectReason::UnknownUser
+    );
+    // Only the owner revokes; revoking frees a slot; ids are never reused.
+    let revoke = |user, api_key: &str| Command::RevokeApiKey {
+        user,
+        api_key: api_key.into(),
+    };
+    assert_eq!(h.reject(revoke(b, "KeyA1")), RejectReason::UnknownApiKey);
+    assert_eq!(h.reject(revoke(a, "Nope")), RejectReason::UnknownApiKey);
+    assert_eq!(
+        h.ok(revoke(a, "KeyA1")),
+        vec![Event::ApiKeyRevoked {
+            user: a,
+            id: 1,
+            api_key: "KeyA1".into()
+        }]
+    );
+    assert!(h.e.api_key("KeyA1").is_none());
+    assert_eq!(h.reject(revoke(a, "KeyA1")), RejectReason::UnknownApiKey);
+    h.ok(new_key(a, "KeyA3", ApiKeyKind::Hmac));
+    assert_eq!(h.e.api_key("KeyA3").unwrap().1.id, 3);
+    // A suspended user gets no new key but may still revoke.
+    h.ok(Command::SetUserStatus {
+        user: a,
+        status: UserStatus::Suspended,
+    });
+    assert_eq!(
+        h.reject(new_key(a, "KeyA4", ApiKeyKind::Hmac)),
+        RejectReason::UserSuspended
+    );
+    h.ok(revoke(a, "KeyA3"));
+    // Keys survive a snapshot, index included.
+    let restored = Engine::from_snapshot(&h.e.snapshot_bytes()).unwrap();
+    assert_eq!(restored.state_hash(), h.e.state_hash());
+    assert_eq!(restored.api_key("KeyA2").unwrap().0, a);
+}
+
+#[test]
+fn version_1_journal_records_still_decode() {
+    // SetLimits as version 1 encoded it: version, variant 6, three u32.
+    let mut v1 = vec![1u8, 0];
+    v1.extend_from_slice(&6u32.to_le_bytes());
+    for n in [7u32, 8, 9] {
+        v1.extend_from_slice(&n.to_le_bytes());
+    }
+    assert_eq!(
+        Command::decode(&v1).unwrap(),
+        Command::SetLimits(Limits {
+            max_open_orders_per_user: 7,
+            max_open_orders_total: 8,
+            max_api_keys_per_user: 9,
+            ..Limits::default()
+        })
+    );
+    assert!(Command::decode(&v1[..10]).is_err());
+    // Every other version 1 record is encoded as today.
+    let c = Command::PlaceOrder(limit(UserId(7), BTCUSDT, Side::Buy, 1, 2));
+    let mut old = c.encode();
+    old[..2].copy_from_slice(&1u16.to_le_bytes());
+    assert_eq!(Command::decode(&old).unwrap(), c);
+    // The current encoding round-trips, new commands included.
+    for c in [
+        Command::SetLimits(Limits::default()),
+        new_key(UserId(3), "Key", ApiKeyKind::Ed25519),
+        login(UserId(3), false),
+    ] {
+        assert_eq!(Command::decode(&c.encode()).unwrap(), c);
+    }
+    assert!(Command::decode(&[3, 0, 0, 0, 0, 0]).is_err());
+}

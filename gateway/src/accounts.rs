@@ -160,8 +160,7 @@ impl Accounts {
         for ev in events {
             match ev {
                 Event::PairListed(p) => {
-                    self.pair_assets
-                        .insert(p.id, (p.spec.base, p.spec.quote));
+                    self.pair_assets.insert(p.id, (p.spec.base, p.spec.quote));
                 }
                 Event::OrderAccepted(a) => self.insert_order(a.to_order(), ts),
                 Event::Trade(t) => {

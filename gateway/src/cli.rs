@@ -452,6 +452,7 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             ),
             ("ORDERS".into(), "DAY".into(), 1, rl.orders_per_day_per_key),
         ],
+        auth: cfg.auth.clone(),
     };
     crate::server::serve(opts)
 }

@@ -1263,6 +1263,8 @@ impl Config {
             max_open_orders_per_user: self.engine.max_open_orders_per_user,
             max_open_orders_total: self.engine.max_open_orders_total,
             max_api_keys_per_user: self.engine.max_api_keys_per_user,
+            max_failed_logins: self.auth.max_failed_logins,
+            lockout_ms: self.auth.lockout_secs.saturating_mul(1_000),
         }
     }
 

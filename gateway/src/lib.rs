@@ -2,6 +2,7 @@
 //! operations it runs. `main.rs` is a thin wrapper over [`cli::main`].
 
 pub mod accounts;
+pub mod auth;
 pub mod binance;
 pub mod cli;
 pub mod config;

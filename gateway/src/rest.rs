@@ -1,19 +1,24 @@
 //! Binance Spot v3 public REST endpoints served from the market-data
-//! projection: ping, time, exchangeInfo, depth, trades. Field names, string
-//! vs number typing and error codes follow Binance (API.md).
+//! projection: ping, time, exchangeInfo, depth, trades, aggTrades, klines,
+//! uiKlines, ticker/24hr, ticker/price, ticker/bookTicker, avgPrice. Field
+//! names, string vs number typing and error codes follow Binance (API.md,
+//! rest-api.md). Handlers hold the projection's read lock only while they
+//! copy what they answer; the wall clock is read only here, to end the
+//! rolling windows (24 h ticker, 5 min average price) at request time.
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use engine::decimal::format_units;
+use engine::decimal::{format_units, format_units_u128};
 use engine::{OrderType, Pair, PairStatus};
 use serde_json::{json, Value};
 
+use crate::binance::enums::KlineInterval;
 use crate::binance::errors::BinanceError;
 use crate::binance::params::Params;
-use crate::market::{Market, PairView};
+use crate::market::{vwap_quote_units, AggTrade, Kline, Market, PairView, AVG_PRICE_MINS};
 use crate::server::{error_response, json_response, now_ms, AppState};
 
 pub fn public_routes() -> Router<AppState> {
@@ -23,6 +28,13 @@ pub fn public_routes() -> Router<AppState> {
         .route("/api/v3/exchangeInfo", get(exchange_info))
         .route("/api/v3/depth", get(depth))
         .route("/api/v3/trades", get(trades))
+        .route("/api/v3/aggTrades", get(agg_trades))
+        .route("/api/v3/klines", get(klines))
+        .route("/api/v3/uiKlines", get(klines))
+        .route("/api/v3/ticker/24hr", get(ticker_24hr))
+        .route("/api/v3/ticker/price", get(ticker_price))
+        .route("/api/v3/ticker/bookTicker", get(book_ticker))
+        .route("/api/v3/avgPrice", get(avg_price))
 }
 
 /// Signed (TRADE / USER_DATA) endpoints: see `trade.rs`.
@@ -251,4 +263,396 @@ async fn trades(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
         Ok(v) => ok(v),
         Err(e) => error_response(&e),
     }
+}
+
+/// Run a handler body that answers JSON or a Binance error.
+fn answer(f: impl FnOnce() -> Result<Value, BinanceError>) -> Response {
+    match f() {
+        Ok(v) => ok(v),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn parse_query(q: &Option<String>) -> Result<Params, BinanceError> {
+    Params::parse(q.as_deref().unwrap_or(""), b"")
+}
+
+/// Base-asset amount held in u128 (sums) as a decimal string.
+fn qty_str_wide(m: &Market, p: &Pair, units: u128) -> String {
+    format_units_u128(units, decimals(m, p).0)
+}
+
+fn quote_str_wide(m: &Market, p: &Pair, units: u128) -> String {
+    format_units_u128(units, decimals(m, p).1)
+}
+
+/// A price difference in ticks (may be negative).
+fn signed_price_str(m: &Market, p: &Pair, diff_ticks: i128) -> String {
+    let abs = diff_ticks.unsigned_abs() * u128::from(p.spec.tick_units);
+    let s = quote_str_wide(m, p, abs);
+    if diff_ticks < 0 {
+        format!("-{s}")
+    } else {
+        s
+    }
+}
+
+/// Binance's `priceChangePercent`: 100 x change / open with 3 decimals,
+/// rounded half away from zero; "0.000" without an open price.
+fn percent_str(open_ticks: u64, last_ticks: u64) -> String {
+    if open_ticks == 0 {
+        return "0.000".into();
+    }
+    let diff = i128::from(last_ticks) - i128::from(open_ticks);
+    let open = i128::from(open_ticks);
+    let milli = (diff.abs() * 100_000 + open / 2) / open;
+    let sign = if diff < 0 && milli != 0 { "-" } else { "" };
+    format!("{sign}{}.{:03}", milli / 1000, milli % 1000)
+}
+
+// ---- aggTrades ----
+
+fn agg_json(m: &Market, p: &Pair, a: &AggTrade) -> Value {
+    json!({
+        "a": a.id,
+        "p": price_str(m, p, a.price_ticks),
+        "q": qty_str(m, p, a.qty_units),
+        "f": a.first_trade_id,
+        "l": a.last_trade_id,
+        "T": a.time_ms,
+        "m": a.buyer_is_maker,
+        "M": true,
+    })
+}
+
+async fn agg_trades(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    answer(|| {
+        let params = parse_query(&q)?;
+        params.check_unknown(&["symbol", "fromId", "startTime", "endTime", "limit"])?;
+        let m = st.market.read().expect("market lock");
+        let v = pair_param(&m, &params)?;
+        let from_id = params.optional_u64("fromId")?;
+        let start = params.optional_u64("startTime")?;
+        let end = params.optional_u64("endTime")?;
+        let limit = limit_param(&params, 500, 1000)?;
+        if from_id.is_some() && (start.is_some() || end.is_some()) {
+            return Err(BinanceError::optional_params_bad_combo());
+        }
+        let list = match from_id {
+            Some(id) => v.agg_trades_from_id(id, limit),
+            None => v.agg_trades_in(start, end, limit),
+        };
+        Ok(Value::Array(
+            list.iter().map(|a| agg_json(&m, &v.pair, a)).collect(),
+        ))
+    })
+}
+
+// ---- klines / uiKlines ----
+
+/// Minutes east of UTC of a Binance `timeZone` value: hours (`8`, `-1`)
+/// or hours and minutes (`05:45`, `-1:00`), optionally signed, within
+/// [-12:00, +14:00]; -1130 otherwise.
+fn parse_time_zone(s: &str) -> Result<i64, BinanceError> {
+    let bad = || BinanceError::invalid_parameter("timeZone");
+    let digits = |x: &str, max_len: usize| {
+        if x.is_empty() || x.len() > max_len || !x.bytes().all(|b| b.is_ascii_digit()) {
+            None
+        } else {
+            x.parse::<i64>().ok()
+        }
+    };
+    let (sign, rest) = match s.strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (h, mins) = match rest.split_once(':') {
+        Some((h, mm)) if mm.len() == 2 => (digits(h, 2), digits(mm, 2)),
+        Some(_) => (None, None),
+        None => (digits(rest, 2), Some(0)),
+    };
+    let (Some(h), Some(mins)) = (h, mins) else {
+        return Err(bad());
+    };
+    if mins >= 60 {
+        return Err(bad());
+    }
+    let total = sign * (h * 60 + mins);
+    if !(-12 * 60..=14 * 60).contains(&total) {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+fn kline_json(m: &Market, p: &Pair, interval: KlineInterval, k: &Kline) -> Value {
+    json!([
+        k.open_time_ms,
+        price_str(m, p, k.open_ticks),
+        price_str(m, p, k.high_ticks),
+        price_str(m, p, k.low_ticks),
+        price_str(m, p, k.close_ticks),
+        qty_str_wide(m, p, k.volume_units),
+        interval.close_time_ms(k.open_time_ms),
+        quote_str_wide(m, p, k.quote_units),
+        k.trades,
+        qty_str_wide(m, p, k.taker_buy_volume_units),
+        quote_str_wide(m, p, k.taker_buy_quote_units),
+        "0",
+    ])
+}
+
+/// `/api/v3/klines` and `/api/v3/uiKlines` (same data here). Klines are
+/// kept in UTC; a non-zero `timeZone` is served when it shifts no interval
+/// boundary (e.g. `8` for 1s..1h), and refused with -1130 otherwise.
+async fn klines(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    answer(|| {
+        let params = parse_query(&q)?;
+        params.check_unknown(&[
+            "symbol",
+            "interval",
+            "startTime",
+            "endTime",
+            "timeZone",
+            "limit",
+        ])?;
+        let symbol = params.required_str("symbol")?;
+        let interval = KlineInterval::parse(params.required_str("interval")?)?;
+        let start = params.optional_u64("startTime")?;
+        let end = params.optional_u64("endTime")?;
+        if let Some(tz) = params.optional_str("timeZone")? {
+            let offset_ms = parse_time_zone(tz)?.unsigned_abs() * 60_000;
+            let aligned = interval
+                .fixed_millis()
+                .is_some_and(|len| interval != KlineInterval::W1 && offset_ms % len == 0);
+            if offset_ms != 0 && !aligned {
+                return Err(BinanceError::invalid_parameter("timeZone"));
+            }
+        }
+        let limit = limit_param(&params, 500, 1000)?;
+        let m = st.market.read().expect("market lock");
+        let v = m
+            .pair_by_symbol(symbol)
+            .ok_or_else(BinanceError::invalid_symbol)?;
+        let list = v.klines(interval, start, end, limit);
+        Ok(Value::Array(
+            list.iter()
+                .map(|k| kline_json(&m, &v.pair, interval, k))
+                .collect(),
+        ))
+    })
+}
+
+// ---- tickers ----
+
+/// Which symbols a ticker request names.
+enum Selection {
+    One(String),
+    Many(Vec<String>),
+    All,
+}
+
+/// Binance's legal range for `symbols`.
+const SYMBOLS_RANGE: &str = r#"^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$"#;
+
+fn selection(params: &Params) -> Result<Selection, BinanceError> {
+    match (
+        params.optional_str("symbol")?,
+        params.optional_str("symbols")?,
+    ) {
+        (Some(_), Some(_)) => Err(BinanceError::new(
+            -1128,
+            "Combination of optional parameters invalid. Recommendation: 'symbol' and 'symbols' cannot both be sent.",
+            400,
+        )),
+        (Some(s), None) => Ok(Selection::One(s.to_string())),
+        (None, Some(list)) => {
+            let v: Vec<String> = serde_json::from_str(list)
+                .map_err(|_| BinanceError::illegal_chars_in("symbols", SYMBOLS_RANGE))?;
+            if v.is_empty() {
+                return Err(BinanceError::mandatory_param_missing("symbols"));
+            }
+            Ok(Selection::Many(v))
+        }
+        (None, None) => Ok(Selection::All),
+    }
+}
+
+/// The pairs a ticker request asks for (-1121 for an unknown symbol),
+/// filtered by `symbolStatus` (-1122 for a bad value, -1220 when the one
+/// requested symbol does not match). `Ok((pairs, true))` for a single
+/// symbol, answered as an object rather than an array.
+fn ticker_pairs<'a>(
+    m: &'a Market,
+    params: &Params,
+) -> Result<(Vec<&'a PairView>, bool), BinanceError> {
+    let sel = selection(params)?;
+    let status = match params.optional_str("symbolStatus")? {
+        None => None,
+        Some(s @ ("TRADING" | "HALT" | "BREAK")) => Some(s),
+        Some(_) => return Err(BinanceError::invalid_symbol_status()),
+    };
+    let matches = |v: &PairView| status.is_none_or(|s| v.pair.spec.status.as_str() == s);
+    match sel {
+        Selection::One(s) => {
+            let v = m
+                .pair_by_symbol(&s)
+                .ok_or_else(BinanceError::invalid_symbol)?;
+            if !matches(v) {
+                return Err(BinanceError::new(
+                    -1220,
+                    "The symbol's status does not match the requested symbolStatus.",
+                    400,
+                ));
+            }
+            Ok((vec![v], true))
+        }
+        Selection::Many(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for s in &list {
+                let v = m
+                    .pair_by_symbol(s)
+                    .ok_or_else(BinanceError::invalid_symbol)?;
+                if matches(v) {
+                    out.push(v);
+                }
+            }
+            Ok((out, false))
+        }
+        Selection::All => Ok((m.pairs.values().filter(|v| matches(v)).collect(), false)),
+    }
+}
+
+fn one_or_many(list: Vec<Value>, single: bool) -> Value {
+    if single {
+        list.into_iter().next().unwrap_or(Value::Null)
+    } else {
+        Value::Array(list)
+    }
+}
+
+fn ticker_24h_json(m: &Market, v: &PairView, now: u64, full: bool) -> Value {
+    let p = &v.pair;
+    let t = v.ticker_24h(now);
+    let id = |x: Option<u64>| x.map_or(json!(-1), |i| json!(i));
+    let symbol = p.spec.symbol.as_str();
+    if !full {
+        return json!({
+            "symbol": symbol,
+            "openPrice": price_str(m, p, t.open_ticks),
+            "highPrice": price_str(m, p, t.high_ticks),
+            "lowPrice": price_str(m, p, t.low_ticks),
+            "lastPrice": price_str(m, p, t.last_ticks),
+            "volume": qty_str_wide(m, p, t.volume_units),
+            "quoteVolume": quote_str_wide(m, p, t.quote_units),
+            "openTime": t.open_time_ms,
+            "closeTime": t.close_time_ms,
+            "firstId": id(t.first_id),
+            "lastId": id(t.last_id),
+            "count": t.count,
+        });
+    }
+    let (bid, ask) = (v.book.best_bid(), v.book.best_ask());
+    let change = i128::from(t.last_ticks) - i128::from(t.open_ticks);
+    json!({
+        "symbol": symbol,
+        "priceChange": signed_price_str(m, p, change),
+        "priceChangePercent": percent_str(t.open_ticks, t.last_ticks),
+        "weightedAvgPrice": quote_str(m, p, vwap_quote_units(t.quote_units, t.volume_units, p.base_scale)),
+        "prevClosePrice": price_str(m, p, t.prev_close_ticks),
+        "lastPrice": price_str(m, p, t.last_ticks),
+        "lastQty": qty_str(m, p, t.last_qty_units),
+        "bidPrice": price_str(m, p, bid.map_or(0, |b| b.0)),
+        "bidQty": qty_str(m, p, bid.map_or(0, |b| b.1)),
+        "askPrice": price_str(m, p, ask.map_or(0, |a| a.0)),
+        "askQty": qty_str(m, p, ask.map_or(0, |a| a.1)),
+        "openPrice": price_str(m, p, t.open_ticks),
+        "highPrice": price_str(m, p, t.high_ticks),
+        "lowPrice": price_str(m, p, t.low_ticks),
+        "volume": qty_str_wide(m, p, t.volume_units),
+        "quoteVolume": quote_str_wide(m, p, t.quote_units),
+        "openTime": t.open_time_ms,
+        "closeTime": t.close_time_ms,
+        "firstId": id(t.first_id),
+        "lastId": id(t.last_id),
+        "count": t.count,
+    })
+}
+
+async fn ticker_24hr(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    answer(|| {
+        let params = parse_query(&q)?;
+        params.check_unknown(&["symbol", "symbols", "type", "symbolStatus"])?;
+        let full = match params.optional_str("type")? {
+            None | Some("FULL") => true,
+            Some("MINI") => false,
+            Some(_) => return Err(BinanceError::new(-1139, "Invalid ticker type.", 400)),
+        };
+        let now = now_ms();
+        let m = st.market.read().expect("market lock");
+        let (pairs, single) = ticker_pairs(&m, &params)?;
+        let list = pairs
+            .iter()
+            .map(|v| ticker_24h_json(&m, v, now, full))
+            .collect();
+        Ok(one_or_many(list, single))
+    })
+}
+
+async fn ticker_price(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    answer(|| {
+        let params = parse_query(&q)?;
+        params.check_unknown(&["symbol", "symbols", "symbolStatus"])?;
+        let m = st.market.read().expect("market lock");
+        let (pairs, single) = ticker_pairs(&m, &params)?;
+        let list = pairs
+            .iter()
+            .map(|v| {
+                json!({
+                    "symbol": v.pair.spec.symbol,
+                    "price": price_str(&m, &v.pair, v.last_price),
+                })
+            })
+            .collect();
+        Ok(one_or_many(list, single))
+    })
+}
+
+async fn book_ticker(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    answer(|| {
+        let params = parse_query(&q)?;
+        params.check_unknown(&["symbol", "symbols", "symbolStatus"])?;
+        let m = st.market.read().expect("market lock");
+        let (pairs, single) = ticker_pairs(&m, &params)?;
+        let list = pairs
+            .iter()
+            .map(|v| {
+                let p = &v.pair;
+                let (bid, ask) = (v.book.best_bid(), v.book.best_ask());
+                json!({
+                    "symbol": p.spec.symbol,
+                    "bidPrice": price_str(&m, p, bid.map_or(0, |b| b.0)),
+                    "bidQty": qty_str(&m, p, bid.map_or(0, |b| b.1)),
+                    "askPrice": price_str(&m, p, ask.map_or(0, |a| a.0)),
+                    "askQty": qty_str(&m, p, ask.map_or(0, |a| a.1)),
+                })
+            })
+            .collect();
+        Ok(one_or_many(list, single))
+    })
+}
+
+async fn avg_price(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    answer(|| {
+        let params = parse_query(&q)?;
+        params.check_unknown(&["symbol"])?;
+        let now = now_ms();
+        let m = st.market.read().expect("market lock");
+        let v = pair_param(&m, &params)?;
+        let (price_units, close_time) = v.avg_price(now);
+        Ok(json!({
+            "mins": AVG_PRICE_MINS,
+            "price": quote_str(&m, &v.pair, price_units),
+            "closeTime": close_time,
+        }))
+    })
 }

@@ -20,10 +20,10 @@ use axum::Router;
 use engine::{Command, Event};
 use persister::replica::{self, DataDir, SnapshotPolicy, Snapshotter};
 
+use crate::accounts::Accounts;
 use crate::binance::errors::BinanceError;
 use crate::binance::params::Params;
 use crate::binance::ratelimit::{request_weight, LimiterConfig, RateLimiter};
-use crate::accounts::Accounts;
 use crate::identity::IdentityView;
 use crate::market::Market;
 use crate::pipeline::{Pipeline, PipelineConfig, Submitter};
@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub weight_limit: LimiterConfig,
     /// exchangeInfo `rateLimits`: (type, interval, intervalNum, limit).
     pub rate_limits: Vec<(String, String, u32, u64)>,
+    /// Server keys, token lifetime, first admin.
+    pub auth: crate::config::AuthConfig,
 }
 
 /// Shared by every HTTP handler.
@@ -59,6 +61,8 @@ pub struct AppState {
     pub weights: Arc<RateLimiter<std::net::IpAddr>>,
     pub rate_limits: Arc<Vec<(String, String, u32, u64)>>,
     pub started: Instant,
+    /// Server keys (JWT, secrets at rest) and the password hasher.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 pub fn now_ms() -> u64 {
@@ -286,34 +290,44 @@ async fn shutdown_signal(stop: Arc<AtomicBool>) {
     stop.store(true, Ordering::Release);
 }
 
-/// The per-user history read model: the whole journal replayed through a
-/// fresh engine (history survives restarts), or, when the journal's start
-/// was deleted by retention, the recovered engine's open orders and
-/// balances only.
-fn build_accounts(data: &DataDir, recovered: &engine::Engine) -> Accounts {
+/// The read models that keep history, per-user orders and trades and the
+/// market data (trades, aggregate trades, klines, tickers): the whole
+/// journal replayed once through a fresh engine (history survives
+/// restarts), or, when the journal's start was deleted by retention, what
+/// the recovered engine knows (open orders, balances, the book, last
+/// prices).
+fn build_read_models(data: &DataDir, recovered: &engine::Engine) -> (Accounts, Market) {
     let started = Instant::now();
     let mut acc = Accounts::default();
+    let mut market = Market::default();
     let mut e = engine::Engine::with_capacity(replica::DEFAULT_CAPACITY);
     let res = replica::replay(
         &mut e,
         &data.journal(),
         recovered.last_seq(),
         Some(recovered.last_seq()),
-        |seq, ts, _, events| acc.apply(seq, ts, events),
-        |p| tracing::info!(seq = p.seq, "rebuilding order history"),
+        |seq, ts, _, events| {
+            acc.apply(seq, ts, events);
+            market.apply_events(seq, ts, events);
+        },
+        |p| tracing::info!(seq = p.seq, "rebuilding order history and market data"),
     );
     match res {
         Ok(_) if e.last_seq() == recovered.last_seq() => {
             tracing::info!(
                 seq = e.last_seq(),
                 ms = started.elapsed().as_millis() as u64,
-                "order history rebuilt from the journal"
+                "order history and market data rebuilt from the journal"
             );
-            acc
+            market.last_seq = recovered.last_seq();
+            (acc, market)
         }
         other => {
-            tracing::warn!(result = ?other.map(|_| e.last_seq()), "order history not rebuildable from the journal; serving open orders and balances only");
-            Accounts::from_engine(recovered)
+            tracing::warn!(result = ?other.map(|_| e.last_seq()), "history not rebuildable from the journal; serving open orders, balances and the book only");
+            (
+                Accounts::from_engine(recovered),
+                Market::from_engine(recovered),
+            )
         }
     }
 }
@@ -355,9 +369,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             writer.last_seq()
         );
     }
-    let market = Arc::new(RwLock::new(Market::from_engine(&rec.engine)));
-    let identity = Arc::new(RwLock::new(IdentityView::from_engine(&rec.engine)));
-    let accounts = Arc::new(RwLock::new(build_accounts(&data, &rec.engine)));
+    let (accounts, market) = build_read_models(&data, &rec.engine);
+    let market = Arc::new(RwLock::new(market));
+    let auth = Arc::new(crate::auth::Auth::load(&opts.auth, &opts.data_dir)?);
+    let identity = Arc::new(RwLock::new(IdentityView::with_secret_key(
+        &rec.engine,
+        auth.cipher.clone(),
+    )));
+    let accounts = Arc::new(RwLock::new(accounts));
     let fresh = rec.engine.assets().is_empty();
     let (published_tx, published_rx) = tokio::sync::watch::channel(rec.engine.last_seq());
     let m2 = market.clone();
@@ -392,6 +411,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         weights,
         rate_limits: Arc::new(opts.rate_limits.clone()),
         started: Instant::now(),
+        auth,
     };
     let stop_snap = Arc::new(AtomicBool::new(false));
     let snapshotter = Snapshotter::start(data.clone(), durable.clone(), opts.snapshot)?;
@@ -417,6 +437,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
                 }
             }
         }
+        crate::native::bootstrap_admin(&st, &opts.auth).await?;
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
             .with_context(|| {

@@ -1,12 +1,1083 @@
 //! Binance Spot v3 signed endpoints (TRADE / USER_DATA): order entry,
-//! queries, cancels, account. Requests are authenticated by API key +
-//! signature, converted exactly into engine commands, executed through the
-//! pipeline (answered only once durable) and rendered with Binance's fields.
+//! queries, cancels, cancel-replace, open orders, history, account and
+//! trades. A request is authenticated by `X-MBX-APIKEY` + signature over the
+//! raw query + body (HMAC-SHA256 hex or Ed25519 base64) within
+//! `recvWindow`, converted exactly into an engine command (values that would
+//! need rounding are refused, never rounded), executed through the pipeline
+//! (answered only once durable) and rendered with Binance's field names.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
 use axum::Router;
+use engine::decimal::{format_units, parse_units, DecimalError};
+use engine::{
+    AssetId, CancelReplaceMode, ClientOrderId, Command, Event, NewOrder, Order, OrderId, OrderRef,
+    OrderStatus, OrderType, PairId, Price, Qty, RejectReason, Side, StpMode, TimeInForce, UserId,
+};
+use serde_json::{json, Value};
 
-use crate::server::AppState;
+use crate::accounts::{OrderRecord, TradeRecord};
+use crate::binance::errors::{BinanceError, FilterFailure};
+use crate::binance::params::Params;
+use crate::binance::sign::{check_request_time, verify_request};
+use crate::market::Market;
+use crate::pipeline::{ExecuteError, Outcome, SubmitError};
+use crate::server::{error_response, json_response, now_ms, AppState};
+
+pub const PERM_READ: u8 = 1;
+pub const PERM_TRADE: u8 = 2;
+pub const PERM_WITHDRAW: u8 = 4;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route(
+            "/api/v3/order",
+            post(new_order).get(query_order).delete(cancel_order),
+        )
+        .route("/api/v3/order/test", post(test_order))
+        .route("/api/v3/order/cancelReplace", post(cancel_replace))
+        .route(
+            "/api/v3/openOrders",
+            get(open_orders).delete(cancel_open_orders),
+        )
+        .route("/api/v3/allOrders", get(all_orders))
+        .route("/api/v3/account", get(account))
+        .route("/api/v3/myTrades", get(my_trades))
+}
+
+type R<T> = Result<T, BinanceError>;
+
+fn ok(v: Value) -> Response {
+    json_response(StatusCode::OK, v.to_string())
+}
+
+fn respond(r: R<Value>) -> Response {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// A request authenticated as `user`.
+struct Authed {
+    user: UserId,
+    params: Params,
+}
+
+/// Decode parameters, check the API key, timestamp/recvWindow, signature and
+/// the key's permission. Order: key format (-2014), known key (-2015),
+/// timestamp (-1021/-1102), signature (-1022), permission (-2015).
+fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+    need: u8,
+) -> R<Authed> {
+    let params = Params::parse(query.unwrap_or(""), body)?;
+    let key = crate::binance::sign::check_api_key_format(
+        headers.get("X-MBX-APIKEY").and_then(|v| v.to_str().ok()),
+    )?;
+    let id = st.identity.read().expect("identity lock");
+    let k = id.api_key(key).ok_or_else(BinanceError::rejected_api_key)?;
+    check_request_time(&params, now_ms())?;
+    verify_request(&params, &k.signing)?;
+    if k.permissions & need != need {
+        return Err(BinanceError::rejected_api_key());
+    }
+    let user = k.user;
+    if id
+        .user(user)
+        .is_none_or(|u| u.status != engine::UserStatus::Active)
+    {
+        return Err(BinanceError::rejected_api_key());
+    }
+    Ok(Authed { user, params })
+}
+
+/// Wait until every read model has applied `seq` (read-your-writes).
+async fn published(st: &AppState, seq: u64) {
+    let mut rx = st.published.clone();
+    let _ = rx.wait_for(|s| *s >= seq).await;
+}
+
+async fn execute(st: &AppState, cmd: Command) -> R<std::sync::Arc<Outcome>> {
+    match st.submitter.execute(cmd).await {
+        Ok(o) => {
+            published(st, o.seq).await;
+            Ok(o)
+        }
+        Err(ExecuteError::Submit(SubmitError::Full)) => Err(BinanceError::server_busy()),
+        Err(_) => Err(BinanceError::service_shutting_down()),
+    }
+}
+
+/// Exact decimal -> units; errors in Binance's vocabulary.
+fn units(name: &str, s: &str, decimals: u32) -> R<u64> {
+    parse_units(s, decimals).map_err(|e| match e {
+        DecimalError::TooManyDecimals { .. } => BinanceError::bad_precision(name),
+        DecimalError::Overflow => BinanceError::param_overflow(name),
+        DecimalError::Empty => BinanceError::param_empty(name),
+        _ => BinanceError::illegal_chars_in(name, "^([0-9]{1,20})(\\.[0-9]{1,20})?$"),
+    })
+}
+
+struct PairInfo {
+    id: PairId,
+    symbol: String,
+    base: AssetId,
+    base_dec: u32,
+    quote_dec: u32,
+    tick_units: u64,
+    base_sym: String,
+    quote_sym: String,
+}
+
+fn pair_info(m: &Market, symbol: &str) -> R<PairInfo> {
+    let v = m
+        .pair_by_symbol(symbol)
+        .ok_or_else(BinanceError::invalid_symbol)?;
+    let s = &v.pair.spec;
+    let asset = |a: AssetId| m.assets.get(&a);
+    Ok(PairInfo {
+        id: v.pair.id,
+        symbol: s.symbol.clone(),
+        base: s.base,
+        base_dec: asset(s.base).map(|a| a.spec.decimals as u32).unwrap_or(8),
+        quote_dec: asset(s.quote).map(|a| a.spec.decimals as u32).unwrap_or(8),
+        tick_units: s.tick_units,
+        base_sym: asset(s.base)
+            .map(|a| a.spec.symbol.clone())
+            .unwrap_or_default(),
+        quote_sym: asset(s.quote)
+            .map(|a| a.spec.symbol.clone())
+            .unwrap_or_default(),
+    })
+}
+
+fn pair_of(st: &AppState, params: &Params) -> R<PairInfo> {
+    let symbol = params.required_str("symbol")?;
+    pair_info(&st.market.read().expect("market lock"), symbol)
+}
+
+impl PairInfo {
+    fn price_ticks(&self, name: &str, s: &str) -> R<u64> {
+        let u = units(name, s, self.quote_dec)?;
+        if u % self.tick_units != 0 {
+            return Err(BinanceError::filter_failure(FilterFailure::PriceFilter));
+        }
+        Ok(u / self.tick_units)
+    }
+    fn price(&self, ticks: u64) -> String {
+        format_units(ticks.saturating_mul(self.tick_units), self.quote_dec)
+    }
+    fn qty(&self, u: u64) -> String {
+        format_units(u, self.base_dec)
+    }
+    fn quote(&self, u: u64) -> String {
+        format_units(u, self.quote_dec)
+    }
+    fn asset_sym(&self, a: AssetId) -> &str {
+        if a == self.base {
+            &self.base_sym
+        } else {
+            &self.quote_sym
+        }
+    }
+}
+
+static CLIENT_ID_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh client order id for orders sent without one (Binance generates
+/// one too). Time + process counter: unique, 36 chars at most.
+fn generate_client_id() -> ClientOrderId {
+    let n = CLIENT_ID_SEQ.fetch_add(1, Ordering::Relaxed);
+    let s = format!("mx{:x}{:06x}", now_ms(), n & 0xff_ffff);
+    ClientOrderId::new(&s).expect("generated id is valid")
+}
+
+fn client_id(params: &Params, name: &str) -> R<Option<ClientOrderId>> {
+    match params.optional_client_order_id(name)? {
+        None => Ok(None),
+        Some(s) => ClientOrderId::new(s)
+            .map(Some)
+            .map_err(|_| BinanceError::invalid_parameter(name)),
+    }
+}
+
+fn map_side(s: crate::binance::enums::Side) -> Side {
+    match s {
+        crate::binance::enums::Side::Buy => Side::Buy,
+        crate::binance::enums::Side::Sell => Side::Sell,
+    }
+}
+
+/// Parameters of a new order (POST order, order/test, cancelReplace).
+struct OrderParams {
+    new: NewOrder,
+    resp: crate::binance::enums::NewOrderRespType,
+}
+
+const ORDER_PARAMS: &[&str] = &[
+    "symbol",
+    "side",
+    "type",
+    "timeInForce",
+    "quantity",
+    "quoteOrderQty",
+    "price",
+    "newClientOrderId",
+    "stopPrice",
+    "newOrderRespType",
+    "selfTradePreventionMode",
+    "recvWindow",
+    "timestamp",
+    "signature",
+];
+
+fn parse_new_order(
+    params: &Params,
+    user: UserId,
+    pair: &PairInfo,
+    cid_name: &str,
+) -> R<OrderParams> {
+    use crate::binance::enums as be;
+    let side = map_side(be::Side::parse(params.required_str("side")?)?);
+    let bt = be::OrderType::parse(params.required_str("type")?)?;
+    let kind = match bt {
+        be::OrderType::Limit => OrderType::Limit,
+        be::OrderType::Market => OrderType::Market,
+        be::OrderType::StopLoss => OrderType::StopLoss,
+        be::OrderType::StopLossLimit => OrderType::StopLossLimit,
+        be::OrderType::TakeProfit => OrderType::TakeProfit,
+        be::OrderType::TakeProfitLimit => OrderType::TakeProfitLimit,
+        be::OrderType::LimitMaker => OrderType::LimitMaker,
+    };
+    let tif = if bt.requires_time_in_force() {
+        match be::TimeInForce::parse(params.required_str("timeInForce")?)? {
+            be::TimeInForce::Gtc => TimeInForce::Gtc,
+            be::TimeInForce::Ioc => TimeInForce::Ioc,
+            be::TimeInForce::Fok => TimeInForce::Fok,
+        }
+    } else {
+        if params.contains("timeInForce") {
+            return Err(BinanceError::tif_not_required());
+        }
+        TimeInForce::Gtc
+    };
+    let price = if bt.requires_price() {
+        Price(pair.price_ticks("price", params.decimal_str("price")?)?)
+    } else {
+        params.reject_if_sent("price")?;
+        Price(0)
+    };
+    let stop_price = if bt.requires_stop_price() {
+        Price(pair.price_ticks("stopPrice", params.decimal_str("stopPrice")?)?)
+    } else {
+        params.reject_if_sent("stopPrice")?;
+        Price(0)
+    };
+    let (qty, quote_qty) = if kind == OrderType::Market {
+        match (
+            params.optional_decimal_str("quantity")?,
+            params.optional_decimal_str("quoteOrderQty")?,
+        ) {
+            (Some(q), None) => (units("quantity", q, pair.base_dec)?, 0),
+            (None, Some(q)) => (0, units("quoteOrderQty", q, pair.quote_dec)?),
+            (None, None) => {
+                return Err(BinanceError::mandatory_one_of("quantity", "quoteOrderQty"))
+            }
+            (Some(_), Some(_)) => return Err(BinanceError::optional_params_bad_combo()),
+        }
+    } else {
+        params.reject_if_sent("quoteOrderQty")?;
+        (
+            units("quantity", params.decimal_str("quantity")?, pair.base_dec)?,
+            0,
+        )
+    };
+    let stp = match params.optional_str("selfTradePreventionMode")? {
+        None => StpMode::ExpireMaker,
+        Some(s) => match be::SelfTradePreventionMode::parse(s)? {
+            be::SelfTradePreventionMode::None => StpMode::None,
+            be::SelfTradePreventionMode::ExpireTaker => StpMode::ExpireTaker,
+            be::SelfTradePreventionMode::ExpireMaker => StpMode::ExpireMaker,
+            be::SelfTradePreventionMode::ExpireBoth => StpMode::ExpireBoth,
+        },
+    };
+    let resp = match params.optional_str("newOrderRespType")? {
+        None => be::NewOrderRespType::default_for(bt),
+        Some(s) => be::NewOrderRespType::parse(s)?,
+    };
+    let client_id = client_id(params, cid_name)?.unwrap_or_else(generate_client_id);
+    Ok(OrderParams {
+        new: NewOrder {
+            user,
+            pair: pair.id,
+            side,
+            kind,
+            tif,
+            price,
+            qty: Qty(qty),
+            quote_qty,
+            stop_price,
+            client_id,
+            stp,
+        },
+        resp,
+    })
+}
+
+/// Engine rejection of a new order -> Binance error.
+fn order_reject(r: RejectReason) -> BinanceError {
+    use RejectReason::*;
+    match r {
+        PriceFilter | InvalidPrice | InvalidStopPrice => {
+            BinanceError::filter_failure(FilterFailure::PriceFilter)
+        }
+        LotSize | InvalidQuantity => BinanceError::filter_failure(FilterFailure::LotSize),
+        MarketLotSize => BinanceError::filter_failure(FilterFailure::MarketLotSize),
+        MinNotional | MaxNotional => BinanceError::filter_failure(FilterFailure::Notional),
+        PriceBand => BinanceError::filter_failure(FilterFailure::PercentPrice),
+        MaxNumOrders => BinanceError::filter_failure(FilterFailure::MaxNumOrders),
+        InsufficientBalance => BinanceError::insufficient_balance(),
+        WouldTakeAsMaker => BinanceError::would_match_and_take(),
+        DuplicateClientOrderId => BinanceError::duplicate_order(),
+        StopWouldTriggerImmediately => BinanceError::order_would_trigger_immediately(),
+        PairNotTrading | PairCancelOnly => BinanceError::market_closed(),
+        UserSuspended => BinanceError::account_may_not_trade(),
+        UnknownOrder => BinanceError::unknown_order_sent(),
+        other => BinanceError::new_order_rejected(format!("Order rejected: {}.", other.name())),
+    }
+}
+
+fn order_type_str(o: &Order) -> &'static str {
+    o.kind.as_str()
+}
+
+/// GET order / openOrders / allOrders shape.
+fn order_json(p: &PairInfo, r: &OrderRecord) -> Value {
+    let o = &r.order;
+    json!({
+        "symbol": p.symbol,
+        "orderId": o.id.0,
+        "orderListId": -1,
+        "clientOrderId": o.client_id.as_str(),
+        "price": p.price(o.price.0),
+        "origQty": p.qty(o.qty.0),
+        "executedQty": p.qty(o.filled.0),
+        "cummulativeQuoteQty": p.quote(o.cum_quote),
+        "status": o.status.as_str(),
+        "timeInForce": o.tif.as_str(),
+        "type": order_type_str(o),
+        "side": o.side.as_str(),
+        "stopPrice": p.price(o.stop_price.0),
+        "icebergQty": p.qty(0),
+        "time": o.created_ms,
+        "updateTime": r.update_ms,
+        "isWorking": !o.kind.is_stop() || o.triggered,
+        "workingTime": if o.kind.is_stop() && !o.triggered { -1i64 } else { o.working_ms.max(o.created_ms) as i64 },
+        "origQuoteOrderQty": p.quote(o.quote_qty),
+        "selfTradePreventionMode": o.stp.as_str(),
+    })
+}
+
+/// The POST order answer (ACK / RESULT / FULL) from the command's events.
+fn new_order_json(
+    p: &PairInfo,
+    o: &Outcome,
+    resp: crate::binance::enums::NewOrderRespType,
+    rec: Option<&OrderRecord>,
+) -> Option<Value> {
+    use crate::binance::enums::NewOrderRespType as T;
+    let id = o.events.iter().find_map(|e| match e {
+        Event::OrderAccepted(a) => Some(a.id),
+        _ => None,
+    })?;
+    let rec = rec?;
+    let ord = &rec.order;
+    let mut v = json!({
+        "symbol": p.symbol,
+        "orderId": id.0,
+        "orderListId": -1,
+        "clientOrderId": ord.client_id.as_str(),
+        "transactTime": o.ts_ms,
+    });
+    if resp == T::Ack {
+        return Some(v);
+    }
+    let m = v.as_object_mut().expect("object");
+    for (k, val) in [
+        ("price", json!(p.price(ord.price.0))),
+        ("origQty", json!(p.qty(ord.qty.0))),
+        ("executedQty", json!(p.qty(ord.filled.0))),
+        ("origQuoteOrderQty", json!(p.quote(ord.quote_qty))),
+        ("cummulativeQuoteQty", json!(p.quote(ord.cum_quote))),
+        ("status", json!(ord.status.as_str())),
+        ("timeInForce", json!(ord.tif.as_str())),
+        ("type", json!(order_type_str(ord))),
+        ("side", json!(ord.side.as_str())),
+        (
+            "workingTime",
+            json!(if ord.kind.is_stop() && !ord.triggered {
+                -1i64
+            } else {
+                o.ts_ms as i64
+            }),
+        ),
+        ("selfTradePreventionMode", json!(ord.stp.as_str())),
+    ] {
+        m.insert(k.into(), val);
+    }
+    if ord.kind.is_stop() {
+        m.insert("stopPrice".into(), json!(p.price(ord.stop_price.0)));
+    }
+    if resp == T::Full {
+        let fills: Vec<Value> = o
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Trade(t) if t.taker_order == id => Some(json!({
+                    "price": p.price(t.price.0),
+                    "qty": p.qty(t.qty.0),
+                    "commission": if t.taker_side == Side::Buy { p.qty(t.taker_fee) } else { p.quote(t.taker_fee) },
+                    "commissionAsset": if t.taker_side == Side::Buy { &p.base_sym } else { &p.quote_sym },
+                    "tradeId": t.id.0,
+                })),
+                _ => None,
+            })
+            .collect();
+        m.insert("fills".into(), Value::Array(fills));
+    }
+    Some(v)
+}
+
+fn first_reject(o: &Outcome) -> Option<RejectReason> {
+    o.events.iter().find_map(|e| match e {
+        Event::Rejected { reason } => Some(*reason),
+        _ => None,
+    })
+}
+
+fn record(st: &AppState, user: UserId, id: OrderId) -> Option<OrderRecord> {
+    st.accounts
+        .read()
+        .expect("accounts lock")
+        .user(user)
+        .and_then(|a| a.order(id.0).copied())
+}
+
+async fn new_order(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    respond(
+        async {
+            let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
+            a.params.check_unknown(ORDER_PARAMS)?;
+            let pair = pair_of(&st, &a.params)?;
+            let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+            let o = execute(&st, Command::PlaceOrder(op.new)).await?;
+            if let Some(r) = first_reject(&o) {
+                return Err(order_reject(r));
+            }
+            let id = o
+                .events
+                .iter()
+                .find_map(|e| match e {
+                    Event::OrderAccepted(x) => Some(x.id),
+                    _ => None,
+                })
+                .ok_or_else(BinanceError::unknown)?;
+            let rec = record(&st, a.user, id);
+            new_order_json(&pair, &o, op.resp, rec.as_ref()).ok_or_else(BinanceError::unknown)
+        }
+        .await,
+    )
+}
+
+/// order/test: every parameter and filter check that does not need the
+/// book or balances; nothing is journaled.
+async fn test_order(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    respond((|| {
+        let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
+        let mut allowed = ORDER_PARAMS.to_vec();
+        allowed.push("computeCommissionRates");
+        a.params.check_unknown(&allowed)?;
+        let pair = pair_of(&st, &a.params)?;
+        let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+        let m = st.market.read().expect("market lock");
+        let spec = &m
+            .pairs
+            .get(&pair.id)
+            .ok_or_else(BinanceError::invalid_symbol)?
+            .pair;
+        let n = &op.new;
+        let s = &spec.spec;
+        for p in [n.price.0, n.stop_price.0] {
+            if p > 0 && (p < s.min_price_ticks || p > s.max_price_ticks) {
+                return Err(order_reject(RejectReason::PriceFilter));
+            }
+        }
+        if n.qty.0 > 0 && (n.qty.0 < s.min_qty_units || n.qty.0 % s.step_units != 0) {
+            return Err(order_reject(RejectReason::LotSize));
+        }
+        let reference = if n.price.0 > 0 {
+            n.price.0
+        } else {
+            n.stop_price.0
+        };
+        if reference > 0 && n.qty.0 > 0 {
+            match spec.notional(n.qty.0, reference) {
+                Some(v) if v >= s.min_notional_units => {}
+                _ => return Err(order_reject(RejectReason::MinNotional)),
+            }
+        }
+        if a.params.optional_bool("computeCommissionRates")? == Some(true) {
+            let rate = |e8: u64| format_units(e8, 8);
+            return Ok(json!({
+                "standardCommissionForOrder": {"maker": rate(s.maker_fee_e8), "taker": rate(s.taker_fee_e8)},
+                "taxCommissionForOrder": {"maker": "0.00000000", "taker": "0.00000000"},
+                "discount": {"enabledForAccount": false, "enabledForSymbol": false, "discountAsset": null, "discount": "0.00000000"},
+            }));
+        }
+        Ok(json!({}))
+    })())
+}
+
+/// `orderId` or `origClientOrderId` -> reference.
+fn target(params: &Params) -> R<OrderRef> {
+    if let Some(id) = params.optional_u64("orderId")? {
+        return Ok(OrderRef::Id(OrderId(id)));
+    }
+    match client_id(params, "origClientOrderId")? {
+        Some(c) => Ok(OrderRef::Client(c)),
+        None => Err(BinanceError::mandatory_one_of(
+            "orderId",
+            "origClientOrderId",
+        )),
+    }
+}
+
+async fn query_order(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    respond((|| {
+        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
+        a.params.check_unknown(&[
+            "symbol",
+            "orderId",
+            "origClientOrderId",
+            "recvWindow",
+            "timestamp",
+            "signature",
+        ])?;
+        let pair = pair_of(&st, &a.params)?;
+        let t = target(&a.params)?;
+        let acc = st.accounts.read().expect("accounts lock");
+        let u = acc.user(a.user).ok_or_else(BinanceError::no_such_order)?;
+        let rec = match t {
+            OrderRef::Id(id) => u.order(id.0),
+            OrderRef::Client(c) => u.order_by_client(&c),
+        }
+        .filter(|r| r.order.pair == pair.id)
+        .ok_or_else(BinanceError::no_such_order)?;
+        Ok(order_json(&pair, rec))
+    })())
+}
+
+/// The DELETE order answer for an order that was just canceled.
+fn canceled_json(p: &PairInfo, rec: &OrderRecord, orig_cid: &str) -> Value {
+    let o = &rec.order;
+    json!({
+        "symbol": p.symbol,
+        "origClientOrderId": orig_cid,
+        "orderId": o.id.0,
+        "orderListId": -1,
+        "clientOrderId": generate_client_id().as_str(),
+        "transactTime": rec.update_ms,
+        "price": p.price(o.price.0),
+        "origQty": p.qty(o.qty.0),
+        "executedQty": p.qty(o.filled.0),
+        "origQuoteOrderQty": p.quote(o.quote_qty),
+        "cummulativeQuoteQty": p.quote(o.cum_quote),
+        "status": o.status.as_str(),
+        "timeInForce": o.tif.as_str(),
+        "type": order_type_str(o),
+        "side": o.side.as_str(),
+        "selfTradePreventionMode": o.stp.as_str(),
+    })
+}
+
+fn done_ids(o: &Outcome) -> Vec<OrderId> {
+    o.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::OrderDone { order, status, .. } if *status == OrderStatus::Canceled => {
+                Some(*order)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn cancel_order(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    respond(
+        async {
+            let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
+            a.params.check_unknown(&[
+                "symbol",
+                "orderId",
+                "origClientOrderId",
+                "newClientOrderId",
+                "cancelRestrictions",
+                "recvWindow",
+                "timestamp",
+                "signature",
+            ])?;
+            let pair = pair_of(&st, &a.params)?;
+            let t = target(&a.params).map_err(|_| BinanceError::cancel_order_invalid())?;
+            let o = execute(
+                &st,
+                Command::CancelOrder {
+                    user: a.user,
+                    pair: pair.id,
+                    target: t,
+                },
+            )
+            .await?;
+            if first_reject(&o).is_some() {
+                return Err(BinanceError::unknown_order_sent());
+            }
+            let id = *done_ids(&o)
+                .first()
+                .ok_or_else(BinanceError::unknown_order_sent)?;
+            let rec = record(&st, a.user, id).ok_or_else(BinanceError::unknown)?;
+            Ok(canceled_json(&pair, &rec, rec.order.client_id.as_str()))
+        }
+        .await,
+    )
+}
+
+async fn cancel_open_orders(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    respond(
+        async {
+            let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
+            a.params
+                .check_unknown(&["symbol", "recvWindow", "timestamp", "signature"])?;
+            let pair = pair_of(&st, &a.params)?;
+            let o = execute(
+                &st,
+                Command::CancelAll {
+                    user: a.user,
+                    pair: pair.id,
+                },
+            )
+            .await?;
+            if let Some(r) = first_reject(&o) {
+                return Err(order_reject(r));
+            }
+            let ids = done_ids(&o);
+            if ids.is_empty() {
+                // Binance answers -2011 when there was nothing to cancel.
+                return Err(BinanceError::unknown_order_sent());
+            }
+            let list: Vec<Value> = ids
+                .into_iter()
+                .filter_map(|id| record(&st, a.user, id))
+                .map(|r| canceled_json(&pair, &r, r.order.client_id.as_str()))
+                .collect();
+            Ok(Value::Array(list))
+        }
+        .await,
+    )
+}
+
+async fn cancel_replace(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let res = async {
+        let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
+        let mut allowed = ORDER_PARAMS.to_vec();
+        allowed.extend([
+            "cancelReplaceMode",
+            "cancelOrderId",
+            "cancelOrigClientOrderId",
+            "cancelNewClientOrderId",
+            "cancelRestrictions",
+            "orderRateLimitExceededMode",
+        ]);
+        a.params.check_unknown(&allowed)?;
+        let pair = pair_of(&st, &a.params)?;
+        let mode = match a.params.required_str("cancelReplaceMode")? {
+            "STOP_ON_FAILURE" => CancelReplaceMode::StopOnFailure,
+            "ALLOW_FAILURE" => CancelReplaceMode::AllowFailure,
+            _ => return Err(BinanceError::invalid_parameter("cancelReplaceMode")),
+        };
+        let tgt = if let Some(id) = a.params.optional_u64("cancelOrderId")? {
+            OrderRef::Id(OrderId(id))
+        } else {
+            match client_id(&a.params, "cancelOrigClientOrderId")? {
+                Some(c) => OrderRef::Client(c),
+                None => {
+                    return Err(BinanceError::mandatory_one_of(
+                        "cancelOrderId",
+                        "cancelOrigClientOrderId",
+                    ))
+                }
+            }
+        };
+        let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+        let o = execute(
+            &st,
+            Command::CancelReplace {
+                target: tgt,
+                mode,
+                new: op.new,
+            },
+        )
+        .await?;
+        Ok((a.user, pair, op.resp, mode, o))
+    }
+    .await;
+    let (user, pair, resp, mode, o) = match res {
+        Ok(x) => x,
+        Err(e) => return error_response(&e),
+    };
+    // Engine events: [cancel part | Rejected] then [new order part | Rejected].
+    let rejects: Vec<RejectReason> = o
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Rejected { reason } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    let canceled = done_ids(&o).first().copied();
+    let accepted = o
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::OrderAccepted(_)));
+    let cancel_ok = canceled.is_some();
+    let cancel_resp = match canceled.and_then(|id| record(&st, user, id)) {
+        Some(r) => canceled_json(&pair, &r, r.order.client_id.as_str()),
+        None => {
+            let e = BinanceError::unknown_order_sent();
+            json!({"code": e.code, "msg": e.msg})
+        }
+    };
+    let new_resp = if accepted {
+        let id = o.events.iter().find_map(|e| match e {
+            Event::OrderAccepted(x) => Some(x.id),
+            _ => None,
+        });
+        id.and_then(|id| record(&st, user, id))
+            .and_then(|r| new_order_json(&pair, &o, resp, Some(&r)))
+            .unwrap_or(Value::Null)
+    } else {
+        match rejects.last() {
+            Some(r) if !(cancel_ok && rejects.is_empty()) => {
+                let e = order_reject(*r);
+                json!({"code": e.code, "msg": e.msg})
+            }
+            _ => Value::Null,
+        }
+    };
+    if cancel_ok && accepted {
+        return ok(json!({
+            "cancelResult": "SUCCESS",
+            "newOrderResult": "SUCCESS",
+            "cancelResponse": cancel_resp,
+            "newOrderResponse": new_resp,
+        }));
+    }
+    let (cancel_result, new_result) = (
+        if cancel_ok { "SUCCESS" } else { "FAILURE" },
+        if accepted {
+            "SUCCESS"
+        } else if !cancel_ok && mode == CancelReplaceMode::StopOnFailure {
+            "NOT_ATTEMPTED"
+        } else {
+            "FAILURE"
+        },
+    );
+    let data = json!({
+        "cancelResult": cancel_result,
+        "newOrderResult": new_result,
+        "cancelResponse": cancel_resp,
+        "newOrderResponse": if new_result == "NOT_ATTEMPTED" { Value::Null } else { new_resp },
+    });
+    let err = if cancel_ok || accepted {
+        BinanceError::cancel_replace_partially_failed()
+    } else {
+        BinanceError::cancel_replace_failed()
+    };
+    let status = StatusCode::from_u16(err.http_status).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, err.to_json_with_data(&data))
+}
+
+async fn open_orders(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    respond((|| {
+        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
+        a.params
+            .check_unknown(&["symbol", "recvWindow", "timestamp", "signature"])?;
+        let only = match a.params.optional_str("symbol")? {
+            Some(s) => Some(pair_info(&st.market.read().expect("market lock"), s)?),
+            None => None,
+        };
+        let m = st.market.read().expect("market lock");
+        let acc = st.accounts.read().expect("accounts lock");
+        let mut out = Vec::new();
+        if let Some(u) = acc.user(a.user) {
+            for r in u.open_orders() {
+                if only.as_ref().is_some_and(|p| p.id != r.order.pair) {
+                    continue;
+                }
+                let sym = m
+                    .pairs
+                    .get(&r.order.pair)
+                    .map(|v| v.pair.spec.symbol.clone())
+                    .unwrap_or_default();
+                let p = pair_info(&m, &sym)?;
+                out.push(order_json(&p, r));
+            }
+        }
+        Ok(Value::Array(out))
+    })())
+}
+
+/// Common time/id/limit filters of allOrders and myTrades.
+struct HistoryFilter {
+    from_id: Option<u64>,
+    start: Option<u64>,
+    end: Option<u64>,
+    limit: usize,
+}
+
+fn history_filter(params: &Params, id_name: &str) -> R<HistoryFilter> {
+    let limit = params.optional_u64("limit")?.unwrap_or(500);
+    if limit == 0 {
+        return Err(BinanceError::invalid_parameter("limit"));
+    }
+    let f = HistoryFilter {
+        from_id: params.optional_u64(id_name)?,
+        start: params.optional_u64("startTime")?,
+        end: params.optional_u64("endTime")?,
+        limit: limit.min(1000) as usize,
+    };
+    if let (Some(s), Some(e)) = (f.start, f.end) {
+        if e < s {
+            return Err(BinanceError::invalid_parameter("endTime"));
+        }
+    }
+    Ok(f)
+}
+
+impl HistoryFilter {
+    fn keep(&self, id: u64, time: u64) -> bool {
+        self.from_id.is_none_or(|f| id >= f)
+            && self.start.is_none_or(|s| time >= s)
+            && self.end.is_none_or(|e| time <= e)
+    }
+
+    /// Binance paging over matching items in id order: from the given id,
+    /// the first `limit`; without one, the newest `limit`.
+    fn page<T>(&self, matching: Vec<T>) -> impl Iterator<Item = T> {
+        let skip = if self.from_id.is_some() {
+            0
+        } else {
+            matching.len().saturating_sub(self.limit)
+        };
+        matching.into_iter().skip(skip).take(self.limit)
+    }
+}
+
+async fn all_orders(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    respond((|| {
+        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
+        a.params.check_unknown(&[
+            "symbol",
+            "orderId",
+            "startTime",
+            "endTime",
+            "limit",
+            "recvWindow",
+            "timestamp",
+            "signature",
+        ])?;
+        let pair = pair_of(&st, &a.params)?;
+        let f = history_filter(&a.params, "orderId")?;
+        let acc = st.accounts.read().expect("accounts lock");
+        let list: Vec<Value> = acc
+            .user(a.user)
+            .map(|u| {
+                let matching: Vec<&OrderRecord> = u
+                    .orders
+                    .values()
+                    .filter(|r| r.order.pair == pair.id && f.keep(r.order.id.0, r.order.created_ms))
+                    .collect();
+                f.page(matching).map(|r| order_json(&pair, r)).collect()
+            })
+            .unwrap_or_default();
+        Ok(Value::Array(list))
+    })())
+}
+
+fn trade_json(p: &PairInfo, t: &TradeRecord) -> Value {
+    json!({
+        "symbol": p.symbol,
+        "id": t.id,
+        "orderId": t.order.0,
+        "orderListId": -1,
+        "price": p.price(t.price_ticks),
+        "qty": p.qty(t.qty_units),
+        "quoteQty": p.quote(t.quote_units),
+        "commission": if t.commission_asset == p.base { p.qty(t.commission) } else { p.quote(t.commission) },
+        "commissionAsset": p.asset_sym(t.commission_asset),
+        "time": t.time_ms,
+        "isBuyer": t.is_buyer,
+        "isMaker": t.is_maker,
+        "isBestMatch": true,
+    })
+}
+
+async fn my_trades(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    respond((|| {
+        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
+        a.params.check_unknown(&[
+            "symbol",
+            "orderId",
+            "startTime",
+            "endTime",
+            "fromId",
+            "limit",
+            "recvWindow",
+            "timestamp",
+            "signature",
+        ])?;
+        let pair = pair_of(&st, &a.params)?;
+        let f = history_filter(&a.params, "fromId")?;
+        let order = a.params.optional_u64("orderId")?;
+        let acc = st.accounts.read().expect("accounts lock");
+        let list: Vec<Value> = acc
+            .user(a.user)
+            .map(|u| {
+                let matching: Vec<&TradeRecord> = u
+                    .trades
+                    .iter()
+                    .filter(|t| {
+                        t.pair == pair.id
+                            && order.is_none_or(|o| t.order.0 == o)
+                            && f.keep(t.id, t.time_ms)
+                    })
+                    .collect();
+                f.page(matching).map(|t| trade_json(&pair, t)).collect()
+            })
+            .unwrap_or_default();
+        Ok(Value::Array(list))
+    })())
+}
+
+async fn account(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    respond((|| {
+        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
+        a.params
+            .check_unknown(&["omitZeroBalances", "recvWindow", "timestamp", "signature"])?;
+        let omit_zero = a.params.optional_bool("omitZeroBalances")? == Some(true);
+        let m = st.market.read().expect("market lock");
+        let acc = st.accounts.read().expect("accounts lock");
+        let u = acc.user(a.user);
+        let mut balances = Vec::new();
+        for asset in m.assets.values() {
+            let b = u
+                .and_then(|u| u.balances.get(&asset.id).copied())
+                .unwrap_or_default();
+            if omit_zero && b.available == 0 && b.frozen == 0 {
+                continue;
+            }
+            let d = asset.spec.decimals as u32;
+            balances.push(json!({
+                "asset": asset.spec.symbol,
+                "free": format_units(b.available, d),
+                "locked": format_units(b.frozen, d),
+            }));
+        }
+        // Default fee rates: the first pair's (every pair has the same by default).
+        let (maker, taker) = m
+            .pairs
+            .values()
+            .next()
+            .map(|v| (v.pair.spec.maker_fee_e8, v.pair.spec.taker_fee_e8))
+            .unwrap_or((0, 0));
+        let ident = st.identity.read().expect("identity lock");
+        let active = ident
+            .user(a.user)
+            .is_some_and(|u| u.status == engine::UserStatus::Active);
+        Ok(json!({
+            "makerCommission": maker / 10_000,
+            "takerCommission": taker / 10_000,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "commissionRates": {
+                "maker": format_units(maker, 8),
+                "taker": format_units(taker, 8),
+                "buyer": "0.00000000",
+                "seller": "0.00000000",
+            },
+            "canTrade": active,
+            "canWithdraw": active,
+            "canDeposit": true,
+            "brokered": false,
+            "requireSelfTradePrevention": false,
+            "preventSor": false,
+            "updateTime": u.map(|u| u.update_ms).unwrap_or(0),
+            "accountType": "SPOT",
+            "balances": balances,
+            "permissions": ["SPOT"],
+            "uid": a.user.0,
+        }))
+    })())
 }

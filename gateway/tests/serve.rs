@@ -176,12 +176,12 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
     let (st, _, h) = s.get("/health");
     assert_eq!(st, 200);
     assert_eq!(
-        h["journal"]["durable_seq"], 7,
-        "limits + 3 assets + 3 pairs"
+        h["journal"]["durable_seq"], 8,
+        "limits + 3 assets + 3 pairs + the first admin"
     );
     let (st, _, body) = s.try_get("/metrics").unwrap();
     assert_eq!(st, 200);
-    assert!(body.contains("mx_journal_durable_seq 7"), "{body}");
+    assert!(body.contains("mx_journal_durable_seq 8"), "{body}");
 
     // SIGTERM: drain, snapshot, exit 0.
     s.signal("-TERM");
@@ -193,14 +193,14 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
     assert!(
         snaps
             .iter()
-            .any(|n| n.ends_with("00000000000000000007.snap")),
+            .any(|n| n.ends_with("00000000000000000008.snap")),
         "{snaps:?}"
     );
 
     // Restart: state recovered, bootstrap not journaled again.
     let s = Server::start(tmp.path(), port);
     let (_, _, h) = s.get("/health");
-    assert_eq!(h["journal"]["durable_seq"], 7);
+    assert_eq!(h["journal"]["durable_seq"], 8);
     let (_, _, info2) = s.get("/api/v3/exchangeInfo");
     assert_eq!(info2["symbols"], info["symbols"]);
     // SIGKILL, then recover from the journal (+ snapshot) again.
@@ -208,7 +208,7 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
     let _ = s.wait(Duration::from_secs(10));
     let s = Server::start(tmp.path(), port);
     let (_, _, h) = s.get("/health");
-    assert_eq!(h["journal"]["durable_seq"], 7);
+    assert_eq!(h["journal"]["durable_seq"], 8);
     s.signal("-TERM");
     assert_eq!(s.wait(Duration::from_secs(30)), Some(0));
 }

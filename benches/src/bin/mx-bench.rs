@@ -86,6 +86,29 @@ enum Cmd {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// W4 REST order entry against a running `serve` (start it with the
+    /// journal in fsync mode and MX_ADMIN_USERNAME/MX_ADMIN_PASSWORD set):
+    /// signed POST /api/v3/order from N keep-alive connections, paced
+    /// open-loop; latency from the planned send time.
+    Rest {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, env = "MX_ADMIN_USERNAME")]
+        admin_user: String,
+        #[arg(long, env = "MX_ADMIN_PASSWORD")]
+        admin_password: String,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Planned orders per second, all connections together.
+        #[arg(long, default_value_t = 30_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        #[arg(long, default_value_t = 8)]
+        traders: usize,
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
+    },
     /// Snapshot write (serialise + checksummed file + fsync) and load (read +
     /// verify + rebuild + invariants) of the W2 state.
     Snapshot {
@@ -145,6 +168,51 @@ fn main() -> Result<()> {
                 r.commits,
                 r.commands as f64 * 1e9 / r.elapsed_ns as f64,
                 r.elapsed_ns
+            );
+            Ok(())
+        }
+        Cmd::Rest {
+            addr,
+            admin_user,
+            admin_password,
+            connections,
+            rate,
+            duration_secs,
+            traders,
+            plot,
+        } => {
+            use benches::rest_bench;
+            let mut c = rest_bench::Conn::open(&addr)?;
+            let token = rest_bench::admin_token(&mut c, &admin_user, &admin_password)?;
+            eprintln!("rest: creating and funding {traders} traders ...");
+            let run_id = rest_bench::now_ms() % 1_000_000;
+            let accounts: Vec<rest_bench::Account> = (0..traders)
+                .map(|i| rest_bench::make_trader(&mut c, &token, &format!("bench{run_id}x{i}")))
+                .collect::<Result<_>>()?;
+            eprintln!(
+                "rest: {connections} connections, {rate} orders/s planned, {duration_secs} s ..."
+            );
+            let r = rest_bench::run(
+                &addr,
+                &accounts,
+                connections,
+                rate,
+                std::time::Duration::from_secs(duration_secs),
+            )?;
+            if let Some(path) = &plot {
+                let title = format!("W4 REST order ack latency at {rate}/s planned ({machine})");
+                std::fs::write(
+                    path,
+                    benches::plot::percentile_svg(&title, &[("REST", &r.hist)]),
+                )?;
+            }
+            println!(
+                "{{\"bench\":\"rest\",\"workload\":\"W4\",\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"machine\":\"{machine}\"}}",
+                r.sent,
+                r.ok,
+                r.errors,
+                r.ok as f64 / r.elapsed.as_secs_f64(),
+                run::percentiles_json(&r.hist)
             );
             Ok(())
         }

@@ -51,7 +51,11 @@ impl Server {
         let s = Server { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if s.try_req("GET", "/api/v3/ping", &[], b"").map(|r| r.status) == Ok(200) {
+            if s.try_req("GET", "/api/v3/ping", &[], b"")
+                .map(|r| r.status)
+                .ok()
+                == Some(200)
+            {
                 return s;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -87,8 +91,14 @@ impl Server {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-        let body = if chunked { dechunk(body) } else { body.to_string() };
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
         Ok(Resp {
             status,
             head: head.to_ascii_lowercase(),
@@ -215,7 +225,13 @@ pub fn login(s: &Server, user: &str, pw: &str) -> String {
     r.json["access_token"].as_str().unwrap().to_string()
 }
 
-pub fn trader(s: &Server, admin: &str, name: &str, funds: &[(&str, &str)], perms: &[&str]) -> Trader {
+pub fn trader(
+    s: &Server,
+    admin: &str,
+    name: &str,
+    funds: &[(&str, &str)],
+    perms: &[&str],
+) -> Trader {
     let pw = format!("{name}-password-1");
     let r = s.json_post(
         "/api/v1/auth/register",
@@ -244,4 +260,3 @@ pub fn trader(s: &Server, admin: &str, name: &str, funds: &[(&str, &str)], perms
         secret: r.json["secretKey"].as_str().unwrap().to_string(),
     }
 }
-

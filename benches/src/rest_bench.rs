@@ -1,0 +1,249 @@
+//! W4 REST order entry: N client connections (keep-alive HTTP/1.1 over
+//! loopback) send signed `POST /api/v3/order` requests, paced open-loop at a
+//! planned send time; latency is measured from the PLANNED time, so a stall
+//! shows up in the histogram instead of silently slowing the sender
+//! (coordinated omission). Setup registers traders, creates API keys and
+//! funds them through the native API with an admin account.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+
+/// One keep-alive HTTP/1.1 connection.
+#[derive(Debug)]
+pub struct Conn {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: &str) -> Result<Conn> {
+        let s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Conn {
+            r: BufReader::new(s.try_clone()?),
+            w: s,
+        })
+    }
+
+    /// Send one request, return (status, body).
+    pub fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, String)> {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(k);
+            req.push_str(": ");
+            req.push_str(v);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        let mut buf = req.into_bytes();
+        buf.extend_from_slice(body);
+        self.w.write_all(&buf)?;
+        let mut line = String::new();
+        self.r.read_line(&mut line)?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("bad status line")?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.r.read_exact(&mut body)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    pub fn json(&mut self, path: &str, token: Option<&str>, body: &str) -> Result<(u16, String)> {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut h = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            h.push(("Authorization", a));
+        }
+        self.call("POST", path, &h, body.as_bytes())
+    }
+}
+
+fn field<'a>(json: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("\"{name}\":\"");
+    let start = json.find(&key)? + key.len();
+    let end = json[start..].find('"')? + start;
+    Some(&json[start..end])
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// API key and secret of a funded trader.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub key: String,
+    pub secret: String,
+}
+
+/// Register `name`, create a TRADE key, fund it with BTC and USDT.
+pub fn make_trader(c: &mut Conn, admin_token: &str, name: &str) -> Result<Account> {
+    let pw = format!("{name}-bench-password");
+    let (st, body) = c.json(
+        "/api/v1/auth/register",
+        None,
+        &format!(r#"{{"username":"{name}","email":"{name}@bench.local","password":"{pw}"}}"#),
+    )?;
+    if st != 201 && st != 409 {
+        bail!("register {name}: {st} {body}");
+    }
+    let (st, body) = c.json(
+        "/api/v1/auth/login",
+        None,
+        &format!(r#"{{"username":"{name}","password":"{pw}"}}"#),
+    )?;
+    let token = field(&body, "access_token")
+        .with_context(|| format!("login {name}: {st} {body}"))?
+        .to_string();
+    let (st, body) = c.json(
+        "/api/v1/api-keys",
+        Some(&token),
+        r#"{"label":"bench","permissions":["READ","TRADE"]}"#,
+    )?;
+    let key = field(&body, "apiKey").with_context(|| format!("api key: {st} {body}"))?;
+    let secret = field(&body, "secretKey").context("secret")?;
+    for (asset, amount) in [("BTC", "1000000"), ("USDT", "10000000000")] {
+        let (st, body) = c.json(
+            "/api/v1/admin/deposits",
+            Some(admin_token),
+            &format!(
+                r#"{{"username":"{name}","asset":"{asset}","amount":"{amount}","tx_hash":"bench-{name}-{asset}-{}","confirmations":1000}}"#,
+                now_ms()
+            ),
+        )?;
+        if st != 201 {
+            bail!("deposit: {st} {body}");
+        }
+    }
+    Ok(Account {
+        key: key.to_string(),
+        secret: secret.to_string(),
+    })
+}
+
+pub fn admin_token(c: &mut Conn, user: &str, password: &str) -> Result<String> {
+    let (st, body) = c.json(
+        "/api/v1/auth/login",
+        None,
+        &format!(r#"{{"username":"{user}","password":"{password}"}}"#),
+    )?;
+    Ok(field(&body, "access_token")
+        .with_context(|| {
+            format!("admin login failed ({st}): {body}; pass --admin-user/--admin-password")
+        })?
+        .to_string())
+}
+
+#[derive(Debug)]
+pub struct LoadResult {
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub hist: Histogram<u64>,
+}
+
+/// Open-loop paced load: `conns` threads, `rate` orders/s in total, for
+/// `duration`. Orders alternate buy/sell around a price so about half trade.
+pub fn run(
+    addr: &str,
+    accounts: &[Account],
+    conns: usize,
+    rate: u64,
+    duration: Duration,
+) -> Result<LoadResult> {
+    let per_conn_interval_ns = (conns as u64 * 1_000_000_000) / rate.max(1);
+    let start = Instant::now() + Duration::from_millis(200);
+    let mut handles = Vec::new();
+    for i in 0..conns {
+        let acct = accounts[i % accounts.len()].clone();
+        let addr = addr.to_string();
+        handles.push(std::thread::spawn(move || -> Result<(u64, u64, Histogram<u64>)> {
+            let mut c = Conn::open(&addr)?;
+            let mut h = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let offset = per_conn_interval_ns * i as u64 / conns as u64;
+            let mut k = 0u64;
+            loop {
+                let planned = start + Duration::from_nanos(offset + k * per_conn_interval_ns);
+                if planned.duration_since(start) >= duration {
+                    break;
+                }
+                let now = Instant::now();
+                if planned > now {
+                    std::thread::sleep(planned - now);
+                }
+                let side = if (k + i as u64).is_multiple_of(2) { "BUY" } else { "SELL" };
+                let px = 30_000 + (k % 7) as i64 - 3;
+                let q = format!(
+                    "symbol=BTCUSDT&side={side}&type=LIMIT&timeInForce=GTC&quantity=0.001&price={px}&newOrderRespType=ACK&timestamp={}",
+                    now_ms()
+                );
+                let sig = gateway::binance::sign::hmac_sha256_hex(acct.secret.as_bytes(), q.as_bytes());
+                let path = format!("/api/v3/order?{q}&signature={sig}");
+                let res = c.call("POST", &path, &[("X-MBX-APIKEY", &acct.key)], b"");
+                let lat = planned.elapsed().as_nanos() as u64;
+                h.saturating_record(lat.max(1_000));
+                match res {
+                    Ok((200, _)) => ok += 1,
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        c = Conn::open(&addr)?;
+                    }
+                }
+                k += 1;
+            }
+            Ok((ok, errors, h))
+        }));
+    }
+    let mut total = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
+    let (mut ok, mut errors) = (0, 0);
+    for h in handles {
+        let (o, e, hist) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        ok += o;
+        errors += e;
+        total.add(&hist)?;
+    }
+    let elapsed = start.elapsed();
+    Ok(LoadResult {
+        sent: ok + errors,
+        ok,
+        errors,
+        elapsed,
+        hist: total,
+    })
+}
