@@ -437,6 +437,15 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             max_tracked_keys: rl.max_tracked_keys,
             ban: None,
         },
+        order_limit: LimiterConfig {
+            kind: LimiterKind::Orders,
+            windows: vec![
+                WindowLimit::new(10, IntervalUnit::Second, rl.orders_per_10s_per_key),
+                WindowLimit::new(1, IntervalUnit::Day, rl.orders_per_day_per_key),
+            ],
+            max_tracked_keys: rl.max_tracked_keys,
+            ban: None,
+        },
         rate_limits: vec![
             (
                 "REQUEST_WEIGHT".into(),

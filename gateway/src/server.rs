@@ -41,6 +41,8 @@ pub struct ServeOptions {
     /// Commands journaled once, when the engine has no assets yet.
     pub bootstrap: Vec<Command>,
     pub weight_limit: LimiterConfig,
+    /// New orders per API key (-1015 when exceeded).
+    pub order_limit: LimiterConfig,
     /// exchangeInfo `rateLimits`: (type, interval, intervalNum, limit).
     pub rate_limits: Vec<(String, String, u32, u64)>,
     /// Server keys, token lifetime, first admin.
@@ -60,6 +62,7 @@ pub struct AppState {
     pub durable: journal::DurableSeq,
     pub weights: Arc<RateLimiter<std::net::IpAddr>>,
     pub rate_limits: Arc<Vec<(String, String, u32, u64)>>,
+    pub order_limits: Arc<RateLimiter<String>>,
     pub started: Instant,
     /// Server keys (JWT, secrets at rest) and the password hasher.
     pub auth: Arc<crate::auth::Auth>,
@@ -137,6 +140,14 @@ async fn weigh(
                 );
             }
             _ => {}
+        }
+    }
+    if resp.status() == StatusCode::TOO_MANY_REQUESTS && !resp.headers().contains_key("Retry-After")
+    {
+        // Order-count refusals (-1015): the 10 s window rolls over next.
+        let secs = 10 - (now_ms() / 1000) % 10;
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert("Retry-After", v);
         }
     }
     add_usage_headers(&st, &usage, &mut resp);
@@ -410,6 +421,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         durable: durable.clone(),
         weights,
         rate_limits: Arc::new(opts.rate_limits.clone()),
+        order_limits: Arc::new(
+            RateLimiter::new(opts.order_limit.clone())
+                .map_err(|e| anyhow::anyhow!("bad order rate limit configuration: {e:?}"))?,
+        ),
         started: Instant::now(),
         auth,
     };

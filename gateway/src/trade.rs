@@ -66,7 +66,18 @@ fn respond(r: R<Value>) -> Response {
 /// A request authenticated as `user`.
 struct Authed {
     user: UserId,
+    key: String,
     params: Params,
+}
+
+impl Authed {
+    /// Count one new order against the key's order-rate limits (-1015).
+    fn count_order(&self, st: &AppState) -> R<()> {
+        st.order_limits
+            .check_and_add(&self.key, 1, now_ms())
+            .map(|_| ())
+            .map_err(|l| l.error)
+    }
 }
 
 /// Decode parameters, check the API key, timestamp/recvWindow, signature and
@@ -91,13 +102,14 @@ fn authenticate(
         return Err(BinanceError::rejected_api_key());
     }
     let user = k.user;
+    let key = key.to_string();
     if id
         .user(user)
         .is_none_or(|u| u.status != engine::UserStatus::Active)
     {
         return Err(BinanceError::rejected_api_key());
     }
-    Ok(Authed { user, params })
+    Ok(Authed { user, key, params })
 }
 
 /// Wait until every read model has applied `seq` (read-your-writes).
@@ -484,6 +496,7 @@ async fn new_order(
             a.params.check_unknown(ORDER_PARAMS)?;
             let pair = pair_of(&st, &a.params)?;
             let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+            a.count_order(&st)?;
             let o = execute(&st, Command::PlaceOrder(op.new)).await?;
             if let Some(r) = first_reject(&o) {
                 return Err(order_reject(r));
@@ -755,6 +768,7 @@ async fn cancel_replace(
             }
         };
         let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+        a.count_order(&st)?;
         let o = execute(
             &st,
             Command::CancelReplace {

@@ -37,8 +37,14 @@ pub struct Resp {
 
 impl Server {
     pub fn start(data: &Path, port: u16) -> Server {
+        Server::start_with(data, port, &[])
+    }
+
+    /// Start with extra environment variables (config overrides).
+    pub fn start_with(data: &Path, port: u16, env: &[(&str, &str)]) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
             .arg("serve")
+            .envs(env.iter().copied())
             .env("MX_DATA_DIR", data)
             .env("MX_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("MX_JOURNAL__SEGMENT_SIZE_MB", "4")
