@@ -38,6 +38,23 @@ pub enum Cmd {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
+    /// Run the persister alone: migrate DATABASE_URL, then follow the
+    /// journal of MX_DATA_DIR into Postgres until SIGTERM.
+    Persist {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Compare Postgres with the engine state rebuilt from MX_DATA_DIR at the
+    /// persister's lowest checkpoint; print every difference; exit 0 only
+    /// when there are none.
+    Reconcile {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Read the command journal: inspect records, verify it, replay it.
     Journal {
         #[command(subcommand)]
@@ -383,6 +400,37 @@ pub fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Persist { database_url, data } => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            persister::writer::stop_on_signals(stop.clone())?;
+            let cfg = persister::writer::WriterConfig::new(
+                database_url,
+                persister::replica::DataDir::new(&data.data_dir),
+            );
+            let status = std::sync::Arc::new(persister::writer::PersisterStatus::default());
+            persister::writer::run(cfg, persister::writer::Follow::Poll, stop, status)?;
+            Ok(())
+        }
+        Cmd::Reconcile { database_url, data } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let dir = persister::replica::DataDir::new(&data.data_dir);
+            let report = rt.block_on(persister::reconcile::reconcile_url(&database_url, &dir))?;
+            for d in &report.differences {
+                println!("{d}");
+            }
+            println!(
+                "reconciled at seq {}: {} accounts, {} differences",
+                report.seq,
+                report.accounts_checked,
+                report.differences.len()
+            );
+            if !report.differences.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Serve { config } => serve_cmd(config),
         Cmd::Journal { cmd } => journal_cmd(cmd),
         Cmd::Snapshot { cmd } => snapshot_cmd(cmd),
@@ -462,6 +510,11 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             ("ORDERS".into(), "DAY".into(), 1, rl.orders_per_day_per_key),
         ],
         auth: cfg.auth.clone(),
+        ws: crate::ws::WsConfig::from_http(&cfg.http),
+        database_url: cfg
+            .persister_enabled()
+            .then(|| cfg.database.url.as_ref().map(|u| u.expose().to_owned()))
+            .flatten(),
     };
     crate::server::serve(opts)
 }

@@ -13,3 +13,4 @@ pub mod pipeline;
 pub mod rest;
 pub mod server;
 pub mod trade;
+pub mod ws;

@@ -9,8 +9,10 @@
 //! Depth rules mirror the engine: an order enters the book at the end of the
 //! command that accepted (or triggered) it if it is still open and has a
 //! limit price; trades, amends and `OrderDone` take quantity out. Each
-//! command that changes a pair's book bumps that pair's `update_id` by one,
-//! so diff streams built on it are contiguous per symbol.
+//! command that changes a pair's book bumps that pair's `update_id` by
+//! exactly one (REST depth `lastUpdateId` and the diff streams' `U`/`u` share
+//! it, so diff events are contiguous per symbol), and `level_changes` lists
+//! the (pair, side, price) levels the last applied command touched.
 //!
 //! Time inside the projection is only ever the command timestamp from the
 //! journal (`ts_ms`), clamped per pair to be non-decreasing so a wall clock
@@ -362,6 +364,17 @@ impl PairView {
         )
     }
 
+    /// The aggregate trades made by command `seq` (those at the end).
+    pub fn agg_trades_of_seq(&self, seq: u64) -> impl Iterator<Item = &AggTrade> {
+        let n = self
+            .agg_trades
+            .iter()
+            .rev()
+            .take_while(|a| a.seq == seq)
+            .count();
+        self.agg_trades.range(self.agg_trades.len() - n..)
+    }
+
     /// Aggregate trades with `id >= from_id` (the first `limit`).
     pub fn agg_trades_from_id(&self, from_id: u64, limit: usize) -> Vec<AggTrade> {
         select(&self.agg_trades, |a| a.id, Some(from_id), None, limit)
@@ -470,6 +483,9 @@ pub struct Market {
     orders: HashMap<u64, OrderTrack>,
     pub last_seq: u64,
     touched: Vec<u64>,
+    /// The (pair, side, price ticks) levels the last applied command
+    /// changed (possibly repeated); their quantities are in the books.
+    pub level_changes: Vec<(PairId, Side, u64)>,
 }
 
 impl Market {
@@ -488,6 +504,9 @@ impl Market {
             let id = ps.pair.id;
             m.pair_by_symbol.insert(ps.pair.spec.symbol.clone(), id);
             let mut view = PairView::new(ps.pair.clone(), ps.last_price);
+            // Without the journal's history the counter restarts at the
+            // sequence number: never below any id served before.
+            view.book.update_id = e.last_seq();
             for side in [Side::Buy, Side::Sell] {
                 for o in e.book_orders(id, side) {
                     view.book.add(side, o.price.0, o.remaining());
@@ -520,6 +539,7 @@ impl Market {
     pub fn apply_events(&mut self, seq: u64, ts_ms: u64, events: &[Event]) {
         self.last_seq = seq;
         self.touched.clear();
+        self.level_changes.clear();
         let mut changed: Vec<PairId> = Vec::new();
         for ev in events {
             match ev {
@@ -554,6 +574,7 @@ impl Market {
                                     v.book.remove(tr.side, tr.price, t.qty.0);
                                 }
                                 changed.push(tr.pair);
+                                self.level_changes.push((tr.pair, tr.side, tr.price));
                             }
                         }
                     }
@@ -573,6 +594,7 @@ impl Market {
                                 v.book.remove(tr.side, tr.price, cut);
                             }
                             changed.push(tr.pair);
+                            self.level_changes.push((tr.pair, tr.side, tr.price));
                         }
                     }
                 }
@@ -583,6 +605,7 @@ impl Market {
                                 v.book.remove(tr.side, tr.price, tr.remaining);
                             }
                             changed.push(tr.pair);
+                            self.level_changes.push((tr.pair, tr.side, tr.price));
                         }
                     }
                 }
@@ -600,6 +623,7 @@ impl Market {
                         v.book.add(tr.side, tr.price, tr.remaining);
                     }
                     changed.push(tr.pair);
+                    self.level_changes.push((tr.pair, tr.side, tr.price));
                 } else if !tr.in_book && !tr.waiting_stop {
                     // Ended without an OrderDone only if it never had a
                     // quantity; keep the map bounded either way.
@@ -613,7 +637,7 @@ impl Market {
         changed.dedup();
         for p in changed {
             if let Some(v) = self.pairs.get_mut(&p) {
-                v.book.update_id = seq;
+                v.book.update_id += 1;
             }
         }
     }

@@ -278,16 +278,16 @@ fn parse_query(q: &Option<String>) -> Result<Params, BinanceError> {
 }
 
 /// Base-asset amount held in u128 (sums) as a decimal string.
-fn qty_str_wide(m: &Market, p: &Pair, units: u128) -> String {
+pub(crate) fn qty_str_wide(m: &Market, p: &Pair, units: u128) -> String {
     format_units_u128(units, decimals(m, p).0)
 }
 
-fn quote_str_wide(m: &Market, p: &Pair, units: u128) -> String {
+pub(crate) fn quote_str_wide(m: &Market, p: &Pair, units: u128) -> String {
     format_units_u128(units, decimals(m, p).1)
 }
 
 /// A price difference in ticks (may be negative).
-fn signed_price_str(m: &Market, p: &Pair, diff_ticks: i128) -> String {
+pub(crate) fn signed_price_str(m: &Market, p: &Pair, diff_ticks: i128) -> String {
     let abs = diff_ticks.unsigned_abs() * u128::from(p.spec.tick_units);
     let s = quote_str_wide(m, p, abs);
     if diff_ticks < 0 {
@@ -299,7 +299,7 @@ fn signed_price_str(m: &Market, p: &Pair, diff_ticks: i128) -> String {
 
 /// Binance's `priceChangePercent`: 100 x change / open with 3 decimals,
 /// rounded half away from zero; "0.000" without an open price.
-fn percent_str(open_ticks: u64, last_ticks: u64) -> String {
+pub(crate) fn percent_str(open_ticks: u64, last_ticks: u64) -> String {
     if open_ticks == 0 {
         return "0.000".into();
     }

@@ -47,6 +47,10 @@ pub struct ServeOptions {
     pub rate_limits: Vec<(String, String, u32, u64)>,
     /// Server keys, token lifetime, first admin.
     pub auth: crate::config::AuthConfig,
+    /// Market stream limits (`http.ws_*`).
+    pub ws: crate::ws::WsConfig,
+    /// Postgres of the in-process persister (None: no persister).
+    pub database_url: Option<String>,
 }
 
 /// Shared by every HTTP handler.
@@ -66,6 +70,10 @@ pub struct AppState {
     pub started: Instant,
     /// Server keys (JWT, secrets at rest) and the password hasher.
     pub auth: Arc<crate::auth::Auth>,
+    /// Market stream subscriptions and fan-out (ws.rs).
+    pub hub: Arc<crate::ws::Hub>,
+    /// Progress of the in-process persister, when one runs.
+    pub persister: Option<Arc<persister::writer::PersisterStatus>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -179,13 +187,16 @@ async fn health(State(st): State<AppState>) -> Response {
     let stats = st.submitter.stats();
     let ok = !st.submitter.is_poisoned();
     let body = format!(
-        "{{\"status\":\"{}\",\"uptime_s\":{},\"journal\":{{\"durable_seq\":{durable},\"poisoned\":{}}},\"engine\":{{\"applied\":{},\"queued\":{}}},\"market_data\":{{\"seq\":{},\"lag_seq\":{lag}}},\"persister\":null}}",
+        "{{\"status\":\"{}\",\"uptime_s\":{},\"journal\":{{\"durable_seq\":{durable},\"poisoned\":{}}},\"engine\":{{\"applied\":{},\"queued\":{}}},\"market_data\":{{\"seq\":{},\"lag_seq\":{lag}}},\"persister\":{}}}",
         if ok { "ok" } else { "journal_failed" },
         st.started.elapsed().as_secs(),
         !ok,
         stats.applied.load(Ordering::Relaxed),
         st.submitter.queued(),
         m.last_seq,
+        st.persister
+            .as_ref()
+            .map_or_else(|| "null".to_string(), |p| p.health_json()),
     );
     json_response(
         if ok {
@@ -254,6 +265,20 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "counter",
         s.applied.load(Ordering::Relaxed),
     );
+    if let Some(p) = &st.persister {
+        metric(
+            "mx_persister_lag_seq",
+            "Journal records not yet written to Postgres.",
+            "gauge",
+            p.lag_seq(),
+        );
+        metric(
+            "mx_persister_written_seq",
+            "Last journal sequence committed to Postgres.",
+            "gauge",
+            p.written_seq.load(Ordering::Relaxed),
+        );
+    }
     metric(
         "mx_ring_queued",
         "Commands waiting on the ring.",
@@ -282,6 +307,7 @@ pub fn router(st: AppState, max_body_bytes: usize) -> Router {
         .merge(crate::rest::public_routes())
         .merge(crate::rest::signed_routes())
         .merge(crate::native::routes())
+        .merge(crate::ws::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -391,11 +417,18 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let fresh = rec.engine.assets().is_empty();
     let (published_tx, published_rx) = tokio::sync::watch::channel(rec.engine.last_seq());
     let m2 = market.clone();
+    let hub = Arc::new(crate::ws::Hub::new(opts.ws.clone()));
+    let h2 = hub.clone();
     let i2 = identity.clone();
     let a2 = accounts.clone();
     let (pipeline, submitter) =
         Pipeline::start(writer, rec.engine, opts.pipeline.clone(), move |o| {
-            m2.write().expect("market lock").apply(&o);
+            {
+                let mut m = m2.write().expect("market lock");
+                m.apply(&o);
+                // Stream fan-out: try_send only, never waits on a client.
+                h2.on_outcome(&m, &o);
+            }
             i2.write().expect("identity lock").apply(o.seq, &o.events);
             a2.write()
                 .expect("accounts lock")
@@ -427,6 +460,25 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         ),
         started: Instant::now(),
         auth,
+        hub: hub.clone(),
+        persister: None,
+    };
+    // The persister follows the journal (never the engine thread), so a slow
+    // or absent Postgres never blocks trading.
+    let stop_persist = Arc::new(AtomicBool::new(false));
+    let mut st = st;
+    let persist_thread = match &opts.database_url {
+        Some(url) => {
+            let status = Arc::new(persister::writer::PersisterStatus::default());
+            st.persister = Some(status.clone());
+            Some(persister::writer::spawn(
+                persister::writer::WriterConfig::new(url.clone(), data.clone()),
+                persister::writer::Follow::Durable(durable.clone()),
+                stop_persist.clone(),
+                status,
+            )?)
+        }
+        None => None,
     };
     let stop_snap = Arc::new(AtomicBool::new(false));
     let snapshotter = Snapshotter::start(data.clone(), durable.clone(), opts.snapshot)?;
@@ -453,6 +505,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             }
         }
         crate::native::bootstrap_admin(&st, &opts.auth).await?;
+        tokio::spawn(crate::ws::run_ticker(hub.clone(), st.market.clone()));
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
             .with_context(|| {
@@ -487,6 +540,12 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "snapshotter stopped with an error"),
         Err(_) => tracing::warn!("snapshotter thread panicked"),
+    }
+    stop_persist.store(true, Ordering::Release);
+    if let Some(h) = persist_thread {
+        if h.join().is_err() {
+            tracing::warn!("persister thread panicked");
+        }
     }
     rt.shutdown_timeout(Duration::from_secs(5));
     served?;

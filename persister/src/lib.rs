@@ -2,10 +2,15 @@
 //!
 //! Postgres is a read model rebuilt from the journal at will; the journal stays
 //! the single source of truth. This crate owns the schema (`migrations/` at the
-//! workspace root, embedded by [`migrate`]) and, later, the writers that tail
-//! the journal (see issue 6). [`testdb`] gives every test its own throw-away
+//! workspace root, embedded by [`migrate`]) and the writer that tails the journal
+//! ([`writer`], rows built by [`rows`] and written by [`sql`]) and
+//! [`reconcile`]. [`testdb`] gives every test its own throw-away
 //! database on the server named by `DATABASE_URL`.
 
 pub mod migrate;
+pub mod reconcile;
 pub mod replica;
+pub mod rows;
+pub mod sql;
 pub mod testdb;
+pub mod writer;

@@ -1,0 +1,167 @@
+//! Reconciliation: the engine state rebuilt from the data directory at the
+//! persister's lowest checkpoint against Postgres — every account's
+//! available and frozen balance, and the sum of the ledger per (user, asset,
+//! bucket). Zero differences is the expected result.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::Client;
+
+use crate::replica::{self, DataDir, ReplicaError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Postgres: {}", crate::migrate::describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error("no persister checkpoint in the database: nothing was persisted yet")]
+    NoCheckpoint,
+    #[error("the journal ends at {journal} but the checkpoint is {checkpoint}")]
+    JournalShort { checkpoint: u64, journal: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub user: u64,
+    pub asset: u32,
+    /// `available`, `frozen`, `ledger AVAILABLE`, `ledger FROZEN`.
+    pub what: &'static str,
+    /// In base units of the asset.
+    pub engine: u128,
+    pub postgres: i128,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "user {} asset {} {}: engine {} != postgres {} (base units)",
+            self.user, self.asset, self.what, self.engine, self.postgres
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub seq: u64,
+    pub accounts_checked: usize,
+    pub differences: Vec<Difference>,
+}
+
+type Key = (u64, u32);
+
+/// Compare Postgres with the replica at the lowest checkpoint. Reads
+/// Postgres in one REPEATABLE READ transaction.
+pub async fn reconcile(client: &mut Client, data: &DataDir) -> Result<Report, ReconcileError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let row = tx
+        .query_one("SELECT min(last_seq) FROM persister_checkpoints", &[])
+        .await?;
+    let seq = row
+        .get::<_, Option<i64>>(0)
+        .ok_or(ReconcileError::NoCheckpoint)? as u64;
+    // Integers of base units, computed in SQL from the exact NUMERICs.
+    let units = |col: &str| format!("trunc({col} * power(10::numeric, s.decimals))::text");
+    let accounts = tx
+        .query(
+            &format!(
+                "SELECT a.user_id, a.asset_id, {}, {} FROM accounts a JOIN assets s ON s.id = a.asset_id",
+                units("a.available_balance"),
+                units("a.frozen_balance")
+            ),
+            &[],
+        )
+        .await?;
+    let ledger = tx
+        .query(
+            &format!(
+                "SELECT t.user_id, t.asset_id, t.balance_type, {} FROM
+                   (SELECT user_id, asset_id, balance_type, sum(amount) AS total
+                    FROM transactions GROUP BY 1, 2, 3) t
+                 JOIN assets s ON s.id = t.asset_id",
+                units("t.total")
+            ),
+            &[],
+        )
+        .await?;
+    tx.commit().await?;
+
+    let parse = |s: &str| s.parse::<i128>().unwrap_or(i128::MIN);
+    let mut pg: BTreeMap<Key, [i128; 4]> = BTreeMap::new();
+    for r in &accounts {
+        let k = (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u32);
+        let e = pg.entry(k).or_default();
+        e[0] = parse(r.get(2));
+        e[1] = parse(r.get(3));
+    }
+    for r in &ledger {
+        let k = (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u32);
+        let bt: &str = r.get(2);
+        let e = pg.entry(k).or_default();
+        e[if bt == "FROZEN" { 3 } else { 2 }] = parse(r.get(3));
+    }
+
+    let (mut engine, _, _) = replica::load_snapshot(&data.snapshots(), seq)?;
+    replica::replay(
+        &mut engine,
+        &data.journal(),
+        seq,
+        Some(seq),
+        |_, _, _, _| {},
+        |_| {},
+    )?;
+    if engine.last_seq() != seq {
+        return Err(ReconcileError::JournalShort {
+            checkpoint: seq,
+            journal: engine.last_seq(),
+        });
+    }
+    let mut eng: BTreeMap<Key, [u128; 2]> = BTreeMap::new();
+    for u in engine.users() {
+        for (a, b) in &u.balances {
+            eng.insert((u.id.0, a.0), [b.available as u128, b.frozen as u128]);
+        }
+    }
+    let mut differences = Vec::new();
+    let keys: std::collections::BTreeSet<Key> = pg.keys().chain(eng.keys()).copied().collect();
+    for k in &keys {
+        let e = eng.get(k).copied().unwrap_or_default();
+        let p = pg.get(k).copied().unwrap_or_default();
+        for (i, what) in ["available", "frozen", "ledger AVAILABLE", "ledger FROZEN"]
+            .into_iter()
+            .enumerate()
+        {
+            let ev = e[i % 2];
+            if ev as i128 != p[i] {
+                differences.push(Difference {
+                    user: k.0,
+                    asset: k.1,
+                    what,
+                    engine: ev,
+                    postgres: p[i],
+                });
+            }
+        }
+    }
+    Ok(Report {
+        seq,
+        accounts_checked: keys.len(),
+        differences,
+    })
+}
+
+/// [`reconcile`] over a new connection to `database_url` (inside a tokio runtime).
+pub async fn reconcile_url(database_url: &str, data: &DataDir) -> Result<Report, ReconcileError> {
+    let (mut client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(conn);
+    let report = reconcile(&mut client, data).await;
+    drop(client);
+    let _ = driver.await;
+    report
+}

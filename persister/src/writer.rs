@@ -1,0 +1,532 @@
+//! The Postgres writer: follows the journal through an engine replica and
+//! writes every record's events into the read model, exactly once.
+//!
+//! * Start: read (or create) this writer's row in `persister_checkpoints`,
+//!   rebuild the replica at the checkpoint (newest snapshot at or below it +
+//!   journal replay, writing nothing), then follow the journal from
+//!   `checkpoint + 1` — with a [`journal::Tailer`] bounded by the live
+//!   writer's [`journal::DurableSeq`] in-process, or a polling
+//!   [`journal::Reader`] when run alone (`mini-exchange persist`).
+//! * Batches: records are applied to the replica and turned into rows
+//!   ([`crate::rows::Batch`]); the rows and the checkpoint move commit in ONE
+//!   transaction, so a restart resumes exactly after the last commit. Batch
+//!   size grows with the lag (up to [`WriterConfig::max_batch`] records).
+//! * Postgres down: the batch in hand is kept and retried with exponential
+//!   backoff (logged at WARN); the journal keeps growing, the exchange keeps
+//!   trading, and the writer catches up with bigger batches when it returns.
+//!   A commit whose outcome was lost is resolved by re-reading the checkpoint.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{Command, Engine, Event};
+use tokio_postgres::{Client, NoTls};
+
+use crate::migrate;
+use crate::replica::{self, DataDir, ReplicaError};
+use crate::rows::{year_month, Batch};
+
+/// Name of the (single) writer that owns every table it writes.
+pub const DEFAULT_WRITER: &str = "core";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] migrate::MigrateError),
+    #[error("checkpoint of writer {writer} is at seq {checkpoint} but the journal ends at {journal}: Postgres is ahead of this data directory (wrong MX_DATA_DIR or DATABASE_URL?)")]
+    AheadOfJournal {
+        writer: String,
+        checkpoint: u64,
+        journal: u64,
+    },
+    #[error("checkpoint of writer {writer} moved to {found} behind our back (expected {expected}): is another persister running against this database?")]
+    CheckpointMoved {
+        writer: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("cannot start the writer runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Where new journal records come from.
+#[derive(Debug, Clone)]
+pub enum Follow {
+    /// In-process: tail the live writer, never past its durable seq.
+    Durable(journal::DurableSeq),
+    /// Alone: poll the journal directory for committed records.
+    Poll,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub writer: String,
+    pub database_url: String,
+    pub data: DataDir,
+    /// Most records in one batch (when far behind).
+    pub max_batch: usize,
+    /// Fewest records a batch waits for when behind (latency vs throughput).
+    pub min_batch: usize,
+    /// Sleep when caught up.
+    pub idle: Duration,
+    /// Longest backoff between retries while Postgres is unreachable.
+    pub max_backoff: Duration,
+    /// Run the migrations at start.
+    pub migrate: bool,
+}
+
+impl WriterConfig {
+    pub fn new(database_url: impl Into<String>, data: DataDir) -> WriterConfig {
+        WriterConfig {
+            writer: DEFAULT_WRITER.into(),
+            database_url: database_url.into(),
+            data,
+            max_batch: 20_000,
+            min_batch: 256,
+            idle: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(5),
+            migrate: true,
+        }
+    }
+}
+
+/// Progress shared with `/health` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct PersisterStatus {
+    /// Last seq committed to Postgres.
+    pub written_seq: AtomicU64,
+    /// Last seq known to exist in the journal.
+    pub head_seq: AtomicU64,
+    /// Journal time (ms) of the last committed record.
+    pub written_ts_ms: AtomicU64,
+    /// Journal time (ms) of the newest record read.
+    pub head_ts_ms: AtomicU64,
+    pub connected: AtomicBool,
+    /// True once the replica is rebuilt and the writer follows the journal.
+    pub running: AtomicBool,
+    pub batches: AtomicU64,
+    pub rows: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl PersisterStatus {
+    pub fn lag_seq(&self) -> u64 {
+        self.head_seq
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.written_seq.load(Ordering::Relaxed))
+    }
+    /// Journal-time distance between the newest record read and the last
+    /// committed one, in seconds.
+    pub fn lag_secs(&self) -> f64 {
+        let h = self.head_ts_ms.load(Ordering::Relaxed);
+        let w = self.written_ts_ms.load(Ordering::Relaxed);
+        if self.lag_seq() == 0 {
+            0.0
+        } else {
+            h.saturating_sub(w) as f64 / 1000.0
+        }
+    }
+    /// The `/health` member.
+    pub fn health_json(&self) -> String {
+        format!(
+            "{{\"written_seq\":{},\"lag_seq\":{},\"lag_s\":{:.3},\"connected\":{},\"running\":{}}}",
+            self.written_seq.load(Ordering::Relaxed),
+            self.lag_seq(),
+            self.lag_secs(),
+            self.connected.load(Ordering::Relaxed),
+            self.running.load(Ordering::Relaxed),
+        )
+    }
+}
+
+enum Source {
+    Tail(journal::Tailer),
+    Poll(journal::Reader),
+}
+
+impl Source {
+    fn next(&mut self) -> Result<Option<(u64, u64, Command)>, ReplicaError> {
+        let entry = match self {
+            Source::Tail(t) => t.poll()?,
+            Source::Poll(r) => r.next_entry()?,
+        };
+        let Some(e) = entry else { return Ok(None) };
+        let cmd =
+            Command::decode(e.payload).map_err(|err| ReplicaError::Decode { seq: e.seq, err })?;
+        Ok(Some((e.seq, e.timestamp_ns / 1_000_000, cmd)))
+    }
+}
+
+/// Run the writer on this thread until `stop` is set (then it commits what
+/// it holds if Postgres is reachable and returns). Builds its own
+/// single-threaded tokio runtime: call it from a plain thread.
+pub fn run(
+    cfg: WriterConfig,
+    follow: Follow,
+    stop: Arc<AtomicBool>,
+    status: Arc<PersisterStatus>,
+) -> Result<(), WriterError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(WriterError::Runtime)?;
+    rt.block_on(run_async(cfg, follow, stop, status))
+}
+
+/// Spawn [`run`] on a named thread.
+pub fn spawn(
+    cfg: WriterConfig,
+    follow: Follow,
+    stop: Arc<AtomicBool>,
+    status: Arc<PersisterStatus>,
+) -> std::io::Result<std::thread::JoinHandle<Result<(), WriterError>>> {
+    std::thread::Builder::new()
+        .name("persister".into())
+        .spawn(move || {
+            let r = run(cfg, follow, stop, status);
+            if let Err(err) = &r {
+                tracing::error!(%err, "persister stopped");
+            }
+            r
+        })
+}
+
+async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(err) = conn.await {
+            tracing::warn!(error = %migrate::describe(&err), "persister: Postgres connection lost");
+        }
+    });
+    Ok(client)
+}
+
+struct Conn {
+    cfg: WriterConfig,
+    client: Option<Client>,
+    backoff: Duration,
+    migrated: bool,
+    status: Arc<PersisterStatus>,
+}
+
+impl Conn {
+    /// A connected client, retrying with backoff; `None` when stopping.
+    async fn get(&mut self, stop: &AtomicBool) -> Result<Option<&mut Client>, WriterError> {
+        loop {
+            if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+                return Ok(self.client.as_mut());
+            }
+            self.client = None;
+            self.status.connected.store(false, Ordering::Relaxed);
+            if stop.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            match connect(&self.cfg.database_url).await {
+                Ok(mut c) => {
+                    if self.cfg.migrate && !self.migrated {
+                        match migrate::run(&mut c).await {
+                            Ok(report) => {
+                                self.migrated = true;
+                                tracing::info!(?report, "persister: migrations applied");
+                            }
+                            Err(migrate::MigrateError::Db(err)) => {
+                                self.failed(&migrate::describe(&err), stop).await;
+                                continue;
+                            }
+                            Err(err) => return Err(err.into()),
+                        }
+                    }
+                    if let Err(err) = c.batch_execute("SELECT create_monthly_partitions()").await {
+                        self.failed(&migrate::describe(&err), stop).await;
+                        continue;
+                    }
+                    tracing::info!("persister: connected to Postgres");
+                    self.backoff = Duration::from_millis(100);
+                    self.status.connected.store(true, Ordering::Relaxed);
+                    self.client = Some(c);
+                }
+                Err(err) => self.failed(&migrate::describe(&err), stop).await,
+            }
+        }
+    }
+
+    /// Log a failure, drop the connection and back off.
+    async fn failed(&mut self, error: &str, stop: &AtomicBool) {
+        self.status.errors.fetch_add(1, Ordering::Relaxed);
+        self.status.connected.store(false, Ordering::Relaxed);
+        self.client = None;
+        tracing::warn!(
+            error,
+            retry_in_ms = self.backoff.as_millis() as u64,
+            "persister: Postgres unavailable; the exchange keeps trading, rows will be written when it returns"
+        );
+        let until = Instant::now() + self.backoff;
+        while Instant::now() < until && !stop.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.backoff = (self.backoff * 2).min(self.cfg.max_backoff);
+    }
+}
+
+async fn read_checkpoint(c: &Client, writer: &str) -> Result<u64, tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO persister_checkpoints (writer, last_seq) VALUES ($1, 0) ON CONFLICT (writer) DO NOTHING",
+        &[&writer],
+    )
+    .await?;
+    let row = c
+        .query_one(
+            "SELECT last_seq FROM persister_checkpoints WHERE writer = $1",
+            &[&writer],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Months (year * 12 + month - 1) from `min_ts` to `max_ts`.
+fn months(min_ts: u64, max_ts: u64) -> (i64, i64) {
+    let (y0, m0) = year_month(min_ts);
+    let (y1, m1) = year_month(max_ts);
+    (y0 * 12 + m0 as i64 - 1, y1 * 12 + m1 as i64 - 1)
+}
+
+fn month_date(m: i64) -> String {
+    format!("{:04}-{:02}-01", m.div_euclid(12), m.rem_euclid(12) + 1)
+}
+
+async fn run_async(
+    cfg: WriterConfig,
+    follow: Follow,
+    stop: Arc<AtomicBool>,
+    status: Arc<PersisterStatus>,
+) -> Result<(), WriterError> {
+    let writer = cfg.writer.clone();
+    let mut conn = Conn {
+        cfg: cfg.clone(),
+        client: None,
+        backoff: Duration::from_millis(100),
+        migrated: false,
+        status: status.clone(),
+    };
+    // 1. The checkpoint.
+    let checkpoint = loop {
+        let Some(c) = conn.get(&stop).await? else {
+            return Ok(());
+        };
+        match read_checkpoint(c, &writer).await {
+            Ok(seq) => break seq,
+            Err(err) => conn.failed(&migrate::describe(&err), &stop).await,
+        }
+    };
+    // 2. The replica at the checkpoint, without writing.
+    let started = Instant::now();
+    let (mut engine, snapshot_seq, _) = replica::load_snapshot(&cfg.data.snapshots(), checkpoint)?;
+    replica::replay(
+        &mut engine,
+        &cfg.data.journal(),
+        checkpoint,
+        Some(checkpoint),
+        |_, _, _, _| {},
+        |p| {
+            tracing::info!(
+                seq = p.seq,
+                rate = p.records_per_sec as u64,
+                "persister: rebuilding replica"
+            )
+        },
+    )?;
+    if engine.last_seq() != checkpoint {
+        return Err(WriterError::AheadOfJournal {
+            writer,
+            checkpoint,
+            journal: engine.last_seq(),
+        });
+    }
+    tracing::info!(
+        writer = %writer,
+        checkpoint,
+        snapshot_seq,
+        ms = started.elapsed().as_millis() as u64,
+        "persister: replica rebuilt, following the journal"
+    );
+    status.written_seq.store(checkpoint, Ordering::Relaxed);
+    status.head_seq.store(checkpoint, Ordering::Relaxed);
+    status
+        .written_ts_ms
+        .store(engine.last_ts_ms(), Ordering::Relaxed);
+    status.running.store(true, Ordering::Relaxed);
+
+    // 3. Follow.
+    let mut source = match &follow {
+        Follow::Durable(d) => Source::Tail(journal::Tailer::open(
+            cfg.data.journal(),
+            checkpoint + 1,
+            d.clone(),
+        )?),
+        Follow::Poll => {
+            std::fs::create_dir_all(cfg.data.journal()).map_err(|err| ReplicaError::Io {
+                path: cfg.data.journal(),
+                err,
+            })?;
+            Source::Poll(journal::Reader::open(cfg.data.journal(), checkpoint + 1)?)
+        }
+    };
+    let mut ensured: BTreeSet<i64> = BTreeSet::new();
+    let mut events: Vec<Event> = Vec::with_capacity(4096);
+    let mut idle = Duration::from_millis(1);
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let behind = match &follow {
+            Follow::Durable(d) => d.get().saturating_sub(engine.last_seq()) as usize,
+            Follow::Poll => cfg.max_batch,
+        };
+        let limit = (behind / 2).clamp(cfg.min_batch, cfg.max_batch);
+        let mut batch = Batch::default();
+        while batch.records < limit {
+            let Some((seq, ts_ms, cmd)) = source.next()? else {
+                break;
+            };
+            let expected = engine.last_seq() + 1;
+            if seq != expected {
+                return Err(ReplicaError::Gap {
+                    expected,
+                    found: seq,
+                }
+                .into());
+            }
+            events.clear();
+            engine.apply(seq, ts_ms, &cmd, &mut events);
+            batch.add(&engine, seq, ts_ms, &cmd, &events);
+            status.head_seq.fetch_max(seq, Ordering::Relaxed);
+            status.head_ts_ms.store(ts_ms, Ordering::Relaxed);
+        }
+        if let Follow::Durable(d) = &follow {
+            status.head_seq.fetch_max(d.get(), Ordering::Relaxed);
+        }
+        if batch.is_empty() {
+            if stopping {
+                return Ok(());
+            }
+            tokio::time::sleep(idle).await;
+            idle = (idle * 2).min(cfg.idle);
+            continue;
+        }
+        idle = Duration::from_millis(1);
+        // Write it, however long Postgres takes to come back.
+        let mut attempt = 0u32;
+        loop {
+            let Some(c) = conn.get(&stop).await? else {
+                tracing::warn!(
+                    from = batch.first_seq,
+                    to = batch.last_seq,
+                    "persister: stopping with an unwritten batch; it is written at the next start"
+                );
+                return Ok(());
+            };
+            match flush(c, &writer, &engine, &batch, &mut ensured, attempt > 0).await {
+                Ok(FlushOutcome::Written) => break,
+                Ok(FlushOutcome::Moved(found)) => {
+                    return Err(WriterError::CheckpointMoved {
+                        writer,
+                        expected: batch.first_seq - 1,
+                        found,
+                    })
+                }
+                Err(err) => {
+                    attempt += 1;
+                    conn.failed(&migrate::describe(&err), &stop).await;
+                }
+            }
+        }
+        status.written_seq.store(batch.last_seq, Ordering::Relaxed);
+        status.written_ts_ms.store(batch.max_ts, Ordering::Relaxed);
+        status.batches.fetch_add(1, Ordering::Relaxed);
+        status
+            .rows
+            .fetch_add(batch.row_count() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            from = batch.first_seq,
+            to = batch.last_seq,
+            records = batch.records,
+            "persister: batch committed"
+        );
+    }
+}
+
+enum FlushOutcome {
+    Written,
+    Moved(u64),
+}
+
+async fn flush(
+    c: &mut Client,
+    writer: &str,
+    engine: &Engine,
+    batch: &Batch,
+    ensured: &mut BTreeSet<i64>,
+    retry: bool,
+) -> Result<FlushOutcome, tokio_postgres::Error> {
+    if retry {
+        // The previous attempt may have committed before the connection
+        // dropped: the checkpoint tells.
+        let cp = read_checkpoint(c, writer).await?;
+        if cp == batch.last_seq {
+            return Ok(FlushOutcome::Written);
+        }
+        if cp != batch.first_seq - 1 {
+            return Ok(FlushOutcome::Moved(cp));
+        }
+    }
+    // Partitions for the batch's months, in their own short transaction.
+    let (m0, m1) = months(batch.min_ts, batch.max_ts);
+    if (m0..=m1).any(|m| !ensured.contains(&m)) {
+        c.execute(
+            "SELECT create_monthly_partitions($1::text::date, $2::text::date)",
+            &[&month_date(m0), &month_date(m1)],
+        )
+        .await?;
+        ensured.extend(m0..=m1);
+    }
+    let tx = c.transaction().await?;
+    let ok = crate::sql::write_batch(&tx, writer, engine, batch).await?;
+    if !ok {
+        drop(tx);
+        let cp = read_checkpoint(c, writer).await?;
+        return Ok(FlushOutcome::Moved(cp));
+    }
+    tx.commit().await?;
+    Ok(FlushOutcome::Written)
+}
+
+/// Set `stop` on SIGTERM or SIGINT (for `mini-exchange persist`).
+pub fn stop_on_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("persist-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::info!("persister: signal received, stopping");
+                stop.store(true, Ordering::Release);
+            })
+        })?;
+    Ok(())
+}
