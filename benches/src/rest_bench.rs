@@ -133,7 +133,7 @@ pub fn make_trader(c: &mut Conn, admin_token: &str, name: &str) -> Result<Accoun
     )?;
     let key = field(&body, "apiKey").with_context(|| format!("api key: {st} {body}"))?;
     let secret = field(&body, "secretKey").context("secret")?;
-    for (asset, amount) in [("BTC", "1000000"), ("USDT", "10000000000")] {
+    for (asset, amount) in [("BTC", "100000"), ("USDT", "100000000")] {
         let (st, body) = c.json(
             "/api/v1/admin/deposits",
             Some(admin_token),
@@ -170,6 +170,8 @@ pub struct LoadResult {
     pub sent: u64,
     pub ok: u64,
     pub errors: u64,
+    /// First error answer seen, for the report.
+    pub first_error: Option<String>,
     pub elapsed: Duration,
     pub hist: Histogram<u64>,
 }
@@ -189,10 +191,11 @@ pub fn run(
     for i in 0..conns {
         let acct = accounts[i % accounts.len()].clone();
         let addr = addr.to_string();
-        handles.push(std::thread::spawn(move || -> Result<(u64, u64, Histogram<u64>)> {
+        handles.push(std::thread::spawn(move || -> Result<(u64, u64, Histogram<u64>, Option<String>)> {
             let mut c = Conn::open(&addr)?;
             let mut h = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
             let (mut ok, mut errors) = (0u64, 0u64);
+            let mut first_error = None;
             let offset = per_conn_interval_ns * i as u64 / conns as u64;
             let mut k = 0u64;
             loop {
@@ -204,8 +207,12 @@ pub fn run(
                 if planned > now {
                     std::thread::sleep(planned - now);
                 }
-                let side = if (k + i as u64).is_multiple_of(2) { "BUY" } else { "SELL" };
-                let px = 30_000 + (k % 7) as i64 - 3;
+                // Alternate sides with prices that cross the other side's
+                // resting orders, so about half of the orders trade and the
+                // book stays small (no open-order limit is ever reached).
+                let buy = (k + i as u64).is_multiple_of(2);
+                let side = if buy { "BUY" } else { "SELL" };
+                let px = if buy { 30_001 } else { 29_999 } + (k % 3) as i64 - 1;
                 let q = format!(
                     "symbol=BTCUSDT&side={side}&type=LIMIT&timeInForce=GTC&quantity=0.001&price={px}&newOrderRespType=ACK&timestamp={}",
                     now_ms()
@@ -217,32 +224,41 @@ pub fn run(
                 h.saturating_record(lat.max(1_000));
                 match res {
                     Ok((200, _)) => ok += 1,
-                    Ok(_) => errors += 1,
-                    Err(_) => {
+                    Ok((st, body)) => {
                         errors += 1;
+                        first_error.get_or_insert_with(|| format!("{st} {body}"));
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
                         c = Conn::open(&addr)?;
                     }
                 }
                 k += 1;
             }
-            Ok((ok, errors, h))
+            Ok((ok, errors, h, first_error))
         }));
     }
     let mut total = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
     let (mut ok, mut errors) = (0, 0);
+    let mut first_error = None;
     for h in handles {
-        let (o, e, hist) = h
+        let (o, e, hist, fe) = h
             .join()
             .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
         ok += o;
         errors += e;
         total.add(&hist)?;
+        if first_error.is_none() {
+            first_error = fe;
+        }
     }
     let elapsed = start.elapsed();
     Ok(LoadResult {
         sent: ok + errors,
         ok,
         errors,
+        first_error,
         elapsed,
         hist: total,
     })

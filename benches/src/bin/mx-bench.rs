@@ -104,7 +104,7 @@ enum Cmd {
         rate: u64,
         #[arg(long, default_value_t = 10)]
         duration_secs: u64,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 32)]
         traders: usize,
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
