@@ -160,6 +160,22 @@ fn change_balance(
     }));
 }
 
+/// Move `amount` of `user`'s `asset` from frozen back to available.
+#[inline]
+fn release_frozen(
+    users: &mut [User],
+    out: &mut Vec<Event>,
+    user: UserId,
+    asset: AssetId,
+    amount: u64,
+    cause: BalanceCause,
+) {
+    change_balance(users, out, user, asset, cause, |b| {
+        b.frozen -= amount;
+        b.available += amount;
+    });
+}
+
 #[inline]
 fn balance_of(users: &[User], user: UserId, asset: AssetId) -> Balance {
     users[user.0 as usize].balance(asset)
@@ -1001,16 +1017,13 @@ impl Engine {
         }
         let (user, asset, total, created) = (w.user, w.asset, w.amount + w.fee, w.created_ms);
         let amount = w.amount;
-        change_balance(
+        release_frozen(
             &mut self.users,
             out,
             user,
             asset,
+            total,
             BalanceCause::WithdrawalRelease(id),
-            |b| {
-                b.frozen -= total;
-                b.available += total;
-            },
         );
         // Give back the day's allowance if still the same UTC day.
         let day = created / 86_400_000;
@@ -1408,16 +1421,13 @@ impl Engine {
             .spend_asset_for(o.side);
         if o.frozen > 0 {
             let amt = o.frozen;
-            change_balance(
+            release_frozen(
                 &mut self.users,
                 out,
                 o.user,
                 spend,
+                amt,
                 BalanceCause::OrderRelease(o.id),
-                |b| {
-                    b.frozen -= amt;
-                    b.available += amt;
-                },
             );
             o.frozen = 0;
         }
@@ -1593,16 +1603,13 @@ impl Engine {
                         let spend = if m.side == Side::Buy { quote } else { base };
                         if m.frozen > 0 {
                             let amt = m.frozen;
-                            change_balance(
+                            release_frozen(
                                 users,
                                 out,
                                 m.user,
                                 spend,
+                                amt,
                                 BalanceCause::OrderRelease(m.id),
-                                |b| {
-                                    b.frozen -= amt;
-                                    b.available += amt;
-                                },
                             );
                         }
                         out.push(Event::OrderDone {
@@ -1919,16 +1926,13 @@ impl Engine {
         mo.qty = new_qty;
         mo.frozen = keep;
         if release > 0 {
-            change_balance(
+            release_frozen(
                 &mut self.users,
                 out,
                 user,
                 spend,
+                release,
                 BalanceCause::OrderRelease(o.id),
-                |b| {
-                    b.frozen -= release;
-                    b.available += release;
-                },
             );
         }
         out.push(Event::OrderAmended {
