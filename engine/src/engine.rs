@@ -110,11 +110,13 @@ impl Default for Engine {
     }
 }
 
-/// Username rule: 3..=32 of [A-Za-z0-9_.-].
+/// Username rule: 3..=32 of [A-Za-z0-9_.-], and not the name of the
+/// exchange's own account (user 0).
 pub fn valid_username(s: &str) -> bool {
     (3..=32).contains(&s.len())
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && !s.eq_ignore_ascii_case("exchange")
 }
 
 fn system_user() -> User {

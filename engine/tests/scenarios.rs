@@ -1020,3 +1020,20 @@ fn version_1_journal_records_still_decode() {
     }
     assert!(Command::decode(&[3, 0, 0, 0, 0, 0]).is_err());
 }
+
+#[test]
+fn the_exchange_account_name_is_reserved() {
+    let mut h = Harness::new();
+    for name in ["exchange", "Exchange", "EXCHANGE"] {
+        assert_eq!(
+            h.reject(Command::CreateUser {
+                username: name.into(),
+                email: String::new(),
+                password_hash: String::new(),
+                roles: roles::TRADER,
+            }),
+            RejectReason::InvalidUsername
+        );
+    }
+    h.user("exchanger");
+}
