@@ -36,6 +36,11 @@ pub struct PairState {
     pub stops_up: BTreeSet<(u64, u64)>,
     /// Waiting stops that fire when last <= stop.
     pub stops_down: BTreeSet<(u64, u64)>,
+    /// Lowest and highest trade price since the current order command
+    /// started (`u64::MAX`, 0 = none): stops fire when any trade reached
+    /// them, not only the last one. Transient: reset by every placement.
+    pub(crate) swept_lo: u64,
+    pub(crate) swept_hi: u64,
 }
 
 impl PairState {
@@ -47,6 +52,8 @@ impl PairState {
             last_price: 0,
             stops_up: BTreeSet::new(),
             stops_down: BTreeSet::new(),
+            swept_lo: u64::MAX,
+            swept_hi: 0,
         }
     }
     pub fn side(&self, side: Side) -> &BookSide {
@@ -1287,6 +1294,9 @@ impl Engine {
 
     fn place(&mut self, o: &NewOrder, ts: u64, out: &mut Vec<Event>) -> R<()> {
         let freeze = self.check_new(o)?;
+        let ps = &mut self.pairs[o.pair.0 as usize - 1];
+        ps.swept_lo = u64::MAX;
+        ps.swept_hi = 0;
         let id = OrderId(self.next_order_id);
         self.next_order_id += 1;
         let mut order = Order {
@@ -1531,6 +1541,8 @@ impl Engine {
             bids,
             asks,
             last_price,
+            swept_lo,
+            swept_hi,
             ..
         } = &mut pairs[pi];
         let opp = match t.side {
@@ -1755,6 +1767,8 @@ impl Engine {
                     );
                 }
                 *last_price = price;
+                *swept_lo = (*swept_lo).min(price);
+                *swept_hi = (*swept_hi).max(price);
                 // Maker bookkeeping.
                 if q == m_rem {
                     opp.unlink(slab, idx, q);
@@ -1799,12 +1813,16 @@ impl Engine {
             if last == 0 {
                 return;
             }
+            // Rising stops against the highest trade price of this
+            // command, falling ones against the lowest.
+            let hi = ps.swept_hi.max(last);
+            let lo = ps.swept_lo.min(last);
             let key = match ps.stops_up.first() {
-                Some(&(sp, id)) if sp <= last => Some((sp, id, true)),
+                Some(&(sp, id)) if sp <= hi => Some((sp, id, true)),
                 // Highest stop price first; among equal stop prices the
                 // oldest (lowest id) first, as for rising stops.
                 _ => match ps.stops_down.last() {
-                    Some(&(sp, _)) if sp >= last => ps
+                    Some(&(sp, _)) if sp >= lo => ps
                         .stops_down
                         .range((sp, 0)..)
                         .next()

@@ -73,6 +73,9 @@ struct RefPair {
     pair: Pair,
     /// Price of the last trade in ticks; 0 = none yet.
     last_price: u64,
+    /// Highest and lowest trade price since the current order command
+    /// started (stops fire when any trade reached them), if any traded.
+    swept: Option<(u64, u64)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -377,6 +380,7 @@ impl ReferenceEngine {
                 self.pairs.push(RefPair {
                     pair: pair.clone(),
                     last_price: 0,
+                    swept: None,
                 });
                 out.push(Event::PairListed(Box::new(pair)));
                 Ok(())
@@ -1230,6 +1234,7 @@ impl ReferenceEngine {
 
     fn place(&mut self, o: &NewOrder, ts: u64, out: &mut Vec<Event>) -> R<()> {
         let amount = self.check_order(o)?;
+        self.pairs[o.pair.0 as usize - 1].swept = None;
         let id = OrderId(self.next_order_id);
         self.next_order_id += 1;
         let tif = match o.kind {
@@ -1492,7 +1497,12 @@ impl ReferenceEngine {
                     |b| b.available += seller_fee,
                 );
             }
-            self.pairs[t.pair.0 as usize - 1].last_price = price;
+            let rp = &mut self.pairs[t.pair.0 as usize - 1];
+            rp.last_price = price;
+            rp.swept = Some(match rp.swept {
+                None => (price, price),
+                Some((lo, hi)) => (lo.min(price), hi.max(price)),
+            });
 
             if mk.remaining() == 0 {
                 debug_assert_eq!(mk.frozen, 0);
@@ -1523,11 +1533,18 @@ impl ReferenceEngine {
             if last == 0 {
                 return;
             }
+            // A stop fires if any trade of this command reached it: rising
+            // stops against the highest trade price, falling ones against the
+            // lowest.
+            let (lo, hi) = self.pairs[pair.0 as usize - 1]
+                .swept
+                .unwrap_or((last, last));
             let reached = |o: &&OpenOrder, up: bool| {
+                let seen = if up { hi } else { lo };
                 o.is_waiting_stop()
                     && o.order.pair == pair
                     && stop_rises(o.order.side, o.order.kind) == up
-                    && stop_reached(o.order.side, o.order.kind, o.order.stop_price.0, last)
+                    && stop_reached(o.order.side, o.order.kind, o.order.stop_price.0, seen)
             };
             let up = self
                 .orders

@@ -1037,3 +1037,63 @@ fn the_exchange_account_name_is_reserved() {
     }
     h.user("exchanger");
 }
+
+#[test]
+fn stops_fire_on_any_trade_price_of_a_sweep_not_only_the_last() {
+    let mut h = Harness::new();
+    let (a, b, c) = (h.user("alice"), h.user("bob"), h.user("carol"));
+    h.fund(a, BTC, 10 * ONE);
+    h.fund(b, USDT, 1_000_000 * ONE);
+    h.fund(c, USDT, 1_000_000 * ONE);
+    // Last price 30000.
+    h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Sell,
+        3_000_000,
+        ONE / 10,
+    )));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        3_000_000,
+        ONE / 10,
+    )));
+    // Bids at 31000 and 30000.
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        3_100_000,
+        ONE / 10,
+    )));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        3_000_000,
+        ONE / 10,
+    )));
+    // Carol's buy stop at 30500 (not reached at 30000).
+    let mut stop = limit(c, BTCUSDT, Side::Buy, 3_150_000, ONE / 10);
+    stop.kind = OrderType::StopLossLimit;
+    stop.stop_price = Price(3_050_000);
+    let stop_id = accepted_id(&h.ok(Command::PlaceOrder(stop)));
+    // Alice's sell sweeps 31000 then 30000: the last price ends at 30000,
+    // but a trade reached 31000 >= 30500, so the stop fires.
+    let ev = h.ok(Command::PlaceOrder(limit(
+        a,
+        BTCUSDT,
+        Side::Sell,
+        3_000_000,
+        ONE / 5,
+    )));
+    let prices: Vec<u64> = trades(&ev).iter().map(|t| t.price.0).collect();
+    assert_eq!(prices, vec![3_100_000, 3_000_000]);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::StopTriggered { order, .. } if *order == stop_id)),
+        "{ev:?}"
+    );
+}
