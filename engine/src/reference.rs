@@ -149,7 +149,7 @@ fn username_ok(s: &str) -> bool {
         && s.len() <= 32
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
-        && s.to_ascii_lowercase() != "exchange"
+        && !s.eq_ignore_ascii_case("exchange")
 }
 
 /// Does a stop of this side and type fire when the price rises to it?
