@@ -73,6 +73,8 @@ enum TakerEnd {
     NoLiquidity,
     /// Funds (or quote budget) cannot buy one more step.
     Budget,
+    /// A sell by quote ran out of base before reaching its quote amount.
+    OutOfFunds,
     /// Self-trade prevention expired the taker.
     StpExpired,
 }
@@ -1597,6 +1599,14 @@ impl Engine {
                 if q == 0 {
                     return if t.quote_qty == 0 && t.remaining() == 0 {
                         TakerEnd::Filled
+                    } else if t.quote_qty > 0
+                        && t.side == Side::Sell
+                        && t.frozen < pair.spec.step_units
+                        && pair.affordable_qty(t.quote_qty - t.cum_quote, price) > 0
+                    {
+                        // A sell by quote that ran out of base before its
+                        // quote amount: like a buy running out of funds.
+                        TakerEnd::OutOfFunds
                     } else {
                         TakerEnd::Budget
                     };

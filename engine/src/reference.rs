@@ -100,6 +100,8 @@ enum Taken {
     NoLiquidity,
     /// The order's budget (funds or quote amount) buys no further step.
     Budget,
+    /// A sell by quote ran out of base before its quote amount: EXPIRED.
+    OutOfFunds,
     /// Self-trade prevention expired the taker.
     StpExpired,
 }
@@ -1391,7 +1393,16 @@ impl ReferenceEngine {
             };
             let q = want.min(m.remaining());
             if q == 0 {
-                return Taken::Budget;
+                let step = pair.spec.step_units;
+                let out_of_base = t.quote_qty > 0
+                    && t.side == Side::Sell
+                    && t.frozen < step
+                    && pair.affordable_qty(t.quote_qty - t.cum_quote, price) > 0;
+                return if out_of_base {
+                    Taken::OutOfFunds
+                } else {
+                    Taken::Budget
+                };
             }
             // Self-trade prevention applies only when a trade would happen.
             if m.user == t.user && t.stp != StpMode::None {

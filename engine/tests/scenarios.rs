@@ -1097,3 +1097,44 @@ fn stops_fire_on_any_trade_price_of_a_sweep_not_only_the_last() {
         "{ev:?}"
     );
 }
+
+#[test]
+fn market_sell_by_quote_running_out_of_base_expires() {
+    let mut h = Harness::new();
+    let (a, b) = (h.user("alice"), h.user("bob"));
+    h.fund(a, BTC, ONE / 100); // 0.01 BTC
+    h.fund(b, USDT, 1_000_000 * ONE);
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        3_000_000,
+        ONE,
+    )));
+    // Wants 1000 USDT but 0.01 BTC only brings 300.
+    let ev = h.ok(Command::PlaceOrder(market(
+        a,
+        BTCUSDT,
+        Side::Sell,
+        0,
+        1_000 * ONE,
+    )));
+    assert_eq!(trades(&ev)[0].quote_qty, 300 * ONE);
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Expired)
+    );
+    // Enough base: spends the quote amount exactly and is FILLED.
+    h.fund(a, BTC, ONE);
+    let ev = h.ok(Command::PlaceOrder(market(
+        a,
+        BTCUSDT,
+        Side::Sell,
+        0,
+        300 * ONE,
+    )));
+    assert_eq!(
+        done_status(&ev, accepted_id(&ev)),
+        Some(OrderStatus::Filled)
+    );
+}
