@@ -13,4 +13,5 @@ pub mod pipeline;
 pub mod rest;
 pub mod server;
 pub mod trade;
+pub mod userstream;
 pub mod ws;

@@ -74,6 +74,8 @@ pub struct AppState {
     pub hub: Arc<crate::ws::Hub>,
     /// Progress of the in-process persister, when one runs.
     pub persister: Option<Arc<persister::writer::PersisterStatus>>,
+    /// Listen keys and user data streams (userstream.rs).
+    pub user_streams: Arc<crate::userstream::UserStreams>,
 }
 
 pub fn now_ms() -> u64 {
@@ -308,6 +310,7 @@ pub fn router(st: AppState, max_body_bytes: usize) -> Router {
         .merge(crate::rest::signed_routes())
         .merge(crate::native::routes())
         .merge(crate::ws::routes())
+        .merge(crate::userstream::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -421,6 +424,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let h2 = hub.clone();
     let i2 = identity.clone();
     let a2 = accounts.clone();
+    let user_streams = Arc::new(crate::userstream::UserStreams::new(Duration::from_secs(
+        opts.auth.listen_key_ttl_secs,
+    )));
+    let u2 = user_streams.clone();
     let (pipeline, submitter) =
         Pipeline::start(writer, rec.engine, opts.pipeline.clone(), move |o| {
             {
@@ -430,10 +437,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
                 h2.on_outcome(&m, &o);
             }
             i2.write().expect("identity lock").apply(o.seq, &o.events);
+            // User data streams: built from the state before the command,
+            // delivered once every read model has applied it.
+            let user_events = u2.prepare(&o, &m2, &a2);
             a2.write()
                 .expect("accounts lock")
                 .apply(o.seq, o.ts_ms, &o.events);
             published_tx.send_replace(o.seq);
+            u2.deliver(user_events);
         });
     let durable = pipeline.durable_handle();
 
@@ -462,6 +473,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         auth,
         hub: hub.clone(),
         persister: None,
+        user_streams,
     };
     // The persister follows the journal (never the engine thread), so a slow
     // or absent Postgres never blocks trading.

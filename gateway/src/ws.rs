@@ -594,6 +594,10 @@ async fn ws_path(
     Path(rest): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // A live listen key opens that user's data stream (userstream.rs).
+    if let Some(user) = st.user_streams.lookup(&rest) {
+        return crate::userstream::upgrade(st, ws, rest, user);
+    }
     let names: Vec<String> = rest
         .split('/')
         .filter(|s| !s.is_empty())
@@ -632,6 +636,14 @@ impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// One slot of `http.ws_max_connections` for another kind of stream
+/// connection (user data streams); `None` when none is free.
+pub(crate) fn acquire_slot(hub: &Arc<Hub>) -> Option<impl Drop + Send + 'static> {
+    let n = hub.connections.fetch_add(1, Ordering::AcqRel);
+    let slot = ConnSlot(hub.clone());
+    (n < hub.cfg.max_connections).then_some(slot)
 }
 
 fn upgrade(st: AppState, ws: WebSocketUpgrade, initial: Vec<String>, combined: bool) -> Response {
