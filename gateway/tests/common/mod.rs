@@ -4,6 +4,8 @@
 //! the native API.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
