@@ -407,10 +407,7 @@ fn new_order_json(
     rec: Option<&OrderRecord>,
 ) -> Option<Value> {
     use crate::binance::enums::NewOrderRespType as T;
-    let id = o.events.iter().find_map(|e| match e {
-        Event::OrderAccepted(a) => Some(a.id),
-        _ => None,
-    })?;
+    let id = accepted_id(o)?;
     let rec = rec?;
     let ord = &rec.order;
     let mut v = json!({
@@ -469,6 +466,14 @@ fn new_order_json(
     Some(v)
 }
 
+/// The id of the order this command placed, if it placed one.
+fn accepted_id(o: &Outcome) -> Option<OrderId> {
+    o.events.iter().find_map(|e| match e {
+        Event::OrderAccepted(a) => Some(a.id),
+        _ => None,
+    })
+}
+
 fn first_reject(o: &Outcome) -> Option<RejectReason> {
     o.events.iter().find_map(|e| match e {
         Event::Rejected { reason } => Some(*reason),
@@ -501,14 +506,7 @@ async fn new_order(
             if let Some(r) = first_reject(&o) {
                 return Err(order_reject(r));
             }
-            let id = o
-                .events
-                .iter()
-                .find_map(|e| match e {
-                    Event::OrderAccepted(x) => Some(x.id),
-                    _ => None,
-                })
-                .ok_or_else(BinanceError::unknown)?;
+            let id = accepted_id(&o).ok_or_else(BinanceError::unknown)?;
             let rec = record(&st, a.user, id);
             new_order_json(&pair, &o, op.resp, rec.as_ref()).ok_or_else(BinanceError::unknown)
         }
@@ -795,10 +793,7 @@ async fn cancel_replace(
         })
         .collect();
     let canceled = done_ids(&o).first().copied();
-    let accepted = o
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::OrderAccepted(_)));
+    let accepted = accepted_id(&o).is_some();
     let cancel_ok = canceled.is_some();
     let cancel_resp = match canceled.and_then(|id| record(&st, user, id)) {
         Some(r) => canceled_json(&pair, &r, r.order.client_id.as_str()),
@@ -808,11 +803,8 @@ async fn cancel_replace(
         }
     };
     let new_resp = if accepted {
-        let id = o.events.iter().find_map(|e| match e {
-            Event::OrderAccepted(x) => Some(x.id),
-            _ => None,
-        });
-        id.and_then(|id| record(&st, user, id))
+        accepted_id(&o)
+            .and_then(|id| record(&st, user, id))
             .and_then(|r| new_order_json(&pair, &o, resp, Some(&r)))
             .unwrap_or(Value::Null)
     } else {
