@@ -15,3 +15,4 @@ pub mod server;
 pub mod trade;
 pub mod userstream;
 pub mod ws;
+pub mod wsapi;

@@ -155,10 +155,10 @@ fn symbol_json(m: &Market, v: &PairView) -> Value {
 }
 
 async fn exchange_info(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    let params = match Params::parse(q.as_deref().unwrap_or(""), b"") {
-        Ok(p) => p,
-        Err(e) => return error_response(&e),
-    };
+    answer(|| exchange_info_json(&st, &parse_query(&q)?))
+}
+
+pub(crate) fn exchange_info_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
     let m = st.market.read().expect("market lock");
     // symbol=X or symbols=["X","Y"] narrow the list (unknown -> -1121).
     let mut wanted: Option<Vec<String>> = None;
@@ -167,7 +167,7 @@ async fn exchange_info(State(st): State<AppState>, RawQuery(q): RawQuery) -> Res
     } else if let Some(s) = params.get("symbols") {
         match serde_json::from_str::<Vec<String>>(s) {
             Ok(v) => wanted = Some(v),
-            Err(_) => return error_response(&BinanceError::invalid_parameter("symbols")),
+            Err(_) => return Err(BinanceError::invalid_parameter("symbols")),
         }
     }
     let symbols: Vec<Value> = match &wanted {
@@ -176,7 +176,7 @@ async fn exchange_info(State(st): State<AppState>, RawQuery(q): RawQuery) -> Res
             for s in list {
                 match m.pair_by_symbol(s) {
                     Some(v) => out.push(symbol_json(&m, v)),
-                    None => return error_response(&BinanceError::invalid_symbol()),
+                    None => return Err(BinanceError::invalid_symbol()),
                 }
             }
             out
@@ -190,7 +190,7 @@ async fn exchange_info(State(st): State<AppState>, RawQuery(q): RawQuery) -> Res
             json!({"rateLimitType": kind, "interval": interval, "intervalNum": num, "limit": limit})
         })
         .collect();
-    ok(json!({
+    Ok(json!({
         "timezone": "UTC",
         "serverTime": now_ms(),
         "rateLimits": limits,
@@ -213,56 +213,50 @@ fn limit_param(params: &Params, default: u64, max: u64) -> Result<usize, Binance
 }
 
 async fn depth(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    let res = (|| {
-        let params = Params::parse(q.as_deref().unwrap_or(""), b"")?;
-        params.check_unknown(&["symbol", "limit"])?;
-        let m = st.market.read().expect("market lock");
-        let v = pair_param(&m, &params)?;
-        let limit = limit_param(&params, 100, 5000)?;
-        let (bids, asks) = v.book.top(limit);
-        let lvl = |(p, q): (u64, u64)| json!([price_str(&m, &v.pair, p), qty_str(&m, &v.pair, q)]);
-        Ok::<Value, BinanceError>(json!({
-            "lastUpdateId": v.book.update_id,
-            "bids": bids.into_iter().map(lvl).collect::<Vec<_>>(),
-            "asks": asks.into_iter().map(lvl).collect::<Vec<_>>(),
-        }))
-    })();
-    match res {
-        Ok(v) => ok(v),
-        Err(e) => error_response(&e),
-    }
+    answer(|| depth_json(&st, &parse_query(&q)?))
+}
+
+pub(crate) fn depth_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+    params.check_unknown(&["symbol", "limit"])?;
+    let m = st.market.read().expect("market lock");
+    let v = pair_param(&m, params)?;
+    let limit = limit_param(params, 100, 5000)?;
+    let (bids, asks) = v.book.top(limit);
+    let lvl = |(p, q): (u64, u64)| json!([price_str(&m, &v.pair, p), qty_str(&m, &v.pair, q)]);
+    Ok(json!({
+        "lastUpdateId": v.book.update_id,
+        "bids": bids.into_iter().map(lvl).collect::<Vec<_>>(),
+        "asks": asks.into_iter().map(lvl).collect::<Vec<_>>(),
+    }))
 }
 
 async fn trades(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    let res = (|| {
-        let params = Params::parse(q.as_deref().unwrap_or(""), b"")?;
-        params.check_unknown(&["symbol", "limit"])?;
-        let m = st.market.read().expect("market lock");
-        let v = pair_param(&m, &params)?;
-        let limit = limit_param(&params, 500, 1000)?;
-        let skip = v.trades.len().saturating_sub(limit);
-        let list: Vec<Value> = v
-            .trades
-            .iter()
-            .skip(skip)
-            .map(|t| {
-                json!({
-                    "id": t.id,
-                    "price": price_str(&m, &v.pair, t.price_ticks),
-                    "qty": qty_str(&m, &v.pair, t.qty_units),
-                    "quoteQty": quote_str(&m, &v.pair, t.quote_units),
-                    "time": t.time_ms,
-                    "isBuyerMaker": t.buyer_is_maker,
-                    "isBestMatch": true,
-                })
+    answer(|| trades_json(&st, &parse_query(&q)?))
+}
+
+pub(crate) fn trades_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+    params.check_unknown(&["symbol", "limit"])?;
+    let m = st.market.read().expect("market lock");
+    let v = pair_param(&m, params)?;
+    let limit = limit_param(params, 500, 1000)?;
+    let skip = v.trades.len().saturating_sub(limit);
+    let list: Vec<Value> = v
+        .trades
+        .iter()
+        .skip(skip)
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "price": price_str(&m, &v.pair, t.price_ticks),
+                "qty": qty_str(&m, &v.pair, t.qty_units),
+                "quoteQty": quote_str(&m, &v.pair, t.quote_units),
+                "time": t.time_ms,
+                "isBuyerMaker": t.buyer_is_maker,
+                "isBestMatch": true,
             })
-            .collect();
-        Ok::<Value, BinanceError>(Value::Array(list))
-    })();
-    match res {
-        Ok(v) => ok(v),
-        Err(e) => error_response(&e),
-    }
+        })
+        .collect();
+    Ok(Value::Array(list))
 }
 
 /// Run a handler body that answers JSON or a Binance error.
@@ -326,26 +320,27 @@ fn agg_json(m: &Market, p: &Pair, a: &AggTrade) -> Value {
 }
 
 async fn agg_trades(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    answer(|| {
-        let params = parse_query(&q)?;
-        params.check_unknown(&["symbol", "fromId", "startTime", "endTime", "limit"])?;
-        let m = st.market.read().expect("market lock");
-        let v = pair_param(&m, &params)?;
-        let from_id = params.optional_u64("fromId")?;
-        let start = params.optional_u64("startTime")?;
-        let end = params.optional_u64("endTime")?;
-        let limit = limit_param(&params, 500, 1000)?;
-        if from_id.is_some() && (start.is_some() || end.is_some()) {
-            return Err(BinanceError::optional_params_bad_combo());
-        }
-        let list = match from_id {
-            Some(id) => v.agg_trades_from_id(id, limit),
-            None => v.agg_trades_in(start, end, limit),
-        };
-        Ok(Value::Array(
-            list.iter().map(|a| agg_json(&m, &v.pair, a)).collect(),
-        ))
-    })
+    answer(|| agg_trades_json(&st, &parse_query(&q)?))
+}
+
+pub(crate) fn agg_trades_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+    params.check_unknown(&["symbol", "fromId", "startTime", "endTime", "limit"])?;
+    let m = st.market.read().expect("market lock");
+    let v = pair_param(&m, params)?;
+    let from_id = params.optional_u64("fromId")?;
+    let start = params.optional_u64("startTime")?;
+    let end = params.optional_u64("endTime")?;
+    let limit = limit_param(params, 500, 1000)?;
+    if from_id.is_some() && (start.is_some() || end.is_some()) {
+        return Err(BinanceError::optional_params_bad_combo());
+    }
+    let list = match from_id {
+        Some(id) => v.agg_trades_from_id(id, limit),
+        None => v.agg_trades_in(start, end, limit),
+    };
+    Ok(Value::Array(
+        list.iter().map(|a| agg_json(&m, &v.pair, a)).collect(),
+    ))
 }
 
 // ---- klines / uiKlines ----
@@ -405,41 +400,42 @@ fn kline_json(m: &Market, p: &Pair, interval: KlineInterval, k: &Kline) -> Value
 /// kept in UTC; a non-zero `timeZone` is served when it shifts no interval
 /// boundary (e.g. `8` for 1s..1h), and refused with -1130 otherwise.
 async fn klines(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    answer(|| {
-        let params = parse_query(&q)?;
-        params.check_unknown(&[
-            "symbol",
-            "interval",
-            "startTime",
-            "endTime",
-            "timeZone",
-            "limit",
-        ])?;
-        let symbol = params.required_str("symbol")?;
-        let interval = KlineInterval::parse(params.required_str("interval")?)?;
-        let start = params.optional_u64("startTime")?;
-        let end = params.optional_u64("endTime")?;
-        if let Some(tz) = params.optional_str("timeZone")? {
-            let offset_ms = parse_time_zone(tz)?.unsigned_abs() * 60_000;
-            let aligned = interval
-                .fixed_millis()
-                .is_some_and(|len| interval != KlineInterval::W1 && offset_ms % len == 0);
-            if offset_ms != 0 && !aligned {
-                return Err(BinanceError::invalid_parameter("timeZone"));
-            }
+    answer(|| klines_json(&st, &parse_query(&q)?))
+}
+
+pub(crate) fn klines_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+    params.check_unknown(&[
+        "symbol",
+        "interval",
+        "startTime",
+        "endTime",
+        "timeZone",
+        "limit",
+    ])?;
+    let symbol = params.required_str("symbol")?;
+    let interval = KlineInterval::parse(params.required_str("interval")?)?;
+    let start = params.optional_u64("startTime")?;
+    let end = params.optional_u64("endTime")?;
+    if let Some(tz) = params.optional_str("timeZone")? {
+        let offset_ms = parse_time_zone(tz)?.unsigned_abs() * 60_000;
+        let aligned = interval
+            .fixed_millis()
+            .is_some_and(|len| interval != KlineInterval::W1 && offset_ms % len == 0);
+        if offset_ms != 0 && !aligned {
+            return Err(BinanceError::invalid_parameter("timeZone"));
         }
-        let limit = limit_param(&params, 500, 1000)?;
-        let m = st.market.read().expect("market lock");
-        let v = m
-            .pair_by_symbol(symbol)
-            .ok_or_else(BinanceError::invalid_symbol)?;
-        let list = v.klines(interval, start, end, limit);
-        Ok(Value::Array(
-            list.iter()
-                .map(|k| kline_json(&m, &v.pair, interval, k))
-                .collect(),
-        ))
-    })
+    }
+    let limit = limit_param(params, 500, 1000)?;
+    let m = st.market.read().expect("market lock");
+    let v = m
+        .pair_by_symbol(symbol)
+        .ok_or_else(BinanceError::invalid_symbol)?;
+    let list = v.klines(interval, start, end, limit);
+    Ok(Value::Array(
+        list.iter()
+            .map(|k| kline_json(&m, &v.pair, interval, k))
+            .collect(),
+    ))
 }
 
 // ---- tickers ----
@@ -579,80 +575,84 @@ fn ticker_24h_json(m: &Market, v: &PairView, now: u64, full: bool) -> Value {
 }
 
 async fn ticker_24hr(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    answer(|| {
-        let params = parse_query(&q)?;
-        params.check_unknown(&["symbol", "symbols", "type", "symbolStatus"])?;
-        let full = match params.optional_str("type")? {
-            None | Some("FULL") => true,
-            Some("MINI") => false,
-            Some(_) => return Err(BinanceError::new(-1139, "Invalid ticker type.", 400)),
-        };
-        let now = now_ms();
-        let m = st.market.read().expect("market lock");
-        let (pairs, single) = ticker_pairs(&m, &params)?;
-        let list = pairs
-            .iter()
-            .map(|v| ticker_24h_json(&m, v, now, full))
-            .collect();
-        Ok(one_or_many(list, single))
-    })
+    answer(|| ticker_24hr_json(&st, &parse_query(&q)?))
+}
+
+pub(crate) fn ticker_24hr_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+    params.check_unknown(&["symbol", "symbols", "type", "symbolStatus"])?;
+    let full = match params.optional_str("type")? {
+        None | Some("FULL") => true,
+        Some("MINI") => false,
+        Some(_) => return Err(BinanceError::new(-1139, "Invalid ticker type.", 400)),
+    };
+    let now = now_ms();
+    let m = st.market.read().expect("market lock");
+    let (pairs, single) = ticker_pairs(&m, params)?;
+    let list = pairs
+        .iter()
+        .map(|v| ticker_24h_json(&m, v, now, full))
+        .collect();
+    Ok(one_or_many(list, single))
 }
 
 async fn ticker_price(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    answer(|| {
-        let params = parse_query(&q)?;
-        params.check_unknown(&["symbol", "symbols", "symbolStatus"])?;
-        let m = st.market.read().expect("market lock");
-        let (pairs, single) = ticker_pairs(&m, &params)?;
-        let list = pairs
-            .iter()
-            .map(|v| {
-                json!({
-                    "symbol": v.pair.spec.symbol,
-                    "price": price_str(&m, &v.pair, v.last_price),
-                })
+    answer(|| ticker_price_json(&st, &parse_query(&q)?))
+}
+
+pub(crate) fn ticker_price_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+    params.check_unknown(&["symbol", "symbols", "symbolStatus"])?;
+    let m = st.market.read().expect("market lock");
+    let (pairs, single) = ticker_pairs(&m, params)?;
+    let list = pairs
+        .iter()
+        .map(|v| {
+            json!({
+                "symbol": v.pair.spec.symbol,
+                "price": price_str(&m, &v.pair, v.last_price),
             })
-            .collect();
-        Ok(one_or_many(list, single))
-    })
+        })
+        .collect();
+    Ok(one_or_many(list, single))
 }
 
 async fn book_ticker(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    answer(|| {
-        let params = parse_query(&q)?;
-        params.check_unknown(&["symbol", "symbols", "symbolStatus"])?;
-        let m = st.market.read().expect("market lock");
-        let (pairs, single) = ticker_pairs(&m, &params)?;
-        let list = pairs
-            .iter()
-            .map(|v| {
-                let p = &v.pair;
-                let (bid, ask) = (v.book.best_bid(), v.book.best_ask());
-                json!({
-                    "symbol": p.spec.symbol,
-                    "bidPrice": price_str(&m, p, bid.map_or(0, |b| b.0)),
-                    "bidQty": qty_str(&m, p, bid.map_or(0, |b| b.1)),
-                    "askPrice": price_str(&m, p, ask.map_or(0, |a| a.0)),
-                    "askQty": qty_str(&m, p, ask.map_or(0, |a| a.1)),
-                })
+    answer(|| book_ticker_json(&st, &parse_query(&q)?))
+}
+
+pub(crate) fn book_ticker_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+    params.check_unknown(&["symbol", "symbols", "symbolStatus"])?;
+    let m = st.market.read().expect("market lock");
+    let (pairs, single) = ticker_pairs(&m, params)?;
+    let list = pairs
+        .iter()
+        .map(|v| {
+            let p = &v.pair;
+            let (bid, ask) = (v.book.best_bid(), v.book.best_ask());
+            json!({
+                "symbol": p.spec.symbol,
+                "bidPrice": price_str(&m, p, bid.map_or(0, |b| b.0)),
+                "bidQty": qty_str(&m, p, bid.map_or(0, |b| b.1)),
+                "askPrice": price_str(&m, p, ask.map_or(0, |a| a.0)),
+                "askQty": qty_str(&m, p, ask.map_or(0, |a| a.1)),
             })
-            .collect();
-        Ok(one_or_many(list, single))
-    })
+        })
+        .collect();
+    Ok(one_or_many(list, single))
 }
 
 async fn avg_price(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    answer(|| {
-        let params = parse_query(&q)?;
-        params.check_unknown(&["symbol"])?;
-        let now = now_ms();
-        let m = st.market.read().expect("market lock");
-        let v = pair_param(&m, &params)?;
-        let (price_units, close_time) = v.avg_price(now);
-        Ok(json!({
-            "mins": AVG_PRICE_MINS,
-            "price": quote_str(&m, &v.pair, price_units),
-            "closeTime": close_time,
-        }))
-    })
+    answer(|| avg_price_json(&st, &parse_query(&q)?))
+}
+
+pub(crate) fn avg_price_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+    params.check_unknown(&["symbol"])?;
+    let now = now_ms();
+    let m = st.market.read().expect("market lock");
+    let v = pair_param(&m, params)?;
+    let (price_units, close_time) = v.avg_price(now);
+    Ok(json!({
+        "mins": AVG_PRICE_MINS,
+        "price": quote_str(&m, &v.pair, price_units),
+        "closeTime": close_time,
+    }))
 }

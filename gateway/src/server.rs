@@ -311,6 +311,7 @@ pub fn router(st: AppState, max_body_bytes: usize) -> Router {
         .merge(crate::native::routes())
         .merge(crate::ws::routes())
         .merge(crate::userstream::routes())
+        .merge(crate::wsapi::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)

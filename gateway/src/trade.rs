@@ -63,11 +63,11 @@ fn respond(r: R<Value>) -> Response {
     }
 }
 
-/// A request authenticated as `user`.
-struct Authed {
-    user: UserId,
-    key: String,
-    params: Params,
+/// A request authenticated as `user` (REST or WebSocket API).
+pub(crate) struct Authed {
+    pub user: UserId,
+    pub key: String,
+    pub params: Params,
 }
 
 impl Authed {
@@ -94,6 +94,13 @@ fn authenticate(
     let key = crate::binance::sign::check_api_key_format(
         headers.get("X-MBX-APIKEY").and_then(|v| v.to_str().ok()),
     )?;
+    authorize(st, key, params, need)
+}
+
+/// Authenticate decoded parameters signed with API key `key` (already
+/// checked for format): known key (-2015), timestamp (-1021/-1102),
+/// signature (-1022), permission (-2015), active user.
+pub(crate) fn authorize(st: &AppState, key: &str, params: Params, need: u8) -> R<Authed> {
     let id = st.identity.read().expect("identity lock");
     let k = id.api_key(key).ok_or_else(BinanceError::rejected_api_key)?;
     check_request_time(&params, now_ms())?;
@@ -495,23 +502,25 @@ async fn new_order(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    respond(
-        async {
-            let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
-            a.params.check_unknown(ORDER_PARAMS)?;
-            let pair = pair_of(&st, &a.params)?;
-            let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
-            a.count_order(&st)?;
-            let o = execute(&st, Command::PlaceOrder(op.new)).await?;
-            if let Some(r) = first_reject(&o) {
-                return Err(order_reject(r));
-            }
-            let id = accepted_id(&o).ok_or_else(BinanceError::unknown)?;
-            let rec = record(&st, a.user, id);
-            new_order_json(&pair, &o, op.resp, rec.as_ref()).ok_or_else(BinanceError::unknown)
-        }
-        .await,
-    )
+    match authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE) {
+        Ok(a) => respond(place(&st, &a).await),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Place an order (REST POST order, WebSocket `order.place`).
+pub(crate) async fn place(st: &AppState, a: &Authed) -> R<Value> {
+    a.params.check_unknown(ORDER_PARAMS)?;
+    let pair = pair_of(st, &a.params)?;
+    let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+    a.count_order(st)?;
+    let o = execute(st, Command::PlaceOrder(op.new)).await?;
+    if let Some(r) = first_reject(&o) {
+        return Err(order_reject(r));
+    }
+    let id = accepted_id(&o).ok_or_else(BinanceError::unknown)?;
+    let rec = record(st, a.user, id);
+    new_order_json(&pair, &o, op.resp, rec.as_ref()).ok_or_else(BinanceError::unknown)
 }
 
 /// order/test: every parameter and filter check that does not need the
@@ -522,50 +531,55 @@ async fn test_order(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    respond((|| {
-        let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
-        let mut allowed = ORDER_PARAMS.to_vec();
-        allowed.push("computeCommissionRates");
-        a.params.check_unknown(&allowed)?;
-        let pair = pair_of(&st, &a.params)?;
-        let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
-        let m = st.market.read().expect("market lock");
-        let spec = &m
-            .pairs
-            .get(&pair.id)
-            .ok_or_else(BinanceError::invalid_symbol)?
-            .pair;
-        let n = &op.new;
-        let s = &spec.spec;
-        for p in [n.price.0, n.stop_price.0] {
-            if p > 0 && (p < s.min_price_ticks || p > s.max_price_ticks) {
-                return Err(order_reject(RejectReason::PriceFilter));
-            }
+    match authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE) {
+        Ok(a) => respond(test(&st, &a)),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Test an order without placing it (REST order/test, WebSocket `order.test`).
+pub(crate) fn test(st: &AppState, a: &Authed) -> R<Value> {
+    let mut allowed = ORDER_PARAMS.to_vec();
+    allowed.push("computeCommissionRates");
+    a.params.check_unknown(&allowed)?;
+    let pair = pair_of(st, &a.params)?;
+    let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+    let m = st.market.read().expect("market lock");
+    let spec = &m
+        .pairs
+        .get(&pair.id)
+        .ok_or_else(BinanceError::invalid_symbol)?
+        .pair;
+    let n = &op.new;
+    let s = &spec.spec;
+    for p in [n.price.0, n.stop_price.0] {
+        if p > 0 && (p < s.min_price_ticks || p > s.max_price_ticks) {
+            return Err(order_reject(RejectReason::PriceFilter));
         }
-        if n.qty.0 > 0 && (n.qty.0 < s.min_qty_units || n.qty.0 % s.step_units != 0) {
-            return Err(order_reject(RejectReason::LotSize));
+    }
+    if n.qty.0 > 0 && (n.qty.0 < s.min_qty_units || n.qty.0 % s.step_units != 0) {
+        return Err(order_reject(RejectReason::LotSize));
+    }
+    let reference = if n.price.0 > 0 {
+        n.price.0
+    } else {
+        n.stop_price.0
+    };
+    if reference > 0 && n.qty.0 > 0 {
+        match spec.notional(n.qty.0, reference) {
+            Some(v) if v >= s.min_notional_units => {}
+            _ => return Err(order_reject(RejectReason::MinNotional)),
         }
-        let reference = if n.price.0 > 0 {
-            n.price.0
-        } else {
-            n.stop_price.0
-        };
-        if reference > 0 && n.qty.0 > 0 {
-            match spec.notional(n.qty.0, reference) {
-                Some(v) if v >= s.min_notional_units => {}
-                _ => return Err(order_reject(RejectReason::MinNotional)),
-            }
-        }
-        if a.params.optional_bool("computeCommissionRates")? == Some(true) {
-            let rate = |e8: u64| format_units(e8, 8);
-            return Ok(json!({
-                "standardCommissionForOrder": {"maker": rate(s.maker_fee_e8), "taker": rate(s.taker_fee_e8)},
-                "taxCommissionForOrder": {"maker": "0.00000000", "taker": "0.00000000"},
-                "discount": {"enabledForAccount": false, "enabledForSymbol": false, "discountAsset": null, "discount": "0.00000000"},
-            }));
-        }
-        Ok(json!({}))
-    })())
+    }
+    if a.params.optional_bool("computeCommissionRates")? == Some(true) {
+        let rate = |e8: u64| format_units(e8, 8);
+        return Ok(json!({
+            "standardCommissionForOrder": {"maker": rate(s.maker_fee_e8), "taker": rate(s.taker_fee_e8)},
+            "taxCommissionForOrder": {"maker": "0.00000000", "taker": "0.00000000"},
+            "discount": {"enabledForAccount": false, "enabledForSymbol": false, "discountAsset": null, "discount": "0.00000000"},
+        }));
+    }
+    Ok(json!({}))
 }
 
 /// `orderId` or `origClientOrderId` -> reference.
@@ -587,28 +601,33 @@ async fn query_order(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    respond((|| {
-        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
-        a.params.check_unknown(&[
-            "symbol",
-            "orderId",
-            "origClientOrderId",
-            "recvWindow",
-            "timestamp",
-            "signature",
-        ])?;
-        let pair = pair_of(&st, &a.params)?;
-        let t = target(&a.params)?;
-        let acc = st.accounts.read().expect("accounts lock");
-        let u = acc.user(a.user).ok_or_else(BinanceError::no_such_order)?;
-        let rec = match t {
-            OrderRef::Id(id) => u.order(id.0),
-            OrderRef::Client(c) => u.order_by_client(&c),
-        }
-        .filter(|r| r.order.pair == pair.id)
-        .ok_or_else(BinanceError::no_such_order)?;
-        Ok(order_json(&pair, rec))
-    })())
+    match authenticate(&st, &headers, q.as_deref(), b"", PERM_READ) {
+        Ok(a) => respond(status(&st, &a)),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// One order of the caller (REST GET order, WebSocket `order.status`).
+pub(crate) fn status(st: &AppState, a: &Authed) -> R<Value> {
+    a.params.check_unknown(&[
+        "symbol",
+        "orderId",
+        "origClientOrderId",
+        "recvWindow",
+        "timestamp",
+        "signature",
+    ])?;
+    let pair = pair_of(st, &a.params)?;
+    let t = target(&a.params)?;
+    let acc = st.accounts.read().expect("accounts lock");
+    let u = acc.user(a.user).ok_or_else(BinanceError::no_such_order)?;
+    let rec = match t {
+        OrderRef::Id(id) => u.order(id.0),
+        OrderRef::Client(c) => u.order_by_client(&c),
+    }
+    .filter(|r| r.order.pair == pair.id)
+    .ok_or_else(BinanceError::no_such_order)?;
+    Ok(order_json(&pair, rec))
 }
 
 /// The DELETE order answer for an order that was just canceled.
@@ -652,41 +671,43 @@ async fn cancel_order(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    respond(
-        async {
-            let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
-            a.params.check_unknown(&[
-                "symbol",
-                "orderId",
-                "origClientOrderId",
-                "newClientOrderId",
-                "cancelRestrictions",
-                "recvWindow",
-                "timestamp",
-                "signature",
-            ])?;
-            let pair = pair_of(&st, &a.params)?;
-            let t = target(&a.params).map_err(|_| BinanceError::cancel_order_invalid())?;
-            let o = execute(
-                &st,
-                Command::CancelOrder {
-                    user: a.user,
-                    pair: pair.id,
-                    target: t,
-                },
-            )
-            .await?;
-            if first_reject(&o).is_some() {
-                return Err(BinanceError::unknown_order_sent());
-            }
-            let id = *done_ids(&o)
-                .first()
-                .ok_or_else(BinanceError::unknown_order_sent)?;
-            let rec = record(&st, a.user, id).ok_or_else(BinanceError::unknown)?;
-            Ok(canceled_json(&pair, &rec, rec.order.client_id.as_str()))
-        }
-        .await,
+    match authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE) {
+        Ok(a) => respond(cancel(&st, &a).await),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Cancel one order (REST DELETE order, WebSocket `order.cancel`).
+pub(crate) async fn cancel(st: &AppState, a: &Authed) -> R<Value> {
+    a.params.check_unknown(&[
+        "symbol",
+        "orderId",
+        "origClientOrderId",
+        "newClientOrderId",
+        "cancelRestrictions",
+        "recvWindow",
+        "timestamp",
+        "signature",
+    ])?;
+    let pair = pair_of(st, &a.params)?;
+    let t = target(&a.params).map_err(|_| BinanceError::cancel_order_invalid())?;
+    let o = execute(
+        st,
+        Command::CancelOrder {
+            user: a.user,
+            pair: pair.id,
+            target: t,
+        },
     )
+    .await?;
+    if first_reject(&o).is_some() {
+        return Err(BinanceError::unknown_order_sent());
+    }
+    let id = *done_ids(&o)
+        .first()
+        .ok_or_else(BinanceError::unknown_order_sent)?;
+    let rec = record(st, a.user, id).ok_or_else(BinanceError::unknown)?;
+    Ok(canceled_json(&pair, &rec, rec.order.client_id.as_str()))
 }
 
 async fn cancel_open_orders(
@@ -695,37 +716,39 @@ async fn cancel_open_orders(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    respond(
-        async {
-            let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
-            a.params
-                .check_unknown(&["symbol", "recvWindow", "timestamp", "signature"])?;
-            let pair = pair_of(&st, &a.params)?;
-            let o = execute(
-                &st,
-                Command::CancelAll {
-                    user: a.user,
-                    pair: pair.id,
-                },
-            )
-            .await?;
-            if let Some(r) = first_reject(&o) {
-                return Err(order_reject(r));
-            }
-            let ids = done_ids(&o);
-            if ids.is_empty() {
-                // Binance answers -2011 when there was nothing to cancel.
-                return Err(BinanceError::unknown_order_sent());
-            }
-            let list: Vec<Value> = ids
-                .into_iter()
-                .filter_map(|id| record(&st, a.user, id))
-                .map(|r| canceled_json(&pair, &r, r.order.client_id.as_str()))
-                .collect();
-            Ok(Value::Array(list))
-        }
-        .await,
+    match authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE) {
+        Ok(a) => respond(cancel_all(&st, &a).await),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Cancel every open order of a symbol (REST DELETE openOrders, WebSocket `openOrders.cancelAll`).
+pub(crate) async fn cancel_all(st: &AppState, a: &Authed) -> R<Value> {
+    a.params
+        .check_unknown(&["symbol", "recvWindow", "timestamp", "signature"])?;
+    let pair = pair_of(st, &a.params)?;
+    let o = execute(
+        st,
+        Command::CancelAll {
+            user: a.user,
+            pair: pair.id,
+        },
     )
+    .await?;
+    if let Some(r) = first_reject(&o) {
+        return Err(order_reject(r));
+    }
+    let ids = done_ids(&o);
+    if ids.is_empty() {
+        // Binance answers -2011 when there was nothing to cancel.
+        return Err(BinanceError::unknown_order_sent());
+    }
+    let list: Vec<Value> = ids
+        .into_iter()
+        .filter_map(|id| record(st, a.user, id))
+        .map(|r| canceled_json(&pair, &r, r.order.client_id.as_str()))
+        .collect();
+    Ok(Value::Array(list))
 }
 
 async fn cancel_replace(
@@ -734,8 +757,28 @@ async fn cancel_replace(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
+    let a = match authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE) {
+        Ok(a) => a,
+        Err(e) => return error_response(&e),
+    };
+    match replace(&st, &a).await {
+        Ok(v) => ok(v),
+        Err((e, None)) => error_response(&e),
+        Err((e, Some(data))) => {
+            let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::BAD_REQUEST);
+            json_response(status, e.to_json_with_data(&data))
+        }
+    }
+}
+
+/// Cancel an order and place another (REST order/cancelReplace, WebSocket
+/// `order.cancelReplace`). A failure of either part is an error carrying
+/// Binance's `data` object with both results.
+pub(crate) async fn replace(
+    st: &AppState,
+    a: &Authed,
+) -> Result<Value, (BinanceError, Option<Value>)> {
     let res = async {
-        let a = authenticate(&st, &headers, q.as_deref(), &body, PERM_TRADE)?;
         let mut allowed = ORDER_PARAMS.to_vec();
         allowed.extend([
             "cancelReplaceMode",
@@ -746,7 +789,7 @@ async fn cancel_replace(
             "orderRateLimitExceededMode",
         ]);
         a.params.check_unknown(&allowed)?;
-        let pair = pair_of(&st, &a.params)?;
+        let pair = pair_of(st, &a.params)?;
         let mode = match a.params.required_str("cancelReplaceMode")? {
             "STOP_ON_FAILURE" => CancelReplaceMode::StopOnFailure,
             "ALLOW_FAILURE" => CancelReplaceMode::AllowFailure,
@@ -766,9 +809,9 @@ async fn cancel_replace(
             }
         };
         let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
-        a.count_order(&st)?;
+        a.count_order(st)?;
         let o = execute(
-            &st,
+            st,
             Command::CancelReplace {
                 target: tgt,
                 mode,
@@ -779,10 +822,7 @@ async fn cancel_replace(
         Ok((a.user, pair, op.resp, mode, o))
     }
     .await;
-    let (user, pair, resp, mode, o) = match res {
-        Ok(x) => x,
-        Err(e) => return error_response(&e),
-    };
+    let (user, pair, resp, mode, o) = res.map_err(|e| (e, None))?;
     // Engine events: [cancel part | Rejected] then [new order part | Rejected].
     let rejects: Vec<RejectReason> = o
         .events
@@ -795,7 +835,7 @@ async fn cancel_replace(
     let canceled = done_ids(&o).first().copied();
     let accepted = accepted_id(&o).is_some();
     let cancel_ok = canceled.is_some();
-    let cancel_resp = match canceled.and_then(|id| record(&st, user, id)) {
+    let cancel_resp = match canceled.and_then(|id| record(st, user, id)) {
         Some(r) => canceled_json(&pair, &r, r.order.client_id.as_str()),
         None => {
             let e = BinanceError::unknown_order_sent();
@@ -804,7 +844,7 @@ async fn cancel_replace(
     };
     let new_resp = if accepted {
         accepted_id(&o)
-            .and_then(|id| record(&st, user, id))
+            .and_then(|id| record(st, user, id))
             .and_then(|r| new_order_json(&pair, &o, resp, Some(&r)))
             .unwrap_or(Value::Null)
     } else {
@@ -817,7 +857,7 @@ async fn cancel_replace(
         }
     };
     if cancel_ok && accepted {
-        return ok(json!({
+        return Ok(json!({
             "cancelResult": "SUCCESS",
             "newOrderResult": "SUCCESS",
             "cancelResponse": cancel_resp,
@@ -845,8 +885,7 @@ async fn cancel_replace(
     } else {
         BinanceError::cancel_replace_failed()
     };
-    let status = StatusCode::from_u16(err.http_status).unwrap_or(StatusCode::BAD_REQUEST);
-    json_response(status, err.to_json_with_data(&data))
+    Err((err, Some(data)))
 }
 
 async fn open_orders(
@@ -854,33 +893,38 @@ async fn open_orders(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    respond((|| {
-        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
-        a.params
-            .check_unknown(&["symbol", "recvWindow", "timestamp", "signature"])?;
-        let only = match a.params.optional_str("symbol")? {
-            Some(s) => Some(pair_info(&st.market.read().expect("market lock"), s)?),
-            None => None,
-        };
-        let m = st.market.read().expect("market lock");
-        let acc = st.accounts.read().expect("accounts lock");
-        let mut out = Vec::new();
-        if let Some(u) = acc.user(a.user) {
-            for r in u.open_orders() {
-                if only.as_ref().is_some_and(|p| p.id != r.order.pair) {
-                    continue;
-                }
-                let sym = m
-                    .pairs
-                    .get(&r.order.pair)
-                    .map(|v| v.pair.spec.symbol.clone())
-                    .unwrap_or_default();
-                let p = pair_info(&m, &sym)?;
-                out.push(order_json(&p, r));
+    match authenticate(&st, &headers, q.as_deref(), b"", PERM_READ) {
+        Ok(a) => respond(open(&st, &a)),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Open orders (REST GET openOrders, WebSocket `openOrders.status`).
+pub(crate) fn open(st: &AppState, a: &Authed) -> R<Value> {
+    a.params
+        .check_unknown(&["symbol", "recvWindow", "timestamp", "signature"])?;
+    let only = match a.params.optional_str("symbol")? {
+        Some(s) => Some(pair_info(&st.market.read().expect("market lock"), s)?),
+        None => None,
+    };
+    let m = st.market.read().expect("market lock");
+    let acc = st.accounts.read().expect("accounts lock");
+    let mut out = Vec::new();
+    if let Some(u) = acc.user(a.user) {
+        for r in u.open_orders() {
+            if only.as_ref().is_some_and(|p| p.id != r.order.pair) {
+                continue;
             }
+            let sym = m
+                .pairs
+                .get(&r.order.pair)
+                .map(|v| v.pair.spec.symbol.clone())
+                .unwrap_or_default();
+            let p = pair_info(&m, &sym)?;
+            out.push(order_json(&p, r));
         }
-        Ok(Value::Array(out))
-    })())
+    }
+    Ok(Value::Array(out))
 }
 
 /// Common time/id/limit filters of allOrders and myTrades.
@@ -934,34 +978,39 @@ async fn all_orders(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    respond((|| {
-        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
-        a.params.check_unknown(&[
-            "symbol",
-            "orderId",
-            "startTime",
-            "endTime",
-            "limit",
-            "recvWindow",
-            "timestamp",
-            "signature",
-        ])?;
-        let pair = pair_of(&st, &a.params)?;
-        let f = history_filter(&a.params, "orderId")?;
-        let acc = st.accounts.read().expect("accounts lock");
-        let list: Vec<Value> = acc
-            .user(a.user)
-            .map(|u| {
-                let matching: Vec<&OrderRecord> = u
-                    .orders
-                    .values()
-                    .filter(|r| r.order.pair == pair.id && f.keep(r.order.id.0, r.order.created_ms))
-                    .collect();
-                f.page(matching).map(|r| order_json(&pair, r)).collect()
-            })
-            .unwrap_or_default();
-        Ok(Value::Array(list))
-    })())
+    match authenticate(&st, &headers, q.as_deref(), b"", PERM_READ) {
+        Ok(a) => respond(history(&st, &a)),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Order history (REST allOrders, WebSocket `allOrders`).
+pub(crate) fn history(st: &AppState, a: &Authed) -> R<Value> {
+    a.params.check_unknown(&[
+        "symbol",
+        "orderId",
+        "startTime",
+        "endTime",
+        "limit",
+        "recvWindow",
+        "timestamp",
+        "signature",
+    ])?;
+    let pair = pair_of(st, &a.params)?;
+    let f = history_filter(&a.params, "orderId")?;
+    let acc = st.accounts.read().expect("accounts lock");
+    let list: Vec<Value> = acc
+        .user(a.user)
+        .map(|u| {
+            let matching: Vec<&OrderRecord> = u
+                .orders
+                .values()
+                .filter(|r| r.order.pair == pair.id && f.keep(r.order.id.0, r.order.created_ms))
+                .collect();
+            f.page(matching).map(|r| order_json(&pair, r)).collect()
+        })
+        .unwrap_or_default();
+    Ok(Value::Array(list))
 }
 
 fn trade_json(p: &PairInfo, t: &TradeRecord) -> Value {
@@ -987,40 +1036,45 @@ async fn my_trades(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    respond((|| {
-        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
-        a.params.check_unknown(&[
-            "symbol",
-            "orderId",
-            "startTime",
-            "endTime",
-            "fromId",
-            "limit",
-            "recvWindow",
-            "timestamp",
-            "signature",
-        ])?;
-        let pair = pair_of(&st, &a.params)?;
-        let f = history_filter(&a.params, "fromId")?;
-        let order = a.params.optional_u64("orderId")?;
-        let acc = st.accounts.read().expect("accounts lock");
-        let list: Vec<Value> = acc
-            .user(a.user)
-            .map(|u| {
-                let matching: Vec<&TradeRecord> = u
-                    .trades
-                    .iter()
-                    .filter(|t| {
-                        t.pair == pair.id
-                            && order.is_none_or(|o| t.order.0 == o)
-                            && f.keep(t.id, t.time_ms)
-                    })
-                    .collect();
-                f.page(matching).map(|t| trade_json(&pair, t)).collect()
-            })
-            .unwrap_or_default();
-        Ok(Value::Array(list))
-    })())
+    match authenticate(&st, &headers, q.as_deref(), b"", PERM_READ) {
+        Ok(a) => respond(trades(&st, &a)),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Trade history (REST myTrades, WebSocket `myTrades`).
+pub(crate) fn trades(st: &AppState, a: &Authed) -> R<Value> {
+    a.params.check_unknown(&[
+        "symbol",
+        "orderId",
+        "startTime",
+        "endTime",
+        "fromId",
+        "limit",
+        "recvWindow",
+        "timestamp",
+        "signature",
+    ])?;
+    let pair = pair_of(st, &a.params)?;
+    let f = history_filter(&a.params, "fromId")?;
+    let order = a.params.optional_u64("orderId")?;
+    let acc = st.accounts.read().expect("accounts lock");
+    let list: Vec<Value> = acc
+        .user(a.user)
+        .map(|u| {
+            let matching: Vec<&TradeRecord> = u
+                .trades
+                .iter()
+                .filter(|t| {
+                    t.pair == pair.id
+                        && order.is_none_or(|o| t.order.0 == o)
+                        && f.keep(t.id, t.time_ms)
+                })
+                .collect();
+            f.page(matching).map(|t| trade_json(&pair, t)).collect()
+        })
+        .unwrap_or_default();
+    Ok(Value::Array(list))
 }
 
 async fn account(
@@ -1028,62 +1082,67 @@ async fn account(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    respond((|| {
-        let a = authenticate(&st, &headers, q.as_deref(), b"", PERM_READ)?;
-        a.params
-            .check_unknown(&["omitZeroBalances", "recvWindow", "timestamp", "signature"])?;
-        let omit_zero = a.params.optional_bool("omitZeroBalances")? == Some(true);
-        let m = st.market.read().expect("market lock");
-        let acc = st.accounts.read().expect("accounts lock");
-        let u = acc.user(a.user);
-        let mut balances = Vec::new();
-        for asset in m.assets.values() {
-            let b = u
-                .and_then(|u| u.balances.get(&asset.id).copied())
-                .unwrap_or_default();
-            if omit_zero && b.available == 0 && b.frozen == 0 {
-                continue;
-            }
-            let d = asset.spec.decimals as u32;
-            balances.push(json!({
-                "asset": asset.spec.symbol,
-                "free": format_units(b.available, d),
-                "locked": format_units(b.frozen, d),
-            }));
+    match authenticate(&st, &headers, q.as_deref(), b"", PERM_READ) {
+        Ok(a) => respond(account_status(&st, &a)),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Balances and rates (REST account, WebSocket `account.status`).
+pub(crate) fn account_status(st: &AppState, a: &Authed) -> R<Value> {
+    a.params
+        .check_unknown(&["omitZeroBalances", "recvWindow", "timestamp", "signature"])?;
+    let omit_zero = a.params.optional_bool("omitZeroBalances")? == Some(true);
+    let m = st.market.read().expect("market lock");
+    let acc = st.accounts.read().expect("accounts lock");
+    let u = acc.user(a.user);
+    let mut balances = Vec::new();
+    for asset in m.assets.values() {
+        let b = u
+            .and_then(|u| u.balances.get(&asset.id).copied())
+            .unwrap_or_default();
+        if omit_zero && b.available == 0 && b.frozen == 0 {
+            continue;
         }
-        // Default fee rates: the first pair's (every pair has the same by default).
-        let (maker, taker) = m
-            .pairs
-            .values()
-            .next()
-            .map(|v| (v.pair.spec.maker_fee_e8, v.pair.spec.taker_fee_e8))
-            .unwrap_or((0, 0));
-        let ident = st.identity.read().expect("identity lock");
-        let active = ident
-            .user(a.user)
-            .is_some_and(|u| u.status == engine::UserStatus::Active);
-        Ok(json!({
-            "makerCommission": maker / 10_000,
-            "takerCommission": taker / 10_000,
-            "buyerCommission": 0,
-            "sellerCommission": 0,
-            "commissionRates": {
-                "maker": format_units(maker, 8),
-                "taker": format_units(taker, 8),
-                "buyer": "0.00000000",
-                "seller": "0.00000000",
-            },
-            "canTrade": active,
-            "canWithdraw": active,
-            "canDeposit": true,
-            "brokered": false,
-            "requireSelfTradePrevention": false,
-            "preventSor": false,
-            "updateTime": u.map(|u| u.update_ms).unwrap_or(0),
-            "accountType": "SPOT",
-            "balances": balances,
-            "permissions": ["SPOT"],
-            "uid": a.user.0,
-        }))
-    })())
+        let d = asset.spec.decimals as u32;
+        balances.push(json!({
+            "asset": asset.spec.symbol,
+            "free": format_units(b.available, d),
+            "locked": format_units(b.frozen, d),
+        }));
+    }
+    // Default fee rates: the first pair's (every pair has the same by default).
+    let (maker, taker) = m
+        .pairs
+        .values()
+        .next()
+        .map(|v| (v.pair.spec.maker_fee_e8, v.pair.spec.taker_fee_e8))
+        .unwrap_or((0, 0));
+    let ident = st.identity.read().expect("identity lock");
+    let active = ident
+        .user(a.user)
+        .is_some_and(|u| u.status == engine::UserStatus::Active);
+    Ok(json!({
+        "makerCommission": maker / 10_000,
+        "takerCommission": taker / 10_000,
+        "buyerCommission": 0,
+        "sellerCommission": 0,
+        "commissionRates": {
+            "maker": format_units(maker, 8),
+            "taker": format_units(taker, 8),
+            "buyer": "0.00000000",
+            "seller": "0.00000000",
+        },
+        "canTrade": active,
+        "canWithdraw": active,
+        "canDeposit": true,
+        "brokered": false,
+        "requireSelfTradePrevention": false,
+        "preventSor": false,
+        "updateTime": u.map(|u| u.update_ms).unwrap_or(0),
+        "accountType": "SPOT",
+        "balances": balances,
+        "permissions": ["SPOT"],
+        "uid": a.user.0,
+    }))
 }

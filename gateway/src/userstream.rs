@@ -54,10 +54,11 @@ struct KeyEntry {
     expires: Instant,
 }
 
+/// Set (and notified) when a connection's queue overflowed.
 #[derive(Debug, Default)]
-struct Kill {
-    killed: AtomicBool,
-    notify: Notify,
+pub(crate) struct Kill {
+    pub(crate) killed: AtomicBool,
+    pub(crate) notify: Notify,
 }
 
 #[derive(Debug)]
@@ -229,7 +230,13 @@ impl UserStreams {
         }
     }
 
-    fn register(&self, user: UserId, queue: usize) -> (u64, mpsc::Receiver<Arc<str>>, Arc<Kill>) {
+    /// A new event queue for `user` (a `/ws/<listenKey>` connection or a
+    /// WebSocket API subscription): its id, receiver and overflow flag.
+    pub(crate) fn register(
+        &self,
+        user: UserId,
+        queue: usize,
+    ) -> (u64, mpsc::Receiver<Arc<str>>, Arc<Kill>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let kill = Arc::new(Kill::default());
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -245,7 +252,7 @@ impl UserStreams {
         (id, rx, kill)
     }
 
-    fn unregister(&self, user: UserId, id: u64) {
+    pub(crate) fn unregister(&self, user: UserId, id: u64) {
         let mut g = self.lock();
         if let Some(c) = g.subs.get_mut(&user) {
             if c.remove(&id).is_some() {
@@ -538,9 +545,18 @@ pub fn routes() -> Router<AppState> {
 
 /// The user of the request's API key (no signature needed).
 fn api_user(st: &AppState, headers: &HeaderMap) -> Result<(UserId, String), BinanceError> {
-    let key = crate::binance::sign::check_api_key_format(
+    api_key_user(
+        st,
         headers.get("X-MBX-APIKEY").and_then(|v| v.to_str().ok()),
-    )?;
+    )
+}
+
+/// The active user of an API key (no signature needed: USER_STREAM).
+pub(crate) fn api_key_user(
+    st: &AppState,
+    key: Option<&str>,
+) -> Result<(UserId, String), BinanceError> {
+    let key = crate::binance::sign::check_api_key_format(key)?;
     let id = st.identity.read().expect("identity lock");
     let k = id.api_key(key).ok_or_else(BinanceError::rejected_api_key)?;
     let user = k.user;

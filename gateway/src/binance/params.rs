@@ -116,6 +116,63 @@ impl Params {
         })
     }
 
+    /// The `params` object of a WebSocket API request. Values become text
+    /// as the WebSocket signing payload renders them (strings as they are,
+    /// numbers and booleans as their JSON text, arrays and objects as
+    /// compact JSON); `null` values count as not sent. `apiKey` is returned
+    /// apart, not as a parameter, and `returnRateLimits` is left to the
+    /// session; the signed payload is every pair but
+    /// `signature`, sorted by name (web-socket-api.md), `apiKey` included.
+    pub fn from_json(
+        obj: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Params, Option<String>), BinanceError> {
+        if obj.len() > MAX_PARAMS {
+            return Err(BinanceError::too_many_parameters());
+        }
+        let mut entries = Vec::with_capacity(obj.len());
+        let mut api_key = None;
+        for (name, v) in obj {
+            if !is_param_name(name) {
+                return Err(BinanceError::illegal_chars());
+            }
+            let value = match v {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if value.len() > MAX_VALUE_BYTES {
+                return Err(BinanceError::illegal_chars_in(
+                    name,
+                    "value of at most 4096 bytes",
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(BinanceError::illegal_chars());
+            }
+            if name == "apiKey" {
+                api_key = Some(value);
+                continue;
+            }
+            // Read by the WebSocket session itself (rateLimits shown or not).
+            if name == "returnRateLimits" {
+                continue;
+            }
+            entries.push(Entry {
+                name: name.clone(),
+                value,
+                source: Source::Body,
+            });
+        }
+        let signed_payload = super::sign::ws_signing_payload(obj);
+        Ok((
+            Params {
+                entries,
+                signed_payload,
+            },
+            api_key,
+        ))
+    }
+
     /// Exactly the bytes the request's signature must cover: raw query +
     /// raw body, `signature` pairs removed.
     pub fn signed_payload(&self) -> &[u8] {

@@ -1,0 +1,810 @@
+//! Binance WebSocket API (web-socket-api.md) at `/ws-api/v3`: requests
+//! `{"id","method","params"}` in text frames, replies `{"id","status",
+//! "result"|"error","rateLimits"}`, user data events `{"subscriptionId",
+//! "event"}`.
+//!
+//! Every method answers exactly what its REST twin answers (trade.rs,
+//! rest.rs build both); signed methods carry `apiKey`, `timestamp` and
+//! `signature` in `params`, signed over the params sorted by name
+//! (`binance::sign::ws_signing_payload`).
+//!
+//! Pipelining: a session reads requests while earlier ones are still in
+//! flight (up to [`MAX_IN_FLIGHT`]); each request is checked and submitted
+//! to the ring at its first poll, and requests are first polled in arrival
+//! order, so the engine sees a session's commands in the order they were
+//! sent. Replies leave as their commands become durable. When the limit is
+//! reached the session stops reading until a reply is out, so a client
+//! that floods it only slows itself.
+//!
+//! Weights count against the IP's REQUEST_WEIGHT like REST (2 for the
+//! connection itself); order methods also against the API key's ORDERS
+//! limits. User data subscriptions (`userDataStream.subscribe.signature`)
+//! take a bounded queue from [`UserStreams`]; a subscription whose queue
+//! overflows closes the session as a slow consumer.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use engine::UserId;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, Notify};
+
+use crate::binance::errors::BinanceError;
+use crate::binance::params::Params;
+use crate::binance::ratelimit::{request_weight, RateLimiter, Usage};
+use crate::server::{error_response, json_response, now_ms, AppState};
+use crate::trade::{self, Authed, PERM_READ, PERM_TRADE};
+use crate::userstream::UserStreams;
+
+/// Requests of one session being executed at once.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Longest string request id.
+pub const MAX_ID_LEN: usize = 64;
+/// Subscriptions a session may hold at once (Binance: 1,000).
+pub const MAX_SUBSCRIPTIONS: usize = 1000;
+/// Subscription ids a session may use over its life (Binance: 65,535).
+pub const MAX_SUBSCRIPTION_IDS: u32 = 65_535;
+/// Events queued for a session from all its subscriptions.
+const EVENT_QUEUE: usize = 4096;
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// REQUEST_WEIGHT of opening a connection beyond the 1 every HTTP request
+/// costs (web-socket-api.md: 2 in all).
+const CONNECT_WEIGHT: u64 = 1;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/ws-api/v3", get(upgrade))
+}
+
+async fn upgrade(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ip = peer.ip();
+    if let Err(limited) = st.weights.check_and_add(&ip, CONNECT_WEIGHT, now_ms()) {
+        let mut resp = error_response(&limited.error);
+        if let Ok(v) = limited.retry_after_secs.to_string().parse() {
+            resp.headers_mut().insert("Retry-After", v);
+        }
+        return resp;
+    }
+    let Some(slot) = crate::ws::acquire_slot(&st.hub) else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"code":-1003,"msg":"Too many WebSocket connections."}"#.into(),
+        );
+    };
+    ws.max_message_size(crate::ws::MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(crate::ws::MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            Session::new(st, ip).run(socket).await;
+        })
+        .into_response()
+}
+
+/// One active user data subscription of a session.
+struct Subscription {
+    id: u32,
+    user: UserId,
+    queue: u64,
+    forward: tokio::task::JoinHandle<()>,
+}
+
+type Reply = Pin<Box<dyn Future<Output = String> + Send>>;
+
+struct Session {
+    st: AppState,
+    ip: IpAddr,
+    subs: Vec<Subscription>,
+    next_sub: u32,
+    events_tx: mpsc::Sender<String>,
+    events_rx: mpsc::Receiver<String>,
+    /// Notified when a subscription's queue overflowed.
+    slow: Arc<Notify>,
+}
+
+/// The close code and reason a session ends with.
+type Close = Option<(u16, &'static str)>;
+
+impl Session {
+    fn new(st: AppState, ip: IpAddr) -> Session {
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        Session {
+            st,
+            ip,
+            subs: Vec::new(),
+            next_sub: 0,
+            events_tx,
+            events_rx,
+            slow: Arc::new(Notify::new()),
+        }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        let close = self.serve(&mut socket).await;
+        for s in self.subs.drain(..) {
+            s.forward.abort();
+            self.st.user_streams.unregister(s.user, s.queue);
+        }
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                    while let Some(Ok(m)) = socket.recv().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    async fn serve(&mut self, socket: &mut WebSocket) -> Close {
+        const SLOW: (u16, &str) = (1008, "slow consumer: send queue full");
+        let cfg = self.st.hub.cfg.clone();
+        let start = tokio::time::Instant::now();
+        let mut ping = tokio::time::interval_at(start + cfg.ping_interval, cfg.ping_interval);
+        let mut last_pong = Instant::now();
+        let mut in_flight: FuturesUnordered<Reply> = FuturesUnordered::new();
+        let slow = self.slow.clone();
+        loop {
+            tokio::select! {
+                _ = slow.notified() => return Some(SLOW),
+                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                    if socket.send(Message::Text(reply.into())).await.is_err() {
+                        return None;
+                    }
+                }
+                Some(ev) = self.events_rx.recv() => {
+                    if socket.send(Message::Text(ev.into())).await.is_err() {
+                        return None;
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_pong.elapsed() > cfg.pong_timeout {
+                        return Some((1001, "pong timeout"));
+                    }
+                    if socket.send(Message::Ping(Bytes::from_static(b"mx"))).await.is_err() {
+                        return None;
+                    }
+                }
+                incoming = socket.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                    let text = match incoming {
+                        None | Some(Ok(Message::Close(_))) => return None,
+                        Some(Err(e)) => {
+                            let e = e.to_string();
+                            return if e.contains("too long") || e.contains("too big") || e.contains("Space limit") {
+                                Some((1009, "message too big"))
+                            } else {
+                                None
+                            };
+                        }
+                        Some(Ok(Message::Pong(_))) => {
+                            last_pong = Instant::now();
+                            continue;
+                        }
+                        Some(Ok(Message::Ping(_))) => continue,
+                        Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+                        Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    };
+                    match self.request(&text) {
+                        Dispatch::Now(reply) => {
+                            if socket.send(Message::Text(reply.into())).await.is_err() {
+                                return None;
+                            }
+                        }
+                        Dispatch::Later(fut) => in_flight.push(fut),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decode one request; session methods are answered at once, the rest
+    /// become a future that is submitted at its first poll.
+    fn request(&mut self, text: &str) -> Dispatch {
+        let req = match decode(text) {
+            Ok(r) => r,
+            Err((id, e)) => return Dispatch::Now(error_reply(&id, &e, None, None)),
+        };
+        let Request {
+            id,
+            method,
+            params: obj,
+        } = req;
+        let return_limits = !matches!(obj.get("returnRateLimits"), Some(Value::Bool(false)));
+        let (params, api_key) = match Params::from_json(&obj) {
+            Ok(p) => p,
+            Err(e) => return Dispatch::Now(error_reply(&id, &e, None, None)),
+        };
+        let Some(spec) = method_spec(&method) else {
+            return Dispatch::Now(error_reply(
+                &id,
+                &BinanceError::unsupported_operation(),
+                None,
+                None,
+            ));
+        };
+        let weight = spec.weight(&params);
+        let usage = match self.st.weights.check_and_add(&self.ip, weight, now_ms()) {
+            Ok(u) => u,
+            Err(limited) => {
+                let data = json!({"retryAfter": now_ms() + limited.retry_after_secs * 1000});
+                let limits = return_limits.then(|| weight_limits(&self.st.weights, &limited.usage));
+                return Dispatch::Now(error_reply(&id, &limited.error, Some(&data), limits));
+            }
+        };
+        let limits = return_limits.then(|| weight_limits(&self.st.weights, &usage));
+        match spec.kind {
+            Kind::Session => {
+                let r = self.session_method(&method, params, api_key);
+                Dispatch::Now(reply(&id, r, limits))
+            }
+            Kind::Public(f) => Dispatch::Now(reply(&id, f(&self.st, &params), limits)),
+            Kind::Signed(need, call) => {
+                let st = self.st.clone();
+                let authed = match api_key {
+                    None => Err(BinanceError::mandatory_param_missing("apiKey")),
+                    Some(k) => crate::binance::sign::check_api_key_format(Some(&k))
+                        .map(|_| ())
+                        .and_then(|_| trade::authorize(&st, &k, params, need)),
+                };
+                let a = match authed {
+                    Ok(a) => a,
+                    Err(e) => return Dispatch::Now(error_reply(&id, &e, None, limits)),
+                };
+                Dispatch::Later(Box::pin(async move {
+                    let r = call.run(&st, &a).await;
+                    let limits = limits.map(|mut l| {
+                        if call.counts_orders() {
+                            l.extend(order_limits(&st.order_limits, &a.key));
+                        }
+                        l
+                    });
+                    match r {
+                        Ok(v) => ok_reply(&id, &v, limits),
+                        Err((e, data)) => error_reply(&id, &e, data.as_ref(), limits),
+                    }
+                }))
+            }
+        }
+    }
+
+    /// `userDataStream.*` and `session.subscriptions`.
+    fn session_method(
+        &mut self,
+        method: &str,
+        params: Params,
+        api_key: Option<String>,
+    ) -> Result<Value, BinanceError> {
+        match method {
+            "userDataStream.subscribe.signature" => {
+                params.check_unknown(&["timestamp", "recvWindow", "signature"])?;
+                let key = api_key.ok_or_else(|| BinanceError::mandatory_param_missing("apiKey"))?;
+                crate::binance::sign::check_api_key_format(Some(&key))?;
+                let a = trade::authorize(&self.st, &key, params, 0)?;
+                self.subscribe(a.user)
+            }
+            "userDataStream.unsubscribe" => {
+                params.check_unknown(&["subscriptionId"])?;
+                match params.optional_u64("subscriptionId")? {
+                    None => {
+                        for s in self.subs.drain(..) {
+                            s.forward.abort();
+                            self.st.user_streams.unregister(s.user, s.queue);
+                        }
+                        Ok(json!({}))
+                    }
+                    Some(id) => {
+                        let pos = self
+                            .subs
+                            .iter()
+                            .position(|s| u64::from(s.id) == id)
+                            .ok_or_else(subscription_inactive)?;
+                        let s = self.subs.remove(pos);
+                        s.forward.abort();
+                        self.st.user_streams.unregister(s.user, s.queue);
+                        Ok(json!({}))
+                    }
+                }
+            }
+            "session.subscriptions" => {
+                params.check_unknown(&[])?;
+                Ok(Value::Array(
+                    self.subs
+                        .iter()
+                        .map(|s| json!({"subscriptionId": s.id}))
+                        .collect(),
+                ))
+            }
+            "userDataStream.start" => {
+                params.check_unknown(&[])?;
+                let (user, key) = crate::userstream::api_key_user(&self.st, api_key.as_deref())?;
+                Ok(json!({"listenKey": self.st.user_streams.create(user, &key)}))
+            }
+            "userDataStream.ping" | "userDataStream.stop" => {
+                params.check_unknown(&["listenKey"])?;
+                let (user, _) = crate::userstream::api_key_user(&self.st, api_key.as_deref())?;
+                let lk = params.required_str("listenKey")?;
+                let done = if method == "userDataStream.ping" {
+                    self.st.user_streams.keepalive(user, lk)
+                } else {
+                    self.st.user_streams.delete(user, lk)
+                };
+                if done {
+                    Ok(json!({}))
+                } else {
+                    Err(BinanceError::invalid_listen_key())
+                }
+            }
+            _ => Err(BinanceError::unsupported_operation()),
+        }
+    }
+
+    fn subscribe(&mut self, user: UserId) -> Result<Value, BinanceError> {
+        if self.subs.iter().any(|s| s.user == user) {
+            return Err(BinanceError::new(
+                -2035,
+                "User Data Stream subscription already active.",
+                400,
+            ));
+        }
+        if self.subs.len() >= MAX_SUBSCRIPTIONS {
+            return Err(BinanceError::new(
+                -1191,
+                format!(
+                    "Too many subscriptions. Connection may create up to '{MAX_SUBSCRIPTIONS}' subscriptions at a time."
+                ),
+                400,
+            ));
+        }
+        if self.next_sub >= MAX_SUBSCRIPTION_IDS {
+            return Err(BinanceError::new(
+                -2042,
+                "Maximum subscription ID reached for this connection.",
+                400,
+            ));
+        }
+        let id = self.next_sub;
+        self.next_sub += 1;
+        let streams: &UserStreams = &self.st.user_streams;
+        let (queue, mut rx, kill) = streams.register(user, self.st.hub.cfg.send_queue);
+        let tx = self.events_tx.clone();
+        let slow = self.slow.clone();
+        let forward = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = rx.recv() => {
+                        let Some(m) = m else { return };
+                        let ev = format!("{{\"subscriptionId\":{id},\"event\":{m}}}");
+                        if tx.try_send(ev).is_err() {
+                            slow.notify_one();
+                            return;
+                        }
+                    }
+                    _ = kill.notify.notified() => {
+                        slow.notify_one();
+                        return;
+                    }
+                }
+            }
+        });
+        self.subs.push(Subscription {
+            id,
+            user,
+            queue,
+            forward,
+        });
+        Ok(json!({ "subscriptionId": id }))
+    }
+}
+
+fn subscription_inactive() -> BinanceError {
+    BinanceError::new(-2036, "User Data Stream subscription not active.", 400)
+}
+
+enum Dispatch {
+    Now(String),
+    Later(Reply),
+}
+
+struct Request {
+    id: Value,
+    method: String,
+    params: Map<String, Value>,
+}
+
+fn invalid_json(msg: &str) -> BinanceError {
+    BinanceError::new(-1135, msg, 400)
+}
+
+/// Decode a request frame. On error, the id to answer with (null when it
+/// could not be read) and the error.
+fn decode(text: &str) -> Result<Request, (Value, BinanceError)> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|_| (Value::Null, invalid_json("Invalid JSON Request")))?;
+    let Value::Object(mut obj) = v else {
+        return Err((
+            Value::Null,
+            invalid_json("Invalid JSON Request; expected an object."),
+        ));
+    };
+    let id = match obj.remove("id") {
+        Some(Value::String(s)) if s.len() <= MAX_ID_LEN => Value::String(s),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Value::Number(n),
+        None | Some(Value::Null) => Value::Null,
+        Some(_) => {
+            return Err((
+                Value::Null,
+                invalid_json(&format!(
+                    "Invalid 'id' in JSON request; expected an integer, a string of at most {MAX_ID_LEN} characters, or null."
+                )),
+            ))
+        }
+    };
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => m,
+        Some(_) => {
+            return Err((
+                id,
+                invalid_json("Invalid 'method' in JSON request; expected a string."),
+            ))
+        }
+        None => return Err((id, BinanceError::mandatory_param_missing("method"))),
+    };
+    let method = method.strip_prefix("v3/").unwrap_or(&method).to_string();
+    let params = match obj.remove("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(_) => {
+            return Err((
+                id,
+                invalid_json("Invalid 'params' in JSON request; expected an object."),
+            ))
+        }
+    };
+    if let Some(k) = obj.keys().next() {
+        return Err((
+            id,
+            invalid_json(&format!("Unknown field '{}' in JSON request.", truncate(k))),
+        ));
+    }
+    Ok(Request { id, method, params })
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// What a method is and how much it weighs.
+struct MethodSpec {
+    kind: Kind,
+    /// The REST twin (method, path) whose weight rules apply.
+    rest: (&'static str, &'static str),
+    /// Weight when the REST twin has no rule.
+    weight: u64,
+}
+
+impl MethodSpec {
+    fn weight(&self, params: &Params) -> u64 {
+        request_weight(self.rest.0, self.rest.1, params).unwrap_or(self.weight)
+    }
+}
+
+type PublicFn = fn(&AppState, &Params) -> Result<Value, BinanceError>;
+
+enum Kind {
+    /// Handled by the session itself (subscriptions, listen keys).
+    Session,
+    Public(PublicFn),
+    Signed(u8, Call),
+}
+
+/// The signed methods, all answered by trade.rs.
+#[derive(Clone, Copy)]
+enum Call {
+    Place,
+    Test,
+    Cancel,
+    Replace,
+    Status,
+    Open,
+    CancelAll,
+    History,
+    Trades,
+    Account,
+}
+
+type CallResult = Result<Value, (BinanceError, Option<Value>)>;
+
+impl Call {
+    async fn run(self, st: &AppState, a: &Authed) -> CallResult {
+        let plain = |r: Result<Value, BinanceError>| r.map_err(|e| (e, None));
+        match self {
+            Call::Place => plain(trade::place(st, a).await),
+            Call::Test => plain(trade::test(st, a)),
+            Call::Cancel => plain(trade::cancel(st, a).await),
+            Call::Replace => trade::replace(st, a).await,
+            Call::Status => plain(trade::status(st, a)),
+            Call::Open => plain(trade::open(st, a)),
+            Call::CancelAll => plain(trade::cancel_all(st, a).await),
+            Call::History => plain(trade::history(st, a)),
+            Call::Trades => plain(trade::trades(st, a)),
+            Call::Account => plain(trade::account_status(st, a)),
+        }
+    }
+
+    fn counts_orders(self) -> bool {
+        matches!(self, Call::Place | Call::Replace)
+    }
+}
+
+fn method_spec(method: &str) -> Option<MethodSpec> {
+    use crate::rest::*;
+    let public = |f: PublicFn, path: &'static str, weight: u64| MethodSpec {
+        kind: Kind::Public(f),
+        rest: ("GET", path),
+        weight,
+    };
+    let signed = |need: u8, call: Call, m: &'static str, path: &'static str| MethodSpec {
+        kind: Kind::Signed(need, call),
+        rest: (m, path),
+        weight: 1,
+    };
+    let session = |weight: u64| MethodSpec {
+        kind: Kind::Session,
+        rest: ("", ""),
+        weight,
+    };
+    Some(match method {
+        "ping" => public(
+            |_, p| p.check_unknown(&[]).map(|_| json!({})),
+            "/api/v3/ping",
+            1,
+        ),
+        "time" => public(
+            |_, p| {
+                p.check_unknown(&[])?;
+                Ok(json!({ "serverTime": now_ms() }))
+            },
+            "/api/v3/time",
+            1,
+        ),
+        "exchangeInfo" => public(exchange_info_json, "/api/v3/exchangeInfo", 20),
+        "depth" => public(depth_json, "/api/v3/depth", 5),
+        "trades.recent" => public(trades_json, "/api/v3/trades", 25),
+        "trades.aggregate" => public(agg_trades_json, "/api/v3/aggTrades", 4),
+        "klines" | "uiKlines" => public(klines_json, "/api/v3/klines", 2),
+        "avgPrice" => public(avg_price_json, "/api/v3/avgPrice", 2),
+        "ticker.24hr" => public(ticker_24hr_json, "/api/v3/ticker/24hr", 2),
+        "ticker.price" => public(ticker_price_json, "/api/v3/ticker/price", 2),
+        "ticker.book" => public(book_ticker_json, "/api/v3/ticker/bookTicker", 2),
+        "order.place" => signed(PERM_TRADE, Call::Place, "POST", "/api/v3/order"),
+        "order.test" => signed(PERM_TRADE, Call::Test, "POST", "/api/v3/order/test"),
+        "order.cancel" => signed(PERM_TRADE, Call::Cancel, "DELETE", "/api/v3/order"),
+        "order.cancelReplace" => signed(
+            PERM_TRADE,
+            Call::Replace,
+            "POST",
+            "/api/v3/order/cancelReplace",
+        ),
+        "order.status" => signed(PERM_READ, Call::Status, "GET", "/api/v3/order"),
+        "openOrders.status" => signed(PERM_READ, Call::Open, "GET", "/api/v3/openOrders"),
+        "openOrders.cancelAll" => {
+            signed(PERM_TRADE, Call::CancelAll, "DELETE", "/api/v3/openOrders")
+        }
+        "allOrders" => signed(PERM_READ, Call::History, "GET", "/api/v3/allOrders"),
+        "myTrades" => signed(PERM_READ, Call::Trades, "GET", "/api/v3/myTrades"),
+        "account.status" => signed(PERM_READ, Call::Account, "GET", "/api/v3/account"),
+        "userDataStream.subscribe.signature"
+        | "userDataStream.unsubscribe"
+        | "session.subscriptions"
+        | "userDataStream.start"
+        | "userDataStream.ping"
+        | "userDataStream.stop" => session(2),
+        _ => return None,
+    })
+}
+
+/// `rateLimits` entries of a REQUEST_WEIGHT usage.
+fn weight_limits(l: &RateLimiter<IpAddr>, usage: &Usage) -> Vec<Value> {
+    limits_json("REQUEST_WEIGHT", &l.config().windows, usage)
+}
+
+fn order_limits(l: &RateLimiter<String>, key: &str) -> Vec<Value> {
+    let usage = l.usage(&key.to_string(), now_ms());
+    limits_json("ORDERS", &l.config().windows, &usage)
+}
+
+fn limits_json(
+    kind: &str,
+    windows: &[crate::binance::ratelimit::WindowLimit],
+    usage: &Usage,
+) -> Vec<Value> {
+    windows
+        .iter()
+        .zip(usage.as_slice())
+        .map(|(w, count)| {
+            json!({
+                "rateLimitType": kind,
+                "interval": w.unit.as_str(),
+                "intervalNum": w.interval_num,
+                "limit": w.limit,
+                "count": count,
+            })
+        })
+        .collect()
+}
+
+fn reply(id: &Value, r: Result<Value, BinanceError>, limits: Option<Vec<Value>>) -> String {
+    match r {
+        Ok(v) => ok_reply(id, &v, limits),
+        Err(e) => error_reply(id, &e, None, limits),
+    }
+}
+
+fn ok_reply(id: &Value, result: &Value, limits: Option<Vec<Value>>) -> String {
+    let mut out = format!("{{\"id\":{id},\"status\":200,\"result\":{result}");
+    push_limits(&mut out, limits);
+    out
+}
+
+fn error_reply(
+    id: &Value,
+    e: &BinanceError,
+    data: Option<&Value>,
+    limits: Option<Vec<Value>>,
+) -> String {
+    let error = match data {
+        Some(d) => e.to_json_with_data(d),
+        None => e.to_json(),
+    };
+    let mut out = format!(
+        "{{\"id\":{id},\"status\":{},\"error\":{error}",
+        e.http_status
+    );
+    push_limits(&mut out, limits);
+    out
+}
+
+fn push_limits(out: &mut String, limits: Option<Vec<Value>>) {
+    if let Some(l) = limits {
+        out.push_str(",\"rateLimits\":");
+        out.push_str(&Value::Array(l).to_string());
+    }
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Value {
+        serde_json::from_str(s).expect("valid JSON")
+    }
+
+    #[test]
+    fn decode_accepts_the_documented_shapes() {
+        let r = decode(r#"{"id":"a-1","method":"v3/order.place","params":{"symbol":"X"}}"#)
+            .unwrap_or_else(|_| panic!("decodes"));
+        assert_eq!(r.id, json!("a-1"));
+        assert_eq!(r.method, "order.place");
+        assert_eq!(r.params.get("symbol"), Some(&json!("X")));
+        let r = decode(r#"{"id":7,"method":"ping"}"#).unwrap_or_else(|_| panic!("decodes"));
+        assert_eq!(r.id, json!(7));
+        assert!(r.params.is_empty());
+        let r = decode(r#"{"id":null,"method":"time","params":null}"#)
+            .unwrap_or_else(|_| panic!("decodes"));
+        assert_eq!(r.id, Value::Null);
+    }
+
+    #[test]
+    fn decode_rejects_hostile_frames_with_binance_errors() {
+        for (frame, code, id) in [
+            ("{", -1135, Value::Null),
+            ("[1,2]", -1135, Value::Null),
+            ("\"x\"", -1135, Value::Null),
+            (r#"{"id":1.5,"method":"ping"}"#, -1135, Value::Null),
+            (r#"{"id":{"a":1},"method":"ping"}"#, -1135, Value::Null),
+            (r#"{"id":1,"method":5}"#, -1135, json!(1)),
+            (r#"{"id":1}"#, -1102, json!(1)),
+            (
+                r#"{"id":"x","method":"ping","params":[1]}"#,
+                -1135,
+                json!("x"),
+            ),
+            (r#"{"id":2,"method":"ping","extra":1}"#, -1135, json!(2)),
+        ] {
+            match decode(frame) {
+                Ok(_) => panic!("{frame} accepted"),
+                Err((got_id, e)) => {
+                    assert_eq!(e.code, code, "{frame}");
+                    assert_eq!(got_id, id, "{frame}");
+                }
+            }
+        }
+        let long = format!(
+            r#"{{"id":"{}","method":"ping"}}"#,
+            "a".repeat(MAX_ID_LEN + 1)
+        );
+        assert!(decode(&long).is_err());
+    }
+
+    #[test]
+    fn reply_shapes() {
+        let ok = parse(&ok_reply(&json!(3), &json!({"a": 1}), None));
+        assert_eq!(ok, json!({"id": 3, "status": 200, "result": {"a": 1}}));
+        let e = BinanceError::invalid_symbol();
+        let err = parse(&error_reply(
+            &json!("q"),
+            &e,
+            None,
+            Some(vec![json!({"x": 1})]),
+        ));
+        assert_eq!(
+            err,
+            json!({"id": "q", "status": 400, "error": {"code": -1121, "msg": "Invalid symbol."}, "rateLimits": [{"x": 1}]})
+        );
+        let data = json!({"cancelResult": "FAILURE"});
+        let err = parse(&error_reply(&Value::Null, &e, Some(&data), None));
+        assert_eq!(err["error"]["data"], data);
+        assert_eq!(err["id"], Value::Null);
+    }
+
+    #[test]
+    fn every_documented_method_is_known() {
+        for m in [
+            "ping",
+            "time",
+            "exchangeInfo",
+            "depth",
+            "trades.recent",
+            "trades.aggregate",
+            "klines",
+            "uiKlines",
+            "avgPrice",
+            "ticker.24hr",
+            "ticker.price",
+            "ticker.book",
+            "order.place",
+            "order.test",
+            "order.cancel",
+            "order.cancelReplace",
+            "order.status",
+            "openOrders.status",
+            "openOrders.cancelAll",
+            "allOrders",
+            "myTrades",
+            "account.status",
+            "userDataStream.subscribe.signature",
+            "userDataStream.unsubscribe",
+            "session.subscriptions",
+            "userDataStream.start",
+            "userDataStream.ping",
+            "userDataStream.stop",
+        ] {
+            assert!(method_spec(m).is_some(), "{m}");
+        }
+        assert!(method_spec("order.nuke").is_none());
+    }
+}

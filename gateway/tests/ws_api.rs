@@ -1,0 +1,750 @@
+//! The WebSocket API (`/ws-api/v3`) against a real `serve` process over
+//! real sockets: every method answers what its REST twin answers, requests
+//! are signed over their params sorted by name (signed here independently
+//! of the server's code), user data arrives as `{"subscriptionId","event"}`,
+//! pipelined requests reach the engine in the order they were sent, and
+//! hostile or invalid requests get Binance's error object with their id
+//! and change nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::ws::{In, Ws};
+use common::{free_port, login, now_ms, trader, Server, Trader, ADMIN, ADMIN_PW};
+use gateway::binance::sign::hmac_sha256_hex;
+use serde_json::{json, Map, Value};
+
+/// Sign `params` the way web-socket-api.md's examples do: add apiKey and
+/// timestamp, sort by name, join `name=value` with `&` (strings as they
+/// are, numbers as their JSON text), HMAC-SHA256 hex.
+fn sign(t: &Trader, params: Value) -> Value {
+    let mut p: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
+    p.insert("apiKey".into(), json!(t.key));
+    if !p.contains_key("timestamp") {
+        p.insert("timestamp".into(), json!(now_ms()));
+    }
+    let mut names: Vec<&String> = p.keys().collect();
+    names.sort();
+    let payload = names
+        .iter()
+        .map(|k| {
+            let v = match &p[k.as_str()] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    let sig = hmac_sha256_hex(t.secret.as_bytes(), payload.as_bytes());
+    p.insert("signature".into(), json!(sig));
+    Value::Object(p)
+}
+
+/// A reply whose id is `id`, skipping user data events.
+fn reply_to(ws: &Ws, id: &Value) -> Value {
+    loop {
+        match ws.next(Duration::from_secs(10)) {
+            Some(In::Json(v)) if v.get("subscriptionId").is_some() && v.get("event").is_some() => {
+                continue
+            }
+            Some(In::Json(v)) => {
+                assert_eq!(&v["id"], id, "reply out of order: {v}");
+                return v;
+            }
+            other => panic!("expected the reply to {id}, got {other:?}"),
+        }
+    }
+}
+
+fn call(ws: &Ws, id: Value, method: &str, params: Value) -> Value {
+    ws.send(&json!({"id": id, "method": method, "params": params}));
+    reply_to(ws, &id)
+}
+
+fn ok(ws: &Ws, id: u64, method: &str, params: Value) -> Value {
+    let r = call(ws, json!(id), method, params);
+    assert_eq!(r["status"], 200, "{method}: {r}");
+    r["result"].clone()
+}
+
+fn err(ws: &Ws, id: Value, method: &str, params: Value) -> (u64, i64, Value) {
+    let r = call(ws, id, method, params);
+    assert!(r.get("result").is_none(), "{method} succeeded: {r}");
+    (
+        r["status"].as_u64().unwrap(),
+        r["error"]["code"].as_i64().unwrap(),
+        r,
+    )
+}
+
+fn setup(s: &Server) -> (Trader, Trader) {
+    let admin = login(s, ADMIN, ADMIN_PW);
+    let alice = trader(
+        s,
+        &admin,
+        "alice",
+        &[("USDT", "1000000"), ("BTC", "100")],
+        &["READ", "TRADE"],
+    );
+    let bob = trader(
+        s,
+        &admin,
+        "bob",
+        &[("USDT", "1000000"), ("BTC", "100")],
+        &["READ", "TRADE"],
+    );
+    (alice, bob)
+}
+
+fn rest(s: &Server, t: &Trader, method: &str, path: &str, params: &str) -> Value {
+    let r = t.call(s, method, path, params);
+    assert_eq!(r.status, 200, "{path}: {}", r.json);
+    r.json
+}
+
+/// Drop the fields that differ between two reads of the same state
+/// (server time, a freshly generated cancel clientOrderId).
+fn stable(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("serverTime");
+    }
+    v
+}
+
+#[test]
+fn every_method_answers_like_its_rest_twin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(tmp.path(), port);
+    let (alice, bob) = setup(&s);
+    let ws = Ws::connect(port, "/ws-api/v3");
+
+    // General and market data.
+    let r = call(&ws, json!("p-1"), "ping", json!({}));
+    assert_eq!(r["result"], json!({}));
+    assert_eq!(r["status"], 200);
+    let limits = r["rateLimits"].as_array().unwrap();
+    assert!(limits
+        .iter()
+        .any(|l| l["rateLimitType"] == "REQUEST_WEIGHT" && l["count"].as_u64().unwrap() >= 1));
+    let t = ok(&ws, 1, "time", json!({}));
+    assert!(t["serverTime"].as_u64().unwrap() >= now_ms() - 10_000);
+    // The "v3/" prefix is accepted and no params at all is fine.
+    ws.send(&json!({"id": 2, "method": "v3/ping"}));
+    assert_eq!(reply_to(&ws, &json!(2))["result"], json!({}));
+    let info = ok(&ws, 3, "exchangeInfo", json!({"symbol": "BTCUSDT"}));
+    assert_eq!(info["symbols"].as_array().unwrap().len(), 1);
+    assert_eq!(info["symbols"][0]["symbol"], "BTCUSDT");
+    let info = ok(
+        &ws,
+        4,
+        "exchangeInfo",
+        json!({"symbols": ["BTCUSDT", "ETHUSDT"]}),
+    );
+    assert_eq!(info["symbols"].as_array().unwrap().len(), 2);
+
+    // Alice rests a sell; its status reads the same over both APIs.
+    let placed = ok(
+        &ws,
+        10,
+        "order.place",
+        sign(
+            &alice,
+            json!({"symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "30000", "quantity": "1", "newClientOrderId": "alice-1"}),
+        ),
+    );
+    assert_eq!(placed["status"], "NEW");
+    assert_eq!(placed["clientOrderId"], "alice-1");
+    let id = placed["orderId"].as_u64().unwrap();
+    let status = ok(
+        &ws,
+        11,
+        "order.status",
+        sign(&alice, json!({"symbol": "BTCUSDT", "orderId": id})),
+    );
+    assert_eq!(
+        status,
+        rest(
+            &s,
+            &alice,
+            "GET",
+            "/api/v3/order",
+            &format!("symbol=BTCUSDT&orderId={id}")
+        )
+    );
+
+    // Bob follows his account, then takes 0.4 of it with a FULL answer.
+    let sub = ok(
+        &ws,
+        12,
+        "userDataStream.subscribe.signature",
+        sign(&bob, json!({})),
+    );
+    assert_eq!(sub["subscriptionId"], 0);
+    let (st, code, _) = err(
+        &ws,
+        json!(13),
+        "userDataStream.subscribe.signature",
+        sign(&bob, json!({})),
+    );
+    assert_eq!((st, code), (400, -2035));
+    ws.send(
+        &json!({"id": 14, "method": "order.place", "params": sign(&bob,
+        json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+               "price": "30000", "quantity": "0.4", "newOrderRespType": "FULL"}))}),
+    );
+    let mut reply = None;
+    let mut events = Vec::new();
+    while reply.is_none()
+        || !events
+            .iter()
+            .any(|e: &Value| e["e"] == "outboundAccountPosition")
+    {
+        match ws.next(Duration::from_secs(10)) {
+            Some(In::Json(v)) if v.get("event").is_some() => {
+                assert_eq!(v["subscriptionId"], 0, "{v}");
+                events.push(v["event"].clone());
+            }
+            Some(In::Json(v)) => {
+                assert_eq!(v["id"], 14);
+                reply = Some(v);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let reply = reply.unwrap();
+    assert_eq!(reply["status"], 200, "{reply}");
+    let taken = &reply["result"];
+    assert_eq!(taken["status"], "FILLED");
+    assert_eq!(taken["executedQty"], "0.40000000");
+    assert_eq!(taken["fills"][0]["price"], "30000.00000000");
+    assert_eq!(taken["fills"][0]["commissionAsset"], "BTC");
+    let reports: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["e"] == "executionReport")
+        .collect();
+    assert!(reports
+        .iter()
+        .any(|e| e["x"] == "TRADE" && e["X"] == "FILLED" && e["l"] == "0.40000000"));
+    // Alice's events do not reach Bob's subscription.
+    assert!(reports.iter().all(|e| e["c"] != "alice-1"));
+
+    // Depth agrees with REST.
+    let depth = ok(&ws, 20, "depth", json!({"symbol": "BTCUSDT", "limit": 5}));
+    assert_eq!(depth["asks"], json!([["30000.00000000", "0.60000000"]]));
+    let r = s.req("GET", "/api/v3/depth?symbol=BTCUSDT&limit=5", &[], b"");
+    assert_eq!(depth, r.json);
+    for (m, p, path) in [
+        (
+            "trades.recent",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/trades?symbol=BTCUSDT",
+        ),
+        (
+            "trades.aggregate",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/aggTrades?symbol=BTCUSDT",
+        ),
+        (
+            "klines",
+            json!({"symbol": "BTCUSDT", "interval": "1m"}),
+            "/api/v3/klines?symbol=BTCUSDT&interval=1m",
+        ),
+        (
+            "ticker.price",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/ticker/price?symbol=BTCUSDT",
+        ),
+        (
+            "ticker.book",
+            json!({"symbol": "BTCUSDT"}),
+            "/api/v3/ticker/bookTicker?symbol=BTCUSDT",
+        ),
+    ] {
+        let got = ok(&ws, 21, m, p);
+        assert_eq!(got, s.req("GET", path, &[], b"").json, "{m}");
+    }
+    let tick = ok(&ws, 22, "ticker.24hr", json!({"symbol": "BTCUSDT"}));
+    assert_eq!(tick["lastPrice"], "30000.00000000");
+    assert_eq!(tick["volume"], "0.40000000");
+    let avg = ok(&ws, 23, "avgPrice", json!({"symbol": "BTCUSDT"}));
+    assert_eq!(avg["price"], "30000.00000000");
+
+    // Open orders, history, trades and account agree with REST.
+    for (m, path, q) in [
+        (
+            "openOrders.status",
+            "/api/v3/openOrders",
+            json!({"symbol": "BTCUSDT"}),
+        ),
+        (
+            "allOrders",
+            "/api/v3/allOrders",
+            json!({"symbol": "BTCUSDT"}),
+        ),
+        ("myTrades", "/api/v3/myTrades", json!({"symbol": "BTCUSDT"})),
+        ("account.status", "/api/v3/account", json!({})),
+    ] {
+        let got = ok(&ws, 30, m, sign(&alice, q.clone()));
+        let query = if q["symbol"].is_string() {
+            "symbol=BTCUSDT"
+        } else {
+            ""
+        };
+        assert_eq!(
+            stable(got),
+            stable(rest(&s, &alice, "GET", path, query)),
+            "{m}"
+        );
+    }
+    let open = ok(
+        &ws,
+        31,
+        "openOrders.status",
+        sign(&alice, json!({"symbol": "BTCUSDT"})),
+    );
+    assert_eq!(open[0]["status"], "PARTIALLY_FILLED");
+    assert_eq!(open[0]["executedQty"], "0.40000000");
+
+    // Cancel-replace the rest of Alice's order, then cancel the new one.
+    let cr = ok(
+        &ws,
+        40,
+        "order.cancelReplace",
+        sign(
+            &alice,
+            json!({"symbol": "BTCUSDT", "cancelReplaceMode": "STOP_ON_FAILURE", "cancelOrderId": id,
+                   "side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "price": "31000",
+                   "quantity": "0.6"}),
+        ),
+    );
+    assert_eq!(cr["cancelResult"], "SUCCESS");
+    assert_eq!(cr["newOrderResult"], "SUCCESS");
+    assert_eq!(cr["cancelResponse"]["status"], "CANCELED");
+    let new_id = cr["newOrderResponse"]["orderId"].as_u64().unwrap();
+    // A second attempt on the canceled order fails whole: 400 with data.
+    let (st, code, r) = err(
+        &ws,
+        json!(41),
+        "order.cancelReplace",
+        sign(
+            &alice,
+            json!({"symbol": "BTCUSDT", "cancelReplaceMode": "STOP_ON_FAILURE", "cancelOrderId": id,
+                   "side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "price": "31000",
+                   "quantity": "0.6"}),
+        ),
+    );
+    assert_eq!((st, code), (400, -2022), "{r}");
+    assert_eq!(r["error"]["data"]["cancelResult"], "FAILURE");
+    assert_eq!(r["error"]["data"]["newOrderResult"], "NOT_ATTEMPTED");
+    let canceled = ok(
+        &ws,
+        42,
+        "order.cancel",
+        sign(&alice, json!({"symbol": "BTCUSDT", "orderId": new_id})),
+    );
+    assert_eq!(canceled["status"], "CANCELED");
+    assert_eq!(canceled["origQty"], "0.60000000");
+    let (st, code, _) = err(
+        &ws,
+        json!(43),
+        "openOrders.cancelAll",
+        sign(&alice, json!({"symbol": "BTCUSDT"})),
+    );
+    assert_eq!((st, code), (400, -2011));
+    // cancelAll with something to cancel.
+    for p in ["20000", "20001"] {
+        ok(
+            &ws,
+            44,
+            "order.place",
+            sign(
+                &alice,
+                json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                       "price": p, "quantity": "0.01"}),
+            ),
+        );
+    }
+    let all = ok(
+        &ws,
+        45,
+        "openOrders.cancelAll",
+        sign(&alice, json!({"symbol": "BTCUSDT"})),
+    );
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert!(all
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["status"] == "CANCELED"));
+    assert_eq!(
+        ok(
+            &ws,
+            46,
+            "order.test",
+            sign(
+                &alice,
+                json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                       "price": "20000", "quantity": "0.01"}),
+            ),
+        ),
+        json!({})
+    );
+
+    // Balances to the unit: Alice sold 0.4 BTC at 30000, paying 0.1% in USDT.
+    assert_eq!(
+        alice.balance(&s, "BTC"),
+        ("99.60000000".into(), "0.00000000".into())
+    );
+    assert_eq!(
+        alice.balance(&s, "USDT"),
+        ("1011988.00000000".into(), "0.00000000".into())
+    );
+    assert_eq!(
+        bob.balance(&s, "BTC"),
+        ("100.39960000".into(), "0.00000000".into())
+    );
+
+    // Subscriptions: listed, then closed.
+    assert_eq!(
+        ok(&ws, 50, "session.subscriptions", json!({})),
+        json!([{"subscriptionId": 0}])
+    );
+    let (st, code, _) = err(
+        &ws,
+        json!(51),
+        "userDataStream.unsubscribe",
+        json!({"subscriptionId": 7}),
+    );
+    assert_eq!((st, code), (400, -2036));
+    assert_eq!(
+        ok(
+            &ws,
+            52,
+            "userDataStream.unsubscribe",
+            json!({"subscriptionId": 0})
+        ),
+        json!({})
+    );
+    assert_eq!(ok(&ws, 53, "session.subscriptions", json!({})), json!([]));
+    // Listen keys over the WebSocket API too.
+    let lk = ok(&ws, 54, "userDataStream.start", json!({"apiKey": bob.key}));
+    let key = lk["listenKey"].as_str().unwrap().to_string();
+    assert_eq!(key.len(), 60);
+    ok(
+        &ws,
+        55,
+        "userDataStream.ping",
+        json!({"apiKey": bob.key, "listenKey": key}),
+    );
+    ok(
+        &ws,
+        56,
+        "userDataStream.stop",
+        json!({"apiKey": bob.key, "listenKey": key}),
+    );
+    let (_, code, _) = err(
+        &ws,
+        json!(57),
+        "userDataStream.ping",
+        json!({"apiKey": bob.key, "listenKey": key}),
+    );
+    assert_eq!(code, -1125);
+}
+
+#[test]
+fn bad_requests_get_binance_errors_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(tmp.path(), port);
+    let (alice, _bob) = setup(&s);
+    let admin = login(&s, ADMIN, ADMIN_PW);
+    let reader = trader(&s, &admin, "reader", &[("USDT", "1000")], &["READ"]);
+    let before = (alice.balance(&s, "BTC"), alice.balance(&s, "USDT"));
+    let ws = Ws::connect(port, "/ws-api/v3");
+    let order = || {
+        json!({"symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+               "price": "30000", "quantity": "1"})
+    };
+
+    // Frames that are not requests: the error carries id null.
+    for frame in [
+        "{",
+        "[]",
+        "42",
+        r#"{"id":1.5,"method":"ping"}"#,
+        r#"{"id":[1],"method":"ping"}"#,
+    ] {
+        ws.send_text(frame);
+        let r = reply_to(&ws, &Value::Null);
+        assert_eq!(r["status"], 400, "{frame}: {r}");
+        assert_eq!(r["error"]["code"], -1135, "{frame}: {r}");
+    }
+    // Requests with an id: the error echoes it.
+    let cases: Vec<(Value, &str, Value, u64, i64)> = vec![
+        (json!("m"), "order.nuke", json!({}), 400, -1020),
+        (json!(2), "depth", json!({}), 400, -1102),
+        (json!(3), "depth", json!({"symbol": "NOPE"}), 400, -1121),
+        (
+            json!(4),
+            "depth",
+            json!({"symbol": "BTCUSDT", "limit": -1}),
+            400,
+            -1100,
+        ),
+        (
+            json!(5),
+            "depth",
+            json!({"symbol": "BTCUSDT", "bogus": 1}),
+            400,
+            -1104,
+        ),
+        (json!(6), "ping", json!({"x": "a\u{1}b"}), 400, -1100),
+        // Signed methods: missing key, bad format, unknown key.
+        (json!(7), "order.place", order(), 400, -1102),
+        (
+            json!(8),
+            "order.place",
+            {
+                let mut p = order();
+                p["apiKey"] = json!("bad key!");
+                p
+            },
+            401,
+            -2014,
+        ),
+        (
+            json!(9),
+            "account.status",
+            json!({"apiKey": "x".repeat(64), "timestamp": now_ms(), "signature": "00"}),
+            401,
+            -2015,
+        ),
+        // Bad signature, expired and future timestamps, no signature.
+        (
+            json!(10),
+            "order.place",
+            {
+                let mut p = sign(&alice, order());
+                p["signature"] = json!("0".repeat(64));
+                p
+            },
+            400,
+            -1022,
+        ),
+        (
+            json!(11),
+            "order.place",
+            {
+                let mut p = sign(&alice, order());
+                p["quantity"] = json!("2");
+                p
+            },
+            400,
+            -1022,
+        ),
+        (
+            json!(12),
+            "order.place",
+            sign(&alice, {
+                let mut p = order();
+                p["timestamp"] = json!(now_ms() - 120_000);
+                p
+            }),
+            400,
+            -1021,
+        ),
+        (
+            json!(13),
+            "order.place",
+            sign(&alice, {
+                let mut p = order();
+                p["timestamp"] = json!(now_ms() + 60_000);
+                p
+            }),
+            400,
+            -1021,
+        ),
+        (
+            json!(14),
+            "order.place",
+            {
+                let mut p = sign(&alice, order());
+                p.as_object_mut().unwrap().remove("signature");
+                p
+            },
+            400,
+            -1102,
+        ),
+        // A READ key cannot trade.
+        (json!(15), "order.place", sign(&reader, order()), 401, -2015),
+        // Order content errors.
+        (
+            json!(16),
+            "order.place",
+            sign(&alice, {
+                let mut p = order();
+                p["price"] = json!("30000.000000001");
+                p
+            }),
+            400,
+            -1111,
+        ),
+        (
+            json!("16b"),
+            "order.place",
+            sign(&alice, {
+                let mut p = order();
+                p["price"] = json!("30000.001");
+                p
+            }),
+            400,
+            -1013,
+        ),
+        (
+            json!(17),
+            "order.place",
+            sign(&alice, {
+                let mut p = order();
+                p["quantity"] = json!("1000000000000000000000000000000");
+                p
+            }),
+            400,
+            -1100,
+        ),
+        (
+            json!(18),
+            "order.place",
+            sign(&alice, {
+                let mut p = order();
+                p["quantity"] = json!("1000");
+                p
+            }),
+            400,
+            -2010,
+        ),
+        (
+            json!(19),
+            "order.place",
+            sign(&alice, {
+                let mut p = order();
+                p["side"] = json!("UP");
+                p
+            }),
+            400,
+            -1117,
+        ),
+        (
+            json!(20),
+            "order.cancel",
+            sign(&alice, json!({"symbol": "BTCUSDT", "orderId": 999_999})),
+            400,
+            -2011,
+        ),
+        (
+            json!(21),
+            "order.status",
+            sign(&alice, json!({"symbol": "BTCUSDT", "orderId": 999_999})),
+            400,
+            -2013,
+        ),
+        (
+            json!(22),
+            "userDataStream.subscribe.signature",
+            json!({"apiKey": alice.key, "timestamp": now_ms(), "signature": "0".repeat(64)}),
+            400,
+            -1022,
+        ),
+        (json!(23), "userDataStream.start", json!({}), 401, -2014),
+    ];
+    for (id, method, params, status, code) in cases {
+        let (st, c, r) = err(&ws, id.clone(), method, params);
+        assert_eq!((st, c), (status, code), "{id} {method}: {r}");
+        assert!(r["error"]["msg"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // params that is not an object, a method that is not a string.
+    ws.send_text(r#"{"id":"x","method":"ping","params":[1]}"#);
+    let r = reply_to(&ws, &json!("x"));
+    assert_eq!(r["error"]["code"], -1135);
+    ws.send_text(r#"{"id":"y","method":5}"#);
+    let r = reply_to(&ws, &json!("y"));
+    assert_eq!(r["error"]["code"], -1135);
+    // returnRateLimits=false leaves rateLimits out.
+    let r = call(&ws, json!(30), "ping", json!({"returnRateLimits": false}));
+    assert_eq!(r, json!({"id": 30, "status": 200, "result": {}}));
+
+    // Nothing changed: no order, same balances.
+    assert_eq!(
+        (alice.balance(&s, "BTC"), alice.balance(&s, "USDT")),
+        before
+    );
+    let r = alice.call(&s, "GET", "/api/v3/allOrders", "symbol=BTCUSDT");
+    assert_eq!(r.json, json!([]));
+
+    // A frame over the size limit closes the connection with 1009.
+    ws.send_text(&format!(
+        r#"{{"id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
+        "a".repeat(70_000)
+    ));
+    assert_eq!(ws.closed(Duration::from_secs(10)).map(|c| c.0), Some(1009));
+    // The server still answers others.
+    let ws2 = Ws::connect(port, "/ws-api/v3");
+    assert_eq!(call(&ws2, json!(1), "ping", json!({}))["status"], 200);
+}
+
+#[test]
+fn pipelined_requests_reach_the_engine_in_sending_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(tmp.path(), port);
+    let (alice, _bob) = setup(&s);
+    let ws = Ws::connect(port, "/ws-api/v3");
+    // 300 orders sent without waiting, each followed at once by the cancel
+    // of every third one by its client id: every cancel finds its order.
+    let n = 300u64;
+    let mut expected = 0;
+    for i in 0..n {
+        ws.send(
+            &json!({"id": format!("p{i}"), "method": "order.place", "params": sign(&alice,
+            json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": format!("{}", 10000 + i), "quantity": "0.001",
+                   "newClientOrderId": format!("c{i}"), "newOrderRespType": "ACK"}))}),
+        );
+        expected += 1;
+        if i % 3 == 0 {
+            ws.send(
+                &json!({"id": format!("x{i}"), "method": "order.cancel", "params": sign(&alice,
+                json!({"symbol": "BTCUSDT", "origClientOrderId": format!("c{i}")}))}),
+            );
+            expected += 1;
+        }
+    }
+    let mut order_ids = vec![0u64; n as usize];
+    let mut cancels = 0;
+    for _ in 0..expected {
+        let r = match ws.next(Duration::from_secs(30)) {
+            Some(In::Json(v)) => v,
+            other => panic!("missing replies: {other:?}"),
+        };
+        assert_eq!(r["status"], 200, "{r}");
+        let id = r["id"].as_str().unwrap();
+        let i: usize = id[1..].parse().unwrap();
+        if id.starts_with('p') {
+            order_ids[i] = r["result"]["orderId"].as_u64().unwrap();
+        } else {
+            assert_eq!(r["result"]["status"], "CANCELED");
+            cancels += 1;
+        }
+    }
+    assert_eq!(cancels, n.div_ceil(3));
+    // Order ids (engine sequence) follow the sending order.
+    assert!(order_ids.windows(2).all(|w| w[0] < w[1]), "{order_ids:?}");
+    let open = alice.call(&s, "GET", "/api/v3/openOrders", "symbol=BTCUSDT");
+    assert_eq!(
+        open.json.as_array().unwrap().len() as u64,
+        n - n.div_ceil(3)
+    );
+}
