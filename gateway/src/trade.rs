@@ -496,6 +496,18 @@ fn record(st: &AppState, user: UserId, id: OrderId) -> Option<OrderRecord> {
         .and_then(|a| a.order(id.0).copied())
 }
 
+/// The state of an order placed by the command of `o`, after it. The
+/// history read model may already have dropped it (a busy user's closed
+/// orders fall off once it keeps more than it may); the command's own
+/// events always describe it, so fold them into a scratch read model.
+fn placed_record(st: &AppState, o: &Outcome, user: UserId, id: OrderId) -> Option<OrderRecord> {
+    record(st, user, id).or_else(|| {
+        let mut scratch = crate::accounts::Accounts::default();
+        scratch.apply(o.seq, o.ts_ms, &o.events);
+        scratch.user(user).and_then(|a| a.order(id.0).copied())
+    })
+}
+
 async fn new_order(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -519,7 +531,7 @@ pub(crate) async fn place(st: &AppState, a: &Authed) -> R<Value> {
         return Err(order_reject(r));
     }
     let id = accepted_id(&o).ok_or_else(BinanceError::unknown)?;
-    let rec = record(st, a.user, id);
+    let rec = placed_record(st, &o, a.user, id);
     new_order_json(&pair, &o, op.resp, rec.as_ref()).ok_or_else(BinanceError::unknown)
 }
 
@@ -844,7 +856,7 @@ pub(crate) async fn replace(
     };
     let new_resp = if accepted {
         accepted_id(&o)
-            .and_then(|id| record(st, user, id))
+            .and_then(|id| placed_record(st, &o, user, id))
             .and_then(|r| new_order_json(&pair, &o, resp, Some(&r)))
             .unwrap_or(Value::Null)
     } else {

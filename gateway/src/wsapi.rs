@@ -37,6 +37,7 @@ use axum::routing::get;
 use axum::Router;
 use engine::UserId;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::{FutureExt, SinkExt};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, Notify};
 
@@ -58,6 +59,9 @@ pub const MAX_SUBSCRIPTION_IDS: u32 = 65_535;
 /// Events queued for a session from all its subscriptions.
 const EVENT_QUEUE: usize = 4096;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// A client that takes longer than this to take one frame (it stopped
+/// reading) is disconnected as a slow consumer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// REQUEST_WEIGHT of opening a connection beyond the 1 every HTTP request
 /// costs (web-socket-api.md: 2 in all).
 const CONNECT_WEIGHT: u64 = 1;
@@ -168,21 +172,24 @@ impl Session {
             tokio::select! {
                 _ = slow.notified() => return Some(SLOW),
                 Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                    if socket.send(Message::Text(reply.into())).await.is_err() {
-                        return None;
+                    // Replies that are ready too leave in the same write.
+                    let mut batch = vec![reply];
+                    while let Some(Some(r)) = in_flight.next().now_or_never() {
+                        batch.push(r);
                     }
+                    if let Err(c) = send_all(socket, batch).await { return c; }
                 }
                 Some(ev) = self.events_rx.recv() => {
-                    if socket.send(Message::Text(ev.into())).await.is_err() {
-                        return None;
-                    }
+                    if let Err(c) = send(socket, ev).await { return c; }
                 }
                 _ = ping.tick() => {
                     if last_pong.elapsed() > cfg.pong_timeout {
                         return Some((1001, "pong timeout"));
                     }
-                    if socket.send(Message::Ping(Bytes::from_static(b"mx"))).await.is_err() {
-                        return None;
+                    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Bytes::from_static(b"mx")))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return None,
+                        Err(_) => return Some(SLOW),
                     }
                 }
                 incoming = socket.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
@@ -205,11 +212,7 @@ impl Session {
                         Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
                     };
                     match self.request(&text) {
-                        Dispatch::Now(reply) => {
-                            if socket.send(Message::Text(reply.into())).await.is_err() {
-                                return None;
-                            }
-                        }
+                        Dispatch::Now(reply) => if let Err(c) = send(socket, reply).await { return c; },
                         Dispatch::Later(fut) => in_flight.push(fut),
                     }
                 }
@@ -230,7 +233,7 @@ impl Session {
             params: obj,
         } = req;
         let return_limits = !matches!(obj.get("returnRateLimits"), Some(Value::Bool(false)));
-        let (params, api_key) = match Params::from_json(&obj) {
+        let (params, api_key) = match Params::from_json(obj) {
             Ok(p) => p,
             Err(e) => return Dispatch::Now(error_reply(&id, &e, None, None)),
         };
@@ -274,7 +277,7 @@ impl Session {
                     let r = call.run(&st, &a).await;
                     let limits = limits.map(|mut l| {
                         if call.counts_orders() {
-                            l.extend(order_limits(&st.order_limits, &a.key));
+                            add_order_limits(&mut l, &st.order_limits, &a.key);
                         }
                         l
                     });
@@ -413,6 +416,27 @@ impl Session {
             forward,
         });
         Ok(json!({ "subscriptionId": id }))
+    }
+}
+
+/// Send one text frame. `Err` ends the session: `Err(None)` when the
+/// client is gone, `Err(Some(close))` when it stopped reading.
+async fn send(socket: &mut WebSocket, text: String) -> Result<(), Close> {
+    send_all(socket, vec![text]).await
+}
+
+/// Send text frames with one flush (one write for a burst of replies).
+async fn send_all(socket: &mut WebSocket, texts: Vec<String>) -> Result<(), Close> {
+    let write = async {
+        for t in texts {
+            socket.feed(Message::Text(t.into())).await?;
+        }
+        socket.flush().await
+    };
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some((1008, "slow consumer: send timed out"))),
     }
 }
 
@@ -626,44 +650,52 @@ fn method_spec(method: &str) -> Option<MethodSpec> {
     })
 }
 
+/// The members of a `rateLimits` array, written straight into text (one
+/// reply each, so no intermediate JSON values).
+type Limits = String;
+
 /// `rateLimits` entries of a REQUEST_WEIGHT usage.
-fn weight_limits(l: &RateLimiter<IpAddr>, usage: &Usage) -> Vec<Value> {
-    limits_json("REQUEST_WEIGHT", &l.config().windows, usage)
+fn weight_limits(l: &RateLimiter<IpAddr>, usage: &Usage) -> Limits {
+    let mut out = String::with_capacity(96 * usage.as_slice().len());
+    push_limits_json(&mut out, "REQUEST_WEIGHT", &l.config().windows, usage);
+    out
 }
 
-fn order_limits(l: &RateLimiter<String>, key: &str) -> Vec<Value> {
+/// Append the ORDERS entries of API key `key`.
+fn add_order_limits(out: &mut Limits, l: &RateLimiter<String>, key: &str) {
     let usage = l.usage(&key.to_string(), now_ms());
-    limits_json("ORDERS", &l.config().windows, &usage)
+    push_limits_json(out, "ORDERS", &l.config().windows, &usage);
 }
 
-fn limits_json(
+fn push_limits_json(
+    out: &mut String,
     kind: &str,
     windows: &[crate::binance::ratelimit::WindowLimit],
     usage: &Usage,
-) -> Vec<Value> {
-    windows
-        .iter()
-        .zip(usage.as_slice())
-        .map(|(w, count)| {
-            json!({
-                "rateLimitType": kind,
-                "interval": w.unit.as_str(),
-                "intervalNum": w.interval_num,
-                "limit": w.limit,
-                "count": count,
-            })
-        })
-        .collect()
+) {
+    use std::fmt::Write;
+    for (w, count) in windows.iter().zip(usage.as_slice()) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"rateLimitType\":\"{kind}\",\"interval\":\"{}\",\"intervalNum\":{},\"limit\":{},\"count\":{count}}}",
+            w.unit.as_str(),
+            w.interval_num,
+            w.limit
+        );
+    }
 }
 
-fn reply(id: &Value, r: Result<Value, BinanceError>, limits: Option<Vec<Value>>) -> String {
+fn reply(id: &Value, r: Result<Value, BinanceError>, limits: Option<Limits>) -> String {
     match r {
         Ok(v) => ok_reply(id, &v, limits),
         Err(e) => error_reply(id, &e, None, limits),
     }
 }
 
-fn ok_reply(id: &Value, result: &Value, limits: Option<Vec<Value>>) -> String {
+fn ok_reply(id: &Value, result: &Value, limits: Option<Limits>) -> String {
     let mut out = format!("{{\"id\":{id},\"status\":200,\"result\":{result}");
     push_limits(&mut out, limits);
     out
@@ -673,7 +705,7 @@ fn error_reply(
     id: &Value,
     e: &BinanceError,
     data: Option<&Value>,
-    limits: Option<Vec<Value>>,
+    limits: Option<Limits>,
 ) -> String {
     let error = match data {
         Some(d) => e.to_json_with_data(d),
@@ -687,10 +719,11 @@ fn error_reply(
     out
 }
 
-fn push_limits(out: &mut String, limits: Option<Vec<Value>>) {
+fn push_limits(out: &mut String, limits: Option<Limits>) {
     if let Some(l) = limits {
-        out.push_str(",\"rateLimits\":");
-        out.push_str(&Value::Array(l).to_string());
+        out.push_str(",\"rateLimits\":[");
+        out.push_str(&l);
+        out.push(']');
     }
     out.push('}');
 }
@@ -759,7 +792,7 @@ mod tests {
             &json!("q"),
             &e,
             None,
-            Some(vec![json!({"x": 1})]),
+            Some(r#"{"x":1}"#.into()),
         ));
         assert_eq!(
             err,

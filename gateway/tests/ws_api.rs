@@ -748,3 +748,54 @@ fn pipelined_requests_reach_the_engine_in_sending_order() {
         n - n.div_ceil(3)
     );
 }
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_others_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(tmp.path(), port);
+    let (alice, _bob) = setup(&s);
+    // A sleeper with a tiny receive buffer asks for big answers and never
+    // reads them.
+    let sleeper = Ws::connect_with(port, "/ws-api/v3", Some(4096), false);
+    for i in 0..2000 {
+        sleeper.send(&json!({"id": i, "method": "exchangeInfo"}));
+    }
+    // Meanwhile another session trades and reads normally.
+    let good = Ws::connect(port, "/ws-api/v3");
+    for i in 0..50u64 {
+        let r = ok(
+            &good,
+            i,
+            "order.place",
+            sign(
+                &alice,
+                json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                       "price": "20000", "quantity": "0.001", "newOrderRespType": "ACK"}),
+            ),
+        );
+        assert!(r["orderId"].as_u64().is_some());
+    }
+    // The sleeper's session gives up on it (send timeout): once it reads,
+    // it gets part of its answers and then the end of the connection.
+    std::thread::sleep(Duration::from_secs(12));
+    let _ = sleeper
+        .out
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            Vec::new().into(),
+        ));
+    let mut n = 0;
+    let closed = loop {
+        match sleeper.next(Duration::from_secs(20)) {
+            Some(In::Json(_)) => n += 1,
+            Some(In::Closed(c)) => break c,
+            None => panic!("sleeper not closed after {n} replies"),
+        }
+    };
+    assert!(n < 2000, "the sleeper was cut off: {n} replies");
+    if let Some((code, reason)) = closed {
+        assert_eq!(code, 1008);
+        assert!(reason.contains("slow consumer"), "{reason}");
+    }
+    assert_eq!(call(&good, json!("end"), "ping", json!({}))["status"], 200);
+}

@@ -124,25 +124,26 @@ impl Params {
     /// session; the signed payload is every pair but
     /// `signature`, sorted by name (web-socket-api.md), `apiKey` included.
     pub fn from_json(
-        obj: &serde_json::Map<String, serde_json::Value>,
+        obj: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(Params, Option<String>), BinanceError> {
         if obj.len() > MAX_PARAMS {
             return Err(BinanceError::too_many_parameters());
         }
+        let signed_payload = super::sign::ws_signing_payload(&obj);
         let mut entries = Vec::with_capacity(obj.len());
         let mut api_key = None;
         for (name, v) in obj {
-            if !is_param_name(name) {
+            if !is_param_name(&name) {
                 return Err(BinanceError::illegal_chars());
             }
             let value = match v {
                 serde_json::Value::Null => continue,
-                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
             if value.len() > MAX_VALUE_BYTES {
                 return Err(BinanceError::illegal_chars_in(
-                    name,
+                    &name,
                     "value of at most 4096 bytes",
                 ));
             }
@@ -158,12 +159,11 @@ impl Params {
                 continue;
             }
             entries.push(Entry {
-                name: name.clone(),
+                name,
                 value,
                 source: Source::Body,
             });
         }
-        let signed_payload = super::sign::ws_signing_payload(obj);
         Ok((
             Params {
                 entries,

@@ -221,21 +221,21 @@ pub fn verify_request(params: &Params, key: &SigningKey) -> Result<(), BinanceEr
 /// they are, numbers and booleans as their JSON text (`5000`, `6000.346`,
 /// `true`), null as `null`, arrays and objects as compact JSON.
 pub fn ws_signing_payload(params: &serde_json::Map<String, serde_json::Value>) -> String {
-    let mut pairs: Vec<(&str, String)> = params
+    let mut pairs: Vec<(&str, std::borrow::Cow<'_, str>)> = params
         .iter()
         .filter(|(k, _)| k.as_str() != super::params::SIGNATURE)
         .map(|(k, v)| {
             let text = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
+                serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                other => std::borrow::Cow::Owned(other.to_string()),
             };
             (k.as_str(), text)
         })
         .collect();
     // Sorted explicitly: serde_json's map keeps insertion order when another
     // crate enables `preserve_order`.
-    pairs.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out = String::new();
+    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push('&');
