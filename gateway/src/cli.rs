@@ -483,7 +483,7 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
                 rl.weight_per_minute_per_ip,
             )],
             max_tracked_keys: rl.max_tracked_keys,
-            ban: None,
+            ban: rl.ban_policy(),
         },
         order_limit: LimiterConfig {
             kind: LimiterKind::Orders,
@@ -515,6 +515,7 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             .persister_enabled()
             .then(|| cfg.database.url.as_ref().map(|u| u.expose().to_owned()))
             .flatten(),
+        market_data: cfg.market_data.limits(),
     };
     crate::server::serve(opts)
 }

@@ -36,6 +36,9 @@ const MAX_ASSET_DECIMALS: u8 = 18;
 const MAX_SEGMENT_SIZE_MB: u64 = 64 << 10;
 /// Default `max_price` of a pair, in whole quote units (Binance's usual).
 const DEFAULT_MAX_PRICE_WHOLE: u64 = 1_000_000;
+/// Deepest `market_data.depth_max_levels` (Binance answers at most 5000
+/// levels per side, and so does `/api/v3/depth`).
+const MAX_DEPTH_LEVELS: usize = 5_000;
 
 // ------------------------------------------------------------------ errors
 
@@ -496,6 +499,10 @@ pub struct RateLimitsConfig {
     pub orders_per_day_per_key: u64,
     /// Refusals within a window that trigger an IP ban (0 = never ban).
     pub ban_after_rejections: u32,
+    /// Length of an IP's first ban; each later one lasts twice as long ...
+    pub first_ban_ms: u64,
+    /// ... up to this.
+    pub max_ban_ms: u64,
     pub max_tracked_keys: usize,
 }
 
@@ -506,8 +513,22 @@ impl Default for RateLimitsConfig {
             orders_per_10s_per_key: 10_000_000,
             orders_per_day_per_key: 1_000_000_000,
             ban_after_rejections: 0,
+            first_ban_ms: 2 * 60_000,
+            max_ban_ms: 3 * 86_400_000,
             max_tracked_keys: 100_000,
         }
+    }
+}
+
+impl RateLimitsConfig {
+    /// The request-weight auto-ban (HTTP 418), or `None` when
+    /// `ban_after_rejections` is 0 (refuse with 429, never ban).
+    pub fn ban_policy(&self) -> Option<crate::binance::ratelimit::BanPolicy> {
+        (self.ban_after_rejections > 0).then_some(crate::binance::ratelimit::BanPolicy {
+            rejections_before_ban: self.ban_after_rejections,
+            first_ban_ms: self.first_ban_ms,
+            max_ban_ms: self.max_ban_ms,
+        })
     }
 }
 
@@ -518,6 +539,18 @@ pub struct MarketDataConfig {
     pub agg_trades_kept_per_symbol: usize,
     pub klines_kept_per_interval: usize,
     pub depth_max_levels: usize,
+}
+
+impl MarketDataConfig {
+    /// The projection's bounds (market.rs).
+    pub fn limits(&self) -> crate::market::MarketLimits {
+        crate::market::MarketLimits {
+            trades_kept: self.trades_kept_per_symbol,
+            agg_trades_kept: self.agg_trades_kept_per_symbol,
+            klines_kept: self.klines_kept_per_interval,
+            depth_max_levels: self.depth_max_levels,
+        }
+    }
 }
 
 impl Default for MarketDataConfig {
@@ -991,6 +1024,18 @@ impl Config {
             r.orders_per_day_per_key,
         )?;
         nonzero("rate_limits.max_tracked_keys", r.max_tracked_keys as u64)?;
+        if r.ban_after_rejections > 0 {
+            nonzero("rate_limits.first_ban_ms", r.first_ban_ms)?;
+            if r.max_ban_ms < r.first_ban_ms {
+                return Err(invalid(
+                    "rate_limits.max_ban_ms",
+                    format!(
+                        "must be at least rate_limits.first_ban_ms ({}), got {}",
+                        r.first_ban_ms, r.max_ban_ms
+                    ),
+                ));
+            }
+        }
 
         let m = &self.market_data;
         nonzero(
@@ -1001,11 +1046,26 @@ impl Config {
             "market_data.agg_trades_kept_per_symbol",
             m.agg_trades_kept_per_symbol as u64,
         )?;
-        nonzero(
-            "market_data.klines_kept_per_interval",
-            m.klines_kept_per_interval as u64,
-        )?;
-        nonzero("market_data.depth_max_levels", m.depth_max_levels as u64)?;
+        let min_klines = crate::market::MIN_KLINES_KEPT_PER_INTERVAL;
+        if m.klines_kept_per_interval < min_klines {
+            return Err(invalid(
+                "market_data.klines_kept_per_interval",
+                format!(
+                    "must be at least {min_klines} (the 24 h ticker folds a day of 1m klines \
+                     and the one before it), got {}",
+                    m.klines_kept_per_interval
+                ),
+            ));
+        }
+        if !(1..=MAX_DEPTH_LEVELS).contains(&m.depth_max_levels) {
+            return Err(invalid(
+                "market_data.depth_max_levels",
+                format!(
+                    "must be 1 to {MAX_DEPTH_LEVELS} (Binance's deepest /api/v3/depth), got {}",
+                    m.depth_max_levels
+                ),
+            ));
+        }
 
         let assets = self.asset_specs()?;
         self.pair_specs(&assets)?;

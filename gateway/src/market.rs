@@ -18,9 +18,11 @@
 //! journal (`ts_ms`), clamped per pair to be non-decreasing so a wall clock
 //! that stepped back cannot reorder klines; replaying the journal through
 //! `apply_events` therefore rebuilds exactly the same state. Memory is
-//! bounded per pair: `RECENT_TRADES` trades, `AGG_TRADES_KEPT` aggregate
-//! trades and `KLINES_KEPT_PER_INTERVAL` klines for each interval (only
-//! intervals that had trades exist; empty ones are never stored).
+//! bounded per pair by [`MarketLimits`] (the `[market_data]` config
+//! section): `trades_kept` trades, `agg_trades_kept` aggregate trades and
+//! `klines_kept` klines for each interval (only intervals that had trades
+//! exist; empty ones are never stored); depth answers (REST and partial
+//! book streams) are cut at `depth_max_levels` levels per side.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -29,28 +31,73 @@ use engine::{Asset, AssetId, Engine, Event, Order, OrderType, Pair, PairId, Side
 use crate::binance::enums::KlineInterval;
 use crate::pipeline::Outcome;
 
-/// Most recent trades kept per symbol for `/api/v3/trades`.
-pub const RECENT_TRADES: usize = 1_000;
-/// Most recent aggregate trades kept per symbol for `/api/v3/aggTrades`
-/// (the default of `market_data.agg_trades_kept_per_symbol`).
-pub const AGG_TRADES_KEPT: usize = 10_000;
-/// Klines kept per (symbol, interval) (the default of
-/// `market_data.klines_kept_per_interval`). At most 16 x this many klines
-/// per symbol, about 112 bytes each.
-pub const KLINES_KEPT_PER_INTERVAL: usize = 5_000;
+/// Default of `market_data.trades_kept_per_symbol`: recent trades kept per
+/// symbol for `/api/v3/trades`.
+pub const DEFAULT_TRADES_KEPT: usize = 10_000;
+/// Default of `market_data.agg_trades_kept_per_symbol`: aggregate trades
+/// kept per symbol for `/api/v3/aggTrades`.
+pub const DEFAULT_AGG_TRADES_KEPT: usize = 10_000;
+/// Default of `market_data.klines_kept_per_interval`: klines kept per
+/// (symbol, interval). At most 16 x this many klines per symbol, about 112
+/// bytes each.
+pub const DEFAULT_KLINES_KEPT_PER_INTERVAL: usize = 5_000;
+/// Default of `market_data.depth_max_levels` (Binance: 5000 per side).
+pub const DEFAULT_DEPTH_MAX_LEVELS: usize = 5_000;
 /// Length of the rolling window of `/api/v3/ticker/24hr`.
 pub const TICKER_WINDOW_MS: u64 = 24 * 60 * MINUTE_MS;
 /// `mins` of `/api/v3/avgPrice`.
 pub const AVG_PRICE_MINS: u64 = 5;
+/// Fewest klines per interval the projection may keep: the 24 h ticker
+/// folds the 1m klines of its window and reads the one before it
+/// (prevClosePrice), avgPrice folds the 1s klines of 5 minutes, and
+/// eviction is by count, so the series must outlive both windows.
+pub const MIN_KLINES_KEPT_PER_INTERVAL: usize = (TICKER_WINDOW_MS / MINUTE_MS) as usize + 2;
 
 const SECOND_MS: u64 = 1_000;
 const MINUTE_MS: u64 = 60 * SECOND_MS;
 
-// The 24 h ticker folds the 1m klines of its window and reads the one
-// before it (prevClosePrice); avgPrice folds the 1s klines of 5 minutes.
-// Eviction is by count, so the series must outlive the windows.
-const _: () = assert!(KLINES_KEPT_PER_INTERVAL as u64 > TICKER_WINDOW_MS / MINUTE_MS + 1);
-const _: () = assert!(KLINES_KEPT_PER_INTERVAL as u64 > AVG_PRICE_MINS * 60 + 1);
+const _: () = assert!(MIN_KLINES_KEPT_PER_INTERVAL as u64 > TICKER_WINDOW_MS / MINUTE_MS + 1);
+const _: () = assert!(MIN_KLINES_KEPT_PER_INTERVAL as u64 > AVG_PRICE_MINS * 60 + 1);
+const _: () = assert!(DEFAULT_KLINES_KEPT_PER_INTERVAL >= MIN_KLINES_KEPT_PER_INTERVAL);
+
+/// Bounds of the projection (the `[market_data]` config section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketLimits {
+    /// Recent trades kept per symbol (`/api/v3/trades`, trade history).
+    pub trades_kept: usize,
+    /// Aggregate trades kept per symbol (`/api/v3/aggTrades`).
+    pub agg_trades_kept: usize,
+    /// Klines kept per symbol and interval; raised to
+    /// [`MIN_KLINES_KEPT_PER_INTERVAL`] if lower (the config refuses that).
+    pub klines_kept: usize,
+    /// Deepest depth answer, levels per side (`/api/v3/depth`,
+    /// `<symbol>@depth<levels>`).
+    pub depth_max_levels: usize,
+}
+
+impl Default for MarketLimits {
+    fn default() -> Self {
+        MarketLimits {
+            trades_kept: DEFAULT_TRADES_KEPT,
+            agg_trades_kept: DEFAULT_AGG_TRADES_KEPT,
+            klines_kept: DEFAULT_KLINES_KEPT_PER_INTERVAL,
+            depth_max_levels: DEFAULT_DEPTH_MAX_LEVELS,
+        }
+    }
+}
+
+impl MarketLimits {
+    /// Every bound at least 1 and the kline series long enough for the
+    /// ticker and avgPrice windows.
+    fn sanitized(self) -> MarketLimits {
+        MarketLimits {
+            trades_kept: self.trades_kept.max(1),
+            agg_trades_kept: self.agg_trades_kept.max(1),
+            klines_kept: self.klines_kept.max(MIN_KLINES_KEPT_PER_INTERVAL),
+            depth_max_levels: self.depth_max_levels.max(1),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TradeView {
@@ -138,15 +185,35 @@ impl Kline {
 /// (price ticks, quantity units) levels, best first.
 pub type Levels = Vec<(u64, u64)>;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DepthBook {
     /// price ticks -> total quantity (base units)
     pub bids: BTreeMap<u64, u64>,
     pub asks: BTreeMap<u64, u64>,
     pub update_id: u64,
+    /// Deepest answer of [`DepthBook::top`] (`market_data.depth_max_levels`).
+    max_levels: usize,
+}
+
+impl Default for DepthBook {
+    fn default() -> Self {
+        DepthBook::with_max_levels(DEFAULT_DEPTH_MAX_LEVELS)
+    }
 }
 
 impl DepthBook {
+    pub fn with_max_levels(max_levels: usize) -> DepthBook {
+        DepthBook {
+            bids: BTreeMap::new(),
+            asks: BTreeMap::new(),
+            update_id: 0,
+            max_levels: max_levels.max(1),
+        }
+    }
+    /// Levels per side that [`DepthBook::top`] answers at most.
+    pub fn max_levels(&self) -> usize {
+        self.max_levels
+    }
     fn side(&mut self, s: Side) -> &mut BTreeMap<u64, u64> {
         match s {
             Side::Buy => &mut self.bids,
@@ -165,8 +232,10 @@ impl DepthBook {
             }
         }
     }
-    /// Best `limit` levels per side: bids high to low, asks low to high.
+    /// Best `limit` levels per side (at most `max_levels`, like Binance
+    /// truncating a deeper request): bids high to low, asks low to high.
     pub fn top(&self, limit: usize) -> (Levels, Levels) {
+        let limit = limit.min(self.max_levels);
         (
             self.bids
                 .iter()
@@ -222,6 +291,7 @@ pub struct PairView {
     /// Time of the latest trade (command time, never decreasing): the
     /// projection's clock for this pair. 0 before the first trade.
     pub last_trade_ms: u64,
+    limits: MarketLimits,
 }
 
 fn interval_index(i: KlineInterval) -> usize {
@@ -266,15 +336,22 @@ pub fn vwap_quote_units(quote_units: u128, volume_units: u128, base_scale: u64) 
 }
 
 impl PairView {
+    /// A pair's view with the default [`MarketLimits`].
     pub fn new(pair: Pair, last_price: u64) -> PairView {
+        PairView::with_limits(pair, last_price, MarketLimits::default())
+    }
+
+    pub fn with_limits(pair: Pair, last_price: u64, limits: MarketLimits) -> PairView {
+        let limits = limits.sanitized();
         PairView {
             pair,
-            book: DepthBook::default(),
+            book: DepthBook::with_max_levels(limits.depth_max_levels),
             last_price,
             trades: VecDeque::new(),
             agg_trades: VecDeque::new(),
             klines: vec![VecDeque::new(); KlineInterval::ALL.len()],
             last_trade_ms: 0,
+            limits,
         }
     }
 
@@ -296,7 +373,7 @@ impl PairView {
                 a.last_trade_id = t.id.0;
             }
             _ => {
-                if self.agg_trades.len() >= AGG_TRADES_KEPT {
+                if self.agg_trades.len() >= self.limits.agg_trades_kept {
                     self.agg_trades.pop_front();
                 }
                 self.agg_trades.push_back(AggTrade {
@@ -313,7 +390,7 @@ impl PairView {
             }
         }
 
-        if self.trades.len() >= RECENT_TRADES {
+        if self.trades.len() >= self.limits.trades_kept {
             self.trades.pop_front();
         }
         self.trades.push_back(TradeView {
@@ -332,7 +409,7 @@ impl PairView {
                 // only one a trade can land in.
                 Some(k) if k.open_time_ms == open => k.add(t),
                 _ => {
-                    if series.len() >= KLINES_KEPT_PER_INTERVAL {
+                    if series.len() >= self.limits.klines_kept {
                         series.pop_front();
                     }
                     series.push_back(Kline::new(open, t));
@@ -486,16 +563,31 @@ pub struct Market {
     /// The (pair, side, price ticks) levels the last applied command
     /// changed (possibly repeated); their quantities are in the books.
     pub level_changes: Vec<(PairId, Side, u64)>,
+    limits: MarketLimits,
 }
 
 impl Market {
+    /// An empty projection bounded by `limits`.
+    pub fn new(limits: MarketLimits) -> Market {
+        Market {
+            limits: limits.sanitized(),
+            ..Market::default()
+        }
+    }
+
+    /// The bounds this projection keeps.
+    pub fn limits(&self) -> MarketLimits {
+        self.limits
+    }
+
     /// Build the projection from a recovered engine (before the pipeline
     /// starts, on the thread that owns the engine). It knows the book and
-    /// the last price only; trades and klines need `replay_journal`.
-    pub fn from_engine(e: &Engine) -> Market {
+    /// the last price only; trades and klines need a journal replay
+    /// through [`Market::apply_events`].
+    pub fn from_engine(e: &Engine, limits: MarketLimits) -> Market {
         let mut m = Market {
             last_seq: e.last_seq(),
-            ..Market::default()
+            ..Market::new(limits)
         };
         for a in e.assets() {
             m.assets.insert(a.id, a.clone());
@@ -503,7 +595,7 @@ impl Market {
         for ps in e.pairs() {
             let id = ps.pair.id;
             m.pair_by_symbol.insert(ps.pair.spec.symbol.clone(), id);
-            let mut view = PairView::new(ps.pair.clone(), ps.last_price);
+            let mut view = PairView::with_limits(ps.pair.clone(), ps.last_price, m.limits);
             // Without the journal's history the counter restarts at the
             // sequence number: never below any id served before.
             view.book.update_id = e.last_seq();
@@ -548,7 +640,8 @@ impl Market {
                 }
                 Event::PairListed(p) => {
                     self.pair_by_symbol.insert(p.spec.symbol.clone(), p.id);
-                    self.pairs.insert(p.id, PairView::new((**p).clone(), 0));
+                    self.pairs
+                        .insert(p.id, PairView::with_limits((**p).clone(), 0, self.limits));
                 }
                 Event::PairUpdated(p) => {
                     if let Some(v) = self.pairs.get_mut(&p.id) {
@@ -955,7 +1048,7 @@ mod tests {
     #[test]
     fn memory_is_bounded_per_series() {
         let mut m = market();
-        let n = KLINES_KEPT_PER_INTERVAL.max(AGG_TRADES_KEPT) as u64 + 10;
+        let n = DEFAULT_KLINES_KEPT_PER_INTERVAL.max(DEFAULT_AGG_TRADES_KEPT) as u64 + 10;
         for i in 0..n {
             m.apply_events(
                 i + 2,
@@ -966,15 +1059,68 @@ mod tests {
         let v = view(&m);
         assert_eq!(
             v.kline_series(KlineInterval::S1).len(),
-            KLINES_KEPT_PER_INTERVAL
+            DEFAULT_KLINES_KEPT_PER_INTERVAL
         );
         assert_eq!(
             v.kline_series(KlineInterval::M1).len(),
-            KLINES_KEPT_PER_INTERVAL
+            DEFAULT_KLINES_KEPT_PER_INTERVAL
         );
-        assert_eq!(v.agg_trades.len(), AGG_TRADES_KEPT);
-        assert_eq!(v.trades.len(), RECENT_TRADES);
+        assert_eq!(v.agg_trades.len(), DEFAULT_AGG_TRADES_KEPT);
+        assert_eq!(v.trades.len(), DEFAULT_TRADES_KEPT);
         assert_eq!(v.agg_trades.back().unwrap().id, n);
+    }
+
+    #[test]
+    fn configured_limits_bound_every_series_and_the_depth_answer() {
+        let limits = MarketLimits {
+            trades_kept: 5,
+            agg_trades_kept: 3,
+            klines_kept: MIN_KLINES_KEPT_PER_INTERVAL + 1,
+            depth_max_levels: 2,
+        };
+        let mut m = Market::new(limits);
+        assert_eq!(m.limits(), limits);
+        m.apply_events(1, 0, &[Event::PairListed(Box::new(pair()))]);
+        let n = MIN_KLINES_KEPT_PER_INTERVAL as u64 + 20;
+        for i in 0..n {
+            m.apply_events(
+                i + 2,
+                MON_2024_01_15 + i * MIN,
+                &[fill(i + 1, 1000 + i, 1, 100, BTC, Side::Buy)],
+            );
+        }
+        let v = view(&m);
+        assert_eq!(
+            v.trades.iter().map(|t| t.id).collect::<Vec<_>>(),
+            (n - 4..=n).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            v.agg_trades.iter().map(|a| a.id).collect::<Vec<_>>(),
+            (n - 2..=n).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            v.kline_series(KlineInterval::M1).len(),
+            MIN_KLINES_KEPT_PER_INTERVAL + 1
+        );
+        // The depth answer is cut at depth_max_levels, the book is not.
+        let mut d = DepthBook::with_max_levels(2);
+        for p in 1..=4 {
+            d.add(Side::Buy, p, 1);
+            d.add(Side::Sell, 10 + p, 1);
+        }
+        assert_eq!(d.max_levels(), 2);
+        assert_eq!(d.top(100), (vec![(4, 1), (3, 1)], vec![(11, 1), (12, 1)]));
+        assert_eq!(d.top(1), (vec![(4, 1)], vec![(11, 1)]));
+        assert_eq!(d.bids.len(), 4);
+        assert_eq!(view(&m).book.max_levels(), 2);
+        // Too-short kline series would break the 24 h ticker: raised.
+        let m = Market::new(MarketLimits {
+            klines_kept: 10,
+            trades_kept: 0,
+            ..MarketLimits::default()
+        });
+        assert_eq!(m.limits().klines_kept, MIN_KLINES_KEPT_PER_INTERVAL);
+        assert_eq!(m.limits().trades_kept, 1);
     }
 
     #[test]

@@ -1,9 +1,15 @@
-//! `mini-exchange serve`: recover (snapshot + journal replay) before the port
-//! opens, bootstrap the configured assets and pairs on first start, run the
+//! `mini-exchange serve`: recover before the port opens (one pass over the
+//! journal rebuilds the engine and the history read models together; a
+//! snapshot + replay of the rest when retention deleted the journal's
+//! start), bootstrap the configured assets and pairs on first start, run the
 //! order pipeline, the market-data projection and the snapshotter, serve
 //! HTTP, and shut down cleanly on SIGTERM/SIGINT (drain the ring, make the
 //! journal durable, write a snapshot, exit 0). SIGKILL at any moment loses
 //! nothing acknowledged: replies leave only after their batch is durable.
+//!
+//! The publisher thread is the only writer of the market projection: it
+//! holds the write lock just to apply a command's events, and fans the
+//! streams out under a read lock, so REST readers never wait on fan-out.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +57,8 @@ pub struct ServeOptions {
     pub ws: crate::ws::WsConfig,
     /// Postgres of the in-process persister (None: no persister).
     pub database_url: Option<String>,
+    /// Bounds of the market-data projection (`[market_data]`).
+    pub market_data: crate::market::MarketLimits,
 }
 
 /// Shared by every HTTP handler.
@@ -331,46 +339,140 @@ async fn shutdown_signal(stop: Arc<AtomicBool>) {
     stop.store(true, Ordering::Release);
 }
 
-/// The read models that keep history, per-user orders and trades and the
-/// market data (trades, aggregate trades, klines, tickers): the whole
-/// journal replayed once through a fresh engine (history survives
-/// restarts), or, when the journal's start was deleted by retention, what
-/// the recovered engine knows (open orders, balances, the book, last
-/// prices).
-fn build_read_models(data: &DataDir, recovered: &engine::Engine) -> (Accounts, Market) {
+/// The state startup rebuilt from the data directory, all at the journal's
+/// last sequence number.
+struct Recovered {
+    engine: engine::Engine,
+    accounts: Accounts,
+    market: Market,
+}
+
+/// Recover the engine and the read models that keep history (per-user
+/// orders and trades, market data: trades, aggregate trades, klines,
+/// tickers) in one pass over the journal:
+///
+/// * the journal holds every record from seq 1 (the default: no
+///   retention): one fresh engine replays it, and each record's events feed
+///   the read models as they come out, so history survives restarts and
+///   nothing is applied twice. A snapshot would only shorten the engine's
+///   part of a pass the history needs anyway; by determinism the engine
+///   ends in the state snapshot + replay would give.
+/// * the journal's start was deleted by retention (or cannot be read before
+///   the newest snapshot): newest snapshot + replay of the rest, and the read
+///   models hold what that engine knows (open orders, balances, the book,
+///   last prices), as before.
+///
+/// `journal_last_seq` is where the journal writer found the end; a usable
+/// snapshot newer than that is refused (the journal lost records).
+fn recover(
+    data: &DataDir,
+    journal_last_seq: u64,
+    limits: crate::market::MarketLimits,
+) -> Result<Recovered> {
+    refuse_snapshot_newer_than(data, journal_last_seq)?;
     let started = Instant::now();
-    let mut acc = Accounts::default();
-    let mut market = Market::default();
-    let mut e = engine::Engine::with_capacity(replica::DEFAULT_CAPACITY);
+    let mut accounts = Accounts::default();
+    let mut market = Market::new(limits);
+    let mut engine = engine::Engine::with_capacity(replica::DEFAULT_CAPACITY);
     let res = replica::replay(
-        &mut e,
+        &mut engine,
         &data.journal(),
-        recovered.last_seq(),
-        Some(recovered.last_seq()),
+        journal_last_seq,
+        Some(journal_last_seq),
         |seq, ts, _, events| {
-            acc.apply(seq, ts, events);
+            accounts.apply(seq, ts, events);
             market.apply_events(seq, ts, events);
         },
-        |p| tracing::info!(seq = p.seq, "rebuilding order history and market data"),
+        |p| {
+            tracing::info!(
+                seq = p.seq,
+                records_per_sec = p.records_per_sec as u64,
+                eta_secs = p.eta_secs.map(|s| s as u64),
+                "replaying journal (engine, order history, market data)"
+            )
+        },
     );
     match res {
-        Ok(_) if e.last_seq() == recovered.last_seq() => {
+        Ok(replayed) if engine.last_seq() == journal_last_seq => {
+            market.last_seq = journal_last_seq;
+            accounts.last_seq = journal_last_seq;
             tracing::info!(
-                seq = e.last_seq(),
+                seq = journal_last_seq,
+                replayed,
+                state_hash = %format!("{:016x}", engine.state_hash()),
                 ms = started.elapsed().as_millis() as u64,
-                "order history and market data rebuilt from the journal"
+                "state, order history and market data recovered from the whole journal"
             );
-            market.last_seq = recovered.last_seq();
-            (acc, market)
+            return Ok(Recovered {
+                engine,
+                accounts,
+                market,
+            });
+        }
+        Err(replica::ReplicaError::Journal(journal::JournalError::SeqPruned {
+            oldest, ..
+        })) => {
+            tracing::info!(
+                oldest,
+                "the journal's start was deleted by retention: recovering from the newest snapshot"
+            );
         }
         other => {
-            tracing::warn!(result = ?other.map(|_| e.last_seq()), "history not rebuildable from the journal; serving open orders, balances and the book only");
-            (
-                Accounts::from_engine(recovered),
-                Market::from_engine(recovered),
-            )
+            tracing::warn!(
+                result = ?other.map(|_| engine.last_seq()),
+                "the journal cannot be replayed from its start: recovering from the newest snapshot"
+            );
         }
     }
+    drop((engine, accounts, market));
+    let rec = replica::recover(data, u64::MAX, |p| {
+        tracing::info!(
+            seq = p.seq,
+            records_per_sec = p.records_per_sec as u64,
+            "replaying journal"
+        )
+    })?;
+    for s in &rec.skipped_snapshots {
+        tracing::warn!(seq = s.seq, path = %s.path.display(), reason = %s.reason, "damaged snapshot skipped");
+    }
+    if rec.engine.last_seq() != journal_last_seq {
+        bail!(
+            "recovered state is at seq {} but the journal ends at {journal_last_seq}: a snapshot is newer than the journal; move the newer snapshots aside",
+            rec.engine.last_seq(),
+        );
+    }
+    tracing::warn!(
+        "history not rebuildable from the journal; serving open orders, balances and the book only"
+    );
+    Ok(Recovered {
+        accounts: Accounts::from_engine(&rec.engine),
+        market: Market::from_engine(&rec.engine, limits),
+        engine: rec.engine,
+    })
+}
+
+/// Refuse to start when a usable snapshot is newer than the journal's end
+/// (records the snapshot saw are gone from the journal). Costs a directory
+/// listing unless such a snapshot file exists.
+fn refuse_snapshot_newer_than(data: &DataDir, journal_last_seq: u64) -> Result<()> {
+    let dir = data.snapshots();
+    if !dir.exists() {
+        return Ok(());
+    }
+    let newer = journal::snapshot::list(&dir)?
+        .iter()
+        .any(|s| s.seq > journal_last_seq);
+    if !newer {
+        return Ok(());
+    }
+    // Damaged snapshots are skipped, as recovery would skip them.
+    let (_, seq, _) = replica::load_snapshot(&dir, u64::MAX)?;
+    if seq > journal_last_seq {
+        bail!(
+            "recovered state is at seq {seq} but the journal ends at {journal_last_seq}: a snapshot is newer than the journal; move the newer snapshots aside"
+        );
+    }
+    Ok(())
 }
 
 /// Run the exchange until SIGTERM/SIGINT.
@@ -393,24 +495,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         truncated_bytes = report.bytes_truncated,
         "journal opened"
     );
-    let rec = replica::recover(&data, u64::MAX, |p| {
-        tracing::info!(
-            seq = p.seq,
-            records_per_sec = p.records_per_sec as u64,
-            "replaying journal"
-        )
-    })?;
-    for s in &rec.skipped_snapshots {
-        tracing::warn!(seq = s.seq, path = %s.path.display(), reason = %s.reason, "damaged snapshot skipped");
-    }
-    if rec.engine.last_seq() != writer.last_seq() {
-        bail!(
-            "recovered state is at seq {} but the journal ends at {}: a snapshot is newer than the journal; move the newer snapshots aside",
-            rec.engine.last_seq(),
-            writer.last_seq()
-        );
-    }
-    let (accounts, market) = build_read_models(&data, &rec.engine);
+    let rec = recover(&data, writer.last_seq(), opts.market_data)?;
+    let (accounts, market) = (rec.accounts, rec.market);
     let market = Arc::new(RwLock::new(market));
     let auth = Arc::new(crate::auth::Auth::load(&opts.auth, &opts.data_dir)?);
     let identity = Arc::new(RwLock::new(IdentityView::with_secret_key(
@@ -431,12 +517,13 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let u2 = user_streams.clone();
     let (pipeline, submitter) =
         Pipeline::start(writer, rec.engine, opts.pipeline.clone(), move |o| {
-            {
-                let mut m = m2.write().expect("market lock");
-                m.apply(&o);
-                // Stream fan-out: try_send only, never waits on a client.
-                h2.on_outcome(&m, &o);
-            }
+            m2.write().expect("market lock").apply(&o);
+            // Stream fan-out (try_send only, never waits on a client) under
+            // a read lock, so REST readers never wait on it. This thread is
+            // the market's only writer, so between the write lock and this
+            // read lock nothing changes: fan-out sees exactly the state
+            // (and `level_changes`) this command left.
+            h2.on_outcome(&m2.read().expect("market lock"), &o);
             i2.write().expect("identity lock").apply(o.seq, &o.events);
             // User data streams: built from the state before the command,
             // delivered once every read model has applied it.

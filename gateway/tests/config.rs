@@ -577,3 +577,89 @@ fn debug_output_never_contains_secrets() {
     let c = load_env(&[("DATABASE_URL", "host=db user=mx password=db-SECRET-5")]).unwrap();
     assert!(!format!("{c:?}").contains("SECRET"));
 }
+
+#[test]
+fn rate_limit_ban_settings() {
+    use gateway::binance::ratelimit::BanPolicy;
+    let c = defaults();
+    assert_eq!(c.rate_limits.ban_after_rejections, 0);
+    assert_eq!(c.rate_limits.first_ban_ms, 120_000, "Binance: 2 minutes");
+    assert_eq!(c.rate_limits.max_ban_ms, 3 * 86_400_000, "Binance: 3 days");
+    assert_eq!(c.rate_limits.ban_policy(), None, "0 = never ban");
+    let c = load_env(&[
+        ("MX_RATE_LIMITS__BAN_AFTER_REJECTIONS", "3"),
+        ("MX_RATE_LIMITS__FIRST_BAN_MS", "1500"),
+        ("MX_RATE_LIMITS__MAX_BAN_MS", "6000"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.rate_limits.ban_policy(),
+        Some(BanPolicy {
+            rejections_before_ban: 3,
+            first_ban_ms: 1500,
+            max_ban_ms: 6000
+        })
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/production.toml");
+    let p = config::load(Some(&path), &env_of(&[])).unwrap();
+    assert_eq!(
+        p.rate_limits.ban_policy(),
+        Some(BanPolicy::default()),
+        "production bans like Binance"
+    );
+    let e = err_text(load_env(&[
+        ("MX_RATE_LIMITS__BAN_AFTER_REJECTIONS", "3"),
+        ("MX_RATE_LIMITS__FIRST_BAN_MS", "0"),
+    ]));
+    assert!(e.contains("rate_limits.first_ban_ms"), "{e}");
+    let e = err_text(load_env(&[
+        ("MX_RATE_LIMITS__BAN_AFTER_REJECTIONS", "3"),
+        ("MX_RATE_LIMITS__FIRST_BAN_MS", "5000"),
+        ("MX_RATE_LIMITS__MAX_BAN_MS", "4000"),
+    ]));
+    assert!(
+        e.contains("rate_limits.max_ban_ms") && e.contains("5000"),
+        "{e}"
+    );
+    // Without bans the lengths are not used, so not checked.
+    load_env(&[("MX_RATE_LIMITS__FIRST_BAN_MS", "0")]).unwrap();
+}
+
+#[test]
+fn market_data_settings_reach_the_projection() {
+    use gateway::market::{MarketLimits, MIN_KLINES_KEPT_PER_INTERVAL};
+    assert_eq!(defaults().market_data.limits(), MarketLimits::default());
+    let c = load_env(&[
+        ("MX_MARKET_DATA__TRADES_KEPT_PER_SYMBOL", "5"),
+        ("MX_MARKET_DATA__AGG_TRADES_KEPT_PER_SYMBOL", "6"),
+        ("MX_MARKET_DATA__KLINES_KEPT_PER_INTERVAL", "2000"),
+        ("MX_MARKET_DATA__DEPTH_MAX_LEVELS", "7"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.market_data.limits(),
+        MarketLimits {
+            trades_kept: 5,
+            agg_trades_kept: 6,
+            klines_kept: 2000,
+            depth_max_levels: 7
+        }
+    );
+    let min = MIN_KLINES_KEPT_PER_INTERVAL.to_string();
+    load_env(&[("MX_MARKET_DATA__KLINES_KEPT_PER_INTERVAL", &min)]).unwrap();
+    let below = (MIN_KLINES_KEPT_PER_INTERVAL - 1).to_string();
+    let e = err_text(load_env(&[(
+        "MX_MARKET_DATA__KLINES_KEPT_PER_INTERVAL",
+        &below,
+    )]));
+    assert!(
+        e.contains("market_data.klines_kept_per_interval") && e.contains(&min),
+        "{e}"
+    );
+    for bad in ["0", "5001"] {
+        let e = err_text(load_env(&[("MX_MARKET_DATA__DEPTH_MAX_LEVELS", bad)]));
+        assert!(e.contains("market_data.depth_max_levels"), "{e}");
+    }
+    let e = err_text(load_env(&[("MX_MARKET_DATA__TRADES_KEPT_PER_SYMBOL", "0")]));
+    assert!(e.contains("market_data.trades_kept_per_symbol"), "{e}");
+}

@@ -1,7 +1,9 @@
 //! Rate limits against a real server configured with small limits: request
 //! weight per IP (-1003, HTTP 429, Retry-After, X-MBX-USED-WEIGHT-1M) and new
 //! orders per API key (-1015, HTTP 429, Retry-After); refused requests change
-//! nothing.
+//! nothing. An IP that keeps sending after its 429s is auto-banned (HTTP 418,
+//! -1003 "IP banned until ...", Retry-After) for an escalating time, and the
+//! ban expires.
 
 mod common;
 
@@ -68,4 +70,135 @@ fn weight_and_order_limits_answer_429_with_retry_after() {
     let r = last.expect("request weight never ran out");
     assert_eq!(r.json["code"].as_i64(), Some(-1003), "{}", r.json);
     assert!(r.head.contains("retry-after:"), "{}", r.head);
+}
+
+/// `msg` of a 418 names the end of the ban in epoch ms.
+fn banned_until(msg: &str) -> u64 {
+    let rest = msg
+        .strip_prefix("Way too much request weight used; IP banned until ")
+        .unwrap_or_else(|| panic!("not a ban message: {msg}"));
+    let (until, tail) = rest.split_once('.').unwrap();
+    assert_eq!(
+        tail,
+        " Please use WebSocket Streams for live updates to avoid bans."
+    );
+    until.parse().unwrap()
+}
+
+fn retry_after(head: &str) -> u64 {
+    head.lines()
+        .find_map(|l| l.strip_prefix("retry-after:"))
+        .unwrap_or_else(|| panic!("no Retry-After: {head}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Requests until one is answered `status`; every answer before it must be
+/// 200 or 429, and every answer carries the weight header.
+fn ping_until(s: &Server, status: u16, max: usize) -> Resp {
+    for _ in 0..max {
+        let r = s.req("GET", "/api/v3/ping", &[], b"");
+        assert!(r.head.contains("x-mbx-used-weight-1m:"), "{}", r.head);
+        if r.status == status {
+            return r;
+        }
+        assert!(
+            r.status == 200 || r.status == 429,
+            "{} {}",
+            r.status,
+            r.json
+        );
+    }
+    panic!("no {status} within {max} requests");
+}
+
+#[test]
+fn an_ip_that_keeps_hammering_after_429_is_banned_with_418_until_the_ban_expires() {
+    // Weight 30 per minute (ping weighs 1), the 3rd refusal in a window
+    // bans, first ban 1.5 s, doubling up to 10 s.
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start_with(
+        tmp.path(),
+        port,
+        &[
+            ("MX_RATE_LIMITS__WEIGHT_PER_MINUTE_PER_IP", "30"),
+            ("MX_RATE_LIMITS__BAN_AFTER_REJECTIONS", "2"),
+            ("MX_RATE_LIMITS__FIRST_BAN_MS", "1500"),
+            ("MX_RATE_LIMITS__MAX_BAN_MS", "10000"),
+        ],
+    );
+    // Refusals are counted per minute window: keep the first phase inside
+    // one by starting early in a minute.
+    let into_minute = now_ms() % 60_000;
+    if into_minute > 45_000 {
+        std::thread::sleep(std::time::Duration::from_millis(60_500 - into_minute));
+    }
+    let r = ping_until(&s, 429, 40);
+    assert_eq!(r.json["code"].as_i64(), Some(-1003), "{}", r.json);
+    assert_eq!(
+        r.json["msg"],
+        "Too much request weight used; current limit is 30 request weight per 1 MINUTE. \
+         Please use WebSocket Streams for live updates to avoid polling the API."
+    );
+    assert!(retry_after(&r.head) >= 1);
+    assert!(r.head.contains("x-mbx-used-weight-1m: 30"), "{}", r.head);
+    // Second refusal: still 429.
+    let r = s.req("GET", "/api/v3/ping", &[], b"");
+    assert_eq!(r.status, 429, "{}", r.json);
+    // Third: banned.
+    let before = now_ms();
+    let r = s.req("GET", "/api/v3/ping", &[], b"");
+    assert_eq!(r.status, 418, "{}", r.json);
+    assert!(
+        r.head.contains("content-type: application/json"),
+        "{}",
+        r.head
+    );
+    assert_eq!(r.json["code"].as_i64(), Some(-1003), "{}", r.json);
+    let until = banned_until(r.json["msg"].as_str().unwrap());
+    assert!(
+        until >= before + 1_400 && until <= now_ms() + 1_600,
+        "ban until {until}, asked at {before}"
+    );
+    assert_eq!(retry_after(&r.head), 2, "1.5 s rounds up");
+    assert!(r.head.contains("x-mbx-used-weight-1m:"), "{}", r.head);
+    // Every endpoint is refused while the ban lasts, with the same end.
+    let r = s.req("GET", "/api/v3/exchangeInfo", &[], b"");
+    assert_eq!(r.status, 418, "{}", r.json);
+    assert_eq!(banned_until(r.json["msg"].as_str().unwrap()), until);
+    assert!(retry_after(&r.head) <= 2);
+
+    // The ban expires: the answer is no longer 418 (429 while this minute's
+    // weight is used up, 200 once a new minute began).
+    let wait = until.saturating_sub(now_ms()) + 100;
+    std::thread::sleep(std::time::Duration::from_millis(wait));
+    let r = s.req("GET", "/api/v3/ping", &[], b"");
+    assert!(
+        r.status == 429 || r.status == 200,
+        "{} {}",
+        r.status,
+        r.json
+    );
+    if r.status == 429 {
+        assert!(
+            r.json["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("Too much request weight used"),
+            "{}",
+            r.json
+        );
+    }
+
+    // Hammering again bans again, twice as long (3 s).
+    let before = now_ms();
+    let r = ping_until(&s, 418, 80);
+    let until = banned_until(r.json["msg"].as_str().unwrap());
+    assert!(
+        until >= before + 2_900 && until <= now_ms() + 3_100,
+        "second ban until {until}, started at {before}"
+    );
+    assert_eq!(retry_after(&r.head), 3);
 }

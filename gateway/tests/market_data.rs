@@ -593,3 +593,132 @@ fn market_data_endpoints_and_rebuild_after_restart() {
     assert_eq!(agg.as_array().unwrap().len(), 4);
     assert_eq!(agg[3]["q"], "0.10000000");
 }
+
+/// The `[market_data]` bounds take effect, live and after a restart:
+/// `trades_kept_per_symbol = 5` -> `/api/v3/trades` keeps the 5 newest of 8
+/// trades, `agg_trades_kept_per_symbol = 3` -> `/api/v3/aggTrades` the 3
+/// newest, `depth_max_levels = 3` -> `/api/v3/depth` (any `limit`) and the
+/// partial-book answer at most 3 levels a side.
+#[test]
+fn market_data_config_bounds_trades_agg_trades_and_depth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = [
+        ("MX_MARKET_DATA__TRADES_KEPT_PER_SYMBOL", "5"),
+        ("MX_MARKET_DATA__AGG_TRADES_KEPT_PER_SYMBOL", "3"),
+        ("MX_MARKET_DATA__DEPTH_MAX_LEVELS", "3"),
+    ];
+    let mut s = Server::start_with(tmp.path(), port, &env);
+    let admin = login(&s, ADMIN, ADMIN_PW);
+    let seller = trader(&s, &admin, "seller", &[("BTC", "1")], &["READ", "TRADE"]);
+    let buyer = trader(
+        &s,
+        &admin,
+        "buyer",
+        &[("USDT", "100000")],
+        &["READ", "TRADE"],
+    );
+    // 8 asks, each taken by its own buy: 8 trades, 8 aggregate trades.
+    for i in 0..8 {
+        seller.order(
+            &s,
+            &format!(
+                "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.001&price={}",
+                30_000 + i
+            ),
+        );
+    }
+    for _ in 0..8 {
+        let o = buyer.order(
+            &s,
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=IOC&quantity=0.001&price=30010",
+        );
+        assert_eq!(o["status"], "FILLED", "{o}");
+    }
+    // 5 levels a side rest.
+    for i in 0..5 {
+        seller.order(
+            &s,
+            &format!(
+                "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.001&price={}",
+                30_100 + i
+            ),
+        );
+        buyer.order(
+            &s,
+            &format!(
+                "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price={}",
+                29_900 - i
+            ),
+        );
+    }
+    let check = |s: &Server| {
+        let trades = get(s, "/api/v3/trades?symbol=BTCUSDT&limit=1000");
+        let prices: Vec<&str> = trades
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["price"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            prices,
+            [
+                "30003.00000000",
+                "30004.00000000",
+                "30005.00000000",
+                "30006.00000000",
+                "30007.00000000"
+            ],
+            "{trades}"
+        );
+        let ids: Vec<u64> = trades
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+        let agg = get(s, "/api/v3/aggTrades?symbol=BTCUSDT&limit=1000");
+        let agg_ids: Vec<u64> = agg
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["a"].as_u64().unwrap())
+            .collect();
+        assert_eq!(agg_ids, ids[2..], "{agg}");
+        for limit in ["", "&limit=5", "&limit=100", "&limit=5000"] {
+            let d = get(s, &format!("/api/v3/depth?symbol=BTCUSDT{limit}"));
+            let px = |side: &str| -> Vec<String> {
+                d[side]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l[0].as_str().unwrap().to_string())
+                    .collect()
+            };
+            assert_eq!(
+                px("bids"),
+                ["29900.00000000", "29899.00000000", "29898.00000000"],
+                "{d}"
+            );
+            assert_eq!(
+                px("asks"),
+                ["30100.00000000", "30101.00000000", "30102.00000000"],
+                "{d}"
+            );
+        }
+        // A shallower request still gets what it asked for.
+        let d = get(s, "/api/v3/depth?symbol=BTCUSDT&limit=1");
+        assert_eq!(d["bids"].as_array().unwrap().len(), 1);
+        assert_eq!(d["asks"].as_array().unwrap().len(), 1);
+        // The 24 h ticker still counts every trade (it reads the klines).
+        let t = get(s, "/api/v3/ticker/24hr?symbol=BTCUSDT");
+        assert_eq!(t["count"], 8, "{t}");
+    };
+    check(&s);
+    // Rebuilt from the journal at startup under the same bounds.
+    sigterm(&mut s);
+    drop(s);
+    let s = Server::start_with(tmp.path(), port, &env);
+    check(&s);
+}

@@ -1,7 +1,11 @@
 //! Black-box tests of `mini-exchange serve` as a real process over real
 //! sockets: first-start bootstrap from config, Binance public endpoints and
 //! their errors, request-weight header, SIGTERM (drain, snapshot, exit 0),
-//! restart without re-bootstrapping, SIGKILL and recovery.
+//! restart without re-bootstrapping, SIGKILL and recovery; startup rebuilds
+//! the same state and read models from a journal alone, from a journal plus
+//! a snapshot, and (without history) from a snapshot plus a journal whose
+//! start retention deleted. An ignored test times startup on a journal of
+//! about a million commands.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,18 +28,29 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, port: u16) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
+        Server::start_bin(
+            env!("CARGO_BIN_EXE_mini-exchange"),
+            data,
+            port,
+            Stdio::null(),
+        )
+    }
+
+    /// Start `bin serve` (stderr, with the logs, to `stderr`) and wait until
+    /// it answers.
+    fn start_bin(bin: &str, data: &Path, port: u16, stderr: Stdio) -> Server {
+        let child = Command::new(bin)
             .arg("serve")
             .env("MX_DATA_DIR", data)
             .env("MX_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("MX_JOURNAL__SEGMENT_SIZE_MB", "4")
             .env("MX_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let s = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(600);
         while Instant::now() < deadline {
             if let Ok((200, _, _)) = s.try_get("/api/v3/ping") {
                 return s;
@@ -225,4 +240,341 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("MX_JOURNAL__DURABILITY"), "{err}");
+}
+
+/// Write a journal as `serve` would have: the default config's bootstrap
+/// (limits, 3 assets, 3 pairs), `users` funded traders, then `orders` limit
+/// orders on BTCUSDT one millisecond apart ending about now. Most alternate
+/// buy/sell across 30000 so about half of them trade (partial fills,
+/// several makers per taker); every fifth rests away from the market on
+/// one of 40 levels a side and is cancelled 200 such orders later.
+/// Returns the last sequence number.
+fn write_journal(data: &Path, users: u64, orders: u64, segment_size: u64) -> u64 {
+    use engine::{
+        ClientOrderId, Command as Cmd, Engine, NewOrder, OrderId, OrderRef, OrderType, PairId,
+        Price, Qty, Side, StpMode, TimeInForce, UserId,
+    };
+    let cfg = gateway::config::load(None, &|_: &str| None).unwrap();
+    let assets = cfg.asset_specs().unwrap();
+    let pairs = cfg.pair_specs(&assets).unwrap();
+    let mut cmds = vec![Cmd::SetLimits(cfg.engine_limits())];
+    cmds.extend(assets.into_iter().map(Cmd::AddAsset));
+    cmds.extend(pairs.into_iter().map(Cmd::AddPair));
+    for u in 0..users {
+        cmds.push(Cmd::CreateUser {
+            username: format!("gen{u}"),
+            email: format!("gen{u}@example.com"),
+            password_hash: String::new(),
+            roles: engine::roles::TRADER,
+        });
+    }
+    let writer = journal::Writer::open(journal::JournalConfig {
+        segment_size,
+        durability: journal::Durability::None,
+        ..journal::JournalConfig::new(data.join("journal"))
+    })
+    .unwrap()
+    .0;
+    let total = cmds.len() as u64 + 2 * users + orders * 6 / 5 + 1;
+    let mut g = Gen {
+        writer,
+        e: Engine::new(),
+        out: Vec::new(),
+        buf: Vec::with_capacity(256),
+        base_ms: now_ms() - total,
+    };
+    for c in &cmds {
+        g.apply(c);
+    }
+    let user0 = g.e.users().iter().map(|u| u.id.0).min().unwrap();
+    for u in 0..users {
+        for (asset, amount) in [
+            (1u32, 1_000 * 100_000_000u64),
+            (3, 100_000_000 * 100_000_000),
+        ] {
+            g.apply(&Cmd::Adjust {
+                user: UserId(user0 + u),
+                asset: engine::AssetId(asset),
+                amount,
+                credit: true,
+                reason: "test funding".into(),
+            });
+        }
+    }
+    let order = |user: u64, side: Side, price_ticks: u64, qty_units: u64| NewOrder {
+        user: UserId(user0 + user),
+        pair: PairId(1),
+        side,
+        kind: OrderType::Limit,
+        tif: TimeInForce::Gtc,
+        price: Price(price_ticks),
+        qty: Qty(qty_units),
+        quote_qty: 0,
+        stop_price: Price(0),
+        client_id: ClientOrderId::NONE,
+        stp: StpMode::ExpireMaker,
+    };
+    let mut far: std::collections::VecDeque<(u64, u64)> = Default::default();
+    for k in 0..orders {
+        let user = k % users;
+        let buy = k.is_multiple_of(2);
+        let side = if buy { Side::Buy } else { Side::Sell };
+        // 0.001 .. 0.004 BTC (step 0.00001 = 1000 units)
+        let qty = 100_000 * (1 + k % 4);
+        if k % 5 == 4 {
+            let level = k % 40;
+            let px = if buy {
+                2_950_000 - level * 100
+            } else {
+                3_050_000 + level * 100
+            };
+            g.apply(&Cmd::PlaceOrder(order(user, side, px, qty)));
+            let accepted = g.out.iter().find_map(|ev| match ev {
+                engine::Event::OrderAccepted(o) => Some(o.id.0),
+                _ => None,
+            });
+            if let Some(id) = accepted {
+                far.push_back((id, user));
+            }
+            if far.len() > 200 {
+                let (id, owner) = far.pop_front().unwrap();
+                g.apply(&Cmd::CancelOrder {
+                    user: UserId(user0 + owner),
+                    pair: PairId(1),
+                    target: OrderRef::Id(OrderId(id)),
+                });
+            }
+        } else {
+            // 29999..30001 sells, 30001..30003 buys (cents): they cross.
+            let px = if buy { 3_000_100 } else { 2_999_900 } + (k % 3) * 100;
+            g.apply(&Cmd::PlaceOrder(order(user, side, px, qty)));
+        }
+    }
+    g.writer.commit().unwrap();
+    let last = g.writer.last_seq();
+    assert_eq!(g.e.last_seq(), last);
+    g.writer.close().unwrap();
+    last
+}
+
+/// Journal writer and engine of [`write_journal`], one record a millisecond.
+struct Gen {
+    writer: journal::Writer,
+    e: engine::Engine,
+    out: Vec<engine::Event>,
+    buf: Vec<u8>,
+    base_ms: u64,
+}
+
+impl Gen {
+    fn apply(&mut self, cmd: &engine::Command) {
+        let seq = self.e.last_seq() + 1;
+        let ts_ms = self.base_ms + seq;
+        self.buf.clear();
+        cmd.encode_into(&mut self.buf);
+        assert_eq!(
+            self.writer.append(ts_ms * 1_000_000, &self.buf).unwrap(),
+            seq
+        );
+        // Small batches: they must fit in one (small) segment.
+        if seq.is_multiple_of(64) {
+            self.writer.commit().unwrap();
+        }
+        self.out.clear();
+        self.e.apply(seq, ts_ms, cmd, &mut self.out);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+/// What every restart must answer the same: book, trades, aggregate trades,
+/// klines, tickers (the 24 h one without its request-time bounds).
+fn read_models(s: &Server) -> Vec<serde_json::Value> {
+    let get = |path: &str| {
+        let (st, _, v) = s.get(path);
+        assert_eq!(st, 200, "{path}: {v}");
+        v
+    };
+    let mut ticker = get("/api/v3/ticker/24hr?symbol=BTCUSDT");
+    let t = ticker.as_object_mut().unwrap();
+    t.remove("openTime");
+    t.remove("closeTime");
+    vec![
+        get("/api/v3/depth?symbol=BTCUSDT&limit=5000"),
+        get("/api/v3/trades?symbol=BTCUSDT&limit=1000"),
+        get("/api/v3/aggTrades?symbol=BTCUSDT&limit=1000"),
+        get("/api/v3/klines?symbol=BTCUSDT&interval=1s&limit=1000"),
+        get("/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1000"),
+        get("/api/v3/klines?symbol=BTCUSDT&interval=1h"),
+        ticker,
+        get("/api/v3/ticker/price"),
+        get("/api/v3/ticker/bookTicker"),
+    ]
+}
+
+#[test]
+fn startup_rebuilds_the_same_read_models_with_or_without_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gen = tmp.path().join("gen");
+    // 64 KiB segments: the journal spans many of them.
+    let last = write_journal(&gen, 20, 4_000, 64 << 10);
+    assert!(last > 4_000);
+
+    // A: the journal alone (as after a SIGKILL before any snapshot).
+    let a_dir = tmp.path().join("a");
+    copy_dir(&gen, &a_dir);
+    let port = free_port();
+    let a = Server::start(&a_dir, port);
+    let (_, _, h) = a.get("/health");
+    assert_eq!(h["journal"]["durable_seq"], last + 1, "+ the first admin");
+    assert_eq!(h["market_data"]["seq"], last + 1);
+    let want = read_models(&a);
+    let trades = want[1].as_array().unwrap();
+    assert_eq!(trades.len(), 1000, "plenty of trades were replayed");
+    assert!(!want[0]["bids"].as_array().unwrap().is_empty());
+    assert!(!want[0]["asks"].as_array().unwrap().is_empty());
+    // B: SIGTERM writes a snapshot at the end; the restart must not apply
+    // anything twice and answers exactly the same.
+    a.signal("-TERM");
+    assert_eq!(a.wait(Duration::from_secs(60)), Some(0));
+    let b = Server::start(&a_dir, port);
+    let (_, _, h) = b.get("/health");
+    assert_eq!(h["journal"]["durable_seq"], last + 1);
+    assert_eq!(read_models(&b), want);
+    // ... and after a SIGKILL with that snapshot left behind.
+    b.signal("-KILL");
+    let _ = b.wait(Duration::from_secs(10));
+    let b = Server::start(&a_dir, port);
+    assert_eq!(read_models(&b), want);
+    b.signal("-TERM");
+    assert_eq!(b.wait(Duration::from_secs(60)), Some(0));
+
+    // C: snapshot + a journal whose start retention deleted: the state
+    // (book, last prices) is the same; trade history is not rebuildable.
+    let c_dir = tmp.path().join("c");
+    copy_dir(&gen, &c_dir);
+    let data = persister::replica::DataDir::new(&c_dir);
+    let rec = persister::replica::recover(&data, u64::MAX, |_| {}).unwrap();
+    assert_eq!(rec.engine.last_seq(), last);
+    persister::replica::write_snapshot(&data, &rec.engine).unwrap();
+    let deleted = journal::delete_segments_before(data.journal(), last + 1).unwrap();
+    assert!(!deleted.is_empty());
+    let c = Server::start(&c_dir, port);
+    let (_, _, h) = c.get("/health");
+    assert_eq!(h["journal"]["durable_seq"], last + 1);
+    let got = read_models(&c);
+    assert_eq!(got[0]["bids"], want[0]["bids"]);
+    assert_eq!(got[0]["asks"], want[0]["asks"]);
+    assert_eq!(got[7], want[7], "last prices");
+    assert_eq!(got[8], want[8], "book tickers");
+    assert_eq!(
+        got[1],
+        serde_json::json!([]),
+        "no history without the journal's start"
+    );
+    c.signal("-TERM");
+    assert_eq!(c.wait(Duration::from_secs(60)), Some(0));
+}
+
+/// A snapshot newer than the journal's end (the journal lost records) is
+/// refused with a clear message, as before the single-pass startup.
+#[test]
+fn a_snapshot_newer_than_the_journal_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let last = write_journal(&full, 2, 50, 64 << 10);
+    let data = persister::replica::DataDir::new(&full);
+    let rec = persister::replica::recover(&data, u64::MAX, |_| {}).unwrap();
+    // A shorter journal beside the long one's snapshot.
+    let short = tmp.path().join("short");
+    write_journal(&short, 2, 10, 64 << 10);
+    let short_data = persister::replica::DataDir::new(&short);
+    persister::replica::write_snapshot(&short_data, &rec.engine).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
+        .arg("serve")
+        .env("MX_DATA_DIR", &short)
+        .env("MX_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("recovered state is at seq {last}"))
+            && err.contains("a snapshot is newer than the journal"),
+        "{err}"
+    );
+}
+
+/// Startup time on a journal of about a million commands (plus a snapshot
+/// on the second start). `MX_STARTUP_BENCH_BINS`: comma-separated
+/// `mini-exchange` binaries to compare (default: this build's);
+/// `MX_STARTUP_BENCH_ORDERS` (default 830,000 orders, about 1,000,000
+/// commands with the cancels); `MX_STARTUP_BENCH_DIR` (default: a temporary
+/// directory) keeps the journal and the logs. Prints one JSON line per start
+/// and the server's own recovery timings.
+#[test]
+#[ignore = "benchmark: cargo test -p gateway --test serve -- --ignored --nocapture startup_time"]
+fn startup_time_on_a_million_command_journal() {
+    let orders: u64 = std::env::var("MX_STARTUP_BENCH_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(830_000);
+    let bins = std::env::var("MX_STARTUP_BENCH_BINS")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mini-exchange").to_string());
+    // MX_STARTUP_BENCH_DIR: keep the journal and the runs' logs there.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::env::var_os("MX_STARTUP_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    let gen = root.join("gen");
+    let started = Instant::now();
+    let last = write_journal(&gen, 100, orders, 256 << 20);
+    eprintln!(
+        "journal: {last} commands written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (i, bin) in bins.split(',').enumerate() {
+        for round in 0..2 {
+            let dir = root.join(format!("run{i}-{round}"));
+            copy_dir(&gen, &dir);
+            let port = free_port();
+            for (start, with_snapshot) in [("journal only", false), ("journal + snapshot", true)] {
+                let log_path = dir.join(format!("serve-{with_snapshot}.log"));
+                let log = std::fs::File::create(&log_path).unwrap();
+                let t0 = Instant::now();
+                let s = Server::start_bin(bin, &dir, port, Stdio::from(log));
+                let secs = t0.elapsed().as_secs_f64();
+                let (_, _, h) = s.get("/health");
+                assert_eq!(h["journal"]["durable_seq"], last + 1, "+ the first admin");
+                println!(
+                    "{{\"bench\":\"startup\",\"bin\":\"{bin}\",\"round\":{round},\"start\":\"{start}\",\"commands\":{last},\"seconds_to_first_answer\":{secs:.3}}}"
+                );
+                // The server's own timings of its recovery steps.
+                let log = std::fs::read_to_string(&log_path).unwrap();
+                for line in log.lines().filter(|l| {
+                    l.contains("recovered") || l.contains("rebuilt") || l.contains("snapshot")
+                }) {
+                    eprintln!("    {line}");
+                }
+                s.signal("-TERM");
+                assert_eq!(s.wait(Duration::from_secs(120)), Some(0));
+            }
+        }
+    }
 }

@@ -365,13 +365,19 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// Current counts for `key` without counting anything.
     pub fn usage(&self, key: &K, now_ms: u64) -> Usage {
         let shard = self.shard(key);
+        match shard.map.get(key) {
+            Some(entry) => self.current(entry, now_ms),
+            None => Usage::zero(self.interval_ms.len()),
+        }
+    }
+
+    /// The counts of `entry`'s windows that are still running at `now_ms`.
+    fn current(&self, entry: &Entry, now_ms: u64) -> Usage {
         let mut usage = Usage::zero(self.interval_ms.len());
-        if let Some(entry) = shard.map.get(key) {
-            for (i, &ms) in self.interval_ms.iter().enumerate() {
-                let c = entry.counters[i];
-                if now_ms < c.window_start_ms.saturating_add(ms) {
-                    usage.used[i] = c.used;
-                }
+        for (i, &ms) in self.interval_ms.iter().enumerate() {
+            let c = entry.counters[i];
+            if now_ms < c.window_start_ms.saturating_add(ms) {
+                usage.used[i] = c.used;
             }
         }
         usage
@@ -408,7 +414,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     fn apply(&self, entry: &mut Entry, weight: u64, now_ms: u64) -> Result<Usage, Limited> {
         let n = self.interval_ms.len();
         if entry.ban_until_ms > now_ms {
-            return Err(self.banned(entry.ban_until_ms, now_ms, Usage::zero(n)));
+            // Refused without counting; the headers still show the weight
+            // used in the running window, as on every response.
+            let usage = self.current(entry, now_ms);
+            return Err(self.banned(entry.ban_until_ms, now_ms, usage));
         }
         let mut usage = Usage::zero(n);
         let mut refused: Option<(usize, u64)> = None;
@@ -751,10 +760,17 @@ mod tests {
             .error
             .msg
             .contains(&format!("IP banned until {}", T0 + 120_000)));
+        // Banned requests count nothing; their headers show the weight of
+        // the running window.
+        let again = rl.check_and_add(&k, 1, T0 + 1_000).unwrap_err();
+        assert_eq!(again.error.http_status, 418);
+        assert_eq!(again.usage.as_slice(), [10]);
+        assert_eq!(rl.usage(&k, T0 + 1_000).as_slice(), [10]);
         // Still banned in the next minute, with the remaining time.
         let later = rl.check_and_add(&k, 1, T0 + 60_000).unwrap_err();
         assert_eq!(later.retry_after_secs, 60);
         assert_eq!(later.error.http_status, 418);
+        assert_eq!(later.usage.as_slice(), [0]);
         // A banned entry is not idle, so it is not swept.
         assert_eq!(rl.sweep(T0 + 100_000), 0);
         // Ban over; offend again: twice as long, capped.
