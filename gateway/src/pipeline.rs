@@ -1,15 +1,16 @@
 //! The order path: gateway tasks -> bounded lock-free ring -> journaler
 //! thread (assigns sequence and timestamp, appends, group-commits) -> engine
-//! thread (applies in sequence) -> reply to the waiting request and publish
-//! the events. A command's result is released only after its batch is
-//! durable under the journal's policy, so nothing acknowledged is ever lost.
+//! thread (applies in sequence) -> publisher thread (read models, streams,
+//! then the reply to the waiting request). A command's result is released
+//! only after its batch is durable under the journal's policy, so nothing
+//! acknowledged is ever lost, and only after every read model applied it.
 //!
 //! Bounds: the ring has a fixed capacity and a full ring is refused at once
 //! (`SubmitError::Full`, answered 503); the journaler -> engine and engine ->
 //! publisher hand-offs are bounded channels, so a slow publisher pushes back
 //! to the ring instead of growing memory. The engine thread does no I/O: it
-//! applies commands, sends replies (non-blocking one-shot sends) and hands
-//! the events to the publisher.
+//! applies commands and hands outcomes and reply handles to the publisher,
+//! which answers with non-blocking one-shot sends.
 //!
 //! A journal failure (failed fsync) poisons the pipeline: every waiting and
 //! later request is refused and the server must be restarted; the journal
@@ -236,7 +237,8 @@ fn pin_to_core(core: usize) {
 impl Pipeline {
     /// Start the journaler and engine threads. `engine` must already hold
     /// the recovered state matching `writer.last_seq()`. `publish` runs on
-    /// the publisher thread for every applied command, in sequence order.
+    /// the publisher thread for every applied command, in sequence order,
+    /// before the command's reply is sent.
     pub fn start(
         writer: journal::Writer,
         engine: Engine,
@@ -257,14 +259,22 @@ impl Pipeline {
         });
         let durable = writer.durable_handle();
         let (batch_tx, batch_rx) = crossbeam::channel::bounded::<Batch>(64);
-        let (pub_tx, pub_rx) = crossbeam::channel::bounded::<Vec<Arc<Outcome>>>(256);
+        let (pub_tx, pub_rx) =
+            crossbeam::channel::bounded::<Vec<(Arc<Outcome>, Option<Reply>)>>(256);
 
+        // The publisher answers each command after `publish` ran for it, so
+        // a caller that gets its outcome can read its own write in every
+        // read model without waiting on anything else (one wake-up per
+        // request, instead of every waiter re-checking on every publish).
         let publisher = std::thread::Builder::new()
             .name("mx-publisher".into())
             .spawn(move || {
                 while let Ok(batch) = pub_rx.recv() {
-                    for o in batch {
-                        publish(o);
+                    for (o, reply) in batch {
+                        publish(o.clone());
+                        if let Some(r) = reply {
+                            let _ = r.send(Ok(o));
+                        }
                     }
                 }
             })
@@ -292,10 +302,7 @@ impl Pipeline {
                             command: sub.command,
                             events: out.clone(),
                         });
-                        if let Some(r) = sub.reply {
-                            let _ = r.send(Ok(outcome.clone()));
-                        }
-                        published.push(outcome);
+                        published.push((outcome, sub.reply));
                     }
                     sh.stats
                         .applied

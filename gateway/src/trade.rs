@@ -119,18 +119,12 @@ pub(crate) fn authorize(st: &AppState, key: &str, params: Params, need: u8) -> R
     Ok(Authed { user, key, params })
 }
 
-/// Wait until every read model has applied `seq` (read-your-writes).
-async fn published(st: &AppState, seq: u64) {
-    let mut rx = st.published.clone();
-    let _ = rx.wait_for(|s| *s >= seq).await;
-}
-
+/// Run a command; its outcome arrives once it is durable and every read
+/// model has applied it (the publisher answers), so what follows reads its
+/// own write.
 async fn execute(st: &AppState, cmd: Command) -> R<std::sync::Arc<Outcome>> {
     match st.submitter.execute(cmd).await {
-        Ok(o) => {
-            published(st, o.seq).await;
-            Ok(o)
-        }
+        Ok(o) => Ok(o),
         Err(ExecuteError::Submit(SubmitError::Full)) => Err(BinanceError::server_busy()),
         Err(_) => Err(BinanceError::service_shutting_down()),
     }
