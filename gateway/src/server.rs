@@ -84,6 +84,9 @@ pub struct AppState {
     pub persister: Option<Arc<persister::writer::PersisterStatus>>,
     /// Listen keys and user data streams (userstream.rs).
     pub user_streams: Arc<crate::userstream::UserStreams>,
+    /// Becomes true on SIGTERM/SIGINT: WebSocket sessions say goodbye
+    /// (close 1001, the WebSocket API's `serverShutdown` event) and end.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn now_ms() -> u64 {
@@ -328,7 +331,7 @@ pub fn router(st: AppState, max_body_bytes: usize) -> Router {
         .with_state(st)
 }
 
-async fn shutdown_signal(stop: Arc<AtomicBool>) {
+async fn shutdown_signal(stop: Arc<AtomicBool>, closing: tokio::sync::watch::Sender<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
@@ -337,6 +340,7 @@ async fn shutdown_signal(stop: Arc<AtomicBool>) {
         _ = int.recv() => tracing::info!("SIGINT: draining and shutting down"),
     }
     stop.store(true, Ordering::Release);
+    closing.send_replace(true);
 }
 
 /// The state startup rebuilt from the data directory, all at the journal's
@@ -544,7 +548,9 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         RateLimiter::new(opts.weight_limit.clone())
             .map_err(|e| anyhow::anyhow!("bad rate limit configuration: {e:?}"))?,
     );
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let st = AppState {
+        closing: closing_rx,
         market,
         identity,
         accounts,
@@ -620,8 +626,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown_signal(stop.clone()))
+        .with_graceful_shutdown(shutdown_signal(stop.clone(), closing_tx))
         .await?;
+        // Upgraded WebSocket connections are not HTTP connections any more:
+        // give them a moment to send their close frames.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while hub.connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     });
     // Drain: nothing new is accepted, everything queued becomes durable and

@@ -168,8 +168,23 @@ impl Session {
         let mut last_pong = Instant::now();
         let mut in_flight: FuturesUnordered<Reply> = FuturesUnordered::new();
         let slow = self.slow.clone();
+        let mut closing = self.st.closing.clone();
         loop {
+            if *closing.borrow_and_update() {
+                let ev = format!(
+                    "{{\"event\":{{\"e\":\"serverShutdown\",\"E\":{}}}}}",
+                    now_ms()
+                );
+                let _ = send(socket, ev).await;
+                return Some((1001, "server shutting down"));
+            }
             tokio::select! {
+                r = closing.changed() => {
+                    if r.is_err() {
+                        return Some((1001, "server shutting down"));
+                    }
+                    continue;
+                }
                 _ = slow.notified() => return Some(SLOW),
                 Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
                     // Replies that are ready too leave in the same write.

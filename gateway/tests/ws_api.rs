@@ -799,3 +799,32 @@ fn a_client_that_stops_reading_is_cut_off_and_others_are_served() {
     }
     assert_eq!(call(&good, json!("end"), "ping", json!({}))["status"], 200);
 }
+
+#[test]
+fn sigterm_says_server_shutdown_and_closes_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(tmp.path(), port);
+    let ws = Ws::connect(port, "/ws-api/v3");
+    assert_eq!(call(&ws, json!(1), "ping", json!({}))["status"], 200);
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    match ws.next(Duration::from_secs(10)) {
+        Some(In::Json(v)) => {
+            assert_eq!(v["event"]["e"], "serverShutdown", "{v}");
+            assert!(v["event"]["E"].as_u64().unwrap() > 0);
+        }
+        other => panic!("expected serverShutdown, got {other:?}"),
+    }
+    assert_eq!(
+        ws.closed(Duration::from_secs(10)),
+        Some((1001, "server shutting down".to_string()))
+    );
+    let mut s = s;
+    let st = s.child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+}
