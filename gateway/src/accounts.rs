@@ -47,6 +47,11 @@ pub struct UserAccount {
     pub trades: VecDeque<TradeRecord>,
     pub balances: BTreeMap<AssetId, Balance>,
     pub update_ms: u64,
+    /// Older closed orders fell off (or were never loaded): the full
+    /// history is only in Postgres.
+    pub orders_truncated: bool,
+    /// Older trades fell off (or were never loaded).
+    pub trades_truncated: bool,
 }
 
 impl UserAccount {
@@ -61,22 +66,46 @@ impl UserAccount {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Accounts {
     pub users: HashMap<UserId, UserAccount>,
     owner: HashMap<u64, UserId>,
     /// Pair -> (base, quote) for commission assets.
     pair_assets: HashMap<PairId, (AssetId, AssetId)>,
     pub last_seq: u64,
+    /// Closed orders kept per user.
+    orders_kept: usize,
+    /// Trades kept per user.
+    trades_kept: usize,
+}
+
+impl Default for Accounts {
+    fn default() -> Self {
+        Accounts::with_retention(CLOSED_ORDERS_PER_USER, TRADES_PER_USER)
+    }
 }
 
 impl Accounts {
-    /// Balances and open orders of a recovered engine (no closed history):
-    /// the fallback when the journal's start is no longer available.
-    pub fn from_engine(e: &Engine) -> Accounts {
+    /// Empty, keeping at most `orders` closed orders and `trades` trades
+    /// per user (at least 1 each).
+    pub fn with_retention(orders: usize, trades: usize) -> Accounts {
+        Accounts {
+            users: HashMap::new(),
+            owner: HashMap::new(),
+            pair_assets: HashMap::new(),
+            last_seq: 0,
+            orders_kept: orders.max(1),
+            trades_kept: trades.max(1),
+        }
+    }
+
+    /// Balances and open orders of a recovered engine (no closed history,
+    /// so every user's history counts as truncated): the fallback when the
+    /// journal's start is no longer available.
+    pub fn from_engine(e: &Engine, orders_kept: usize, trades_kept: usize) -> Accounts {
         let mut a = Accounts {
             last_seq: e.last_seq(),
-            ..Accounts::default()
+            ..Accounts::with_retention(orders_kept, trades_kept)
         };
         for ps in e.pairs() {
             a.pair_assets
@@ -94,6 +123,8 @@ impl Accounts {
         }
         for u in e.users() {
             let acc = a.users.entry(u.id).or_default();
+            acc.orders_truncated = true;
+            acc.trades_truncated = true;
             for (asset, b) in &u.balances {
                 acc.balances.insert(*asset, *b);
             }
@@ -134,7 +165,8 @@ impl Accounts {
         };
         let acc = self.users.entry(user).or_default();
         acc.closed.push_back(id);
-        while acc.closed.len() > CLOSED_ORDERS_PER_USER {
+        while acc.closed.len() > self.orders_kept {
+            acc.orders_truncated = true;
             if let Some(old) = acc.closed.pop_front() {
                 if let Some(r) = acc.orders.remove(&old) {
                     if acc.by_client.get(&r.order.client_id) == Some(&old) {
@@ -148,8 +180,9 @@ impl Accounts {
 
     fn push_trade(&mut self, user: UserId, t: TradeRecord) {
         let acc = self.users.entry(user).or_default();
-        if acc.trades.len() == TRADES_PER_USER {
+        if acc.trades.len() >= self.trades_kept {
             acc.trades.pop_front();
+            acc.trades_truncated = true;
         }
         acc.trades.push_back(t);
     }

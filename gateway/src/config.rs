@@ -539,6 +539,8 @@ pub struct MarketDataConfig {
     pub agg_trades_kept_per_symbol: usize,
     pub klines_kept_per_interval: usize,
     pub depth_max_levels: usize,
+    pub orders_kept_per_user: usize,
+    pub trades_kept_per_user: usize,
 }
 
 impl MarketDataConfig {
@@ -549,6 +551,8 @@ impl MarketDataConfig {
             agg_trades_kept: self.agg_trades_kept_per_symbol,
             klines_kept: self.klines_kept_per_interval,
             depth_max_levels: self.depth_max_levels,
+            orders_kept_per_user: self.orders_kept_per_user,
+            trades_kept_per_user: self.trades_kept_per_user,
         }
     }
 }
@@ -560,6 +564,8 @@ impl Default for MarketDataConfig {
             agg_trades_kept_per_symbol: 10_000,
             klines_kept_per_interval: 5_000,
             depth_max_levels: 5_000,
+            orders_kept_per_user: 10_000,
+            trades_kept_per_user: 10_000,
         }
     }
 }
@@ -1045,6 +1051,14 @@ impl Config {
         nonzero(
             "market_data.agg_trades_kept_per_symbol",
             m.agg_trades_kept_per_symbol as u64,
+        )?;
+        nonzero(
+            "market_data.orders_kept_per_user",
+            m.orders_kept_per_user as u64,
+        )?;
+        nonzero(
+            "market_data.trades_kept_per_user",
+            m.trades_kept_per_user as u64,
         )?;
         let min_klines = crate::market::MIN_KLINES_KEPT_PER_INTERVAL;
         if m.klines_kept_per_interval < min_klines {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod binance;
 pub mod cli;
 pub mod config;
+pub mod history;
 pub mod identity;
 pub mod market;
 pub mod native;

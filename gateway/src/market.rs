@@ -73,6 +73,10 @@ pub struct MarketLimits {
     /// Deepest depth answer, levels per side (`/api/v3/depth`,
     /// `<symbol>@depth<levels>`).
     pub depth_max_levels: usize,
+    /// Closed orders kept per user by the history read model (accounts.rs).
+    pub orders_kept_per_user: usize,
+    /// Trades kept per user by the history read model.
+    pub trades_kept_per_user: usize,
 }
 
 impl Default for MarketLimits {
@@ -82,6 +86,8 @@ impl Default for MarketLimits {
             agg_trades_kept: DEFAULT_AGG_TRADES_KEPT,
             klines_kept: DEFAULT_KLINES_KEPT_PER_INTERVAL,
             depth_max_levels: DEFAULT_DEPTH_MAX_LEVELS,
+            orders_kept_per_user: crate::accounts::CLOSED_ORDERS_PER_USER,
+            trades_kept_per_user: crate::accounts::TRADES_PER_USER,
         }
     }
 }
@@ -95,6 +101,8 @@ impl MarketLimits {
             agg_trades_kept: self.agg_trades_kept.max(1),
             klines_kept: self.klines_kept.max(MIN_KLINES_KEPT_PER_INTERVAL),
             depth_max_levels: self.depth_max_levels.max(1),
+            orders_kept_per_user: self.orders_kept_per_user.max(1),
+            trades_kept_per_user: self.trades_kept_per_user.max(1),
         }
     }
 }
@@ -1077,6 +1085,7 @@ mod tests {
             agg_trades_kept: 3,
             klines_kept: MIN_KLINES_KEPT_PER_INTERVAL + 1,
             depth_max_levels: 2,
+            ..MarketLimits::default()
         };
         let mut m = Market::new(limits);
         assert_eq!(m.limits(), limits);

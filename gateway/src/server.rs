@@ -87,6 +87,8 @@ pub struct AppState {
     /// Becomes true on SIGTERM/SIGINT: WebSocket sessions say goodbye
     /// (close 1001, the WebSocket API's `serverShutdown` event) and end.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Order and trade history in Postgres, when `DATABASE_URL` is set.
+    pub history: Option<Arc<crate::history::PgHistory>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -375,7 +377,8 @@ fn recover(
 ) -> Result<Recovered> {
     refuse_snapshot_newer_than(data, journal_last_seq)?;
     let started = Instant::now();
-    let mut accounts = Accounts::default();
+    let mut accounts =
+        Accounts::with_retention(limits.orders_kept_per_user, limits.trades_kept_per_user);
     let mut market = Market::new(limits);
     let mut engine = engine::Engine::with_capacity(replica::DEFAULT_CAPACITY);
     let res = replica::replay(
@@ -449,7 +452,11 @@ fn recover(
         "history not rebuildable from the journal; serving open orders, balances and the book only"
     );
     Ok(Recovered {
-        accounts: Accounts::from_engine(&rec.engine),
+        accounts: Accounts::from_engine(
+            &rec.engine,
+            limits.orders_kept_per_user,
+            limits.trades_kept_per_user,
+        ),
         market: Market::from_engine(&rec.engine, limits),
         engine: rec.engine,
     })
@@ -549,7 +556,15 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("bad rate limit configuration: {e:?}"))?,
     );
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let history = match &opts.database_url {
+        Some(url) => Some(Arc::new(
+            crate::history::PgHistory::new(url, 4)
+                .context("DATABASE_URL is not a valid PostgreSQL URL")?,
+        )),
+        None => None,
+    };
     let st = AppState {
+        history,
         closing: closing_rx,
         market,
         identity,

@@ -195,6 +195,101 @@ impl PairInfo {
     fn quote(&self, u: u64) -> String {
         format_units(u, self.quote_dec)
     }
+    /// An order row of Postgres (history beyond memory) as a read-model
+    /// record. Postgres does not keep whether a stop had triggered: one
+    /// that traded did; workingTime is its creation time.
+    fn order_from_pg(&self, user: UserId, r: &crate::history::PgOrder) -> Option<OrderRecord> {
+        const STP_MODES: [StpMode; 4] = [
+            StpMode::None,
+            StpMode::ExpireTaker,
+            StpMode::ExpireMaker,
+            StpMode::ExpireBoth,
+        ];
+        const ORDER_STATUSES: [OrderStatus; 7] = [
+            OrderStatus::New,
+            OrderStatus::PartiallyFilled,
+            OrderStatus::Filled,
+            OrderStatus::Canceled,
+            OrderStatus::Rejected,
+            OrderStatus::Expired,
+            OrderStatus::ExpiredInMatch,
+        ];
+        let kind = OrderType::ALL.into_iter().find(|t| t.as_str() == r.kind)?;
+        let side = [Side::Buy, Side::Sell]
+            .into_iter()
+            .find(|s| s.as_str() == r.side)?;
+        let tif = [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok]
+            .into_iter()
+            .find(|t| Some(t.as_str()) == r.tif.as_deref())
+            .unwrap_or(TimeInForce::Gtc);
+        let stp = STP_MODES.into_iter().find(|m| m.as_str() == r.stp)?;
+        let status = ORDER_STATUSES
+            .into_iter()
+            .find(|s| s.as_str() == r.status)?;
+        let base = |s: &str| parse_units(s, self.base_dec).ok();
+        let quote = |s: &str| parse_units(s, self.quote_dec).ok();
+        let ticks = |s: &Option<String>| match s {
+            Some(v) => quote(v).map(|u| u / self.tick_units),
+            None => Some(0),
+        };
+        let filled = base(&r.filled)?;
+        let order = Order {
+            id: OrderId(r.id),
+            user,
+            pair: self.id,
+            side,
+            kind,
+            tif,
+            stp,
+            status,
+            price: Price(ticks(&r.price)?),
+            stop_price: Price(ticks(&r.stop_price)?),
+            qty: Qty(base(&r.amount)?),
+            filled: Qty(filled),
+            quote_qty: match &r.quote_qty {
+                Some(q) => quote(q)?,
+                None => 0,
+            },
+            cum_quote: quote(&r.cum_quote)?,
+            frozen: 0,
+            client_id: r
+                .client_id
+                .as_deref()
+                .and_then(|c| ClientOrderId::new(c).ok())
+                .unwrap_or_default(),
+            created_ms: r.created_ms,
+            working_ms: r.created_ms,
+            triggered: filled > 0 || status == OrderStatus::Filled,
+        };
+        Some(OrderRecord {
+            order,
+            update_ms: r.updated_ms,
+        })
+    }
+
+    /// A user's side of a Postgres trade row as a read-model record.
+    fn trade_from_pg(&self, t: &crate::history::PgTrade) -> Option<TradeRecord> {
+        let quote = |s: &str| parse_units(s, self.quote_dec).ok();
+        let asset = AssetId(u32::try_from(t.commission_asset).ok()?);
+        Some(TradeRecord {
+            id: t.id,
+            pair: self.id,
+            order: OrderId(t.order),
+            price_ticks: quote(&t.price)? / self.tick_units,
+            qty_units: parse_units(&t.qty, self.base_dec).ok()?,
+            quote_units: quote(&t.quote)?,
+            commission: if asset == self.base {
+                parse_units(&t.commission, self.base_dec).ok()?
+            } else {
+                quote(&t.commission)?
+            },
+            commission_asset: asset,
+            time_ms: t.time_ms,
+            is_buyer: t.is_buyer,
+            is_maker: t.is_maker,
+        })
+    }
+
     fn asset_sym(&self, a: AssetId) -> &str {
         if a == self.base {
             &self.base_sym
@@ -961,6 +1056,16 @@ fn history_filter(params: &Params, id_name: &str) -> R<HistoryFilter> {
 }
 
 impl HistoryFilter {
+    /// The same filter for a Postgres query.
+    fn pg_page(&self) -> crate::history::Page {
+        crate::history::Page {
+            from_id: self.from_id,
+            start_ms: self.start,
+            end_ms: self.end,
+            limit: self.limit,
+        }
+    }
+
     fn keep(&self, id: u64, time: u64) -> bool {
         self.from_id.is_none_or(|f| id >= f)
             && self.start.is_none_or(|s| time >= s)
@@ -985,13 +1090,13 @@ async fn all_orders(
     RawQuery(q): RawQuery,
 ) -> Response {
     match authenticate(&st, &headers, q.as_deref(), b"", PERM_READ) {
-        Ok(a) => respond(history(&st, &a)),
+        Ok(a) => respond(history(&st, &a).await),
         Err(e) => error_response(&e),
     }
 }
 
 /// Order history (REST allOrders, WebSocket `allOrders`).
-pub(crate) fn history(st: &AppState, a: &Authed) -> R<Value> {
+pub(crate) async fn history(st: &AppState, a: &Authed) -> R<Value> {
     a.params.check_unknown(&[
         "symbol",
         "orderId",
@@ -1004,19 +1109,40 @@ pub(crate) fn history(st: &AppState, a: &Authed) -> R<Value> {
     ])?;
     let pair = pair_of(st, &a.params)?;
     let f = history_filter(&a.params, "orderId")?;
-    let acc = st.accounts.read().expect("accounts lock");
-    let list: Vec<Value> = acc
-        .user(a.user)
-        .map(|u| {
-            let matching: Vec<&OrderRecord> = u
-                .orders
-                .values()
-                .filter(|r| r.order.pair == pair.id && f.keep(r.order.id.0, r.order.created_ms))
-                .collect();
-            f.page(matching).map(|r| order_json(&pair, r)).collect()
-        })
-        .unwrap_or_default();
-    Ok(Value::Array(list))
+    let (mut matching, truncated) = {
+        let acc = st.accounts.read().expect("accounts lock");
+        match acc.user(a.user) {
+            Some(u) => (
+                u.orders
+                    .values()
+                    .filter(|r| r.order.pair == pair.id && f.keep(r.order.id.0, r.order.created_ms))
+                    .copied()
+                    .collect::<Vec<OrderRecord>>(),
+                u.orders_truncated,
+            ),
+            None => (Vec::new(), false),
+        }
+    };
+    if let (true, Some(h)) = (truncated, &st.history) {
+        match h.orders(a.user.0, u64::from(pair.id.0), f.pg_page()).await {
+            Ok(rows) => {
+                let known: std::collections::HashSet<u64> =
+                    matching.iter().map(|r| r.order.id.0).collect();
+                matching.extend(
+                    rows.iter()
+                        .filter(|row| !known.contains(&row.id))
+                        .filter_map(|row| pair.order_from_pg(a.user, row)),
+                );
+                matching.sort_unstable_by_key(|r| r.order.id.0);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "allOrders: Postgres history unavailable, answering from memory")
+            }
+        }
+    }
+    Ok(Value::Array(
+        f.page(matching).map(|r| order_json(&pair, &r)).collect(),
+    ))
 }
 
 fn trade_json(p: &PairInfo, t: &TradeRecord) -> Value {
@@ -1043,13 +1169,13 @@ async fn my_trades(
     RawQuery(q): RawQuery,
 ) -> Response {
     match authenticate(&st, &headers, q.as_deref(), b"", PERM_READ) {
-        Ok(a) => respond(trades(&st, &a)),
+        Ok(a) => respond(trades(&st, &a).await),
         Err(e) => error_response(&e),
     }
 }
 
 /// Trade history (REST myTrades, WebSocket `myTrades`).
-pub(crate) fn trades(st: &AppState, a: &Authed) -> R<Value> {
+pub(crate) async fn trades(st: &AppState, a: &Authed) -> R<Value> {
     a.params.check_unknown(&[
         "symbol",
         "orderId",
@@ -1064,23 +1190,47 @@ pub(crate) fn trades(st: &AppState, a: &Authed) -> R<Value> {
     let pair = pair_of(st, &a.params)?;
     let f = history_filter(&a.params, "fromId")?;
     let order = a.params.optional_u64("orderId")?;
-    let acc = st.accounts.read().expect("accounts lock");
-    let list: Vec<Value> = acc
-        .user(a.user)
-        .map(|u| {
-            let matching: Vec<&TradeRecord> = u
-                .trades
-                .iter()
-                .filter(|t| {
-                    t.pair == pair.id
-                        && order.is_none_or(|o| t.order.0 == o)
-                        && f.keep(t.id, t.time_ms)
-                })
-                .collect();
-            f.page(matching).map(|t| trade_json(&pair, t)).collect()
-        })
-        .unwrap_or_default();
-    Ok(Value::Array(list))
+    let (mut matching, truncated) = {
+        let acc = st.accounts.read().expect("accounts lock");
+        match acc.user(a.user) {
+            Some(u) => (
+                u.trades
+                    .iter()
+                    .filter(|t| {
+                        t.pair == pair.id
+                            && order.is_none_or(|o| t.order.0 == o)
+                            && f.keep(t.id, t.time_ms)
+                    })
+                    .copied()
+                    .collect::<Vec<TradeRecord>>(),
+                u.trades_truncated,
+            ),
+            None => (Vec::new(), false),
+        }
+    };
+    if let (true, Some(h)) = (truncated, &st.history) {
+        match h
+            .trades(a.user.0, u64::from(pair.id.0), order, f.pg_page())
+            .await
+        {
+            Ok(rows) => {
+                let known: std::collections::HashSet<(u64, u64)> =
+                    matching.iter().map(|t| (t.id, t.order.0)).collect();
+                matching.extend(
+                    rows.iter()
+                        .filter(|row| !known.contains(&(row.id, row.order)))
+                        .filter_map(|row| pair.trade_from_pg(row)),
+                );
+                matching.sort_unstable_by_key(|t| (t.id, t.order.0));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "myTrades: Postgres history unavailable, answering from memory")
+            }
+        }
+    }
+    Ok(Value::Array(
+        f.page(matching).map(|t| trade_json(&pair, &t)).collect(),
+    ))
 }
 
 async fn account(

@@ -587,8 +587,8 @@ impl Call {
             Call::Status => plain(trade::status(st, a)),
             Call::Open => plain(trade::open(st, a)),
             Call::CancelAll => plain(trade::cancel_all(st, a).await),
-            Call::History => plain(trade::history(st, a)),
-            Call::Trades => plain(trade::trades(st, a)),
+            Call::History => plain(trade::history(st, a).await),
+            Call::Trades => plain(trade::trades(st, a).await),
             Call::Account => plain(trade::account_status(st, a)),
         }
     }

@@ -634,6 +634,8 @@ fn market_data_settings_reach_the_projection() {
         ("MX_MARKET_DATA__AGG_TRADES_KEPT_PER_SYMBOL", "6"),
         ("MX_MARKET_DATA__KLINES_KEPT_PER_INTERVAL", "2000"),
         ("MX_MARKET_DATA__DEPTH_MAX_LEVELS", "7"),
+        ("MX_MARKET_DATA__ORDERS_KEPT_PER_USER", "8"),
+        ("MX_MARKET_DATA__TRADES_KEPT_PER_USER", "9"),
     ])
     .unwrap();
     assert_eq!(
@@ -642,9 +644,17 @@ fn market_data_settings_reach_the_projection() {
             trades_kept: 5,
             agg_trades_kept: 6,
             klines_kept: 2000,
-            depth_max_levels: 7
+            depth_max_levels: 7,
+            orders_kept_per_user: 8,
+            trades_kept_per_user: 9,
         }
     );
+    for key in [
+        "MX_MARKET_DATA__ORDERS_KEPT_PER_USER",
+        "MX_MARKET_DATA__TRADES_KEPT_PER_USER",
+    ] {
+        assert!(load_env(&[(key, "0")]).is_err(), "{key}=0 accepted");
+    }
     let min = MIN_KLINES_KEPT_PER_INTERVAL.to_string();
     load_env(&[("MX_MARKET_DATA__KLINES_KEPT_PER_INTERVAL", &min)]).unwrap();
     let below = (MIN_KLINES_KEPT_PER_INTERVAL - 1).to_string();

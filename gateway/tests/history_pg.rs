@@ -1,0 +1,165 @@
+//! History beyond memory: `serve` with DATABASE_URL (its own test database)
+//! keeps only 3 closed orders and 3 trades per user in memory; once the
+//! persister has written the rest, allOrders and myTrades (REST and the
+//! WebSocket API) answer the whole history from memory + Postgres, with the
+//! same fields the orders had when they were placed, and Binance paging.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn wait_persisted(s: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = s.req("GET", "/health", &[], b"");
+        let p = &h.json["persister"];
+        if p["lag_seq"].as_u64() == Some(0) && h.json["journal"]["durable_seq"] == p["written_seq"]
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "persister never caught up: {}",
+            h.json
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["orderId"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(persister::testdb::TestDb::create());
+    let url = db.url().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start_with(
+        tmp.path(),
+        port,
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("MX_MARKET_DATA__ORDERS_KEPT_PER_USER", "3"),
+            ("MX_MARKET_DATA__TRADES_KEPT_PER_USER", "3"),
+        ],
+    );
+    let admin = login(&s, ADMIN, ADMIN_PW);
+    let a = trader(
+        &s,
+        &admin,
+        "histalice",
+        &[("USDT", "100000")],
+        &["READ", "TRADE"],
+    );
+    let b = trader(&s, &admin, "histbob", &[("BTC", "5")], &["READ", "TRADE"]);
+    for i in 0..10 {
+        b.order(
+            &s,
+            &format!(
+                "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.01&price={}",
+                30000 + i
+            ),
+        );
+    }
+    // Alice: 10 IOC buys that each take one level, then 2 that find nothing.
+    let mut placed = Vec::new();
+    for i in 0..12 {
+        let price = if i < 10 { 30000 + i } else { 29000 };
+        placed.push(a.order(
+            &s,
+            &format!(
+                "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=IOC&quantity=0.01&price={price}&newClientOrderId=h{i}&newOrderRespType=RESULT"
+            ),
+        ));
+    }
+    assert!(placed[..10].iter().all(|o| o["status"] == "FILLED"));
+    assert!(placed[10..].iter().all(|o| o["status"] == "EXPIRED"));
+    wait_persisted(&s);
+
+    // Every order, oldest first, as it was answered when placed.
+    let all = a.call(&s, "GET", "/api/v3/allOrders", "symbol=BTCUSDT&limit=1000");
+    assert_eq!(all.status, 200, "{}", all.json);
+    let list = all.json.as_array().unwrap();
+    assert_eq!(list.len(), 12, "{}", all.json);
+    for (got, want) in list.iter().zip(&placed) {
+        for field in [
+            "orderId",
+            "clientOrderId",
+            "price",
+            "origQty",
+            "executedQty",
+            "cummulativeQuoteQty",
+            "status",
+            "timeInForce",
+            "type",
+            "side",
+            "selfTradePreventionMode",
+            "origQuoteOrderQty",
+        ] {
+            assert_eq!(got[field], want[field], "{field} of {got}");
+        }
+        assert_eq!(got["symbol"], "BTCUSDT");
+        assert_eq!(got["isWorking"], true);
+    }
+    // Paging: the newest 5; from the 3rd id, 4 of them.
+    let want: Vec<u64> = placed
+        .iter()
+        .map(|o| o["orderId"].as_u64().unwrap())
+        .collect();
+    let r = a.call(&s, "GET", "/api/v3/allOrders", "symbol=BTCUSDT&limit=5");
+    assert_eq!(ids(&r.json), want[7..].to_vec());
+    let r = a.call(
+        &s,
+        "GET",
+        "/api/v3/allOrders",
+        &format!("symbol=BTCUSDT&orderId={}&limit=4", want[2]),
+    );
+    assert_eq!(ids(&r.json), want[2..6].to_vec());
+
+    // Trades: all 10 of Alice's fills with their commission in BTC, and
+    // Bob's 10 in USDT.
+    let t = a.call(&s, "GET", "/api/v3/myTrades", "symbol=BTCUSDT&limit=1000");
+    let trades = t.json.as_array().unwrap();
+    assert_eq!(trades.len(), 10, "{}", t.json);
+    for (i, tr) in trades.iter().enumerate() {
+        assert_eq!(tr["orderId"].as_u64().unwrap(), want[i]);
+        assert_eq!(tr["price"], format!("{}.00000000", 30000 + i));
+        assert_eq!(tr["qty"], "0.01000000");
+        assert_eq!(tr["commission"], "0.00001000");
+        assert_eq!(tr["commissionAsset"], "BTC");
+        assert_eq!(tr["isBuyer"], true);
+        assert_eq!(tr["isMaker"], false);
+    }
+    let t = b.call(&s, "GET", "/api/v3/myTrades", "symbol=BTCUSDT&limit=1000");
+    let bob = t.json.as_array().unwrap();
+    assert_eq!(bob.len(), 10);
+    assert!(bob
+        .iter()
+        .all(|tr| tr["commissionAsset"] == "USDT" && tr["isMaker"] == true));
+    assert_eq!(bob[0]["commission"], "0.30000000");
+    // One order's fills.
+    let t = a.call(
+        &s,
+        "GET",
+        "/api/v3/myTrades",
+        &format!("symbol=BTCUSDT&orderId={}", want[1]),
+    );
+    assert_eq!(t.json.as_array().unwrap().len(), 1);
+    assert_eq!(t.json[0]["orderId"].as_u64().unwrap(), want[1]);
+
+    drop(s);
+    rt.block_on(db.drop_db());
+}
