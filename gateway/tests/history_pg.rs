@@ -6,28 +6,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use serde_json::Value;
-
-fn wait_persisted(s: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let h = s.req("GET", "/health", &[], b"");
-        let p = &h.json["persister"];
-        if p["lag_seq"].as_u64() == Some(0) && h.json["journal"]["durable_seq"] == p["written_seq"]
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "persister never caught up: {}",
-            h.json
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn ids(v: &Value) -> Vec<u64> {
     v.as_array()

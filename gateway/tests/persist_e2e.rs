@@ -7,7 +7,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -52,22 +51,7 @@ fn serve_with_postgres_persists_and_reconciles() {
     let n_trades = trades.json.as_array().unwrap().len();
     assert!(n_trades >= 10);
 
-    // Wait for the persister to catch up with the journal.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let h = s.req("GET", "/health", &[], b"");
-        let p = &h.json["persister"];
-        if p["lag_seq"].as_u64() == Some(0) && h.json["journal"]["durable_seq"] == p["written_seq"]
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "persister never caught up: {}",
-            h.json
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_persisted(&s);
 
     // Reconcile (the server keeps running; the check reads the journal).
     let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))

@@ -268,3 +268,23 @@ pub fn trader(
         secret: r.json["secretKey"].as_str().unwrap().to_string(),
     }
 }
+
+/// Wait (60 s at most) until the in-process persister has written every
+/// durable command (`/health`: lag 0 and written = durable).
+pub fn wait_persisted(s: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = s.req("GET", "/health", &[], b"");
+        let p = &h.json["persister"];
+        if p["lag_seq"].as_u64() == Some(0) && h.json["journal"]["durable_seq"] == p["written_seq"]
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "persister never caught up: {}",
+            h.json
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
