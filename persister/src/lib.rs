@@ -3,10 +3,13 @@
 //! Postgres is a read model rebuilt from the journal at will; the journal stays
 //! the single source of truth. This crate owns the schema (`migrations/` at the
 //! workspace root, embedded by [`migrate`]) and the writer that tails the journal
-//! ([`writer`], rows built by [`rows`] and written by [`sql`]) and
+//! ([`writer`], rows built by [`rows`] and written by [`sql`]; candles and
+//! the 24 h ticker derived from the trades by [`klines`]) and
 //! [`reconcile`]. [`testdb`] gives every test its own throw-away
 //! database on the server named by `DATABASE_URL`.
 
+pub mod copy;
+pub mod klines;
 pub mod migrate;
 pub mod reconcile;
 pub mod replica;

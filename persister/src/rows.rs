@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::*;
 
+use crate::klines::{Klines, PairDecimals};
+
 /// Ledger and outbox ids: `seq << ROW_ID_SHIFT | index within the record`.
 pub const ROW_ID_SHIFT: u32 = 16;
 
@@ -233,6 +235,8 @@ pub struct Batch {
     pub dw: BTreeMap<i64, DwRow>,
     pub orders: BTreeMap<u64, OrderTouch>,
     pub trades: Trades,
+    /// The trades again, bucketed for `klines` and `ticker_24hr`.
+    pub klines: Klines,
     pub audit: Audit,
     pub outbox: Outbox,
 }
@@ -300,6 +304,7 @@ impl Batch {
             + self.dw.len()
             + self.orders.len()
             + self.trades.id.len()
+            + self.klines.row_count()
             + self.audit.id.len()
             + self.outbox.id.len()
     }
@@ -591,7 +596,17 @@ impl Batch {
                             tr.maker_fee,
                         )
                     };
-                    let price = dec(tr.price.0 as u128 * spec.tick_units as u128, qd);
+                    let price_units = tr.price.0 as u128 * spec.tick_units as u128;
+                    self.klines.add(
+                        tr,
+                        ts_ms,
+                        price_units,
+                        PairDecimals {
+                            base: bd,
+                            quote: qd,
+                        },
+                    );
+                    let price = dec(price_units, qd);
                     let x = &mut self.trades;
                     x.id.push(tr.id.0 as i64);
                     x.pair.push(tr.pair.0 as i64);

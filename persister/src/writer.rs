@@ -11,6 +11,10 @@
 //!   ([`crate::rows::Batch`]); the rows and the checkpoint move commit in ONE
 //!   transaction, so a restart resumes exactly after the last commit. Batch
 //!   size grows with the lag (up to [`WriterConfig::max_batch`] records).
+//!   A batch costs three round trips: BEGIN, its statements (prepared once
+//!   per connection, sent as one pipeline; big tables by binary COPY, see
+//!   [`crate::copy`]), COMMIT. Klines and the 24 h ticker are derived from
+//!   the batch's trades in the same transaction ([`crate::klines`]).
 //! * Postgres down: the batch in hand is kept and retried with exponential
 //!   backoff (logged at WARN); the journal keeps growing, the exchange keeps
 //!   trading, and the writer catches up with bigger batches when it returns.
@@ -27,6 +31,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::migrate;
 use crate::replica::{self, DataDir, ReplicaError};
 use crate::rows::{year_month, Batch};
+use crate::sql::Statements;
 
 /// Name of the (single) writer that owns every table it writes.
 pub const DEFAULT_WRITER: &str = "core";
@@ -79,6 +84,10 @@ pub struct WriterConfig {
     pub max_backoff: Duration,
     /// Run the migrations at start.
     pub migrate: bool,
+    /// Fewest rows of the ledger, outbox or trades in a batch that go by
+    /// binary COPY rather than the pipelined UNNEST statement
+    /// (`usize::MAX`: never).
+    pub copy_min_rows: usize,
 }
 
 impl WriterConfig {
@@ -92,6 +101,7 @@ impl WriterConfig {
             idle: Duration::from_millis(20),
             max_backoff: Duration::from_secs(5),
             migrate: true,
+            copy_min_rows: crate::copy::COPY_MIN_ROWS,
         }
     }
 }
@@ -113,6 +123,11 @@ pub struct PersisterStatus {
     pub batches: AtomicU64,
     pub rows: AtomicU64,
     pub errors: AtomicU64,
+    /// Time spent reading the journal, applying records to the replica and
+    /// building rows (ns, summed over batches).
+    pub build_ns: AtomicU64,
+    /// Time spent writing batches to Postgres, retries included (ns).
+    pub flush_ns: AtomicU64,
 }
 
 impl PersisterStatus {
@@ -210,17 +225,23 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 struct Conn {
     cfg: WriterConfig,
     client: Option<Client>,
+    /// Statements prepared on `client`.
+    statements: Statements,
     backoff: Duration,
     migrated: bool,
     status: Arc<PersisterStatus>,
 }
 
 impl Conn {
-    /// A connected client, retrying with backoff; `None` when stopping.
-    async fn get(&mut self, stop: &AtomicBool) -> Result<Option<&mut Client>, WriterError> {
+    /// A connected client and its prepared statements, retrying with
+    /// backoff; `None` when stopping.
+    async fn get(
+        &mut self,
+        stop: &AtomicBool,
+    ) -> Result<Option<(&mut Client, &mut Statements)>, WriterError> {
         loop {
             if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
-                return Ok(self.client.as_mut());
+                return Ok(self.client.as_mut().map(|c| (c, &mut self.statements)));
             }
             self.client = None;
             self.status.connected.store(false, Ordering::Relaxed);
@@ -250,6 +271,7 @@ impl Conn {
                     self.backoff = Duration::from_millis(100);
                     self.status.connected.store(true, Ordering::Relaxed);
                     self.client = Some(c);
+                    self.statements.clear();
                 }
                 Err(err) => self.failed(&migrate::describe(&err), stop).await,
             }
@@ -310,13 +332,14 @@ async fn run_async(
     let mut conn = Conn {
         cfg: cfg.clone(),
         client: None,
+        statements: Statements::new(),
         backoff: Duration::from_millis(100),
         migrated: false,
         status: status.clone(),
     };
     // 1. The checkpoint.
     let checkpoint = loop {
-        let Some(c) = conn.get(&stop).await? else {
+        let Some((c, _)) = conn.get(&stop).await? else {
             return Ok(());
         };
         match read_checkpoint(c, &writer).await {
@@ -388,6 +411,7 @@ async fn run_async(
         };
         let limit = (behind / 2).clamp(cfg.min_batch, cfg.max_batch);
         let mut batch = Batch::default();
+        let building = Instant::now();
         while batch.records < limit {
             let Some((seq, ts_ms, cmd)) = source.next()? else {
                 break;
@@ -418,10 +442,14 @@ async fn run_async(
             continue;
         }
         idle = Duration::from_millis(1);
+        status
+            .build_ns
+            .fetch_add(building.elapsed().as_nanos() as u64, Ordering::Relaxed);
         // Write it, however long Postgres takes to come back.
+        let flushing = Instant::now();
         let mut attempt = 0u32;
         loop {
-            let Some(c) = conn.get(&stop).await? else {
+            let Some((c, statements)) = conn.get(&stop).await? else {
                 tracing::warn!(
                     from = batch.first_seq,
                     to = batch.last_seq,
@@ -429,7 +457,12 @@ async fn run_async(
                 );
                 return Ok(());
             };
-            match flush(c, &writer, &engine, &batch, &mut ensured, attempt > 0).await {
+            let retry = attempt > 0;
+            let target = Target {
+                writer: &writer,
+                copy_min_rows: cfg.copy_min_rows,
+            };
+            match flush(c, statements, target, &engine, &batch, &mut ensured, retry).await {
                 Ok(FlushOutcome::Written) => break,
                 Ok(FlushOutcome::Moved(found)) => {
                     return Err(WriterError::CheckpointMoved {
@@ -444,6 +477,9 @@ async fn run_async(
                 }
             }
         }
+        status
+            .flush_ns
+            .fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
         status.written_seq.store(batch.last_seq, Ordering::Relaxed);
         status.written_ts_ms.store(batch.max_ts, Ordering::Relaxed);
         status.batches.fetch_add(1, Ordering::Relaxed);
@@ -464,9 +500,17 @@ enum FlushOutcome {
     Moved(u64),
 }
 
+/// Where and how a batch is written.
+#[derive(Debug, Clone, Copy)]
+struct Target<'a> {
+    writer: &'a str,
+    copy_min_rows: usize,
+}
+
 async fn flush(
     c: &mut Client,
-    writer: &str,
+    statements: &mut Statements,
+    target: Target<'_>,
     engine: &Engine,
     batch: &Batch,
     ensured: &mut BTreeSet<i64>,
@@ -475,7 +519,7 @@ async fn flush(
     if retry {
         // The previous attempt may have committed before the connection
         // dropped: the checkpoint tells.
-        let cp = read_checkpoint(c, writer).await?;
+        let cp = read_checkpoint(c, target.writer).await?;
         if cp == batch.last_seq {
             return Ok(FlushOutcome::Written);
         }
@@ -483,8 +527,13 @@ async fn flush(
             return Ok(FlushOutcome::Moved(cp));
         }
     }
-    // Partitions for the batch's months, in their own short transaction.
-    let (m0, m1) = months(batch.min_ts, batch.max_ts);
+    // Partitions for the batch's months, in their own short transaction
+    // (klines: from the month of the earliest candle its trades can open,
+    // a `1w` or `3d` candle may open in the month before).
+    let (m0, m1) = months(
+        crate::klines::earliest_open_time_ms(batch.min_ts),
+        batch.max_ts,
+    );
     if (m0..=m1).any(|m| !ensured.contains(&m)) {
         c.execute(
             "SELECT create_monthly_partitions($1::text::date, $2::text::date)",
@@ -494,10 +543,18 @@ async fn flush(
         ensured.extend(m0..=m1);
     }
     let tx = c.transaction().await?;
-    let ok = crate::sql::write_batch(&tx, writer, engine, batch).await?;
+    let ok = crate::sql::write_batch(
+        &tx,
+        statements,
+        target.writer,
+        target.copy_min_rows,
+        engine,
+        batch,
+    )
+    .await?;
     if !ok {
         drop(tx);
-        let cp = read_checkpoint(c, writer).await?;
+        let cp = read_checkpoint(c, target.writer).await?;
         return Ok(FlushOutcome::Moved(cp));
     }
     tx.commit().await?;

@@ -1,9 +1,13 @@
 //! The Postgres writer end to end, on real journals and real Postgres (each
 //! test its own database):
 //! * a few thousand generated commands (spanning three old months) written
-//!   out: row counts and sums equal the engine's, reconciliation is clean;
+//!   out: row counts and sums equal the engine's, klines and the 24 h
+//!   ticker equal figures aggregated in SQL from the trades table,
+//!   reconciliation is clean;
+//! * candles built over many small batches equal the trades' and a run in
+//!   one batch;
 //! * the writer SIGKILLed many times mid-batch (child process) and restarted:
-//!   the final tables equal a clean run's;
+//!   the final tables (klines and ticker_24hr included) equal a clean run's;
 //! * Postgres cut off through a TCP proxy the test controls, then restored:
 //!   the writer retries, catches up, and the tables equal a clean run's.
 
@@ -189,8 +193,14 @@ fn cmd_for(seq: u64) -> Command {
     }
 }
 
-/// Journal records `from..=to` into `data` (group commits of 50).
+/// Journal records `from..=to` into `data` (group commits of 50), one
+/// every [`STEP_MS`].
 fn write_journal(data: &DataDir, to: u64) {
+    write_journal_every(data, to, STEP_MS);
+}
+
+/// Journal records `from..=to` into `data`, one every `step_ms`.
+fn write_journal_every(data: &DataDir, to: u64, step_ms: u64) {
     data.create().unwrap();
     let (mut w, _) = journal::Writer::open(journal::JournalConfig {
         segment_size: 256 * 1024,
@@ -201,7 +211,7 @@ fn write_journal(data: &DataDir, to: u64) {
     for seq in w.last_seq() + 1..=to {
         buf.clear();
         cmd_for(seq).encode_into(&mut buf);
-        w.append((BASE_MS + seq * STEP_MS) * 1_000_000, &buf)
+        w.append((BASE_MS + seq * step_ms) * 1_000_000, &buf)
             .unwrap();
         if seq % 50 == 0 {
             w.commit().unwrap();
@@ -244,7 +254,7 @@ fn run_writer_to(cfg: WriterConfig, to: u64, timeout: Duration) -> Arc<Persister
     status
 }
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 14] = [
     "users",
     "user_roles",
     "assets",
@@ -257,11 +267,15 @@ const TABLES: [&str; 12] = [
     "trades",
     "audit_logs",
     "outbox_events",
+    "klines",
+    "ticker_24hr",
 ];
 
 /// Every main table as ordered row texts.
 async fn dump(client: &tokio_postgres::Client) -> BTreeMap<&'static str, Vec<String>> {
     let mut out = BTreeMap::new();
+    // Timestamps print in the session's zone: the same for every dump.
+    client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
     for t in TABLES {
         // Table names are the constants above; no value is spliced in.
         let rows = client
@@ -285,6 +299,186 @@ fn assert_same(a: &BTreeMap<&str, Vec<String>>, b: &BTreeMap<&str, Vec<String>>)
 
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+}
+
+/// (interval, candle open time of `created_at`, its length) in SQL for a
+/// session in UTC, computed independently of the persister's Rust code.
+const BUCKETS: [(&str, &str, &str); 16] = [
+    (
+        "1s",
+        "date_trunc('second', created_at)",
+        "interval '1 second'",
+    ),
+    (
+        "1m",
+        "date_trunc('minute', created_at)",
+        "interval '1 minute'",
+    ),
+    (
+        "3m",
+        "date_bin('3 minutes', created_at, '1970-01-01')",
+        "interval '3 minutes'",
+    ),
+    (
+        "5m",
+        "date_bin('5 minutes', created_at, '1970-01-01')",
+        "interval '5 minutes'",
+    ),
+    (
+        "15m",
+        "date_bin('15 minutes', created_at, '1970-01-01')",
+        "interval '15 minutes'",
+    ),
+    (
+        "30m",
+        "date_bin('30 minutes', created_at, '1970-01-01')",
+        "interval '30 minutes'",
+    ),
+    ("1h", "date_trunc('hour', created_at)", "interval '1 hour'"),
+    (
+        "2h",
+        "date_bin('2 hours', created_at, '1970-01-01')",
+        "interval '2 hours'",
+    ),
+    (
+        "4h",
+        "date_bin('4 hours', created_at, '1970-01-01')",
+        "interval '4 hours'",
+    ),
+    (
+        "6h",
+        "date_bin('6 hours', created_at, '1970-01-01')",
+        "interval '6 hours'",
+    ),
+    (
+        "8h",
+        "date_bin('8 hours', created_at, '1970-01-01')",
+        "interval '8 hours'",
+    ),
+    (
+        "12h",
+        "date_bin('12 hours', created_at, '1970-01-01')",
+        "interval '12 hours'",
+    ),
+    ("1d", "date_trunc('day', created_at)", "interval '1 day'"),
+    (
+        "3d",
+        "date_bin('3 days', created_at, '1970-01-01')",
+        "interval '3 days'",
+    ),
+    // ISO weeks start on Monday, like Binance's.
+    ("1w", "date_trunc('week', created_at)", "interval '7 days'"),
+    (
+        "1M",
+        "date_trunc('month', created_at)",
+        "interval '1 month'",
+    ),
+];
+
+/// The klines table equals candles aggregated here, in SQL, from the
+/// trades table (open/close = price of the lowest/highest trade id).
+async fn assert_klines_match_trades(c: &tokio_postgres::Client) {
+    c.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let expected: Vec<String> = BUCKETS
+        .iter()
+        .map(|(name, bucket, len)| {
+            format!(
+                "SELECT trading_pair_id AS pair, '{name}'::text AS iv, {bucket} AS ot,
+                    {bucket} + {len} - interval '1 millisecond' AS ct,
+                    (array_agg(price ORDER BY id))[1] AS o, max(price) AS h, min(price) AS l,
+                    (array_agg(price ORDER BY id DESC))[1] AS c, sum(amount) AS v,
+                    sum(quote_amount) AS qv, count(*) AS n,
+                    coalesce(sum(amount) FILTER (WHERE maker_side = 'SELL'), 0) AS tbv,
+                    coalesce(sum(quote_amount) FILTER (WHERE maker_side = 'SELL'), 0) AS tbq,
+                    (array_agg(created_at ORDER BY id DESC))[1] AS at
+                 FROM trades GROUP BY 1, 2, 3"
+            )
+        })
+        .collect();
+    let expected = expected.join(" UNION ALL ");
+    let diff = format!(
+        "WITH e AS ({expected})
+         SELECT coalesce(e.pair, k.trading_pair_id)::text || ' ' || coalesce(e.iv, k.interval)
+                || ' ' || coalesce(e.ot, k.open_time)::text || ': expected '
+                || coalesce(row(e.ct, e.o, e.h, e.l, e.c, e.v, e.qv, e.n, e.tbv, e.tbq, e.at)::text, 'none')
+                || ' got ' || coalesce(row(k.close_time, k.open_price, k.high_price, k.low_price,
+                    k.close_price, k.volume, k.quote_volume, k.trades_count, k.taker_buy_volume,
+                    k.taker_buy_quote_volume, k.updated_at)::text, 'none')
+         FROM e FULL JOIN klines k
+           ON k.trading_pair_id = e.pair AND k.interval = e.iv AND k.open_time = e.ot
+         WHERE e.pair IS NULL OR k.id IS NULL
+            OR row(e.ct, e.o, e.h, e.l, e.c, e.v, e.qv, e.n, e.tbv, e.tbq, e.at)
+               IS DISTINCT FROM row(k.close_time, k.open_price, k.high_price, k.low_price,
+                    k.close_price, k.volume, k.quote_volume, k.trades_count, k.taker_buy_volume,
+                    k.taker_buy_quote_volume, k.updated_at)
+         LIMIT 5"
+    );
+    let rows = c.query(&diff, &[]).await.unwrap();
+    let rows: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(rows.is_empty(), "klines differ from the trades: {rows:#?}");
+    // Every interval has candles, and they hold every trade.
+    for (name, _, _) in BUCKETS {
+        let n: i64 = c
+            .query_one(
+                "SELECT coalesce(sum(trades_count), 0)::int8 - (SELECT count(*) FROM trades)
+                 FROM klines WHERE interval = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "interval {name}: trade counts do not add up");
+    }
+    assert!(count(c, "SELECT count(*) FROM klines").await >= 16);
+}
+
+/// ticker_24hr equals the figures computed here, in SQL, from the trades
+/// of each pair's last 24 h (whole minutes) before its last trade.
+async fn assert_ticker_matches_trades(c: &tokio_postgres::Client) {
+    c.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let rows = c
+        .query(
+            "WITH last AS (
+                SELECT DISTINCT ON (trading_pair_id) trading_pair_id AS pair, id AS last_id,
+                    created_at AS at
+                FROM trades ORDER BY trading_pair_id, id DESC),
+             e AS (
+                SELECT l.pair, (array_agg(t.price ORDER BY t.id))[1] AS o, max(t.price) AS h,
+                    min(t.price) AS l, (array_agg(t.price ORDER BY t.id DESC))[1] AS c,
+                    sum(t.amount) AS v, sum(t.quote_amount) AS qv, count(*) AS n,
+                    min(t.id) AS first_id, max(l.last_id) AS last_id,
+                    max(l.at) - interval '24 hours' AS ot, max(l.at) AS ct
+                FROM last l JOIN trades t ON t.trading_pair_id = l.pair
+                    AND t.created_at >= date_trunc('minute', l.at - interval '24 hours')
+                    AND t.created_at <= l.at
+                GROUP BY l.pair)
+             SELECT coalesce(e.pair, x.trading_pair_id)::text || ': expected '
+                    || coalesce(row(e.o, e.h, e.l, e.c, e.v, e.qv, e.c - e.o,
+                        round((e.c - e.o) * 100 / e.o, 3), e.n, e.first_id, e.last_id, e.ot, e.ct,
+                        e.ct)::text, 'none')
+                    || ' got ' || coalesce(row(x.open_price, x.high_price, x.low_price,
+                        x.close_price, x.volume, x.quote_volume, x.price_change,
+                        x.price_change_percent, x.trades_count, x.first_trade_id,
+                        x.last_trade_id, x.open_time, x.close_time, x.updated_at)::text, 'none')
+             FROM e FULL JOIN ticker_24hr x ON x.trading_pair_id = e.pair
+             WHERE e.pair IS NULL OR x.trading_pair_id IS NULL
+                OR row(e.o, e.h, e.l, e.c, e.v, e.qv, e.c - e.o,
+                        round((e.c - e.o) * 100 / e.o, 3), e.n, e.first_id, e.last_id, e.ot, e.ct,
+                        e.ct)
+                   IS DISTINCT FROM row(x.open_price, x.high_price, x.low_price,
+                        x.close_price, x.volume, x.quote_volume, x.price_change,
+                        x.price_change_percent, x.trades_count, x.first_trade_id,
+                        x.last_trade_id, x.open_time, x.close_time, x.updated_at)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(rows.is_empty(), "ticker_24hr differs: {rows:#?}");
+    assert_eq!(
+        count(c, "SELECT count(*) FROM ticker_24hr").await,
+        count(c, "SELECT count(DISTINCT trading_pair_id) FROM trades").await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,6 +596,13 @@ async fn writes_every_table_and_reconciles() {
         .await
             > 0
     );
+    // Candles and the ticker, recomputed here from the trades.
+    assert_klines_match_trades(c).await;
+    assert_ticker_matches_trades(c).await;
+    // The ticker's window (24 h of a journal spanning three months) keeps
+    // only the last day's trades.
+    let n = count(c, "SELECT trades_count FROM ticker_24hr").await;
+    assert!(n > 0 && n < trades, "ticker counts {n} of {trades} trades");
     // Old months got their partitions.
     assert_eq!(
         count(
@@ -440,6 +641,62 @@ async fn writes_every_table_and_reconciles() {
     let report = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
     assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
     db.drop_db().await;
+}
+
+/// Trades a few hundred ms apart, written in batches of 40 records: every
+/// 1m candle is built over several transactions. The candles still equal
+/// the ones aggregated from the trades, and every table equals a run in one
+/// batch (which writes its ledger, outbox and trades by binary COPY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn klines_merged_across_small_batches_equal_the_trades() {
+    const N: u64 = 3000;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    // 3000 records 170 ms apart: about 8.5 minutes.
+    write_journal_every(&data, N, 170);
+
+    let small = TestDb::create_migrated().await;
+    let cfg = config(small.url(), &data, 40);
+    let status =
+        tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+            .await
+            .unwrap();
+    assert!(status.batches.load(Ordering::Relaxed) >= N / 40);
+    let c = small.client();
+    // The run in one batch (below) takes the binary COPY path for the
+    // ledger, the outbox and trades; this one the pipelined UNNEST path.
+    let trades = count(c, "SELECT count(*) FROM trades").await;
+    assert!(
+        trades as usize >= persister::copy::COPY_MIN_ROWS,
+        "{trades} trades"
+    );
+    assert_klines_match_trades(c).await;
+    assert_ticker_matches_trades(c).await;
+    // Several 1m candles, each with trades of many batches.
+    assert!(count(c, "SELECT count(*) FROM klines WHERE interval = '1m'").await >= 8);
+    assert!(
+        count(
+            c,
+            "SELECT max(trades_count) FROM klines WHERE interval = '1m'"
+        )
+        .await
+            > 40
+    );
+    // The 24 h window holds every trade here.
+    assert_eq!(
+        count(c, "SELECT trades_count FROM ticker_24hr").await,
+        count(c, "SELECT count(*) FROM trades").await
+    );
+
+    let big = TestDb::create_migrated().await;
+    // max_batch 8000: one batch of all 3000 records.
+    let cfg = config(big.url(), &data, 8000);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_same(&dump(small.client()).await, &dump(big.client()).await);
+    small.drop_db().await;
+    big.drop_db().await;
 }
 
 #[test]
