@@ -5,7 +5,9 @@
 //! Listen keys live in memory: one per API key (POST returns the live one),
 //! at most [`MAX_KEYS_PER_USER`] per user, expiring `auth.listen_key_ttl_secs`
 //! after the last keepalive. A connection on an expired or deleted key gets
-//! `{"e":"listenKeyExpired"}` and is closed.
+//! `{"e":"listenKeyExpired"}` and is closed. A live key sent as a stream
+//! name in `SUBSCRIBE` on `/ws` or `/stream` (binance-connector's
+//! `user_data`) gets the same events on that connection (`KeySub`).
 //!
 //! Events: the publisher thread (which only sees durable outcomes, in
 //! sequence order) calls [`UserStreams::prepare`] before the accounts read
@@ -27,7 +29,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use engine::{BalanceCause, Event, Order, OrderStatus, Side, UserId};
+use engine::{
+    BalanceCause, Command, Event, Order, OrderId, OrderStatus, Qty, RejectReason, Side, StpMode,
+    TimeInForce, UserId,
+};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
@@ -271,28 +276,116 @@ fn event_user(e: &Event) -> Vec<UserId> {
         Event::Balance(b) => vec![b.user],
         Event::OrderAccepted(a) => vec![a.user],
         Event::Trade(t) => vec![t.maker_user, t.taker_user],
-        Event::OrderAmended { user, .. } | Event::OrderDone { user, .. } => vec![*user],
+        Event::OrderAmended { user, .. }
+        | Event::OrderDone { user, .. }
+        | Event::StopTriggered { user, .. } => vec![*user],
         _ => Vec::new(),
     }
 }
 
-fn status_str(s: OrderStatus) -> &'static str {
-    s.as_str()
+/// Binance's `r` for an order the engine refused (user-data-stream.md,
+/// "Order Reject Reason"); reasons Binance has no name for keep the
+/// engine's stable name.
+fn reject_reason_str(r: RejectReason) -> &'static str {
+    match r {
+        RejectReason::InsufficientBalance => "INSUFFICIENT_BALANCES",
+        RejectReason::StopWouldTriggerImmediately => "STOP_PRICE_WOULD_TRIGGER_IMMEDIATELY",
+        RejectReason::WouldTakeAsMaker => "WOULD_MATCH_IMMEDIATELY",
+        other => other.name(),
+    }
 }
 
-/// One `executionReport`.
-fn execution_report(
-    m: &Market,
-    o: &Order,
-    ts: u64,
-    exec: &str,
-    status: &str,
-    last: Option<(&engine::Trade, bool)>,
-) -> Option<Value> {
+/// Binance's `eR` of an EXPIRED order (enums.md, "Expiry Reasons"). The
+/// engine expires an order only at the end of its taker pass: a FOK that
+/// cannot fill, an IOC remainder, or a market (or triggered market-stop)
+/// order that ran out of book or funds.
+fn expiry_reason(o: &Order) -> &'static str {
+    if !o.kind.has_limit_price() {
+        "INSUFFICIENT_LIQUIDITY"
+    } else if o.tif == TimeInForce::Fok {
+        "UNFILLED_FOK_ORDER_EXPIRED"
+    } else {
+        "UNFILLED_IOC_QUANTITY_EXPIRED"
+    }
+}
+
+/// Execution ids (`I`): unique and stable across restarts, derived from
+/// the id the report is about: `8 * id + kind`.
+mod exec_kind {
+    /// NEW at placement (order id).
+    pub const NEW: u64 = 0;
+    /// NEW when a stop triggers (order id).
+    pub const TRIGGERED: u64 = 1;
+    /// The order's end without a trade (order id).
+    pub const END: u64 = 2;
+    /// TRADE of the maker (trade id).
+    pub const MAKER: u64 = 3;
+    /// TRADE of the taker (trade id).
+    pub const TAKER: u64 = 4;
+    /// REPLACED, i.e. amended (command sequence: one amend per command).
+    pub const AMENDED: u64 = 5;
+    /// REJECTED new part of a cancelReplace (command sequence).
+    pub const REJECTED: u64 = 6;
+}
+
+fn exec_id(id: u64, kind: u64) -> u64 {
+    id.saturating_mul(8).saturating_add(kind)
+}
+
+/// A prevented match (self-trade prevention), for the STP fields of the
+/// order it expired: `v`, `U`, `A`, `B`, `pl`, `pL`, `pY`.
+#[derive(Debug, Clone, Copy)]
+struct Prevented {
+    /// The expired maker's order id, or the taker's when only the taker
+    /// expired (EXPIRE_TAKER): every order expires at most once, so this
+    /// identifies the prevented match.
+    match_id: u64,
+    /// The other order of the prevented match, when known.
+    counter: Option<u64>,
+    /// Quantity this order lost (its remaining quantity).
+    qty: u64,
+    /// What `l`, `L`, `Y` would have been without STP.
+    exec_qty: u64,
+    exec_price: u64,
+}
+
+/// What one `executionReport` says besides the order itself.
+#[derive(Debug, Clone, Copy)]
+struct Report<'a> {
+    exec: &'static str,
+    status: OrderStatus,
+    exec_id: u64,
+    /// `w`: the order rests on the book once the command is done.
+    on_book: bool,
+    /// The fill and whether this order was its maker.
+    last: Option<(&'a engine::Trade, bool)>,
+    reject: &'static str,
+    prevented: Option<Prevented>,
+}
+
+impl<'a> Report<'a> {
+    fn new(exec: &'static str, status: OrderStatus, exec_id: u64, on_book: bool) -> Report<'a> {
+        Report {
+            exec,
+            status,
+            exec_id,
+            on_book,
+            last: None,
+            reject: "NONE",
+            prevented: None,
+        }
+    }
+}
+
+/// One `executionReport` with every field user-data-stream.md lists for
+/// a spot order (decimals as strings, ids and times as numbers), plus the
+/// conditional ones that apply: `W` once the order works, `eR` when it
+/// expired, the STP fields when it expired in match.
+fn execution_report(m: &Market, o: &Order, ts: u64, r: &Report) -> Option<Value> {
     let v = m.pairs.get(&o.pair)?;
     let p = &v.pair;
-    let working = !o.kind.is_stop() || o.triggered;
-    let (l, lp, n, na, t, maker, y) = match last {
+    let working = (!o.kind.is_stop() || o.triggered) && r.status != OrderStatus::Rejected;
+    let (l, lp, n, na, t, maker, y) = match r.last {
         Some((tr, is_maker)) => {
             let is_buyer = is_maker != (tr.taker_side == Side::Buy);
             let fee = if is_maker { tr.maker_fee } else { tr.taker_fee };
@@ -327,27 +420,100 @@ fn execution_report(
         ),
     };
     let cid = o.client_id.as_str();
-    let canceled = exec == "CANCELED";
+    let order_id = if r.status == OrderStatus::Rejected {
+        -1
+    } else {
+        o.id.0 as i64
+    };
     let mut ev = json!({
         "e": "executionReport", "E": ts, "s": p.spec.symbol,
         "c": cid, "S": o.side.as_str(), "o": o.kind.as_str(), "f": o.tif.as_str(),
         "q": qty_str(m, p, o.qty.0), "p": price_str(m, p, o.price.0),
         "P": price_str(m, p, o.stop_price.0), "F": qty_str(m, p, 0), "g": -1,
-        "C": if canceled { cid } else { "" },
-        "x": exec, "X": status, "r": "NONE", "i": o.id.0,
+        "C": if r.exec == "CANCELED" { cid } else { "" },
+        "x": r.exec, "X": r.status.as_str(), "r": r.reject, "i": order_id,
         "l": l, "z": qty_str(m, p, o.filled.0), "L": lp, "n": n, "N": na,
-        "T": ts, "t": t, "I": ts, "w": working && o.status.is_open(), "m": maker, "M": false,
+        "T": ts, "t": t, "I": r.exec_id, "w": r.on_book, "m": maker, "M": false,
         "O": o.created_ms, "Z": quote_str(m, p, o.cum_quote), "Y": y,
         "Q": quote_str(m, p, o.quote_qty), "V": o.stp.as_str(),
     });
     if working {
         ev["W"] = json!(o.working_ms.max(o.created_ms));
     }
+    if r.status == OrderStatus::Expired {
+        ev["eR"] = json!(expiry_reason(o));
+    }
+    if let Some(pm) = r.prevented {
+        let py = p.notional(pm.exec_qty, pm.exec_price).unwrap_or(0);
+        ev["u"] = json!(-1);
+        ev["v"] = json!(pm.match_id);
+        ev["U"] = json!(pm.counter.map_or(-1, |c| c as i64));
+        ev["Cs"] = json!(p.spec.symbol);
+        ev["A"] = json!(qty_str(m, p, pm.qty));
+        ev["B"] = json!(qty_str(m, p, pm.qty));
+        ev["pl"] = json!(qty_str(m, p, pm.exec_qty));
+        ev["pL"] = json!(price_str(m, p, pm.exec_price));
+        ev["pY"] = json!(quote_str(m, p, py));
+    }
     Some(ev)
+}
+
+/// Base units `taker` would have taken at `price` (its remaining
+/// quantity, or what its remaining quote amount buys or sells).
+fn taker_want(pair: &engine::Pair, taker: &Order, price: u64) -> u64 {
+    if taker.quote_qty > 0 {
+        pair.affordable_qty(taker.quote_qty.saturating_sub(taker.cum_quote), price)
+    } else {
+        taker.qty.0.saturating_sub(taker.filled.0)
+    }
+}
+
+/// The resting order an EXPIRE_TAKER taker ran into: the first order of
+/// its own user, in price-time priority, on the other side of the book
+/// within the taker's limit. (The engine's event for the taker does not
+/// name it; it is always the taker's own order, so the user's open orders
+/// as of this event decide.)
+fn stp_counter(acc: &Accounts, orders: &HashMap<u64, Order>, taker: &Order) -> Option<Order> {
+    let crosses = |o: &Order| {
+        o.pair == taker.pair
+            && o.side != taker.side
+            && o.status.is_open()
+            && (!o.kind.is_stop() || o.triggered)
+            && (!taker.kind.has_limit_price()
+                || match taker.side {
+                    Side::Buy => o.price <= taker.price,
+                    Side::Sell => o.price >= taker.price,
+                })
+    };
+    let from_acc = acc
+        .user(taker.user)
+        .into_iter()
+        .flat_map(|a| a.open_orders().map(|r| r.order))
+        .filter(|o| !orders.contains_key(&o.id.0));
+    let candidates = from_acc
+        .chain(orders.values().copied().filter(|o| o.user == taker.user))
+        .filter(|o| o.id != taker.id && crosses(o));
+    // Best price first, then the earliest to start working.
+    candidates.min_by_key(|o| {
+        let price_rank = match o.side {
+            Side::Buy => u64::MAX - o.price.0,
+            Side::Sell => o.price.0,
+        };
+        (price_rank, o.working_ms.max(o.created_ms), o.id.0)
+    })
 }
 
 /// All events of one outcome for the watched users, in engine order;
 /// `outboundAccountPosition` closes each user's part when balances moved.
+///
+/// Order lifecycle as Binance reports it: NEW at placement (`w` false for
+/// a stop waiting for its trigger, no `W`); when a stop triggers, NEW again
+/// with `W` = the trigger time, then the triggered order's TRADEs and end;
+/// TRADE per fill (X = PARTIALLY_FILLED or FILLED); CANCELED, EXPIRED
+/// (with `eR`), TRADE_PREVENTION (X = EXPIRED_IN_MATCH, with the STP
+/// fields); REPLACED for an amend; REJECTED (with `r`) for the new order
+/// of a cancelReplace whose cancel succeeded. `w` says whether the order
+/// rests on the book once the command is done.
 fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared {
     let ts = o.ts_ms;
     let watched = |u: UserId| users.contains(&u);
@@ -367,28 +533,83 @@ fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared 
             None => false,
         }
     };
-    // Whether the next event about order `id` after index `i` is its FILLED end.
-    let filled_next = |i: usize, id: u64| -> bool {
-        for e in &o.events[i + 1..] {
-            match e {
-                Event::Trade(t) if t.maker_order.0 == id || t.taker_order.0 == id => return false,
-                Event::OrderDone { order, status, .. } if order.0 == id => {
-                    return *status == OrderStatus::Filled
-                }
-                _ => {}
+    // Where each order ends within this command and its last fill: an
+    // order's last TRADE says FILLED when its end is FILLED; an order
+    // that ends here is not on the book afterwards.
+    let mut done_at: HashMap<u64, OrderStatus> = HashMap::new();
+    let mut last_trade: HashMap<u64, usize> = HashMap::new();
+    for (i, e) in o.events.iter().enumerate() {
+        match e {
+            Event::Trade(t) => {
+                last_trade.insert(t.maker_order.0, i);
+                last_trade.insert(t.taker_order.0, i);
             }
+            Event::OrderDone { order, status, .. } => {
+                done_at.insert(order.0, *status);
+            }
+            _ => {}
         }
-        false
+    }
+    let on_book = |ord: &Order| -> bool {
+        (!ord.kind.is_stop() || ord.triggered) && !done_at.contains_key(&ord.id.0)
     };
+    // The new-order part of a cancelReplace that the engine refused after
+    // the cancel went through: Binance reports it as REJECTED.
+    let rejected_new = match (&o.command, o.events.last()) {
+        (Command::CancelReplace { new, .. }, Some(Event::Rejected { reason }))
+            if o.events.iter().any(|e| {
+                matches!(e, Event::OrderDone { user, status: OrderStatus::Canceled, .. } if *user == new.user)
+            }) =>
+        {
+            Some((new, *reason))
+        }
+        _ => None,
+    };
+    // The order working as taker, and the last maker it expired by STP.
+    let mut taker: Option<u64> = None;
+    let mut stp_maker: Option<(u64, u64, u64)> = None; // (id, price, remaining)
+    let last_index = o.events.len().saturating_sub(1);
     for (i, e) in o.events.iter().enumerate() {
         match e {
             Event::OrderAccepted(a) => {
                 let ord = a.to_order();
-                orders.insert(a.id.0, ord);
+                if !ord.kind.is_stop() {
+                    taker = Some(a.id.0);
+                    stp_maker = None;
+                }
                 if watched(a.user) {
-                    if let Some(v) = execution_report(m, &ord, ts, "NEW", "NEW", None) {
+                    orders.insert(a.id.0, ord);
+                    let r = Report::new(
+                        "NEW",
+                        OrderStatus::New,
+                        exec_id(a.id.0, exec_kind::NEW),
+                        on_book(&ord),
+                    );
+                    if let Some(v) = execution_report(m, &ord, ts, &r) {
                         push(a.user, v);
                     }
+                }
+            }
+            Event::StopTriggered { order, user, .. } => {
+                taker = Some(order.0);
+                stp_maker = None;
+                if !watched(*user) || !known(&mut orders, *user, order.0) {
+                    continue;
+                }
+                let Some(ord) = orders.get_mut(&order.0) else {
+                    continue;
+                };
+                ord.triggered = true;
+                ord.working_ms = ts;
+                let ord = *ord;
+                let r = Report::new(
+                    "NEW",
+                    ord.status,
+                    exec_id(order.0, exec_kind::TRIGGERED),
+                    on_book(&ord),
+                );
+                if let Some(v) = execution_report(m, &ord, ts, &r) {
+                    push(*user, v);
                 }
             }
             Event::Trade(t) => {
@@ -396,7 +617,7 @@ fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared 
                     (t.maker_order.0, t.maker_user, t.maker_filled, true),
                     (t.taker_order.0, t.taker_user, t.taker_filled, false),
                 ] {
-                    if !known(&mut orders, user, id) {
+                    if !watched(user) || !known(&mut orders, user, id) {
                         continue;
                     }
                     let Some(ord) = orders.get_mut(&id) else {
@@ -404,40 +625,46 @@ fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared 
                     };
                     ord.filled = filled;
                     ord.cum_quote += t.quote_qty;
-                    ord.status = if filled_next(i, id) {
+                    let ends_filled = done_at.get(&id) == Some(&OrderStatus::Filled)
+                        && last_trade.get(&id) == Some(&i);
+                    ord.status = if ends_filled {
                         OrderStatus::Filled
                     } else {
                         OrderStatus::PartiallyFilled
                     };
-                    if watched(user) {
-                        let ord = *ord;
-                        if let Some(v) = execution_report(
-                            m,
-                            &ord,
-                            ts,
-                            "TRADE",
-                            status_str(ord.status),
-                            Some((t, is_maker)),
-                        ) {
-                            push(user, v);
-                        }
+                    let ord = *ord;
+                    let kind = if is_maker {
+                        exec_kind::MAKER
+                    } else {
+                        exec_kind::TAKER
+                    };
+                    let mut r =
+                        Report::new("TRADE", ord.status, exec_id(t.id.0, kind), on_book(&ord));
+                    r.last = Some((t, is_maker));
+                    if let Some(v) = execution_report(m, &ord, ts, &r) {
+                        push(user, v);
                     }
                 }
             }
             Event::OrderAmended {
                 order, user, qty, ..
-            } if known(&mut orders, *user, order.0) => {
+            } => {
+                if !watched(*user) || !known(&mut orders, *user, order.0) {
+                    continue;
+                }
                 let Some(ord) = orders.get_mut(&order.0) else {
                     continue;
                 };
                 ord.qty = *qty;
                 let ord = *ord;
-                if watched(*user) {
-                    if let Some(v) =
-                        execution_report(m, &ord, ts, "REPLACED", status_str(ord.status), None)
-                    {
-                        push(*user, v);
-                    }
+                let r = Report::new(
+                    "REPLACED",
+                    ord.status,
+                    exec_id(o.seq, exec_kind::AMENDED),
+                    on_book(&ord),
+                );
+                if let Some(v) = execution_report(m, &ord, ts, &r) {
+                    push(*user, v);
                 }
             }
             Event::OrderDone {
@@ -448,10 +675,67 @@ fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared 
                 cum_quote,
                 ..
             } => {
-                if !known(&mut orders, *user, order.0) {
+                let id = order.0;
+                let is_taker = taker == Some(id);
+                // STP is between orders of one user: an unwatched maker
+                // never has a watched counter order.
+                if !watched(*user) || !known(&mut orders, *user, id) {
                     continue;
                 }
-                let Some(ord) = orders.get_mut(&order.0) else {
+                let Some(before) = orders.get(&id).copied() else {
+                    continue;
+                };
+                let mut prevented = None;
+                if *status == OrderStatus::ExpiredInMatch {
+                    let pair = m.pairs.get(&before.pair).map(|v| &v.pair);
+                    let remaining = before.qty.0.saturating_sub(before.filled.0);
+                    if is_taker {
+                        // EXPIRE_BOTH: the maker expired just before;
+                        // EXPIRE_TAKER: the taker's own resting order.
+                        let counter = match stp_maker {
+                            Some((mid, price, rem)) if before.stp == StpMode::ExpireBoth => {
+                                Some((mid, price, rem, mid))
+                            }
+                            _ => stp_counter(acc, &orders, &before).map(|c| {
+                                (c.id.0, c.price.0, c.qty.0.saturating_sub(c.filled.0), id)
+                            }),
+                        };
+                        let (counter_id, price, counter_rem, match_id) =
+                            counter.map_or((None, 0, 0, id), |(c, p, r, mid)| (Some(c), p, r, mid));
+                        let want = pair.map_or(0, |p| taker_want(p, &before, price));
+                        let exec_qty = if counter_rem > 0 {
+                            want.min(counter_rem)
+                        } else {
+                            want
+                        };
+                        prevented = Some(Prevented {
+                            match_id,
+                            counter: counter_id,
+                            qty: if before.quote_qty > 0 {
+                                exec_qty
+                            } else {
+                                remaining
+                            },
+                            exec_qty,
+                            exec_price: price,
+                        });
+                    } else {
+                        let taker_ord = taker.and_then(|t| orders.get(&t).copied());
+                        let want = match (pair, taker_ord) {
+                            (Some(p), Some(t)) => taker_want(p, &t, before.price.0),
+                            _ => remaining,
+                        };
+                        stp_maker = Some((id, before.price.0, remaining));
+                        prevented = Some(Prevented {
+                            match_id: id,
+                            counter: taker,
+                            qty: remaining,
+                            exec_qty: want.min(remaining),
+                            exec_price: before.price.0,
+                        });
+                    }
+                }
+                let Some(ord) = orders.get_mut(&id) else {
                     continue;
                 };
                 let was_filled = ord.status == OrderStatus::Filled;
@@ -469,12 +753,49 @@ fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared 
                     OrderStatus::Filled => "TRADE",
                     _ => "EXPIRED",
                 };
-                if watched(*user) {
-                    if let Some(v) =
-                        execution_report(m, &ord, ts, exec, status_str(ord.status), None)
-                    {
-                        push(*user, v);
-                    }
+                let mut r = Report::new(exec, ord.status, exec_id(id, exec_kind::END), false);
+                r.prevented = prevented;
+                if let Some(v) = execution_report(m, &ord, ts, &r) {
+                    push(*user, v);
+                }
+            }
+            Event::Rejected { .. } if i == last_index => {
+                let Some((new, reason)) = rejected_new else {
+                    continue;
+                };
+                if !watched(new.user) {
+                    continue;
+                }
+                let ord = Order {
+                    id: OrderId(0),
+                    user: new.user,
+                    pair: new.pair,
+                    side: new.side,
+                    kind: new.kind,
+                    tif: new.tif,
+                    stp: new.stp,
+                    status: OrderStatus::Rejected,
+                    price: new.price,
+                    stop_price: new.stop_price,
+                    qty: new.qty,
+                    filled: Qty(0),
+                    quote_qty: new.quote_qty,
+                    cum_quote: 0,
+                    frozen: 0,
+                    client_id: new.client_id,
+                    created_ms: ts,
+                    working_ms: 0,
+                    triggered: false,
+                };
+                let mut r = Report::new(
+                    "REJECTED",
+                    OrderStatus::Rejected,
+                    exec_id(o.seq, exec_kind::REJECTED),
+                    false,
+                );
+                r.reject = reject_reason_str(reason);
+                if let Some(v) = execution_report(m, &ord, ts, &r) {
+                    push(new.user, v);
                 }
             }
             Event::Balance(b) if watched(b.user) => {
@@ -636,6 +957,7 @@ pub fn upgrade(st: AppState, ws: WebSocketUpgrade, key: String, user: UserId) ->
     let cfg = st.hub.cfg.clone();
     ws.max_message_size(crate::ws::MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(crate::ws::MAX_CLIENT_MESSAGE_BYTES)
+        .read_buffer_size(crate::ws::READ_BUFFER_BYTES)
         .on_upgrade(move |mut socket| async move {
             let _slot = slot;
             let (id, rx, kill) = streams.register(user, cfg.send_queue);
@@ -710,5 +1032,97 @@ async fn serve(
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+// ---- A listen key subscribed on a market-stream connection ----
+
+/// What a [`KeySub`] yields.
+#[derive(Debug)]
+pub(crate) enum KeyEvent {
+    /// One event of the user's stream.
+    Event(Arc<str>),
+    /// The key expired or was deleted: send this `listenKeyExpired`; the
+    /// subscription has ended.
+    Expired(String),
+    /// The queue overflowed: close the connection as a slow consumer.
+    Slow,
+}
+
+/// A listen key given as a stream name to `SUBSCRIBE` on `/ws` or
+/// `/stream` (what binance-connector's `user_data(listen_key)` sends):
+/// the user's events arrive on that market-stream connection, through
+/// the same bounded queue as `/ws/<listenKey>`. Dropping it unregisters.
+#[derive(Debug)]
+pub(crate) struct KeySub {
+    streams: Arc<UserStreams>,
+    user: UserId,
+    key: String,
+    id: u64,
+    rx: mpsc::Receiver<Arc<str>>,
+    kill: Arc<Kill>,
+    check: tokio::time::Interval,
+}
+
+impl KeySub {
+    /// Subscribe to the live key `key` (None: not a live listen key).
+    pub(crate) fn open(streams: &Arc<UserStreams>, key: &str, queue: usize) -> Option<KeySub> {
+        let user = streams.lookup(key)?;
+        let (id, rx, kill) = streams.register(user, queue);
+        let start = tokio::time::Instant::now();
+        Some(KeySub {
+            streams: streams.clone(),
+            user,
+            key: key.to_string(),
+            id,
+            rx,
+            kill,
+            check: tokio::time::interval_at(start + KEY_CHECK, KEY_CHECK),
+        })
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The next event (cancel safe).
+    pub(crate) async fn next(&mut self) -> KeyEvent {
+        loop {
+            if self.kill.killed.load(Ordering::Acquire) {
+                return KeyEvent::Slow;
+            }
+            tokio::select! {
+                _ = self.kill.notify.notified() => return KeyEvent::Slow,
+                m = self.rx.recv() => match m {
+                    Some(m) => return KeyEvent::Event(m),
+                    // Unregistered under us: the subscription is over.
+                    None => return self.expired(),
+                },
+                _ = self.check.tick() => {
+                    if self.streams.lookup(&self.key).is_none() {
+                        return self.expired();
+                    }
+                }
+            }
+        }
+    }
+
+    fn expired(&self) -> KeyEvent {
+        let ev = json!({"e": "listenKeyExpired", "E": now_ms(), "listenKey": self.key});
+        KeyEvent::Expired(ev.to_string())
+    }
+
+    /// [`KeySub::next`] of an optional subscription (pending when none).
+    pub(crate) async fn next_of(sub: &mut Option<KeySub>) -> KeyEvent {
+        match sub {
+            Some(s) => s.next().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for KeySub {
+    fn drop(&mut self) {
+        self.streams.unregister(self.user, self.id);
     }
 }
