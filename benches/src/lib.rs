@@ -1,11 +1,15 @@
 //! Deterministic, seeded workload generators shared by `mx-bench` and the
 //! criterion benchmarks: W1 and W2 (`workload`), W3 and the peer order books
-//! it is run through (`w3`, `peers`), and the measuring loops (`run`).
+//! it is run through (`w3`, `peers`), the measuring loops (`run`), and the
+//! persister load generator (`persister_bench`).
 
+pub mod fanout;
 pub mod journal_bench;
 pub mod peers;
+pub mod persister_bench;
 pub mod plot;
 pub mod rest_bench;
 pub mod run;
 pub mod w3;
 pub mod workload;
+pub mod ws_bench;

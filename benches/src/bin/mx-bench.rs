@@ -28,6 +28,29 @@ enum WorkloadName {
     W3,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PersisterMode {
+    CatchUp,
+    Paced,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DurabilityName {
+    Fsync,
+    Os,
+    None,
+}
+
+impl DurabilityName {
+    fn get(self) -> Durability {
+        match self {
+            DurabilityName::Fsync => Durability::Fsync,
+            DurabilityName::Os => Durability::Os,
+            DurabilityName::None => Durability::None,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Engine alone on one thread, balances and fees on.
@@ -109,6 +132,121 @@ enum Cmd {
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
     },
+    /// W4 over the WebSocket API against a running `serve` (journal in fsync
+    /// mode, MX_ADMIN_USERNAME/MX_ADMIN_PASSWORD set): signed `order.place`
+    /// requests pipelined on N connections to /ws-api/v3, paced open-loop;
+    /// latency from the planned send time.
+    Ws {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, env = "MX_ADMIN_USERNAME")]
+        admin_user: String,
+        #[arg(long, env = "MX_ADMIN_PASSWORD")]
+        admin_password: String,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Planned orders per second, all connections together.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        #[arg(long, default_value_t = 32)]
+        traders: usize,
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
+    },
+    /// The Postgres writer (persister) under a steady trading load, into a
+    /// fresh database created (and dropped) on the server of --database-url.
+    ///
+    /// The stream: setup (1 pair, 1,000 funded users, 400 resting orders),
+    /// then 45% makers / 45% IOC takers / 10% cancels: about 0.55 trades per
+    /// command and 20 rows per trade. catch-up: the whole journal exists first; the writer runs
+    /// from seq 1 to its end as fast as it can (as `mini-exchange persist`),
+    /// after two offline passes that split the cost (replica only; replica +
+    /// row building). paced: a producer appends at --rate trades/s for
+    /// --duration-secs while the writer follows in-process (as `serve`);
+    /// lag sampled every 5 ms in records and seconds (age of the oldest
+    /// journal-durable record not yet in Postgres). ops_per_sec = engine
+    /// events persisted per second; rows_per_sec counts rows written
+    /// (inserts and upserts of every table); in paced mode both count what
+    /// reached Postgres while the producer ran (offered_* is what it
+    /// appended).
+    Persister {
+        #[arg(long, value_enum, default_value = "catch-up")]
+        mode: PersisterMode,
+        /// catch-up: trades in the generated stream.
+        #[arg(long, default_value_t = 300_000)]
+        trades: u64,
+        /// Trades per second: the producer's pace (paced), the spacing of
+        /// journal timestamps (catch-up).
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// paced: how long the producer runs.
+        #[arg(long, default_value_t = 30)]
+        duration_secs: u64,
+        /// Server for the fresh database (any database there works).
+        #[arg(long, env = "DATABASE_URL", default_value = persister::testdb::DEFAULT_DATABASE_URL)]
+        database_url: String,
+        /// Writer's largest batch in records (default: the writer's).
+        #[arg(long)]
+        max_batch: Option<usize>,
+        /// Rows of the ledger, outbox or trades in a batch from which the
+        /// writer uses binary COPY instead of UNNEST (default: the
+        /// writer's; 18446744073709551615 = never).
+        #[arg(long)]
+        copy_min_rows: Option<usize>,
+        /// paced: journal durability of the producer.
+        #[arg(long, value_enum, default_value = "os")]
+        durability: DurabilityName,
+        /// Directory for the scratch journal (default: the system temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Keep the database (its name is printed) instead of dropping it.
+        #[arg(long)]
+        keep_db: bool,
+        /// catch-up: skip the offline passes.
+        #[arg(long)]
+        no_profile: bool,
+    },
+    /// Market-data fan-out against a running `serve` (MX_ADMIN_USERNAME /
+    /// MX_ADMIN_PASSWORD set): N WebSocket subscribers on
+    /// `<symbol>@trade` and `<symbol>@depth@100ms` while orders flow at a
+    /// paced rate (resting maker + IOC taker pairs, one trade each).
+    ///
+    /// Delivery latency = receive time - the event's `T` (trade: from the
+    /// trade's transaction time) or `E` (depth: from the flush); both are
+    /// whole ms, so figures can read up to 1 ms high. One result line per
+    /// stream: ops_per_sec = messages delivered per second to all
+    /// subscribers, the latency percentiles, and the subscribers the
+    /// server dropped. --slow-subscribers adds connections that never
+    /// read, which the server must drop (1008) without hurting the others.
+    Fanout {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, env = "MX_ADMIN_USERNAME")]
+        admin_user: String,
+        #[arg(long, env = "MX_ADMIN_PASSWORD")]
+        admin_password: String,
+        #[arg(long, default_value_t = 1_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 0)]
+        slow_subscribers: usize,
+        /// Planned orders per second (half of them make a trade).
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Keep-alive connections the orders come from (each waits for its
+        /// answers).
+        #[arg(long, default_value_t = 8)]
+        order_connections: usize,
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        #[arg(long, default_value = "btcusdt")]
+        symbol: String,
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
+    },
     /// Snapshot write (serialise + checksummed file + fsync) and load (read +
     /// verify + rebuild + invariants) of the W2 state.
     Snapshot {
@@ -129,6 +267,185 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let machine = run::machine();
     match cli.cmd {
+        Cmd::Persister {
+            mode,
+            trades,
+            rate,
+            duration_secs,
+            database_url,
+            max_batch,
+            copy_min_rows,
+            durability,
+            dir,
+            seed,
+            keep_db,
+            no_profile,
+        } => {
+            let knobs = benches::persister_bench::Knobs {
+                max_batch,
+                copy_min_rows,
+            };
+            let copy_min = copy_min_rows.unwrap_or(persister::copy::COPY_MIN_ROWS);
+            use benches::persister_bench as pb;
+            let n_trades = match mode {
+                PersisterMode::CatchUp => trades,
+                PersisterMode::Paced => rate * duration_secs,
+            };
+            eprintln!("persister: generating a stream of {n_trades} trades (seed {seed}) ...");
+            let t0 = Instant::now();
+            let stream = pb::generate(seed, n_trades, |t| {
+                eprintln!("persister: generated {t} trades")
+            });
+            let last = stream.len() as u64;
+            eprintln!(
+                "persister: {} records ({} setup), {} trades, {} events in {:.1} s",
+                last,
+                stream.setup,
+                stream.trades_upto(last),
+                stream.events_upto(last),
+                t0.elapsed().as_secs_f64()
+            );
+            let scratch = Scratch::new(dir.as_deref(), "persister");
+            let data = persister::replica::DataDir::new(&scratch.0);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let batch = max_batch.unwrap_or(20_000);
+            let mode_name = match mode {
+                PersisterMode::CatchUp => "catch-up",
+                PersisterMode::Paced => "paced",
+            };
+            match mode {
+                PersisterMode::CatchUp => {
+                    eprintln!("persister: writing the journal ...");
+                    pb::write_journal(&data, &stream, rate)?;
+                    if !no_profile {
+                        eprintln!("persister: offline pass: replica only ...");
+                        let (n, _, el) = pb::offline_pass(&data, false, batch)?;
+                        println!(
+                            "{{\"bench\":\"persister\",\"mode\":\"catch-up\",\"phase\":\"replica\",\"records\":{n},\"events\":{},\"elapsed_s\":{:.3},\"ops_per_sec\":{:.0},\"records_per_sec\":{:.0},\"seed\":{seed},\"machine\":\"{machine}\"}}",
+                            stream.events_upto(n),
+                            el.as_secs_f64(),
+                            stream.events_upto(n) as f64 / el.as_secs_f64(),
+                            n as f64 / el.as_secs_f64()
+                        );
+                        eprintln!("persister: offline pass: replica + rows ...");
+                        let (n, rows, el) = pb::offline_pass(&data, true, batch / 2)?;
+                        println!(
+                            "{{\"bench\":\"persister\",\"mode\":\"catch-up\",\"phase\":\"rows\",\"records\":{n},\"events\":{},\"rows\":{rows},\"batch\":{batch},\"elapsed_s\":{:.3},\"ops_per_sec\":{:.0},\"records_per_sec\":{:.0},\"rows_per_sec\":{:.0},\"seed\":{seed},\"machine\":\"{machine}\"}}",
+                            stream.events_upto(n),
+                            el.as_secs_f64(),
+                            stream.events_upto(n) as f64 / el.as_secs_f64(),
+                            n as f64 / el.as_secs_f64(),
+                            rows as f64 / el.as_secs_f64()
+                        );
+                    }
+                }
+                PersisterMode::Paced => {}
+            }
+            let db = pb::fresh_db(&rt, &database_url);
+            eprintln!("persister: database {}", db.name());
+            let line = match mode {
+                PersisterMode::CatchUp => {
+                    eprintln!("persister: writer from seq 1 to {last} ...");
+                    let r = pb::catch_up(&data, db.url(), db.name(), &stream, knobs)?;
+                    let secs = r.elapsed.as_secs_f64();
+                    format!(
+                        "{{\"bench\":\"persister\",\"mode\":\"catch-up\",\"phase\":\"postgres\",\"records\":{},\"trades\":{},\"events\":{},\"rows\":{},\"batches\":{},\"max_batch\":{batch},\"elapsed_s\":{secs:.3},\"ops_per_sec\":{:.0},\"records_per_sec\":{:.0},\"trades_per_sec\":{:.0},\"rows_per_sec\":{:.0},\"build_s\":{:.3},\"flush_s\":{:.3},\"pg_cpu_s\":{:.2},\"writer_cpu_s\":{:.2},\"rows_per_pg_cpu_s\":{:.0}",
+                        r.records,
+                        r.trades,
+                        r.events,
+                        r.rows,
+                        r.batches,
+                        r.events as f64 / secs,
+                        r.records as f64 / secs,
+                        r.trades as f64 / secs,
+                        r.rows as f64 / secs,
+                        r.build.as_secs_f64(),
+                        r.flush.as_secs_f64(),
+                        r.pg_cpu_s,
+                        r.writer_cpu_s,
+                        r.rows as f64 / r.pg_cpu_s.max(0.01)
+                    )
+                }
+                PersisterMode::Paced => {
+                    let r = pb::paced(
+                        &data,
+                        db.url(),
+                        db.name(),
+                        &stream,
+                        rate,
+                        durability.get(),
+                        knobs,
+                    )?;
+                    let secs = r.elapsed.as_secs_f64();
+                    let s = |h: &hdrhistogram::Histogram<u64>, q: f64| {
+                        h.value_at_quantile(q) as f64 / 1e6
+                    };
+                    format!(
+                        "{{\"bench\":\"persister\",\"mode\":\"paced\",\"planned_trades_per_sec\":{rate},\"durability\":\"{}\",\"offered_records\":{},\"offered_trades\":{},\"offered_trades_per_sec\":{:.0},\"records\":{},\"trades\":{},\"events\":{},\"rows\":{},\"batches\":{},\"max_batch\":{batch},\"elapsed_s\":{secs:.3},\"ops_per_sec\":{:.0},\"records_per_sec\":{:.0},\"trades_per_sec\":{:.0},\"rows_per_sec\":{:.0},\"lag_s_p50\":{:.3},\"lag_s_p99\":{:.3},\"lag_s_p999\":{:.3},\"lag_s_max\":{:.3},\"lag_seq_p50\":{},\"lag_seq_p99\":{},\"lag_seq_max\":{},\"drain_s\":{:.3},\"producer_behind_max_ms\":{:.1},\"writer_busy\":{:.2},\"build_s\":{:.3},\"flush_s\":{:.3},\"pg_cpu_s\":{:.2},\"writer_cpu_s\":{:.2}",
+                        journal_bench::mode_name(durability.get()),
+                        r.records,
+                        r.trades,
+                        r.trades as f64 / secs,
+                        r.written_records,
+                        r.written_trades,
+                        r.written_events,
+                        r.rows,
+                        r.batches,
+                        r.written_events as f64 / secs,
+                        r.written_records as f64 / secs,
+                        r.written_trades as f64 / secs,
+                        r.rows as f64 / secs,
+                        s(&r.lag_us, 0.5),
+                        s(&r.lag_us, 0.99),
+                        s(&r.lag_us, 0.999),
+                        r.lag_us.max() as f64 / 1e6,
+                        r.lag_seq.value_at_quantile(0.5),
+                        r.lag_seq.value_at_quantile(0.99),
+                        r.lag_seq.max(),
+                        r.drain.as_secs_f64(),
+                        r.producer_behind_ms,
+                        (r.build + r.flush).as_secs_f64() / secs,
+                        r.build.as_secs_f64(),
+                        r.flush.as_secs_f64(),
+                        r.pg_cpu_s,
+                        r.writer_cpu_s
+                    )
+                }
+            };
+            // The rows are the journal's: every trade, every candle.
+            let (pg_trades, kline_trades) = rt.block_on(async {
+                let c = db.client();
+                let t: i64 = c
+                    .query_one("SELECT count(*) FROM trades", &[])
+                    .await?
+                    .get(0);
+                let k: i64 = c
+                    .query_one(
+                        "SELECT coalesce(sum(trades_count), 0)::int8 FROM klines WHERE interval = '1m'",
+                        &[],
+                    )
+                    .await?
+                    .get(0);
+                Ok::<_, anyhow::Error>((t, k))
+            })?;
+            let want = stream.trades_upto(last) as i64;
+            if pg_trades != want || kline_trades != want {
+                bail!("{mode_name}: Postgres has {pg_trades} trades ({kline_trades} in 1m klines), the journal {want}");
+            }
+            println!(
+                "{line},\"copy_min_rows\":{copy_min},\"seed\":{seed},\"machine\":\"{machine}\"}}"
+            );
+            if keep_db {
+                eprintln!("persister: kept database {}", db.name());
+                std::mem::forget(db);
+            } else {
+                rt.block_on(db.drop_db());
+            }
+            Ok(())
+        }
         Cmd::Journal {
             commands,
             batch,
@@ -214,6 +531,138 @@ fn main() -> Result<()> {
                 r.ok as f64 / r.elapsed.as_secs_f64(),
                 run::percentiles_json(&r.hist)
             );
+            Ok(())
+        }
+        Cmd::Ws {
+            addr,
+            admin_user,
+            admin_password,
+            connections,
+            rate,
+            duration_secs,
+            traders,
+            plot,
+        } => {
+            use benches::{rest_bench, ws_bench};
+            let mut c = rest_bench::Conn::open(&addr)?;
+            let token = rest_bench::admin_token(&mut c, &admin_user, &admin_password)?;
+            eprintln!("ws: creating and funding {traders} traders ...");
+            let run_id = rest_bench::now_ms() % 1_000_000;
+            let accounts: Vec<rest_bench::Account> = (0..traders)
+                .map(|i| rest_bench::make_trader(&mut c, &token, &format!("wsb{run_id}x{i}")))
+                .collect::<Result<_>>()?;
+            eprintln!(
+                "ws: {connections} connections, {rate} orders/s planned, {duration_secs} s ..."
+            );
+            let r = ws_bench::run(
+                &addr,
+                &accounts,
+                connections,
+                rate,
+                std::time::Duration::from_secs(duration_secs),
+            )?;
+            if let Some(e) = &r.first_error {
+                eprintln!("ws: first error: {e}");
+            }
+            if let Some(path) = &plot {
+                let title =
+                    format!("W4 WebSocket API order ack latency at {rate}/s planned ({machine})");
+                std::fs::write(
+                    path,
+                    benches::plot::percentile_svg(&title, &[("WS API", &r.hist)]),
+                )?;
+            }
+            println!(
+                "{{\"bench\":\"ws\",\"workload\":\"W4\",\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"machine\":\"{machine}\"}}",
+                r.sent,
+                r.ok,
+                r.errors,
+                r.ok as f64 / r.elapsed.as_secs_f64(),
+                run::percentiles_json(&r.hist)
+            );
+            Ok(())
+        }
+        Cmd::Fanout {
+            addr,
+            admin_user,
+            admin_password,
+            subscribers,
+            slow_subscribers,
+            rate,
+            order_connections,
+            duration_secs,
+            symbol,
+            plot,
+        } => {
+            use benches::{fanout, rest_bench};
+            let mut c = rest_bench::Conn::open(&addr)?;
+            let token = rest_bench::admin_token(&mut c, &admin_user, &admin_password)?;
+            let run_id = rest_bench::now_ms() % 1_000_000;
+            let maker = rest_bench::make_trader(&mut c, &token, &format!("fan{run_id}m"))?;
+            let taker = rest_bench::make_trader(&mut c, &token, &format!("fan{run_id}t"))?;
+            let cfg = fanout::Config {
+                addr,
+                symbol: symbol.to_ascii_lowercase(),
+                subscribers,
+                slow_subscribers,
+                rate,
+                order_connections,
+                duration: std::time::Duration::from_secs(duration_secs),
+            };
+            eprintln!(
+                "fanout: {subscribers} subscribers, {rate} orders/s planned, {duration_secs} s ..."
+            );
+            let r = fanout::run(&cfg, &maker, &taker)?;
+            if let Some(e) = &r.first_error {
+                eprintln!("fanout: first order error: {e}");
+            }
+            if let Some(path) = &plot {
+                let title = format!(
+                    "fan-out delivery latency, {subscribers} subscribers, {rate} orders/s ({machine})"
+                );
+                std::fs::write(
+                    path,
+                    benches::plot::percentile_svg(
+                        &title,
+                        &[
+                            ("trade (from T)", &r.trade),
+                            ("depth@100ms (from E)", &r.depth),
+                        ],
+                    ),
+                )?;
+            }
+            let dropped: u64 = r.dropped.iter().map(|(_, n)| n).sum();
+            let codes: Vec<String> = r
+                .dropped
+                .iter()
+                .map(|(c, n)| format!("\"{c}\":{n}"))
+                .collect();
+            for (stream, h, msgs, expected) in [
+                (
+                    "trade",
+                    &r.trade,
+                    r.trade_msgs,
+                    Some(r.trades * subscribers as u64),
+                ),
+                ("depth@100ms", &r.depth, r.depth_msgs, None),
+            ] {
+                println!(
+                    "{{\"bench\":\"fanout\",\"stream\":\"{stream}\",\"subscribers\":{subscribers},\"slow_subscribers\":{slow_subscribers},\"planned_rate\":{rate},\"orders_ok\":{},\"order_errors\":{},\"orders_per_sec\":{:.0},\"trades\":{},\"msgs\":{msgs},\"msgs_expected\":{},\"ops_per_sec\":{:.0},{},\"dropped\":{dropped},\"dropped_by_code\":{{{}}},\"slow_dropped\":{},\"slow_dropped_1008\":{},\"window_s\":{:.2},\"client_cores\":{:.2},\"connect_s\":{:.2},\"machine\":\"{machine}\"}}",
+                    r.orders_ok,
+                    r.order_errors,
+                    r.orders_ok as f64 / r.flow_secs,
+                    r.trades,
+                    expected.map_or("null".to_string(), |e| e.to_string()),
+                    msgs as f64 / r.window_secs,
+                    run::percentiles_json(h),
+                    codes.join(","),
+                    r.slow_closed,
+                    r.slow_closed_1008,
+                    r.window_secs,
+                    r.client_cores,
+                    r.connect_secs,
+                );
+            }
             Ok(())
         }
         Cmd::Replay {

@@ -1,0 +1,202 @@
+//! W4 over the WebSocket API: N connections to `/ws-api/v3` send signed
+//! `order.place` requests, pipelined (a connection never waits for a reply
+//! before sending the next), paced open-loop at planned send times; each
+//! reply's latency is measured from its request's PLANNED time, so a stall
+//! shows up in the histogram instead of silently slowing the sender
+//! (coordinated omission). Request `k` of a connection carries id `k`, so
+//! the reader recomputes its planned time without shared state.
+//!
+//! The client runs on one tokio thread (the server has the other core);
+//! orders alternate buy/sell across the spread as in the REST W4, so about
+//! half trade and the book stays small.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::rest_bench::{now_ms, Account, LoadResult};
+
+/// Build one signed `order.place` request (params sorted by name, as the
+/// WebSocket API signs them).
+pub fn order_request(acct: &Account, id: u64, buy: bool, price: i64, timestamp: u64) -> String {
+    let side = if buy { "BUY" } else { "SELL" };
+    // Sorted by name: apiKey, newOrderRespType, price, quantity, side,
+    // symbol, timeInForce, timestamp, type.
+    let payload = format!(
+        "apiKey={}&newOrderRespType=ACK&price={price}&quantity=0.001&side={side}&symbol=BTCUSDT&timeInForce=GTC&timestamp={timestamp}&type=LIMIT",
+        acct.key
+    );
+    let sig = gateway::binance::sign::hmac_sha256_hex(acct.secret.as_bytes(), payload.as_bytes());
+    format!(
+        r#"{{"id":{id},"method":"order.place","params":{{"symbol":"BTCUSDT","side":"{side}","type":"LIMIT","timeInForce":"GTC","quantity":"0.001","price":"{price}","newOrderRespType":"ACK","timestamp":{timestamp},"apiKey":"{}","signature":"{sig}"}}}}"#,
+        acct.key
+    )
+}
+
+/// `"id":N` of a reply.
+fn reply_id(text: &str) -> Option<u64> {
+    let i = text.find("\"id\":")? + 5;
+    let digits: String = text[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+struct ConnResult {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    hist: Histogram<u64>,
+}
+
+/// Open-loop paced load: `conns` connections, `rate` orders/s in total,
+/// for `duration`.
+pub fn run(
+    addr: &str,
+    accounts: &[Account],
+    conns: usize,
+    rate: u64,
+    duration: Duration,
+) -> Result<LoadResult> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let interval_ns = (conns as u64 * 1_000_000_000) / rate.max(1);
+        let total_per_conn = duration.as_nanos() as u64 / interval_ns.max(1);
+        let mut sockets = Vec::new();
+        for _ in 0..conns {
+            let url = format!("ws://{addr}/ws-api/v3");
+            let (ws, _) = tokio_tungstenite::connect_async(&url)
+                .await
+                .with_context(|| format!("connect {url}"))?;
+            sockets.push(ws);
+        }
+        let start = Instant::now() + Duration::from_millis(200);
+        let mut tasks = Vec::new();
+        for (i, ws) in sockets.into_iter().enumerate() {
+            let acct = accounts[i % accounts.len()].clone();
+            let offset = interval_ns * i as u64 / conns as u64;
+            let planned = move |k: u64| start + Duration::from_nanos(offset + k * interval_ns);
+            let (mut sink, mut stream) = ws.split();
+            let sender = tokio::spawn(async move {
+                let mut k = 0u64;
+                while k < total_per_conn {
+                    let now = Instant::now();
+                    // Send every request whose planned time has come.
+                    let mut sent_any = false;
+                    while k < total_per_conn && planned(k) <= now {
+                        let buy = (k + i as u64).is_multiple_of(2);
+                        let px = if buy { 30_001 } else { 29_999 } + (k % 3) as i64 - 1;
+                        let req = order_request(&acct, k, buy, px, now_ms());
+                        if sink.feed(Message::Text(req.into())).await.is_err() {
+                            return k;
+                        }
+                        sent_any = true;
+                        k += 1;
+                    }
+                    if sent_any && sink.flush().await.is_err() {
+                        return k;
+                    }
+                    if k < total_per_conn {
+                        let next = planned(k);
+                        let now = Instant::now();
+                        if next > now {
+                            tokio::time::sleep(next - now).await;
+                        }
+                    }
+                }
+                let _ = sink.flush().await;
+                k
+            });
+            let reader = tokio::spawn(async move {
+                let mut r = ConnResult {
+                    ok: 0,
+                    errors: 0,
+                    first_error: None,
+                    hist: Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+                        .expect("histogram bounds"),
+                };
+                let deadline = start + duration + Duration::from_secs(30);
+                while r.ok + r.errors < total_per_conn {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let msg = match tokio::time::timeout(left, stream.next()).await {
+                        Ok(Some(Ok(m))) => m,
+                        Ok(_) | Err(_) => break,
+                    };
+                    let Message::Text(t) = msg else { continue };
+                    let Some(id) = reply_id(t.as_str()) else {
+                        continue;
+                    };
+                    let lat = planned(id).elapsed().as_nanos() as u64;
+                    r.hist.saturating_record(lat.max(1_000));
+                    if t.as_str().contains("\"status\":200") {
+                        r.ok += 1;
+                    } else {
+                        r.errors += 1;
+                        r.first_error.get_or_insert_with(|| t.as_str().to_string());
+                    }
+                }
+                r
+            });
+            tasks.push((sender, reader));
+        }
+        let mut total = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
+        let (mut ok, mut errors, mut sent) = (0, 0, 0);
+        let mut first_error = None;
+        for (s, r) in tasks {
+            sent += s.await?;
+            let r = r.await?;
+            ok += r.ok;
+            errors += r.errors;
+            total.add(&r.hist)?;
+            if first_error.is_none() {
+                first_error = r.first_error;
+            }
+        }
+        let lost = sent - (ok + errors).min(sent);
+        if lost > 0 {
+            first_error.get_or_insert_with(|| format!("{lost} requests got no reply"));
+        }
+        Ok(LoadResult {
+            sent,
+            ok,
+            errors: errors + lost,
+            first_error,
+            elapsed: start.elapsed(),
+            hist: total,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_signature_covers_the_sorted_params() {
+        let acct = Account {
+            key: "K".into(),
+            secret: "S".into(),
+        };
+        let req = order_request(&acct, 7, true, 30_001, 1_700_000_000_000);
+        let v: serde_json::Value = serde_json::from_str(&req).unwrap();
+        assert_eq!(v["id"], 7);
+        let params = v["params"].as_object().unwrap();
+        let payload = gateway::binance::sign::ws_signing_payload(params);
+        assert_eq!(
+            params["signature"].as_str().unwrap(),
+            gateway::binance::sign::hmac_sha256_hex(b"S", payload.as_bytes())
+        );
+    }
+
+    #[test]
+    fn reply_ids_are_read() {
+        assert_eq!(reply_id(r#"{"id":42,"status":200}"#), Some(42));
+        assert_eq!(reply_id(r#"{"status":200}"#), None);
+    }
+}
