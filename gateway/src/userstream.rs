@@ -955,13 +955,17 @@ pub fn upgrade(st: AppState, ws: WebSocketUpgrade, key: String, user: UserId) ->
     };
     let streams = st.user_streams.clone();
     let cfg = st.hub.cfg.clone();
+    let closing = st.closing.clone();
     ws.max_message_size(crate::ws::MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(crate::ws::MAX_CLIENT_MESSAGE_BYTES)
         .read_buffer_size(crate::ws::READ_BUFFER_BYTES)
         .on_upgrade(move |mut socket| async move {
             let _slot = slot;
             let (id, rx, kill) = streams.register(user, cfg.send_queue);
-            let close = serve(&streams, &mut socket, &key, rx, &kill, &cfg).await;
+            let close = tokio::select! {
+                c = serve(&streams, &mut socket, &key, rx, &kill, &cfg) => c,
+                _ = crate::ws::until_closing(closing) => Some(crate::ws::SHUTTING_DOWN),
+            };
             streams.unregister(user, id);
             if let Some((code, reason)) = close {
                 let frame = CloseFrame {

@@ -665,16 +665,29 @@ fn upgrade(st: AppState, ws: WebSocketUpgrade, initial: Vec<String>, combined: b
     }
     let market = st.market.clone();
     let users = st.user_streams.clone();
+    let closing = st.closing.clone();
     ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             Conn::new(hub, market, users, combined)
-                .run(socket, initial)
+                .run(socket, initial, closing)
                 .await;
         })
         .into_response()
+}
+
+/// The close a stream connection ends with when the server shuts down.
+pub(crate) const SHUTTING_DOWN: (u16, &str) = (1001, "server shutting down");
+
+/// Resolves once the server is shutting down (SIGTERM/SIGINT).
+pub(crate) async fn until_closing(mut closing: tokio::sync::watch::Receiver<bool>) {
+    while !*closing.borrow_and_update() {
+        if closing.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// One client connection.
@@ -719,13 +732,21 @@ impl Conn {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket, initial: Vec<String>) {
+    async fn run(
+        mut self,
+        mut socket: WebSocket,
+        initial: Vec<String>,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) {
         if !initial.is_empty() {
             // Names in the URL: the first `max_subscriptions` count.
             let max = self.hub.cfg.max_subscriptions;
             let _ = self.subscribe(&initial[..initial.len().min(max)]);
         }
-        let close = self.serve(&mut socket).await;
+        let close = tokio::select! {
+            c = self.serve(&mut socket) => c,
+            _ = until_closing(closing) => Some(SHUTTING_DOWN),
+        };
         self.hub.unsubscribe(self.id, &self.subs);
         if let Some((code, reason)) = close {
             let frame = CloseFrame {

@@ -91,6 +91,7 @@ async fn upgrade(
     };
     ws.max_message_size(crate::ws::MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(crate::ws::MAX_CLIENT_MESSAGE_BYTES)
+        .read_buffer_size(crate::ws::READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             Session::new(st, ip).run(socket).await;
@@ -176,12 +177,12 @@ impl Session {
                     now_ms()
                 );
                 let _ = send(socket, ev).await;
-                return Some((1001, "server shutting down"));
+                return Some(crate::ws::SHUTTING_DOWN);
             }
             tokio::select! {
                 r = closing.changed() => {
                     if r.is_err() {
-                        return Some((1001, "server shutting down"));
+                        return Some(crate::ws::SHUTTING_DOWN);
                     }
                     continue;
                 }

@@ -805,8 +805,19 @@ fn sigterm_says_server_shutdown_and_closes_sessions() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let s = Server::start(tmp.path(), port);
+    let (alice, _bob) = setup(&s);
     let ws = Ws::connect(port, "/ws-api/v3");
     assert_eq!(call(&ws, json!(1), "ping", json!({}))["status"], 200);
+    // A market stream and a listen-key user stream close too.
+    let market = Ws::connect(port, "/ws/btcusdt@trade");
+    let r = s.req(
+        "POST",
+        "/api/v3/userDataStream",
+        &[("X-MBX-APIKEY", &alice.key)],
+        b"",
+    );
+    let key = r.json["listenKey"].as_str().unwrap().to_string();
+    let user = Ws::connect(port, &format!("/ws/{key}"));
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &s.child.id().to_string()])
         .status()
@@ -820,10 +831,12 @@ fn sigterm_says_server_shutdown_and_closes_sessions() {
         }
         other => panic!("expected serverShutdown, got {other:?}"),
     }
-    assert_eq!(
-        ws.closed(Duration::from_secs(10)),
-        Some((1001, "server shutting down".to_string()))
-    );
+    for conn in [&ws, &market, &user] {
+        assert_eq!(
+            conn.closed(Duration::from_secs(10)),
+            Some((1001, "server shutting down".to_string()))
+        );
+    }
     let mut s = s;
     let st = s.child.wait().unwrap();
     assert_eq!(st.code(), Some(0));
