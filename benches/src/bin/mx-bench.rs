@@ -263,6 +263,62 @@ enum Cmd {
     },
 }
 
+/// Which W4 order-entry client to run.
+#[derive(Debug, Clone, Copy)]
+enum OrderEntry {
+    Rest,
+    Ws,
+}
+
+/// W4 order entry over REST or the WebSocket API: fund traders through
+/// the native API, run the paced load, print one JSON line (and a plot).
+fn order_entry(
+    kind: OrderEntry,
+    addr: &str,
+    (admin_user, admin_password): (&str, &str),
+    (connections, rate, duration_secs, traders): (usize, u64, u64, usize),
+    plot: Option<&std::path::Path>,
+    machine: &str,
+) -> Result<()> {
+    use benches::{rest_bench, ws_bench};
+    let (name, prefix, label, title) = match kind {
+        OrderEntry::Rest => ("rest", "bench", "REST", "REST"),
+        OrderEntry::Ws => ("ws", "wsb", "WS API", "WebSocket API"),
+    };
+    let mut c = rest_bench::Conn::open(addr)?;
+    let token = rest_bench::admin_token(&mut c, admin_user, admin_password)?;
+    eprintln!("{name}: creating and funding {traders} traders ...");
+    let run_id = rest_bench::now_ms() % 1_000_000;
+    let accounts: Vec<rest_bench::Account> = (0..traders)
+        .map(|i| rest_bench::make_trader(&mut c, &token, &format!("{prefix}{run_id}x{i}")))
+        .collect::<Result<_>>()?;
+    eprintln!("{name}: {connections} connections, {rate} orders/s planned, {duration_secs} s ...");
+    let duration = std::time::Duration::from_secs(duration_secs);
+    let r = match kind {
+        OrderEntry::Rest => rest_bench::run(addr, &accounts, connections, rate, duration)?,
+        OrderEntry::Ws => ws_bench::run(addr, &accounts, connections, rate, duration)?,
+    };
+    if let Some(e) = &r.first_error {
+        eprintln!("{name}: first error: {e}");
+    }
+    if let Some(path) = plot {
+        let title = format!("W4 {title} order ack latency at {rate}/s planned ({machine})");
+        std::fs::write(
+            path,
+            benches::plot::percentile_svg(&title, &[(label, &r.hist)]),
+        )?;
+    }
+    println!(
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"machine\":\"{machine}\"}}",
+        r.sent,
+        r.ok,
+        r.errors,
+        r.ok as f64 / r.elapsed.as_secs_f64(),
+        run::percentiles_json(&r.hist)
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let machine = run::machine();
@@ -497,42 +553,14 @@ fn main() -> Result<()> {
             duration_secs,
             traders,
             plot,
-        } => {
-            use benches::rest_bench;
-            let mut c = rest_bench::Conn::open(&addr)?;
-            let token = rest_bench::admin_token(&mut c, &admin_user, &admin_password)?;
-            eprintln!("rest: creating and funding {traders} traders ...");
-            let run_id = rest_bench::now_ms() % 1_000_000;
-            let accounts: Vec<rest_bench::Account> = (0..traders)
-                .map(|i| rest_bench::make_trader(&mut c, &token, &format!("bench{run_id}x{i}")))
-                .collect::<Result<_>>()?;
-            eprintln!(
-                "rest: {connections} connections, {rate} orders/s planned, {duration_secs} s ..."
-            );
-            let r = rest_bench::run(
-                &addr,
-                &accounts,
-                connections,
-                rate,
-                std::time::Duration::from_secs(duration_secs),
-            )?;
-            if let Some(path) = &plot {
-                let title = format!("W4 REST order ack latency at {rate}/s planned ({machine})");
-                std::fs::write(
-                    path,
-                    benches::plot::percentile_svg(&title, &[("REST", &r.hist)]),
-                )?;
-            }
-            println!(
-                "{{\"bench\":\"rest\",\"workload\":\"W4\",\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"machine\":\"{machine}\"}}",
-                r.sent,
-                r.ok,
-                r.errors,
-                r.ok as f64 / r.elapsed.as_secs_f64(),
-                run::percentiles_json(&r.hist)
-            );
-            Ok(())
-        }
+        } => order_entry(
+            OrderEntry::Rest,
+            &addr,
+            (&admin_user, &admin_password),
+            (connections, rate, duration_secs, traders),
+            plot.as_deref(),
+            &machine,
+        ),
         Cmd::Ws {
             addr,
             admin_user,
@@ -542,46 +570,14 @@ fn main() -> Result<()> {
             duration_secs,
             traders,
             plot,
-        } => {
-            use benches::{rest_bench, ws_bench};
-            let mut c = rest_bench::Conn::open(&addr)?;
-            let token = rest_bench::admin_token(&mut c, &admin_user, &admin_password)?;
-            eprintln!("ws: creating and funding {traders} traders ...");
-            let run_id = rest_bench::now_ms() % 1_000_000;
-            let accounts: Vec<rest_bench::Account> = (0..traders)
-                .map(|i| rest_bench::make_trader(&mut c, &token, &format!("wsb{run_id}x{i}")))
-                .collect::<Result<_>>()?;
-            eprintln!(
-                "ws: {connections} connections, {rate} orders/s planned, {duration_secs} s ..."
-            );
-            let r = ws_bench::run(
-                &addr,
-                &accounts,
-                connections,
-                rate,
-                std::time::Duration::from_secs(duration_secs),
-            )?;
-            if let Some(e) = &r.first_error {
-                eprintln!("ws: first error: {e}");
-            }
-            if let Some(path) = &plot {
-                let title =
-                    format!("W4 WebSocket API order ack latency at {rate}/s planned ({machine})");
-                std::fs::write(
-                    path,
-                    benches::plot::percentile_svg(&title, &[("WS API", &r.hist)]),
-                )?;
-            }
-            println!(
-                "{{\"bench\":\"ws\",\"workload\":\"W4\",\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"machine\":\"{machine}\"}}",
-                r.sent,
-                r.ok,
-                r.errors,
-                r.ok as f64 / r.elapsed.as_secs_f64(),
-                run::percentiles_json(&r.hist)
-            );
-            Ok(())
-        }
+        } => order_entry(
+            OrderEntry::Ws,
+            &addr,
+            (&admin_user, &admin_password),
+            (connections, rate, duration_secs, traders),
+            plot.as_deref(),
+            &machine,
+        ),
         Cmd::Fanout {
             addr,
             admin_user,
