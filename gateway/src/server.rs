@@ -227,7 +227,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
     let s = st.submitter.stats();
     let m = st.market.read().expect("market lock");
     let mut out = String::new();
-    let mut metric = |name: &str, help: &str, kind: &str, v: u64| {
+    let mut metric = |name: &str, help: &str, kind: &str, v: f64| {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
         ));
@@ -236,75 +236,118 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "mx_commands_submitted_total",
         "Commands accepted onto the ring.",
         "counter",
-        s.submitted.load(Ordering::Relaxed),
+        s.submitted.load(Ordering::Relaxed) as f64,
     );
     metric(
         "mx_commands_rejected_ring_full_total",
         "Commands refused because the ring was full (HTTP 503).",
         "counter",
-        s.rejected_full.load(Ordering::Relaxed),
+        s.rejected_full.load(Ordering::Relaxed) as f64,
     );
     metric(
         "mx_journal_batches_total",
         "Group commits.",
         "counter",
-        s.batches.load(Ordering::Relaxed),
+        s.batches.load(Ordering::Relaxed) as f64,
     );
     metric(
         "mx_journal_records_total",
         "Commands journaled.",
         "counter",
-        s.journaled.load(Ordering::Relaxed),
+        s.journaled.load(Ordering::Relaxed) as f64,
     );
     metric(
         "mx_journal_durable_seq",
         "Highest durable sequence number.",
         "gauge",
-        st.durable.get(),
+        st.durable.get() as f64,
     );
     metric(
         "mx_journal_last_commit_microseconds",
         "Duration of the last group commit.",
         "gauge",
-        s.last_commit_us.load(Ordering::Relaxed),
+        s.last_commit_us.load(Ordering::Relaxed) as f64,
     );
     metric(
         "mx_journal_last_batch_size",
         "Commands in the last group commit.",
         "gauge",
-        s.last_batch_size.load(Ordering::Relaxed),
+        s.last_batch_size.load(Ordering::Relaxed) as f64,
     );
     metric(
         "mx_engine_applied_total",
         "Commands applied by the engine.",
         "counter",
-        s.applied.load(Ordering::Relaxed),
+        s.applied.load(Ordering::Relaxed) as f64,
     );
     if let Some(p) = &st.persister {
+        let secs = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
         metric(
             "mx_persister_lag_seq",
             "Journal records not yet written to Postgres.",
             "gauge",
-            p.lag_seq(),
+            p.lag_seq() as f64,
+        );
+        metric(
+            "mx_persister_lag_seconds",
+            "Journal time between the newest record read and the last one written to Postgres.",
+            "gauge",
+            p.lag_secs(),
         );
         metric(
             "mx_persister_written_seq",
             "Last journal sequence committed to Postgres.",
             "gauge",
-            p.written_seq.load(Ordering::Relaxed),
+            p.written_seq.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "mx_persister_batches_total",
+            "Batches committed to Postgres.",
+            "counter",
+            p.batches.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "mx_persister_rows_total",
+            "Rows written to Postgres.",
+            "counter",
+            p.rows.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "mx_persister_errors_total",
+            "Failed Postgres writes (retried).",
+            "counter",
+            p.errors.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "mx_persister_build_seconds_total",
+            "Time reading the journal, replaying and building rows.",
+            "counter",
+            secs(&p.build_ns),
+        );
+        metric(
+            "mx_persister_flush_seconds_total",
+            "Time writing batches to Postgres, retries included.",
+            "counter",
+            secs(&p.flush_ns),
         );
     }
+    metric(
+        "mx_websocket_connections",
+        "Open WebSocket connections (streams, user data, WebSocket API).",
+        "gauge",
+        st.hub.connections() as f64,
+    );
     metric(
         "mx_ring_queued",
         "Commands waiting on the ring.",
         "gauge",
-        st.submitter.queued() as u64,
+        st.submitter.queued() as f64,
     );
     metric(
         "mx_market_data_lag_seq",
         "Sequences the market-data projection is behind the journal.",
         "gauge",
-        st.durable.get().saturating_sub(m.last_seq),
+        st.durable.get().saturating_sub(m.last_seq) as f64,
     );
     (
         StatusCode::OK,

@@ -68,6 +68,17 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
     assert!(placed[..10].iter().all(|o| o["status"] == "FILLED"));
     assert!(placed[10..].iter().all(|o| o["status"] == "EXPIRED"));
     wait_persisted(&s);
+    // /metrics shows the persister's progress and a zero lag.
+    let m = s.req("GET", "/metrics", &[], b"");
+    assert!(m.body.contains("mx_persister_lag_seq 0"), "{}", m.body);
+    assert!(m.body.contains("mx_persister_lag_seconds 0"), "{}", m.body);
+    let rows: f64 = m
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("mx_persister_rows_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(rows > 50.0, "{}", m.body);
 
     // Every order, oldest first, as it was answered when placed.
     let all = a.call(&s, "GET", "/api/v3/allOrders", "symbol=BTCUSDT&limit=1000");

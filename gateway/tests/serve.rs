@@ -197,6 +197,7 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
     let (st, _, body) = s.try_get("/metrics").unwrap();
     assert_eq!(st, 200);
     assert!(body.contains("mx_journal_durable_seq 8"), "{body}");
+    assert!(body.contains("mx_websocket_connections 0"), "{body}");
 
     // SIGTERM: drain, snapshot, exit 0.
     s.signal("-TERM");

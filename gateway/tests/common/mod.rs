@@ -35,6 +35,8 @@ pub struct Resp {
     pub status: u16,
     pub head: String,
     pub json: Value,
+    /// The body as text (for non-JSON answers such as /metrics).
+    pub body: String,
 }
 
 impl Server {
@@ -111,6 +113,7 @@ impl Server {
             status,
             head: head.to_ascii_lowercase(),
             json: serde_json::from_str(&body).unwrap_or(Value::Null),
+            body,
         })
     }
 
