@@ -176,8 +176,57 @@ pub struct LoadResult {
     pub hist: Histogram<u64>,
 }
 
-/// Open-loop paced load: `conns` threads, `rate` orders/s in total, for
-/// `duration`. Orders alternate buy/sell around a price so about half trade.
+/// One order request of connection `conn`, number `k`: sides alternate at
+/// prices that cross the other side's resting orders, so about half of the
+/// orders trade and the book stays small (no open-order limit is reached).
+fn order_request(acct: &Account, conn: usize, k: u64) -> Vec<u8> {
+    let buy = (k + conn as u64).is_multiple_of(2);
+    let side = if buy { "BUY" } else { "SELL" };
+    let px = if buy { 30_001 } else { 29_999 } + (k % 3) as i64 - 1;
+    let q = format!(
+        "symbol=BTCUSDT&side={side}&type=LIMIT&timeInForce=GTC&quantity=0.001&price={px}&newOrderRespType=ACK&timestamp={}",
+        now_ms()
+    );
+    let sig = gateway::binance::sign::hmac_sha256_hex(acct.secret.as_bytes(), q.as_bytes());
+    format!(
+        "POST /api/v3/order?{q}&signature={sig} HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\nX-MBX-APIKEY: {}\r\n\r\n",
+        acct.key
+    )
+    .into_bytes()
+}
+
+/// Read one HTTP/1.1 response: its status and body.
+async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<(u16, String)> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut line = String::new();
+    r.read_line(&mut line).await?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("bad status line")?;
+    let mut len = 0usize;
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            bail!("connection closed");
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Open-loop paced load: `conns` keep-alive connections driven by one
+/// tokio thread (the server has the other core), `rate` orders/s in total,
+/// for `duration`. Each connection sends its next request when the
+/// previous answer is in and its planned time has come.
 pub fn run(
     addr: &str,
     accounts: &[Account],
@@ -185,81 +234,80 @@ pub fn run(
     rate: u64,
     duration: Duration,
 ) -> Result<LoadResult> {
-    let per_conn_interval_ns = (conns as u64 * 1_000_000_000) / rate.max(1);
-    let start = Instant::now() + Duration::from_millis(200);
-    let mut handles = Vec::new();
-    for i in 0..conns {
-        let acct = accounts[i % accounts.len()].clone();
-        let addr = addr.to_string();
-        handles.push(std::thread::spawn(move || -> Result<(u64, u64, Histogram<u64>, Option<String>)> {
-            let mut c = Conn::open(&addr)?;
-            let mut h = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
-            let (mut ok, mut errors) = (0u64, 0u64);
-            let mut first_error = None;
-            let offset = per_conn_interval_ns * i as u64 / conns as u64;
-            let mut k = 0u64;
-            loop {
-                let planned = start + Duration::from_nanos(offset + k * per_conn_interval_ns);
-                if planned.duration_since(start) >= duration {
-                    break;
-                }
-                let now = Instant::now();
-                if planned > now {
-                    std::thread::sleep(planned - now);
-                }
-                // Alternate sides with prices that cross the other side's
-                // resting orders, so about half of the orders trade and the
-                // book stays small (no open-order limit is ever reached).
-                let buy = (k + i as u64).is_multiple_of(2);
-                let side = if buy { "BUY" } else { "SELL" };
-                let px = if buy { 30_001 } else { 29_999 } + (k % 3) as i64 - 1;
-                let q = format!(
-                    "symbol=BTCUSDT&side={side}&type=LIMIT&timeInForce=GTC&quantity=0.001&price={px}&newOrderRespType=ACK&timestamp={}",
-                    now_ms()
-                );
-                let sig = gateway::binance::sign::hmac_sha256_hex(acct.secret.as_bytes(), q.as_bytes());
-                let path = format!("/api/v3/order?{q}&signature={sig}");
-                let res = c.call("POST", &path, &[("X-MBX-APIKEY", &acct.key)], b"");
-                let lat = planned.elapsed().as_nanos() as u64;
-                h.saturating_record(lat.max(1_000));
-                match res {
-                    Ok((200, _)) => ok += 1,
-                    Ok((st, body)) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{st} {body}"));
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let per_conn_interval_ns = (conns as u64 * 1_000_000_000) / rate.max(1);
+        let start = Instant::now() + Duration::from_millis(200);
+        let mut tasks = Vec::new();
+        for i in 0..conns {
+            let acct = accounts[i % accounts.len()].clone();
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connect {addr}"))?;
+            stream.set_nodelay(true)?;
+            tasks.push(tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut r = tokio::io::BufReader::new(r);
+                let mut h = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+                    .expect("histogram bounds");
+                let (mut ok, mut errors) = (0u64, 0u64);
+                let mut first_error = None;
+                let offset = per_conn_interval_ns * i as u64 / conns as u64;
+                let mut k = 0u64;
+                loop {
+                    let planned = start + Duration::from_nanos(offset + k * per_conn_interval_ns);
+                    if planned.duration_since(start) >= duration {
+                        break;
                     }
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| e.to_string());
-                        c = Conn::open(&addr)?;
+                    let now = Instant::now();
+                    if planned > now {
+                        tokio::time::sleep(planned - now).await;
                     }
+                    let req = order_request(&acct, i, k);
+                    let res = match w.write_all(&req).await {
+                        Ok(()) => read_response(&mut r).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    h.saturating_record((planned.elapsed().as_nanos() as u64).max(1_000));
+                    match res {
+                        Ok((200, _)) => ok += 1,
+                        Ok((st, body)) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| format!("{st} {body}"));
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                            break;
+                        }
+                    }
+                    k += 1;
                 }
-                k += 1;
-            }
-            Ok((ok, errors, h, first_error))
-        }));
-    }
-    let mut total = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
-    let (mut ok, mut errors) = (0, 0);
-    let mut first_error = None;
-    for h in handles {
-        let (o, e, hist, fe) = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
-        ok += o;
-        errors += e;
-        total.add(&hist)?;
-        if first_error.is_none() {
-            first_error = fe;
+                (ok, errors, h, first_error)
+            }));
         }
-    }
-    let elapsed = start.elapsed();
-    Ok(LoadResult {
-        sent: ok + errors,
-        ok,
-        errors,
-        first_error,
-        elapsed,
-        hist: total,
+        let mut total = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
+        let (mut ok, mut errors) = (0, 0);
+        let mut first_error = None;
+        for t in tasks {
+            let (o, e, hist, fe) = t.await?;
+            ok += o;
+            errors += e;
+            total.add(&hist)?;
+            if first_error.is_none() {
+                first_error = fe;
+            }
+        }
+        Ok(LoadResult {
+            sent: ok + errors,
+            ok,
+            errors,
+            first_error,
+            elapsed: start.elapsed(),
+            hist: total,
+        })
     })
 }
