@@ -199,11 +199,12 @@ pub fn earliest_open_time_ms(ts_ms: u64) -> u64 {
 }
 
 fn days_to_ms(days: i64) -> u64 {
-    u64::try_from(i128::from(days) * i128::from(DAY_MS)).unwrap_or(0)
+    let ms = i128::from(days) * i128::from(DAY_MS);
+    u64::try_from(ms.max(0)).unwrap_or(u64::MAX)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -214,7 +215,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (H. Hinnant).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

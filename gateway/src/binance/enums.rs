@@ -226,77 +226,50 @@ binance_enum! {
     }
 }
 
-const SECOND_MS: u64 = 1_000;
-const MINUTE_MS: u64 = 60 * SECOND_MS;
-const HOUR_MS: u64 = 60 * MINUTE_MS;
-const DAY_MS: u64 = 24 * HOUR_MS;
-/// 1970-01-01 was a Thursday; the first Monday is 4 days later.
-const FIRST_MONDAY_MS: u64 = 4 * DAY_MS;
-
 impl KlineInterval {
+    /// The same interval in the persister's candle arithmetic, the one
+    /// implementation of the calendar rules (fixed lengths, Monday weeks,
+    /// calendar months) that the market projection and the `klines` table
+    /// share.
+    fn candle(self) -> persister::klines::Interval {
+        use persister::klines::Interval as I;
+        match self {
+            KlineInterval::S1 => I::S1,
+            KlineInterval::M1 => I::M1,
+            KlineInterval::M3 => I::M3,
+            KlineInterval::M5 => I::M5,
+            KlineInterval::M15 => I::M15,
+            KlineInterval::M30 => I::M30,
+            KlineInterval::H1 => I::H1,
+            KlineInterval::H2 => I::H2,
+            KlineInterval::H4 => I::H4,
+            KlineInterval::H6 => I::H6,
+            KlineInterval::H8 => I::H8,
+            KlineInterval::H12 => I::H12,
+            KlineInterval::D1 => I::D1,
+            KlineInterval::D3 => I::D3,
+            KlineInterval::W1 => I::W1,
+            KlineInterval::Mo1 => I::Mo1,
+        }
+    }
+
     /// Length in ms, `None` for `1M` (a calendar month: 28 to 31 days; see
     /// `open_time_ms` / `next_open_time_ms`).
     pub fn fixed_millis(self) -> Option<u64> {
-        Some(match self {
-            KlineInterval::S1 => SECOND_MS,
-            KlineInterval::M1 => MINUTE_MS,
-            KlineInterval::M3 => 3 * MINUTE_MS,
-            KlineInterval::M5 => 5 * MINUTE_MS,
-            KlineInterval::M15 => 15 * MINUTE_MS,
-            KlineInterval::M30 => 30 * MINUTE_MS,
-            KlineInterval::H1 => HOUR_MS,
-            KlineInterval::H2 => 2 * HOUR_MS,
-            KlineInterval::H4 => 4 * HOUR_MS,
-            KlineInterval::H6 => 6 * HOUR_MS,
-            KlineInterval::H8 => 8 * HOUR_MS,
-            KlineInterval::H12 => 12 * HOUR_MS,
-            KlineInterval::D1 => DAY_MS,
-            KlineInterval::D3 => 3 * DAY_MS,
-            KlineInterval::W1 => 7 * DAY_MS,
-            KlineInterval::Mo1 => return None,
-        })
+        self.candle().fixed_ms()
     }
 
     /// Open time (UTC, ms) of the interval containing `ts_ms`. `1w` opens
     /// on Mondays; timestamps before the first Monday after the epoch
     /// (1970-01-05) map to 0, the earliest representable time.
     pub fn open_time_ms(self, ts_ms: u64) -> u64 {
-        match self {
-            KlineInterval::W1 => {
-                if ts_ms < FIRST_MONDAY_MS {
-                    0
-                } else {
-                    let week = 7 * DAY_MS;
-                    ts_ms - (ts_ms - FIRST_MONDAY_MS) % week
-                }
-            }
-            KlineInterval::Mo1 => {
-                let (y, m, _) = civil_from_days((ts_ms / DAY_MS) as i64);
-                days_to_ms(days_from_civil(y, m, 1))
-            }
-            other => {
-                // Every other interval has a fixed length.
-                let len = other.fixed_millis().unwrap_or(SECOND_MS);
-                ts_ms - ts_ms % len
-            }
-        }
+        self.candle().open_time_ms(ts_ms)
     }
 
     /// Open time of the interval after the one containing `ts_ms`
     /// (saturating at u64::MAX).
     pub fn next_open_time_ms(self, ts_ms: u64) -> u64 {
-        match self {
-            KlineInterval::Mo1 => {
-                let (y, m, _) = civil_from_days((ts_ms / DAY_MS) as i64);
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                days_to_ms(days_from_civil(ny, nm, 1))
-            }
-            KlineInterval::W1 if ts_ms < FIRST_MONDAY_MS => FIRST_MONDAY_MS,
-            other => {
-                let len = other.fixed_millis().unwrap_or(SECOND_MS);
-                other.open_time_ms(ts_ms).saturating_add(len)
-            }
-        }
+        self.candle().next_open_time_ms(ts_ms)
     }
 
     /// Close time as Binance reports it: next open time - 1.
@@ -305,41 +278,13 @@ impl KlineInterval {
     }
 }
 
-fn days_to_ms(days: i64) -> u64 {
-    let ms = i128::from(days) * i128::from(DAY_MS);
-    u64::try_from(ms.max(0)).unwrap_or(u64::MAX)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Date (year, month 1..=12, day 1..=31) of a day count since 1970-01-01
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use persister::klines::{civil_from_days, days_from_civil};
+
+    const DAY_MS: u64 = 86_400_000;
+    const FIRST_MONDAY_MS: u64 = 4 * DAY_MS;
 
     fn round_trip<T: Copy + PartialEq + fmt::Debug + fmt::Display + FromStr<Err = BinanceError>>(
         all: &[T],
