@@ -129,7 +129,12 @@ impl Params {
         if obj.len() > MAX_PARAMS {
             return Err(BinanceError::too_many_parameters());
         }
-        let signed_payload = super::sign::ws_signing_payload(&obj);
+        // Only signed requests need the payload (public methods skip it).
+        let signed_payload = if obj.contains_key(SIGNATURE) {
+            super::sign::ws_signing_payload(&obj)
+        } else {
+            String::new()
+        };
         let mut entries = Vec::with_capacity(obj.len());
         let mut api_key = None;
         for (name, v) in obj {
