@@ -23,21 +23,34 @@ fn python() -> String {
     venv.to_string()
 }
 
+/// `<prefix>alice` with 100,000 USDT and `<prefix>bob` with 1 BTC, both
+/// with READ and TRADE keys.
+fn buyer_and_seller(s: &Server, prefix: &str) -> (Trader, Trader) {
+    let admin = login(s, ADMIN, ADMIN_PW);
+    let a = trader(
+        s,
+        &admin,
+        &format!("{prefix}alice"),
+        &[("USDT", "100000")],
+        &["READ", "TRADE"],
+    );
+    let b = trader(
+        s,
+        &admin,
+        &format!("{prefix}bob"),
+        &[("BTC", "1")],
+        &["READ", "TRADE"],
+    );
+    (a, b)
+}
+
 #[test]
 fn binance_connector_and_ccxt_trade_unmodified() {
     let py = python();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let s = Server::start(tmp.path(), port);
-    let admin = login(&s, ADMIN, ADMIN_PW);
-    let a = trader(
-        &s,
-        &admin,
-        "pyalice",
-        &[("USDT", "100000")],
-        &["READ", "TRADE"],
-    );
-    let b = trader(&s, &admin, "pybob", &[("BTC", "1")], &["READ", "TRADE"]);
+    let (a, b) = buyer_and_seller(&s, "py");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run_clients.py");
     let out = Command::new(py)
         .arg(script)
@@ -107,15 +120,7 @@ fn binance_connector_streams_trades_depth_and_user_data() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let s = Server::start(tmp.path(), port);
-    let admin = login(&s, ADMIN, ADMIN_PW);
-    let a = trader(
-        &s,
-        &admin,
-        "wsalice",
-        &[("USDT", "100000")],
-        &["READ", "TRADE"],
-    );
-    let b = trader(&s, &admin, "wsbob", &[("BTC", "1")], &["READ", "TRADE"]);
+    let (a, b) = buyer_and_seller(&s, "ws");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run_streams.py");
     let args = [
         script.to_string(),
