@@ -36,7 +36,6 @@
 //! | -5030 | 503 | overloaded or shutting down; retry later |
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -289,12 +288,6 @@ async fn execute(st: &AppState, cmd: Command) -> Result<Arc<Outcome>, NativeErro
         .map_err(|e| NativeError::unavailable(format!("{e}; retry later.")))
 }
 
-/// Wait (bounded) until the read models have applied `seq`.
-async fn published(st: &AppState, seq: u64) {
-    let mut rx = st.published.clone();
-    let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| *s >= seq)).await;
-}
-
 /// The first rejection of an outcome as an error.
 fn check(o: &Outcome) -> Result<(), NativeError> {
     match o.events.first() {
@@ -439,7 +432,6 @@ async fn register(State(st): State<AppState>, body: Result<Bytes, BytesRejection
     )
     .await?;
     check(&o)?;
-    published(&st, o.seq).await;
     let ident = st.identity.read().expect("identity lock");
     let u = ident
         .user_by_name(&r.username)
@@ -481,7 +473,6 @@ async fn login(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) 
         },
     )
     .await?;
-    published(&st, o.seq).await;
     match o.events.first() {
         Some(Event::LoginRecorded { success: true, .. }) => {
             let status = st
@@ -652,7 +643,6 @@ async fn create_api_key(
             _ => None,
         })
         .unwrap_or((0, o.ts_ms));
-    published(&st, o.seq).await;
     let mut v = json!({
         "id": id,
         "apiKey": api_key,
@@ -718,7 +708,6 @@ async fn delete_api_key(
     )
     .await?;
     check(&o)?;
-    published(&st, o.seq).await;
     let id = o.events.iter().find_map(|e| match e {
         Event::ApiKeyRevoked { id, .. } => Some(*id),
         _ => None,
@@ -823,7 +812,6 @@ async fn admin_deposit(
             _ => None,
         })
         .ok_or_else(|| NativeError::unavailable("Deposit result missing."))?;
-    published(&st, o.seq).await;
     reply(
         StatusCode::CREATED,
         json!({
@@ -888,7 +876,6 @@ pub async fn bootstrap_admin(st: &AppState, cfg: &AuthConfig) -> anyhow::Result<
             reason.name()
         );
     }
-    published(st, o.seq).await;
     tracing::info!(username = %username, "created the first ADMIN user");
     if generated {
         eprintln!(

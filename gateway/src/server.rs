@@ -68,8 +68,6 @@ pub struct AppState {
     pub market: Arc<RwLock<Market>>,
     pub identity: Arc<RwLock<IdentityView>>,
     pub accounts: Arc<RwLock<Accounts>>,
-    /// Last sequence number whose events every read model has applied.
-    pub published: tokio::sync::watch::Receiver<u64>,
     pub submitter: Submitter,
     pub durable: journal::DurableSeq,
     pub weights: Arc<RateLimiter<std::net::IpAddr>>,
@@ -559,7 +557,6 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     )));
     let accounts = Arc::new(RwLock::new(accounts));
     let fresh = rec.engine.assets().is_empty();
-    let (published_tx, published_rx) = tokio::sync::watch::channel(rec.engine.last_seq());
     let m2 = market.clone();
     let hub = Arc::new(crate::ws::Hub::new(opts.ws.clone()));
     let h2 = hub.clone();
@@ -585,7 +582,6 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             a2.write()
                 .expect("accounts lock")
                 .apply(o.seq, o.ts_ms, &o.events);
-            published_tx.send_replace(o.seq);
             u2.deliver(user_events);
         });
     let durable = pipeline.durable_handle();
@@ -612,7 +608,6 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         market,
         identity,
         accounts,
-        published: published_rx,
         submitter: submitter.clone(),
         durable: durable.clone(),
         weights,
