@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam::queue::ArrayQueue;
-use engine::{Command, Engine, Event};
+use engine::{ClientOrderId, Command, Engine, Event};
 
 /// What the engine did with one command.
 #[derive(Debug, Clone)]
@@ -31,6 +31,31 @@ pub struct Outcome {
     pub ts_ms: u64,
     pub command: Command,
     pub events: Vec<Event>,
+    /// The `newClientOrderId` a cancel request gave itself (Binance's
+    /// `clientOrderId` of the cancel answer and `c` of the CANCELED
+    /// executionReport). Not journaled: it only names the live answer and
+    /// the live stream events of this request.
+    pub cancel_client_id: Option<ClientOrderId>,
+}
+
+impl Outcome {
+    /// The client order id of the cancel that ended `order` in this
+    /// command: the cancel request's own `newClientOrderId` when it gave
+    /// one (cancel, cancelReplace), otherwise one derived from the journal
+    /// sequence and the order id, so the cancel answer and the
+    /// executionReport name the cancel alike (`x<seq hex>o<order hex>`, at
+    /// most 34 characters).
+    pub fn cancel_client_id_for(&self, order: engine::OrderId) -> ClientOrderId {
+        let named = matches!(
+            self.command,
+            Command::CancelOrder { .. } | Command::CancelReplace { .. }
+        );
+        match self.cancel_client_id {
+            Some(c) if named => c,
+            _ => ClientOrderId::new(&format!("x{:x}o{:x}", self.seq, order.0))
+                .unwrap_or(ClientOrderId::NONE),
+        }
+    }
 }
 
 pub type Reply = tokio::sync::oneshot::Sender<Result<Arc<Outcome>, PipelineError>>;
@@ -39,6 +64,8 @@ pub type Reply = tokio::sync::oneshot::Sender<Result<Arc<Outcome>, PipelineError
 pub struct Submission {
     pub command: Command,
     pub reply: Option<Reply>,
+    /// See [`Outcome::cancel_client_id`].
+    pub cancel_client_id: Option<ClientOrderId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,10 +179,21 @@ impl Submitter {
 
     /// Submit and wait for the durable result.
     pub async fn execute(&self, command: Command) -> Result<Arc<Outcome>, ExecuteError> {
+        self.execute_cancel(command, None).await
+    }
+
+    /// [`Submitter::execute`] for a cancel that named itself
+    /// (`newClientOrderId` of a cancel request).
+    pub async fn execute_cancel(
+        &self,
+        command: Command,
+        cancel_client_id: Option<ClientOrderId>,
+    ) -> Result<Arc<Outcome>, ExecuteError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Submission {
             command,
             reply: Some(tx),
+            cancel_client_id,
         })
         .map_err(ExecuteError::Submit)?;
         match rx.await {
@@ -301,6 +339,7 @@ impl Pipeline {
                             ts_ms: batch.ts_ms,
                             command: sub.command,
                             events: out.clone(),
+                            cancel_client_id: sub.cancel_client_id,
                         });
                         published.push((outcome, sub.reply));
                     }
@@ -504,7 +543,8 @@ mod tests {
         assert_eq!(
             sub.submit(Submission {
                 command: create_user(999),
-                reply: None
+                reply: None,
+                cancel_client_id: None,
             }),
             Err(SubmitError::Closed)
         );
@@ -532,6 +572,7 @@ mod tests {
             if sub.submit(Submission {
                 command: create_user(i),
                 reply: None,
+                cancel_client_id: None,
             }) == Err(SubmitError::Full)
             {
                 full += 1;

@@ -123,7 +123,15 @@ pub(crate) fn authorize(st: &AppState, key: &str, params: Params, need: u8) -> R
 /// model has applied it (the publisher answers), so what follows reads its
 /// own write.
 async fn execute(st: &AppState, cmd: Command) -> R<std::sync::Arc<Outcome>> {
-    match st.submitter.execute(cmd).await {
+    execute_cancel(st, cmd, None).await
+}
+
+async fn execute_cancel(
+    st: &AppState,
+    cmd: Command,
+    cancel_client_id: Option<ClientOrderId>,
+) -> R<std::sync::Arc<Outcome>> {
+    match st.submitter.execute_cancel(cmd, cancel_client_id).await {
         Ok(o) => Ok(o),
         Err(ExecuteError::Submit(SubmitError::Full)) => Err(BinanceError::server_busy()),
         Err(_) => Err(BinanceError::service_shutting_down()),
@@ -731,15 +739,15 @@ pub(crate) fn status(st: &AppState, a: &Authed) -> R<Value> {
     Ok(order_json(&pair, rec))
 }
 
-/// The DELETE order answer for an order that was just canceled.
-fn canceled_json(p: &PairInfo, rec: &OrderRecord, orig_cid: &str) -> Value {
+/// The DELETE order answer for an order that command `out` just canceled.
+fn canceled_json(p: &PairInfo, rec: &OrderRecord, out: &Outcome) -> Value {
     let o = &rec.order;
     json!({
         "symbol": p.symbol,
-        "origClientOrderId": orig_cid,
+        "origClientOrderId": o.client_id.as_str(),
         "orderId": o.id.0,
         "orderListId": -1,
-        "clientOrderId": generate_client_id().as_str(),
+        "clientOrderId": out.cancel_client_id_for(o.id).as_str(),
         "transactTime": rec.update_ms,
         "price": p.price(o.price.0),
         "origQty": p.qty(o.qty.0),
@@ -792,13 +800,15 @@ pub(crate) async fn cancel(st: &AppState, a: &Authed) -> R<Value> {
     ])?;
     let pair = pair_of(st, &a.params)?;
     let t = target(&a.params).map_err(|_| BinanceError::cancel_order_invalid())?;
-    let o = execute(
+    let cancel_id = client_id(&a.params, "newClientOrderId")?;
+    let o = execute_cancel(
         st,
         Command::CancelOrder {
             user: a.user,
             pair: pair.id,
             target: t,
         },
+        cancel_id,
     )
     .await?;
     if first_reject(&o).is_some() {
@@ -808,7 +818,7 @@ pub(crate) async fn cancel(st: &AppState, a: &Authed) -> R<Value> {
         .first()
         .ok_or_else(BinanceError::unknown_order_sent)?;
     let rec = record(st, a.user, id).ok_or_else(BinanceError::unknown)?;
-    Ok(canceled_json(&pair, &rec, rec.order.client_id.as_str()))
+    Ok(canceled_json(&pair, &rec, &o))
 }
 
 async fn cancel_open_orders(
@@ -847,7 +857,7 @@ pub(crate) async fn cancel_all(st: &AppState, a: &Authed) -> R<Value> {
     let list: Vec<Value> = ids
         .into_iter()
         .filter_map(|id| record(st, a.user, id))
-        .map(|r| canceled_json(&pair, &r, r.order.client_id.as_str()))
+        .map(|r| canceled_json(&pair, &r, &o))
         .collect();
     Ok(Value::Array(list))
 }
@@ -910,14 +920,16 @@ pub(crate) async fn replace(
             }
         };
         let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+        let cancel_id = client_id(&a.params, "cancelNewClientOrderId")?;
         a.count_order(st)?;
-        let o = execute(
+        let o = execute_cancel(
             st,
             Command::CancelReplace {
                 target: tgt,
                 mode,
                 new: op.new,
             },
+            cancel_id,
         )
         .await?;
         Ok((a.user, pair, op.resp, mode, o))
@@ -937,7 +949,7 @@ pub(crate) async fn replace(
     let accepted = accepted_id(&o).is_some();
     let cancel_ok = canceled.is_some();
     let cancel_resp = match canceled.and_then(|id| record(st, user, id)) {
-        Some(r) => canceled_json(&pair, &r, r.order.client_id.as_str()),
+        Some(r) => canceled_json(&pair, &r, &o),
         None => {
             let e = BinanceError::unknown_order_sent();
             json!({"code": e.code, "msg": e.msg})

@@ -30,8 +30,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use engine::{
-    BalanceCause, Command, Event, Order, OrderId, OrderStatus, Qty, RejectReason, Side, StpMode,
-    TimeInForce, UserId,
+    BalanceCause, ClientOrderId, Command, Event, Order, OrderId, OrderStatus, Qty, RejectReason,
+    Side, StpMode, TimeInForce, UserId,
 };
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
@@ -361,6 +361,9 @@ struct Report<'a> {
     last: Option<(&'a engine::Trade, bool)>,
     reject: &'static str,
     prevented: Option<Prevented>,
+    /// On CANCELED: the cancel's client order id (`c`; the order's own
+    /// goes to `C`).
+    cancel_cid: Option<ClientOrderId>,
 }
 
 impl<'a> Report<'a> {
@@ -373,6 +376,7 @@ impl<'a> Report<'a> {
             last: None,
             reject: "NONE",
             prevented: None,
+            cancel_cid: None,
         }
     }
 }
@@ -420,6 +424,12 @@ fn execution_report(m: &Market, o: &Order, ts: u64, r: &Report) -> Option<Value>
         ),
     };
     let cid = o.client_id.as_str();
+    // A cancel names itself in `c` and the order in `C` (Binance).
+    let (c, orig) = match (r.exec, &r.cancel_cid) {
+        ("CANCELED", Some(x)) => (x.as_str(), cid),
+        ("CANCELED", None) => (cid, cid),
+        _ => (cid, ""),
+    };
     let order_id = if r.status == OrderStatus::Rejected {
         -1
     } else {
@@ -427,10 +437,10 @@ fn execution_report(m: &Market, o: &Order, ts: u64, r: &Report) -> Option<Value>
     };
     let mut ev = json!({
         "e": "executionReport", "E": ts, "s": p.spec.symbol,
-        "c": cid, "S": o.side.as_str(), "o": o.kind.as_str(), "f": o.tif.as_str(),
+        "c": c, "S": o.side.as_str(), "o": o.kind.as_str(), "f": o.tif.as_str(),
         "q": qty_str(m, p, o.qty.0), "p": price_str(m, p, o.price.0),
         "P": price_str(m, p, o.stop_price.0), "F": qty_str(m, p, 0), "g": -1,
-        "C": if r.exec == "CANCELED" { cid } else { "" },
+        "C": orig,
         "x": r.exec, "X": r.status.as_str(), "r": r.reject, "i": order_id,
         "l": l, "z": qty_str(m, p, o.filled.0), "L": lp, "n": n, "N": na,
         "T": ts, "t": t, "I": r.exec_id, "w": r.on_book, "m": maker, "M": false,
@@ -755,6 +765,9 @@ fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared 
                 };
                 let mut r = Report::new(exec, ord.status, exec_id(id, exec_kind::END), false);
                 r.prevented = prevented;
+                if *status == OrderStatus::Canceled {
+                    r.cancel_cid = Some(o.cancel_client_id_for(OrderId(id)));
+                }
                 if let Some(v) = execution_report(m, &ord, ts, &r) {
                     push(*user, v);
                 }
