@@ -1004,7 +1004,12 @@ impl Conn {
                 self.subs.retain(|s| !gone.contains(s));
                 result_json(Value::Null, &id)
             }
-            "LIST_SUBSCRIPTIONS" => result_json(json!(self.subs), &id),
+            "LIST_SUBSCRIPTIONS" => {
+                // A subscribed listen key is listed like a stream name.
+                let mut all = self.subs.clone();
+                all.extend(self.user.as_ref().map(|u| u.key().to_string()));
+                result_json(json!(all), &id)
+            }
             "SET_PROPERTY" | "GET_PROPERTY" => {
                 let p = match params {
                     Some(Value::Array(a)) => a.as_slice(),
