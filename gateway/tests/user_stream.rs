@@ -226,7 +226,8 @@ fn listen_key_stream_reports_orders_fills_balances_and_deposits() {
     );
     assert_eq!(q.json["status"], "FILLED");
 
-    // Cancel: CANCELED with C = the order's client id.
+    // Cancel: CANCELED with c = the cancel's own client id (its
+    // newClientOrderId), C = the order's.
     alice.order(
         &s,
         &format!("{GTC}&side=BUY&quantity=0.1&price=20000&newClientOrderId=alice-2"),
@@ -235,9 +236,16 @@ fn listen_key_stream_reports_orders_fills_balances_and_deposits() {
         &s,
         "DELETE",
         "/api/v3/order",
-        "symbol=BTCUSDT&origClientOrderId=alice-2",
+        "symbol=BTCUSDT&origClientOrderId=alice-2&newClientOrderId=alice-2-cancel",
     );
     assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(
+        (
+            r.json["clientOrderId"].as_str(),
+            r.json["origClientOrderId"].as_str()
+        ),
+        (Some("alice-2-cancel"), Some("alice-2"))
+    );
     let evs = collect(&ws, |e| {
         of_type(e, "executionReport").len() >= 2 && of_type(e, "outboundAccountPosition").len() >= 2
     });
@@ -251,6 +259,31 @@ fn listen_key_stream_reports_orders_fills_balances_and_deposits() {
         (Some("NEW"), Some("CANCELED"), Some("CANCELED"))
     );
     assert_eq!(reports[1]["C"], "alice-2");
+    assert_eq!(reports[1]["c"], "alice-2-cancel");
+    positions_match_account(&s, &alice, &evs);
+
+    // A cancel without a name gets one, the same in the answer and the
+    // stream.
+    alice.order(
+        &s,
+        &format!("{GTC}&side=BUY&quantity=0.1&price=20000&newClientOrderId=alice-3"),
+    );
+    let r = alice.call(
+        &s,
+        "DELETE",
+        "/api/v3/order",
+        "symbol=BTCUSDT&origClientOrderId=alice-3",
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    let named = r.json["clientOrderId"].as_str().unwrap().to_string();
+    assert!(!named.is_empty() && named != "alice-3", "{named}");
+    let evs = collect(&ws, |e| {
+        of_type(e, "executionReport").len() >= 2 && of_type(e, "outboundAccountPosition").len() >= 2
+    });
+    let reports = of_type(&evs, "executionReport");
+    assert_eq!(reports[1]["x"], "CANCELED");
+    assert_eq!(reports[1]["C"], "alice-3");
+    assert_eq!(reports[1]["c"].as_str(), Some(named.as_str()));
     positions_match_account(&s, &alice, &evs);
 
     // A deposit: balanceUpdate, then the new position.
@@ -1037,6 +1070,12 @@ fn a_listen_key_subscribed_on_a_market_connection_streams_user_events() {
         ws.send(&json!({"method": "SUBSCRIBE", "params": [key, "btcusdt@trade"], "id": id}));
         assert_eq!(ws.reply(), json!({"result": null, "id": id}));
     }
+    // The listen key is listed with the streams.
+    raw.send(&json!({"method": "LIST_SUBSCRIPTIONS", "id": 10}));
+    assert_eq!(
+        raw.reply(),
+        json!({"result": ["btcusdt@trade", key], "id": 10})
+    );
     let placed = alice.order(&s, &format!("{GTC}&side=BUY&quantity=0.1&price=20000"));
     let oid = placed["orderId"].as_u64().unwrap();
     let evs = collect(&raw, |e| !about(e, oid).is_empty());
@@ -1048,6 +1087,8 @@ fn a_listen_key_subscribed_on_a_market_connection_streams_user_events() {
     // UNSUBSCRIBE stops the events; deleting the key ends the others'.
     raw.send(&json!({"method": "UNSUBSCRIBE", "params": [key], "id": 9}));
     assert_eq!(raw.reply(), json!({"result": null, "id": 9}));
+    raw.send(&json!({"method": "LIST_SUBSCRIPTIONS", "id": 11}));
+    assert_eq!(raw.reply(), json!({"result": ["btcusdt@trade"], "id": 11}));
     let r = key_call(&s, &alice, "DELETE", &key);
     assert_eq!(r.status, 200);
     collect(&combined, |e| {
