@@ -562,9 +562,11 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let h2 = hub.clone();
     let i2 = identity.clone();
     let a2 = accounts.clone();
-    let user_streams = Arc::new(crate::userstream::UserStreams::new(Duration::from_secs(
-        opts.auth.listen_key_ttl_secs,
-    )));
+    let user_streams = Arc::new(crate::userstream::UserStreams::persistent(
+        Duration::from_secs(opts.auth.listen_key_ttl_secs),
+        &opts.data_dir,
+        auth.cipher.clone(),
+    ));
     let u2 = user_streams.clone();
     let (pipeline, submitter) =
         Pipeline::start(writer, rec.engine, opts.pipeline.clone(), move |o| {

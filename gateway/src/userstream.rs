@@ -80,10 +80,109 @@ struct Inner {
     subs: HashMap<UserId, HashMap<u64, UserConn>>,
 }
 
+/// Where live listen keys are kept across restarts: a JSON file in the
+/// data directory (mode 0600, replaced atomically), each key encrypted with
+/// the server's secret key, so a client's key keeps working after a restart
+/// until it expires.
+#[derive(Debug)]
+struct KeyStore {
+    path: std::path::PathBuf,
+    cipher: crate::auth::SecretCipher,
+    /// Serialises writers so the newest state is the one left on disk.
+    write: Mutex<()>,
+}
+
+/// The listen-key file's name in the data directory.
+pub const LISTEN_KEYS_FILE: &str = "listen_keys.json";
+const KEY_AAD: &[u8] = b"mini-exchange listen key";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredKey {
+    /// The key, encrypted (base64).
+    key: String,
+    user: u64,
+    api_key: String,
+    /// Wall-clock expiry, ms since the epoch.
+    expires_ms: u64,
+}
+
+impl KeyStore {
+    /// The live keys of the file; an expiry is never later than `ttl` from now.
+    fn load(&self, now: Instant, ttl: Duration) -> Vec<(String, KeyEntry)> {
+        use base64::Engine as _;
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the listen keys; clients must create new ones");
+                return Vec::new();
+            }
+        };
+        let stored: Vec<StoredKey> = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "damaged listen key file ignored; clients must create new ones");
+                return Vec::new();
+            }
+        };
+        let wall = now_ms();
+        stored
+            .into_iter()
+            .filter(|k| k.expires_ms > wall)
+            .filter_map(|k| {
+                let blob = base64::engine::general_purpose::STANDARD
+                    .decode(&k.key)
+                    .ok()?;
+                let key = String::from_utf8(self.cipher.decrypt(&blob, KEY_AAD).ok()?).ok()?;
+                let entry = KeyEntry {
+                    user: UserId(k.user),
+                    api_key: k.api_key,
+                    expires: now + Duration::from_millis(k.expires_ms - wall).min(ttl),
+                };
+                Some((key, entry))
+            })
+            .collect()
+    }
+
+    fn save(&self, keys: &HashMap<String, KeyEntry>) {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let (now, wall) = (Instant::now(), now_ms());
+        let stored: Vec<StoredKey> = keys
+            .iter()
+            .filter(|(_, e)| e.expires > now)
+            .map(|(k, e)| StoredKey {
+                key: base64::engine::general_purpose::STANDARD
+                    .encode(self.cipher.encrypt(k.as_bytes(), KEY_AAD)),
+                user: e.user.0,
+                api_key: e.api_key.clone(),
+                expires_ms: wall + e.expires.duration_since(now).as_millis() as u64,
+            })
+            .collect();
+        let tmp = self.path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(serde_json::to_string(&stored)?.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot save the listen keys; they will not survive a restart");
+        }
+    }
+}
+
 /// Listen keys and the user-stream connections.
 #[derive(Debug)]
 pub struct UserStreams {
     ttl: Duration,
+    store: Option<KeyStore>,
     inner: Mutex<Inner>,
     /// Open user-stream connections (0: the publisher skips all work).
     active: AtomicUsize,
@@ -95,12 +194,64 @@ pub struct UserStreams {
 pub struct Prepared(Vec<(UserId, Vec<Arc<str>>)>);
 
 impl UserStreams {
+    /// Keys live in memory only (tests, tools).
     pub fn new(ttl: Duration) -> UserStreams {
         UserStreams {
             ttl,
+            store: None,
             inner: Mutex::new(Inner::default()),
             active: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// Keys kept in `<data_dir>/listen_keys.json` (encrypted with
+    /// `cipher`): the live ones of the previous run are loaded now.
+    pub fn persistent(
+        ttl: Duration,
+        data_dir: &std::path::Path,
+        cipher: crate::auth::SecretCipher,
+    ) -> UserStreams {
+        let store = KeyStore {
+            path: data_dir.join(LISTEN_KEYS_FILE),
+            cipher,
+            write: Mutex::new(()),
+        };
+        let mut us = UserStreams::new(ttl);
+        {
+            let mut g = us.lock();
+            for (key, e) in store.load(Instant::now(), ttl) {
+                g.by_api_key.insert(e.api_key.clone(), key.clone());
+                g.keys.insert(key, e);
+            }
+            if !g.keys.is_empty() {
+                tracing::info!(keys = g.keys.len(), "listen keys restored");
+            }
+        }
+        us.store = Some(store);
+        us
+    }
+
+    /// Write the live keys to the store (if any), newest state last.
+    fn save(&self) {
+        if let Some(store) = &self.store {
+            let _w = store.write.lock().unwrap_or_else(|e| e.into_inner());
+            let snapshot: HashMap<String, KeyEntry> = self
+                .lock()
+                .keys
+                .iter()
+                .map(|(k, e)| {
+                    (
+                        k.clone(),
+                        KeyEntry {
+                            user: e.user,
+                            api_key: e.api_key.clone(),
+                            expires: e.expires,
+                        },
+                    )
+                })
+                .collect();
+            store.save(&snapshot);
         }
     }
 
@@ -119,6 +270,8 @@ impl UserStreams {
             if let Some(e) = g.keys.get_mut(&k) {
                 e.expires = now + self.ttl;
             }
+            drop(g);
+            self.save();
             return k;
         }
         let mut mine: Vec<(Instant, String)> = g
@@ -144,6 +297,8 @@ impl UserStreams {
             },
         );
         g.by_api_key.insert(api_key.to_string(), key.clone());
+        drop(g);
+        self.save();
         key
     }
 
@@ -159,19 +314,24 @@ impl UserStreams {
     /// Extend a live key of `user`.
     pub fn keepalive(&self, user: UserId, key: &str) -> bool {
         let mut g = self.lock();
-        match g.keys.get_mut(key) {
+        let ok = match g.keys.get_mut(key) {
             Some(e) if e.user == user && e.expires > Instant::now() => {
                 e.expires = Instant::now() + self.ttl;
                 true
             }
             _ => false,
+        };
+        drop(g);
+        if ok {
+            self.save();
         }
+        ok
     }
 
     /// Delete a live key of `user` (its connections close).
     pub fn delete(&self, user: UserId, key: &str) -> bool {
         let mut g = self.lock();
-        match g.keys.get(key) {
+        let ok = match g.keys.get(key) {
             Some(e) if e.user == user && e.expires > Instant::now() => {
                 if let Some(e) = g.keys.remove(key) {
                     g.by_api_key.remove(&e.api_key);
@@ -179,7 +339,12 @@ impl UserStreams {
                 true
             }
             _ => false,
+        };
+        drop(g);
+        if ok {
+            self.save();
         }
+        ok
     }
 
     /// Users with at least one open stream.
@@ -1141,5 +1306,64 @@ impl KeySub {
 impl Drop for KeySub {
     fn drop(&mut self) {
         self.streams.unregister(self.user, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::SecretCipher;
+
+    const TTL: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn stored_keys_come_back_and_bad_files_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = SecretCipher::new(&[7; 32]);
+        let a = UserStreams::persistent(TTL, dir.path(), cipher.clone());
+        let k1 = a.create(UserId(1), "api-1");
+        let k2 = a.create(UserId(2), "api-2");
+        assert!(a.delete(UserId(2), &k2));
+        let b = UserStreams::persistent(TTL, dir.path(), cipher.clone());
+        assert_eq!(b.lookup(&k1), Some(UserId(1)));
+        assert_eq!(b.lookup(&k2), None);
+        assert_eq!(b.create(UserId(1), "api-1"), k1);
+        // Another server key cannot read them: nothing is restored.
+        let other = UserStreams::persistent(TTL, dir.path(), SecretCipher::new(&[8; 32]));
+        assert_eq!(other.lookup(&k1), None);
+        // Damaged, truncated, hostile files: ignored, never a panic.
+        let path = dir.path().join(LISTEN_KEYS_FILE);
+        let good = std::fs::read_to_string(&path).unwrap();
+        for bad in [
+            "".to_string(),
+            "{".to_string(),
+            "[{\"key\":1}]".to_string(),
+            good[..good.len() / 2].to_string(),
+            "[{\"key\":\"!!!\",\"user\":1,\"api_key\":\"a\",\"expires_ms\":18446744073709551615}]"
+                .to_string(),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let c = UserStreams::persistent(TTL, dir.path(), cipher.clone());
+            assert_eq!(c.lookup(&k1), None);
+        }
+        // An expiry far in the future is capped at the TTL, not trusted.
+        let mut v: Value = serde_json::from_str(&good).unwrap();
+        v[0]["expires_ms"] = json!(u64::MAX);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let c = UserStreams::persistent(TTL, dir.path(), cipher.clone());
+        assert_eq!(c.lookup(&k1), Some(UserId(1)));
+        let g = c.lock();
+        assert!(g.keys[&k1].expires <= Instant::now() + TTL);
+    }
+
+    #[test]
+    fn expired_keys_are_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = SecretCipher::new(&[7; 32]);
+        let a = UserStreams::persistent(Duration::from_millis(1), dir.path(), cipher.clone());
+        let k = a.create(UserId(1), "api-1");
+        std::thread::sleep(Duration::from_millis(20));
+        let b = UserStreams::persistent(TTL, dir.path(), cipher);
+        assert_eq!(b.lookup(&k), None);
     }
 }

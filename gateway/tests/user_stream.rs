@@ -1106,3 +1106,42 @@ fn a_listen_key_subscribed_on_a_market_connection_streams_user_events() {
         "{late:?}"
     );
 }
+
+#[test]
+fn listen_keys_survive_a_restart_encrypted_at_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(tmp.path(), port);
+    let (_, alice, _) = setup(&s);
+    let key = listen_key(&s, &alice);
+    assert_eq!(listen_key(&s, &alice), key, "one live key per API key");
+    // SIGKILL: the key was saved when it was created.
+    s.kill();
+    let stored = std::fs::read_to_string(tmp.path().join("listen_keys.json")).unwrap();
+    assert!(
+        !stored.contains(&key),
+        "the listen key is stored in plain text"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(tmp.path().join("listen_keys.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "listen key file mode {mode:o}");
+
+    let s = Server::start(tmp.path(), port);
+    // The same key comes back, keepalive works, and it streams.
+    assert_eq!(listen_key(&s, &alice), key);
+    assert_eq!(key_call(&s, &alice, "PUT", &key).status, 200);
+    let ws = Ws::connect(s.port, &format!("/ws/{key}"));
+    let placed = alice.order(&s, &format!("{GTC}&side=BUY&quantity=0.1&price=20000"));
+    let oid = placed["orderId"].as_u64().unwrap();
+    let evs = collect(&ws, |e| !about(e, oid).is_empty());
+    check_report(&about(&evs, oid)[0]);
+    // Deleted keys stay deleted after a restart.
+    assert_eq!(key_call(&s, &alice, "DELETE", &key).status, 200);
+    s.kill();
+    let s = Server::start(tmp.path(), port);
+    assert_eq!(key_call(&s, &alice, "PUT", &key).status, 400);
+    assert_ne!(listen_key(&s, &alice), key);
+}
