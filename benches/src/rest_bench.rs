@@ -173,7 +173,12 @@ pub struct LoadResult {
     /// First error answer seen, for the report.
     pub first_error: Option<String>,
     pub elapsed: Duration,
+    /// From the planned send time to the answer (what the paced client saw).
     pub hist: Histogram<u64>,
+    /// From the actual write of the request to its answer: the server's
+    /// round trip without the client's own pacing delay (timer granularity,
+    /// a connection still busy with its previous request).
+    pub rtt: Histogram<u64>,
 }
 
 /// One order request of connection `conn`, number `k`: sides alternate at
@@ -253,6 +258,7 @@ pub fn run(
                 let mut r = tokio::io::BufReader::new(r);
                 let mut h = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
                     .expect("histogram bounds");
+                let mut rtt = h.clone();
                 let (mut ok, mut errors) = (0u64, 0u64);
                 let mut first_error = None;
                 let offset = per_conn_interval_ns * i as u64 / conns as u64;
@@ -267,11 +273,13 @@ pub fn run(
                         tokio::time::sleep(planned - now).await;
                     }
                     let req = order_request(&acct, i, k);
+                    let sent = Instant::now();
                     let res = match w.write_all(&req).await {
                         Ok(()) => read_response(&mut r).await,
                         Err(e) => Err(e.into()),
                     };
                     h.saturating_record((planned.elapsed().as_nanos() as u64).max(1_000));
+                    rtt.saturating_record((sent.elapsed().as_nanos() as u64).max(1_000));
                     match res {
                         Ok((200, _)) => ok += 1,
                         Ok((st, body)) => {
@@ -286,17 +294,19 @@ pub fn run(
                     }
                     k += 1;
                 }
-                (ok, errors, h, first_error)
+                (ok, errors, h, rtt, first_error)
             }));
         }
         let mut total = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
+        let mut rtt = total.clone();
         let (mut ok, mut errors) = (0, 0);
         let mut first_error = None;
         for t in tasks {
-            let (o, e, hist, fe) = t.await?;
+            let (o, e, hist, r, fe) = t.await?;
             ok += o;
             errors += e;
             total.add(&hist)?;
+            rtt.add(&r)?;
             if first_error.is_none() {
                 first_error = fe;
             }
@@ -308,6 +318,7 @@ pub fn run(
             first_error,
             elapsed: start.elapsed(),
             hist: total,
+            rtt,
         })
     })
 }

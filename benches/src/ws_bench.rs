@@ -10,6 +10,8 @@
 //! orders alternate buy/sell across the spread as in the REST W4, so about
 //! half trade and the book stays small.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -51,6 +53,7 @@ struct ConnResult {
     errors: u64,
     first_error: Option<String>,
     hist: Histogram<u64>,
+    rtt: Histogram<u64>,
 }
 
 /// Open-loop paced load: `conns` connections, `rate` orders/s in total,
@@ -83,6 +86,11 @@ pub fn run(
             let offset = interval_ns * i as u64 / conns as u64;
             let planned = move |k: u64| start + Duration::from_nanos(offset + k * interval_ns);
             let (mut sink, mut stream) = ws.split();
+            // When each request was actually written (ns after `start`),
+            // for the round-trip histogram.
+            let sent_at: Arc<Vec<AtomicU64>> =
+                Arc::new((0..total_per_conn).map(|_| AtomicU64::new(0)).collect());
+            let sent_w = sent_at.clone();
             let sender = tokio::spawn(async move {
                 let mut k = 0u64;
                 while k < total_per_conn {
@@ -93,6 +101,8 @@ pub fn run(
                         let buy = (k + i as u64).is_multiple_of(2);
                         let px = if buy { 30_001 } else { 29_999 } + (k % 3) as i64 - 1;
                         let req = order_request(&acct, k, buy, px, now_ms());
+                        let at = Instant::now().saturating_duration_since(start);
+                        sent_w[k as usize].store(at.as_nanos() as u64, Ordering::Relaxed);
                         if sink.feed(Message::Text(req.into())).await.is_err() {
                             return k;
                         }
@@ -120,6 +130,8 @@ pub fn run(
                     first_error: None,
                     hist: Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
                         .expect("histogram bounds"),
+                    rtt: Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+                        .expect("histogram bounds"),
                 };
                 let deadline = start + duration + Duration::from_secs(30);
                 while r.ok + r.errors < total_per_conn {
@@ -134,6 +146,11 @@ pub fn run(
                     };
                     let lat = planned(id).elapsed().as_nanos() as u64;
                     r.hist.saturating_record(lat.max(1_000));
+                    if let Some(at) = sent_at.get(id as usize) {
+                        let sent = start + Duration::from_nanos(at.load(Ordering::Relaxed));
+                        r.rtt
+                            .saturating_record((sent.elapsed().as_nanos() as u64).max(1_000));
+                    }
                     if t.as_str().contains("\"status\":200") {
                         r.ok += 1;
                     } else {
@@ -146,6 +163,7 @@ pub fn run(
             tasks.push((sender, reader));
         }
         let mut total = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
+        let mut rtt = total.clone();
         let (mut ok, mut errors, mut sent) = (0, 0, 0);
         let mut first_error = None;
         for (s, r) in tasks {
@@ -154,6 +172,7 @@ pub fn run(
             ok += r.ok;
             errors += r.errors;
             total.add(&r.hist)?;
+            rtt.add(&r.rtt)?;
             if first_error.is_none() {
                 first_error = r.first_error;
             }
@@ -169,6 +188,7 @@ pub fn run(
             first_error,
             elapsed: start.elapsed(),
             hist: total,
+            rtt,
         })
     })
 }

@@ -309,12 +309,15 @@ fn order_entry(
         )?;
     }
     println!(
-        "{{\"bench\":\"{name}\",\"workload\":\"W4\",\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"machine\":\"{machine}\"}}",
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"machine\":\"{machine}\"}}",
         r.sent,
         r.ok,
         r.errors,
         r.ok as f64 / r.elapsed.as_secs_f64(),
-        run::percentiles_json(&r.hist)
+        run::percentiles_json(&r.hist),
+        r.rtt.value_at_quantile(0.5),
+        r.rtt.value_at_quantile(0.99),
+        r.rtt.max(),
     );
     Ok(())
 }
