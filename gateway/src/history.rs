@@ -57,6 +57,52 @@ pub struct PgTrade {
     pub is_maker: bool,
 }
 
+/// A klines page (pair, interval, `start <= open time <= end`), the first
+/// `limit` ascending or the last `limit` (returned newest first).
+#[derive(Debug, Clone)]
+pub struct KlinePage {
+    pub pair: u64,
+    pub interval: &'static str,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub ascending: bool,
+    pub limit: usize,
+    /// Decimals the amounts are printed with (Binance: the assets').
+    pub base_dec: u32,
+    pub quote_dec: u32,
+}
+
+/// A `klines` row, decimals printed at the pair's scales.
+#[derive(Debug, Clone)]
+pub struct PgKline {
+    pub open_ms: u64,
+    pub open: String,
+    pub high: String,
+    pub low: String,
+    pub close: String,
+    pub volume: String,
+    pub quote_volume: String,
+    pub trades: u64,
+    pub taker_buy_volume: String,
+    pub taker_buy_quote_volume: String,
+}
+
+fn kline_sql(ascending: bool) -> String {
+    let dir = if ascending { "ASC" } else { "DESC" };
+    format!(
+        "SELECT (extract(epoch FROM open_time) * 1000)::bigint,
+            round(open_price, $6)::text, round(high_price, $6)::text,
+            round(low_price, $6)::text, round(close_price, $6)::text,
+            round(volume, $7)::text, round(quote_volume, $6)::text, trades_count,
+            round(taker_buy_volume, $7)::text, round(taker_buy_quote_volume, $6)::text
+        FROM klines
+        WHERE trading_pair_id = $1 AND interval = $2
+          AND ($3::float8 IS NULL OR open_time >= to_timestamp($3::float8 / 1000))
+          AND ($4::float8 IS NULL OR open_time <= to_timestamp($4::float8 / 1000))
+        ORDER BY open_time {dir} LIMIT $5"
+    )
+}
+
 /// A small connection pool on the persister's database.
 pub struct PgHistory {
     pool: Pool,
@@ -174,6 +220,44 @@ impl PgHistory {
                     stp: r.try_get(12)?,
                     created_ms: u(r.try_get(13)?),
                     updated_ms: u(r.try_get(14)?),
+                })
+            })
+            .collect()
+    }
+
+    /// Klines of one pair and interval (see [`KlinePage`]).
+    pub async fn klines(&self, p: &KlinePage) -> anyhow::Result<Vec<PgKline>> {
+        let c = self.pool.get().await?;
+        let stmt = c.prepare_cached(&kline_sql(p.ascending)).await?;
+        let scale = |d: u32| i32::try_from(d.min(18)).unwrap_or(18);
+        let rows = c
+            .query(
+                &stmt,
+                &[
+                    &(p.pair as i64),
+                    &p.interval,
+                    &ms_param(p.start_ms),
+                    &ms_param(p.end_ms),
+                    &(p.limit as i64),
+                    &scale(p.quote_dec),
+                    &scale(p.base_dec),
+                ],
+            )
+            .await?;
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        rows.iter()
+            .map(|r| {
+                Ok(PgKline {
+                    open_ms: u(r.try_get(0)?),
+                    open: r.try_get(1)?,
+                    high: r.try_get(2)?,
+                    low: r.try_get(3)?,
+                    close: r.try_get(4)?,
+                    volume: r.try_get(5)?,
+                    quote_volume: r.try_get(6)?,
+                    trades: u(r.try_get(7)?),
+                    taker_buy_volume: r.try_get(8)?,
+                    taker_buy_quote_volume: r.try_get(9)?,
                 })
             })
             .collect()

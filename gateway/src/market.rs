@@ -426,6 +426,12 @@ impl PairView {
         }
     }
 
+    /// Memory holds as many klines of `interval` as it keeps: older ones
+    /// may have been dropped (Postgres keeps them all).
+    pub fn klines_full(&self, interval: KlineInterval) -> bool {
+        self.kline_series(interval).len() >= self.limits.klines_kept
+    }
+
     /// Every kline kept for `interval`, oldest first.
     pub fn kline_series(&self, interval: KlineInterval) -> &VecDeque<Kline> {
         &self.klines[interval_index(interval)]

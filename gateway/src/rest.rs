@@ -400,10 +400,33 @@ fn kline_json(m: &Market, p: &Pair, interval: KlineInterval, k: &Kline) -> Value
 /// kept in UTC; a non-zero `timeZone` is served when it shifts no interval
 /// boundary (e.g. `8` for 1s..1h), and refused with -1130 otherwise.
 async fn klines(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    answer(|| klines_json(&st, &parse_query(&q)?))
+    let r = match parse_query(&q) {
+        Ok(p) => klines_json(&st, &p).await,
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => error_response(&e),
+    }
 }
 
-pub(crate) fn klines_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+/// What a klines request asks for and what memory answers.
+struct KlinesQuery {
+    pair: u64,
+    interval: KlineInterval,
+    start: Option<u64>,
+    end: Option<u64>,
+    limit: usize,
+    /// (open time, row) from memory, oldest first.
+    memory: Vec<(u64, Value)>,
+    /// The oldest open time memory keeps, when memory is full (older klines
+    /// were dropped) and the request reaches before it: Postgres has those.
+    older_than: Option<u64>,
+    base_dec: u32,
+    quote_dec: u32,
+}
+
+fn klines_query(st: &AppState, params: &Params) -> Result<KlinesQuery, BinanceError> {
     params.check_unknown(&[
         "symbol",
         "interval",
@@ -430,12 +453,112 @@ pub(crate) fn klines_json(st: &AppState, params: &Params) -> Result<Value, Binan
     let v = m
         .pair_by_symbol(symbol)
         .ok_or_else(BinanceError::invalid_symbol)?;
-    let list = v.klines(interval, start, end, limit);
-    Ok(Value::Array(
-        list.iter()
-            .map(|k| kline_json(&m, &v.pair, interval, k))
-            .collect(),
-    ))
+    let memory: Vec<(u64, Value)> = v
+        .klines(interval, start, end, limit)
+        .iter()
+        .map(|k| (k.open_time_ms, kline_json(&m, &v.pair, interval, k)))
+        .collect();
+    let oldest = v
+        .kline_series(interval)
+        .front()
+        .map(|k| k.open_time_ms)
+        .filter(|_| v.klines_full(interval));
+    // From startTime: Postgres has the ones before memory's oldest.
+    // Without: memory's newest `limit` fall short, older ones may exist.
+    let older_than = oldest.filter(|&o| match start {
+        Some(s) => s < o,
+        None => memory.len() < limit,
+    });
+    let (base_dec, quote_dec) = decimals(&m, &v.pair);
+    Ok(KlinesQuery {
+        pair: u64::from(v.pair.id.0),
+        interval,
+        start,
+        end,
+        limit,
+        memory,
+        older_than,
+        base_dec,
+        quote_dec,
+    })
+}
+
+/// A Postgres kline as the REST row.
+fn pg_kline_row(interval: KlineInterval, k: crate::history::PgKline) -> (u64, Value) {
+    let close = interval.close_time_ms(k.open_ms);
+    let row = json!([
+        k.open_ms,
+        k.open,
+        k.high,
+        k.low,
+        k.close,
+        k.volume,
+        close,
+        k.quote_volume,
+        k.trades,
+        k.taker_buy_volume,
+        k.taker_buy_quote_volume,
+        "0"
+    ]);
+    (k.open_ms, row)
+}
+
+/// Postgres's klines older than `older_than` followed by memory's (memory
+/// wins on a shared open time), cut like Binance: the first `limit` when
+/// the request gave startTime, else the last `limit`.
+fn merge_klines(
+    old: Vec<(u64, Value)>,
+    mut memory: Vec<(u64, Value)>,
+    older_than: u64,
+    from_start: bool,
+    limit: usize,
+) -> Vec<(u64, Value)> {
+    let mut all: Vec<(u64, Value)> = old.into_iter().filter(|(t, _)| *t < older_than).collect();
+    all.sort_by_key(|(t, _)| *t);
+    all.dedup_by_key(|(t, _)| *t);
+    all.append(&mut memory);
+    if from_start {
+        all.truncate(limit);
+    } else if all.len() > limit {
+        all.drain(..all.len() - limit);
+    }
+    all
+}
+
+/// Klines from memory and, for the part memory no longer keeps, from
+/// Postgres when it is configured (REST klines/uiKlines, WebSocket
+/// `klines`). A Postgres failure answers from memory alone and is logged.
+pub(crate) async fn klines_json(st: &AppState, params: &Params) -> Result<Value, BinanceError> {
+    let q = klines_query(st, params)?;
+    let mut rows = q.memory;
+    if let (Some(older_than), Some(h)) = (q.older_than, &st.history) {
+        let want = crate::history::KlinePage {
+            pair: q.pair,
+            interval: q.interval.as_str(),
+            start_ms: q.start,
+            // Strictly before what memory holds.
+            end_ms: Some(q.end.map_or(older_than.saturating_sub(1), |e| {
+                e.min(older_than.saturating_sub(1))
+            })),
+            ascending: q.start.is_some(),
+            limit: q.limit,
+            base_dec: q.base_dec,
+            quote_dec: q.quote_dec,
+        };
+        match h.klines(&want).await {
+            Ok(old) => {
+                let old = old
+                    .into_iter()
+                    .map(|k| pg_kline_row(q.interval, k))
+                    .collect();
+                rows = merge_klines(old, rows, older_than, q.start.is_some(), q.limit);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "klines: Postgres history unavailable, answering from memory")
+            }
+        }
+    }
+    Ok(Value::Array(rows.into_iter().map(|(_, v)| v).collect()))
 }
 
 // ---- tickers ----
@@ -655,4 +778,38 @@ pub(crate) fn avg_price_json(st: &AppState, params: &Params) -> Result<Value, Bi
         "price": quote_str(&m, &v.pair, price_units),
         "closeTime": close_time,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(times: &[u64]) -> Vec<(u64, Value)> {
+        times.iter().map(|&t| (t, json!([t]))).collect()
+    }
+
+    fn times(v: &[(u64, Value)]) -> Vec<u64> {
+        v.iter().map(|(t, _)| *t).collect()
+    }
+
+    #[test]
+    fn klines_from_postgres_come_before_memory_and_are_cut_like_binance() {
+        // Memory keeps 10..=14; Postgres has 1..=12 (overlap: memory wins).
+        let memory = rows(&[10, 11, 12, 13, 14]);
+        let old = rows(&[12, 11, 1, 2, 3, 10, 4]);
+        let all = merge_klines(old.clone(), memory.clone(), 10, true, 100);
+        assert_eq!(times(&all), [1, 2, 3, 4, 10, 11, 12, 13, 14]);
+        // From startTime: the first `limit`.
+        let first = merge_klines(old.clone(), memory.clone(), 10, true, 3);
+        assert_eq!(times(&first), [1, 2, 3]);
+        // Without: the last `limit`.
+        let last = merge_klines(old.clone(), memory.clone(), 10, false, 7);
+        assert_eq!(times(&last), [3, 4, 10, 11, 12, 13, 14]);
+        // Nothing in memory (the window ends before it).
+        let only_old = merge_klines(old, Vec::new(), 10, false, 2);
+        assert_eq!(times(&only_old), [3, 4]);
+        // Duplicates from Postgres collapse.
+        let dup = merge_klines(rows(&[2, 2, 1]), rows(&[5]), 5, true, 10);
+        assert_eq!(times(&dup), [1, 2, 5]);
+    }
 }

@@ -277,6 +277,12 @@ impl Session {
                 Dispatch::Now(reply(&id, r, limits))
             }
             Kind::Public(f) => Dispatch::Now(reply(&id, f(&self.st, &params), limits)),
+            Kind::Klines => {
+                let st = self.st.clone();
+                Dispatch::Later(Box::pin(async move {
+                    reply(&id, crate::rest::klines_json(&st, &params).await, limits)
+                }))
+            }
             Kind::Signed(need, call) => {
                 let st = self.st.clone();
                 let authed = match api_key {
@@ -557,6 +563,8 @@ enum Kind {
     /// Handled by the session itself (subscriptions, listen keys).
     Session,
     Public(PublicFn),
+    /// `klines`/`uiKlines`: may read Postgres for klines memory dropped.
+    Klines,
     Signed(u8, Call),
 }
 
@@ -634,7 +642,11 @@ fn method_spec(method: &str) -> Option<MethodSpec> {
         "depth" => public(depth_json, "/api/v3/depth", 5),
         "trades.recent" => public(trades_json, "/api/v3/trades", 25),
         "trades.aggregate" => public(agg_trades_json, "/api/v3/aggTrades", 4),
-        "klines" | "uiKlines" => public(klines_json, "/api/v3/klines", 2),
+        "klines" | "uiKlines" => MethodSpec {
+            kind: Kind::Klines,
+            rest: ("GET", "/api/v3/klines"),
+            weight: 2,
+        },
         "avgPrice" => public(avg_price_json, "/api/v3/avgPrice", 2),
         "ticker.24hr" => public(ticker_24hr_json, "/api/v3/ticker/24hr", 2),
         "ticker.price" => public(ticker_price_json, "/api/v3/ticker/price", 2),

@@ -151,6 +151,74 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
     assert_eq!(t.json.as_array().unwrap().len(), 1);
     assert_eq!(t.json[0]["orderId"].as_u64().unwrap(), want[1]);
 
+    // Klines: what the persister wrote, read back the way the klines
+    // endpoint reads what memory dropped, prints exactly what memory
+    // prints, for every interval, both directions.
+    let h = gateway::history::PgHistory::new(&url, 2).unwrap();
+    for interval in [
+        "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d",
+        "1w", "1M",
+    ] {
+        let mem = s.req(
+            "GET",
+            &format!("/api/v3/klines?symbol=BTCUSDT&interval={interval}"),
+            &[],
+            b"",
+        );
+        let mem = mem.json.as_array().unwrap().clone();
+        assert!(!mem.is_empty(), "{interval}");
+        for ascending in [true, false] {
+            let mut pg = rt
+                .block_on(h.klines(&gateway::history::KlinePage {
+                    pair: 1,
+                    interval,
+                    start_ms: None,
+                    end_ms: None,
+                    ascending,
+                    limit: 1000,
+                    base_dec: 8,
+                    quote_dec: 8,
+                }))
+                .unwrap();
+            if !ascending {
+                pg.reverse();
+            }
+            assert_eq!(pg.len(), mem.len(), "{interval}");
+            for (k, m) in pg.iter().zip(&mem) {
+                let got = serde_json::json!([
+                    k.open_ms,
+                    k.open,
+                    k.high,
+                    k.low,
+                    k.close,
+                    k.volume,
+                    m[6],
+                    k.quote_volume,
+                    k.trades,
+                    k.taker_buy_volume,
+                    k.taker_buy_quote_volume,
+                    "0"
+                ]);
+                assert_eq!(&got, m, "{interval}");
+            }
+        }
+        // A window that starts after the first kline: only the later ones.
+        let first = mem[0][0].as_u64().unwrap();
+        let later = rt
+            .block_on(h.klines(&gateway::history::KlinePage {
+                pair: 1,
+                interval,
+                start_ms: Some(first + 1),
+                end_ms: None,
+                ascending: true,
+                limit: 1000,
+                base_dec: 8,
+                quote_dec: 8,
+            }))
+            .unwrap();
+        assert_eq!(later.len(), mem.len() - 1, "{interval}");
+    }
+
     drop(s);
     rt.block_on(db.drop_db());
 }
