@@ -62,6 +62,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/admin/users", get(list_users))
         .route("/api/v1/admin/users/{id}", get(get_user))
+        .route("/api/v1/admin/users/{id}/ledger", get(user_ledger))
         .route("/api/v1/admin/users/{id}/lock", post(lock_user))
         .route("/api/v1/admin/users/{id}/unlock", post(unlock_user))
         .route("/api/v1/admin/users/{id}/roles", post(grant_role))
@@ -365,6 +366,24 @@ async fn get_user(
     let mut v = admin_user_json(&u);
     v["balances"] = Value::Array(balances);
     reply(StatusCode::OK, v)
+}
+
+/// A user's ledger, newest first (parameters as `GET wallet/ledger`).
+/// User 0 is the exchange's own account, which receives the fees.
+async fn user_ledger(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Res {
+    let (_, caller_roles) = authenticate(&st, &headers)?;
+    require(caller_roles, "users:read")?;
+    require(caller_roles, "accounts:read")?;
+    let id = UserId(path_id(path, "user")?);
+    if id.0 != 0 {
+        user_view(&st, id)?;
+    }
+    crate::wallet::ledger_page(&st, id, q.as_deref())
 }
 
 /// The target of a user action: exists, and is a staff account only if

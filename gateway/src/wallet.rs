@@ -387,10 +387,15 @@ async fn history(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): Ra
 async fn ledger(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Res {
     let (user, roles) = authenticate(&st, &headers)?;
     require(roles, "accounts:read")?;
-    let p = query(q.as_deref(), &["asset", "limit", "before_id"])?;
+    ledger_page(&st, user, q.as_deref())
+}
+
+/// `user`'s ledger page for the query `q` (also the admin view's).
+pub(crate) fn ledger_page(st: &AppState, user: UserId, q: Option<&str>) -> Res {
+    let p = query(q, &["asset", "limit", "before_id"])?;
     let limit = u64_param(&p, "limit", 1..=MAX_LIST_LIMIT)?.unwrap_or(DEFAULT_LIST_LIMIT) as usize;
     let before = u64_param(&p, "before_id", 1..=u64::MAX)?.unwrap_or(u64::MAX);
-    let table = asset_table(&st);
+    let table = asset_table(st);
     let asset = asset_filter(&p, &table)?;
     let acc = st.accounts.read().expect("accounts lock");
     let rows: Vec<Value> = acc
