@@ -10,11 +10,16 @@
 //! from the read models (market: assets and pairs; identity: users;
 //! accounts: balances, deposits, withdrawals).
 //!
+//! `GET admin/users/{id}/ledger` reads any account's ledger, user 0 (the
+//! exchange's own account, which receives trading and withdrawal fees)
+//! included.
+//!
 //! Asset and pair definitions are validated exactly as the config file's
 //! `[[assets]]` / `[[pairs]]` entries are (`config::Config::asset_specs` /
 //! `pair_specs`), so the API and the file accept the same values.
 //!
-//! Guards beyond the matrix: nobody locks their own account; locking,
+//! Guards beyond the matrix: nobody approves their own withdrawal (403)
+//! or locks their own account; locking,
 //! unlocking or changing the roles of a staff account (any role besides
 //! TRADER) also needs `roles:grant`; the last active ADMIN keeps that role
 //! (-4097). Role changes read the current roles from the identity view and
@@ -246,12 +251,26 @@ async fn approve_withdrawal(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, roles) = authenticate(&st, &headers)?;
+    let (caller, roles) = authenticate(&st, &headers)?;
     require(roles, "withdrawals:approve")?;
     let id = path_id(path, "withdrawal")?;
     let r: ApproveReq = parse(body)?;
     if !valid_token(&r.tx_hash, 128) {
         return Err(bad("tx_hash must be 1 to 128 printable characters."));
+    }
+    // Four eyes: funds leave only with someone else's approval.
+    let owner = st
+        .accounts
+        .read()
+        .expect("accounts lock")
+        .wallet
+        .withdrawals
+        .get(&id)
+        .map(|w| w.user);
+    if owner == Some(caller) {
+        return Err(NativeError::forbidden(
+            "You cannot approve your own withdrawal.",
+        ));
     }
     let o = execute(
         &st,

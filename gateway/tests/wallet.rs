@@ -281,6 +281,42 @@ fn withdrawals_ledger_history_errors_and_restart() {
     assert_eq!(f["reference_type"], "WITHDRAWAL");
     assert_eq!(f["reference_id"], w1);
 
+    // Nobody approves their own withdrawal (the admin may withdraw too).
+    let r = s.json_post(
+        "/api/v1/admin/deposits",
+        Some(&admin),
+        &json!({"username": ADMIN, "asset": "BTC", "amount": "1", "tx_hash": "0xroot", "confirmations": 2}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let root_id = get(&s, "/api/v1/me", &admin).json["id"].as_u64().unwrap();
+    let r = s.json_post(
+        &format!("/api/v1/admin/users/{root_id}/kyc-level"),
+        Some(&admin),
+        &json!({"level": 1}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = withdraw(&s, &admin, btc("0.1"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let own = r.json["id"].as_u64().unwrap();
+    assert_err(
+        &s.json_post(
+            &format!("/api/v1/admin/withdrawals/{own}/approve"),
+            Some(&admin),
+            &json!({"tx_hash": "0xmine"}),
+        ),
+        403,
+        -4030,
+        "own approval",
+    );
+    let r = post_raw(
+        &s,
+        &format!("/api/v1/admin/withdrawals/{own}/reject"),
+        &admin,
+        b"",
+    );
+    assert_eq!(r.json["status"], "REJECTED", "{}", r.body);
+    assert_eq!(balance(&s, &admin, "BTC"), pair("1.00000000", "0.00000000"));
+
     // Reject w2: unfrozen, the fee stays with alice.
     let r = post_raw(
         &s,
