@@ -203,7 +203,11 @@ async fn list_withdrawals(
     let user = match p.get("username") {
         None => None,
         Some(name) => Some(
-            crate::wallet::user_id_by_name(&st, name)
+            st.identity
+                .read()
+                .expect("identity lock")
+                .user_by_name(name)
+                .map(|u| u.id)
                 .ok_or_else(|| rejected(RejectReason::UnknownUser))?,
         ),
     };

@@ -413,12 +413,3 @@ pub(crate) fn ledger_page(st: &AppState, user: UserId, q: Option<&str>) -> Res {
         .unwrap_or_default();
     reply(StatusCode::OK, Value::Array(rows))
 }
-
-/// For admin views: a user's id by name.
-pub(crate) fn user_id_by_name(st: &AppState, name: &str) -> Option<UserId> {
-    st.identity
-        .read()
-        .expect("identity lock")
-        .user_by_name(name)
-        .map(|u| u.id)
-}
