@@ -5,9 +5,11 @@
 //! kept by default), so history survives restarts; read-your-writes holds
 //! because the publisher applies a command's events before its reply is
 //! rendered (the handler waits for `last_seq` to reach its command).
+//! The wallet's ledger, deposits and withdrawals (`ledger.rs`) ride along.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use crate::ledger::{WalletBook, LEDGER_ROWS_PER_USER};
 use engine::{
     AssetId, Balance, ClientOrderId, Engine, Event, Order, OrderId, OrderStatus, PairId, Side,
     UserId,
@@ -77,6 +79,8 @@ pub struct Accounts {
     orders_kept: usize,
     /// Trades kept per user.
     trades_kept: usize,
+    /// Ledger rows, deposits and withdrawals (the native wallet API).
+    pub wallet: WalletBook,
 }
 
 impl Default for Accounts {
@@ -96,6 +100,7 @@ impl Accounts {
             last_seq: 0,
             orders_kept: orders.max(1),
             trades_kept: trades.max(1),
+            wallet: WalletBook::default(),
         }
     }
 
@@ -105,6 +110,7 @@ impl Accounts {
     pub fn from_engine(e: &Engine, orders_kept: usize, trades_kept: usize) -> Accounts {
         let mut a = Accounts {
             last_seq: e.last_seq(),
+            wallet: WalletBook::from_engine(e, LEDGER_ROWS_PER_USER),
             ..Accounts::with_retention(orders_kept, trades_kept)
         };
         for ps in e.pairs() {
@@ -268,7 +274,10 @@ impl Accounts {
                         },
                     );
                     acc.update_ms = ts;
+                    self.wallet.balance(seq, ts, b);
                 }
+                Event::DepositUpdated(d) => self.wallet.deposit_updated(d),
+                Event::WithdrawalUpdated(w) => self.wallet.withdrawal_updated(w),
                 _ => {}
             }
         }

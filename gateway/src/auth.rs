@@ -488,6 +488,42 @@ pub struct Auth {
     pub cipher: SecretCipher,
     pub jwt: JwtSigner,
     pub passwords: Passwords,
+    pub addresses: AddressDeriver,
+}
+
+// ------------------------------------------------------ deposit addresses
+
+/// Deposit addresses without a blockchain: deterministic per (user, asset),
+/// an HMAC-SHA256 under a subkey of the server secret key, so they are
+/// stable across restarts, unguessable without the key, and the key itself
+/// never leaves this process.
+#[derive(Clone)]
+pub struct AddressDeriver {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for AddressDeriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AddressDeriver(<redacted>)")
+    }
+}
+
+impl AddressDeriver {
+    pub fn new(secret_key: &[u8; 32]) -> AddressDeriver {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret_key).expect("any key length");
+        mac.update(b"mini-exchange deposit addresses v1");
+        AddressDeriver {
+            key: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    /// `mx` + 40 lower-case hex digits.
+    pub fn address(&self, user: UserId, asset_symbol: &str) -> String {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).expect("any key length");
+        mac.update(format!("{}:{asset_symbol}", user.0).as_bytes());
+        let digest = mac.finalize().into_bytes();
+        format!("mx{}", hex(&digest[..20]))
+    }
 }
 
 /// The server's secret key: configured (hex or base64 of 32 bytes), else
@@ -522,6 +558,7 @@ impl Auth {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Auth {
             cipher: SecretCipher::new(&secret),
+            addresses: AddressDeriver::new(&secret),
             jwt: JwtSigner::new(&jwt, cfg.access_token_ttl_secs),
             passwords: Passwords::new(cores)?,
         })

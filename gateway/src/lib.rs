@@ -2,12 +2,14 @@
 //! operations it runs. `main.rs` is a thin wrapper over [`cli::main`].
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod binance;
 pub mod cli;
 pub mod config;
 pub mod history;
 pub mod identity;
+pub mod ledger;
 pub mod market;
 pub mod native;
 pub mod pipeline;
@@ -15,5 +17,6 @@ pub mod rest;
 pub mod server;
 pub mod trade;
 pub mod userstream;
+pub mod wallet;
 pub mod ws;
 pub mod wsapi;

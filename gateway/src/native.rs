@@ -17,20 +17,30 @@
 //! | -4002 | 400 | invalid email |
 //! | -4003 | 400 | password outside the policy (8..=128 characters) |
 //! | -4004 | 400 | invalid parameter (label, permissions, type, public key, tx_hash, ...) |
-//! | -4005 | 400 | invalid amount |
+//! | -4005 | 400 | invalid amount (not a positive decimal of the asset's precision, or too large) |
+//! | -4006 | 400 | withdrawal below the asset's minimum |
+//! | -4007 | 400 | withdrawal over the daily limit of the user's KYC level |
+//! | -4008 | 400 | insufficient balance |
+//! | -4009 | 400 | asset inactive (withdrawals suspended) |
 //! | -4010 | 401 | missing or invalid bearer token |
 //! | -4011 | 401 | wrong username or password |
 //! | -4012 | 401 | token expired |
 //! | -4030 | 403 | permission denied |
 //! | -4031 | 403 | account suspended |
+//! | -4032 | 403 | KYC level too low (withdrawals need level 1 or more) |
 //! | -4040 | 404 | unknown user |
 //! | -4041 | 404 | unknown API key |
 //! | -4042 | 404 | unknown asset |
+//! | -4043 | 404 | unknown withdrawal |
+//! | -4044 | 404 | unknown trading pair |
 //! | -4090 | 409 | username taken |
 //! | -4091 | 409 | email taken |
 //! | -4092 | 409 | API key identifier exists |
 //! | -4093 | 409 | too many API keys |
 //! | -4094 | 409 | deposit conflicts with an earlier post of the same (asset, tx_hash) |
+//! | -4095 | 409 | withdrawal no longer pending (already approved or rejected) |
+//! | -4096 | 409 | asset or trading pair exists |
+//! | -4097 | 409 | refused to lock yourself or to remove the last active ADMIN |
 //! | -4130 | 413 | request body too large |
 //! | -4230 | 423 | password login locked until `locked_until` (ms) |
 //! | -5030 | 503 | overloaded or shutting down; retry later |
@@ -53,6 +63,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{self, has_permission, AuthError, TokenError};
+use crate::binance::params::Params;
 use crate::config::AuthConfig;
 use crate::identity::UserView;
 use crate::pipeline::Outcome;
@@ -67,6 +78,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/api-keys", post(create_api_key).get(list_api_keys))
         .route("/api/v1/api-keys/{api_key}", delete(delete_api_key))
         .route("/api/v1/admin/deposits", post(admin_deposit))
+        .merge(crate::wallet::routes())
+        .merge(crate::admin::routes())
 }
 
 // ---------------------------------------------------------------- errors
@@ -79,19 +92,29 @@ pub mod codes {
     pub const INVALID_PASSWORD: i32 = -4003;
     pub const INVALID_PARAMETER: i32 = -4004;
     pub const INVALID_AMOUNT: i32 = -4005;
+    pub const BELOW_MIN_WITHDRAW: i32 = -4006;
+    pub const DAILY_WITHDRAW_LIMIT: i32 = -4007;
+    pub const INSUFFICIENT_BALANCE: i32 = -4008;
+    pub const ASSET_INACTIVE: i32 = -4009;
     pub const UNAUTHORIZED: i32 = -4010;
     pub const BAD_CREDENTIALS: i32 = -4011;
     pub const TOKEN_EXPIRED: i32 = -4012;
     pub const FORBIDDEN: i32 = -4030;
     pub const USER_SUSPENDED: i32 = -4031;
+    pub const KYC_REQUIRED: i32 = -4032;
     pub const UNKNOWN_USER: i32 = -4040;
     pub const UNKNOWN_API_KEY: i32 = -4041;
     pub const UNKNOWN_ASSET: i32 = -4042;
+    pub const UNKNOWN_WITHDRAWAL: i32 = -4043;
+    pub const UNKNOWN_PAIR: i32 = -4044;
     pub const USERNAME_TAKEN: i32 = -4090;
     pub const EMAIL_TAKEN: i32 = -4091;
     pub const API_KEY_EXISTS: i32 = -4092;
     pub const TOO_MANY_API_KEYS: i32 = -4093;
     pub const DEPOSIT_CONFLICT: i32 = -4094;
+    pub const WITHDRAWAL_NOT_PENDING: i32 = -4095;
+    pub const ALREADY_EXISTS: i32 = -4096;
+    pub const SELF_OR_LAST_ADMIN: i32 = -4097;
     pub const PAYLOAD_TOO_LARGE: i32 = -4130;
     pub const ACCOUNT_LOCKED: i32 = -4230;
     pub const UNAVAILABLE: i32 = -5030;
@@ -114,13 +137,13 @@ impl NativeError {
             locked_until_ms: None,
         }
     }
-    fn bad(code: i32, msg: impl Into<String>) -> NativeError {
+    pub(crate) fn bad(code: i32, msg: impl Into<String>) -> NativeError {
         NativeError::new(StatusCode::BAD_REQUEST, code, msg)
     }
-    fn unauthorized(code: i32, msg: &str) -> NativeError {
+    pub(crate) fn unauthorized(code: i32, msg: &str) -> NativeError {
         NativeError::new(StatusCode::UNAUTHORIZED, code, msg)
     }
-    fn forbidden(msg: impl Into<String>) -> NativeError {
+    pub(crate) fn forbidden(msg: impl Into<String>) -> NativeError {
         NativeError::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, msg)
     }
     fn suspended() -> NativeError {
@@ -143,7 +166,7 @@ impl NativeError {
             )
         }
     }
-    fn unavailable(msg: impl Into<String>) -> NativeError {
+    pub(crate) fn unavailable(msg: impl Into<String>) -> NativeError {
         NativeError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, msg)
     }
 }
@@ -174,7 +197,7 @@ impl From<AuthError> for NativeError {
 }
 
 /// An engine rejection -> native error.
-fn rejected(reason: RejectReason) -> NativeError {
+pub(crate) fn rejected(reason: RejectReason) -> NativeError {
     use RejectReason::*;
     let (status, code, msg) = match reason {
         UnknownUser => (StatusCode::NOT_FOUND, codes::UNKNOWN_USER, "Unknown user."),
@@ -234,6 +257,52 @@ fn rejected(reason: RejectReason) -> NativeError {
             codes::INVALID_AMOUNT,
             "Invalid amount.",
         ),
+        BelowMinWithdraw => (
+            StatusCode::BAD_REQUEST,
+            codes::BELOW_MIN_WITHDRAW,
+            "Amount is below the asset's minimum withdrawal.",
+        ),
+        DailyWithdrawLimit => (
+            StatusCode::BAD_REQUEST,
+            codes::DAILY_WITHDRAW_LIMIT,
+            "Daily withdrawal limit of your KYC level exceeded.",
+        ),
+        InsufficientBalance => (
+            StatusCode::BAD_REQUEST,
+            codes::INSUFFICIENT_BALANCE,
+            "Insufficient balance for amount plus fee.",
+        ),
+        AssetInactive => (
+            StatusCode::BAD_REQUEST,
+            codes::ASSET_INACTIVE,
+            "Asset is inactive: withdrawals are suspended.",
+        ),
+        KycRequired => (
+            StatusCode::FORBIDDEN,
+            codes::KYC_REQUIRED,
+            "Withdrawals need KYC level 1 or more.",
+        ),
+        UnknownWithdrawal => (
+            StatusCode::NOT_FOUND,
+            codes::UNKNOWN_WITHDRAWAL,
+            "Unknown withdrawal.",
+        ),
+        WithdrawalNotPending => (
+            StatusCode::CONFLICT,
+            codes::WITHDRAWAL_NOT_PENDING,
+            "Withdrawal is no longer pending.",
+        ),
+        UnknownPair => (
+            StatusCode::NOT_FOUND,
+            codes::UNKNOWN_PAIR,
+            "Unknown trading pair.",
+        ),
+        AssetExists => (StatusCode::CONFLICT, codes::ALREADY_EXISTS, "Asset exists."),
+        PairExists => (
+            StatusCode::CONFLICT,
+            codes::ALREADY_EXISTS,
+            "Trading pair exists.",
+        ),
         _ => (
             StatusCode::BAD_REQUEST,
             codes::INVALID_PARAMETER,
@@ -243,16 +312,16 @@ fn rejected(reason: RejectReason) -> NativeError {
     NativeError::new(status, code, msg)
 }
 
-type Res = Result<Response, NativeError>;
+pub(crate) type Res = Result<Response, NativeError>;
 
-fn reply(status: StatusCode, v: Value) -> Res {
+pub(crate) fn reply(status: StatusCode, v: Value) -> Res {
     Ok(json_response(status, v.to_string()))
 }
 
 // --------------------------------------------------------------- plumbing
 
 /// Decode a JSON body; any failure is a 400/413 JSON error, never a 500.
-fn parse<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, NativeError> {
     let body = body.map_err(|rej| {
@@ -281,7 +350,7 @@ fn parse<T: serde::de::DeserializeOwned>(
 
 /// Run a command once durable. The ring being full or the journal failing
 /// is 503.
-async fn execute(st: &AppState, cmd: Command) -> Result<Arc<Outcome>, NativeError> {
+pub(crate) async fn execute(st: &AppState, cmd: Command) -> Result<Arc<Outcome>, NativeError> {
     st.submitter
         .execute(cmd)
         .await
@@ -289,7 +358,7 @@ async fn execute(st: &AppState, cmd: Command) -> Result<Arc<Outcome>, NativeErro
 }
 
 /// The first rejection of an outcome as an error.
-fn check(o: &Outcome) -> Result<(), NativeError> {
+pub(crate) fn check(o: &Outcome) -> Result<(), NativeError> {
     match o.events.first() {
         Some(Event::Rejected { reason }) => Err(rejected(*reason)),
         _ => Ok(()),
@@ -301,7 +370,10 @@ fn now_s() -> u64 {
 }
 
 /// The caller of a bearer-authenticated request: (user id, roles).
-fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(UserId, u32), NativeError> {
+pub(crate) fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<(UserId, u32), NativeError> {
     let missing =
         || NativeError::unauthorized(codes::UNAUTHORIZED, "Missing or invalid bearer token.");
     let value = headers
@@ -330,7 +402,46 @@ fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(UserId, u32), Nat
     Ok((u.id, u.roles))
 }
 
-fn require(roles: u32, permission: &str) -> Result<(), NativeError> {
+/// Query parameters of a native GET: bad encodings, duplicates and names
+/// outside `allowed` are 400.
+pub(crate) fn query(raw: Option<&str>, allowed: &[&str]) -> Result<Params, NativeError> {
+    let p = Params::parse(raw.unwrap_or(""), b"")
+        .map_err(|e| NativeError::bad(codes::INVALID_PARAMETER, e.msg))?;
+    if let Some((name, _)) = p.iter().find(|(n, _)| !allowed.contains(n)) {
+        return Err(NativeError::bad(
+            codes::INVALID_PARAMETER,
+            format!(
+                "Unknown parameter '{name}'; this endpoint reads: {}.",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(p)
+}
+
+/// An optional unsigned integer parameter within `range`.
+pub(crate) fn u64_param(
+    p: &Params,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, NativeError> {
+    let bad = || {
+        NativeError::bad(
+            codes::INVALID_PARAMETER,
+            format!(
+                "{name} must be an integer from {} to {}.",
+                range.start(),
+                range.end()
+            ),
+        )
+    };
+    match p.optional_u64(name).map_err(|_| bad())? {
+        Some(v) if !range.contains(&v) => Err(bad()),
+        v => Ok(v),
+    }
+}
+
+pub(crate) fn require(roles: u32, permission: &str) -> Result<(), NativeError> {
     if has_permission(roles, permission) {
         Ok(())
     } else {
@@ -340,14 +451,14 @@ fn require(roles: u32, permission: &str) -> Result<(), NativeError> {
     }
 }
 
-fn status_name(s: UserStatus) -> &'static str {
+pub(crate) fn status_name(s: UserStatus) -> &'static str {
     match s {
         UserStatus::Active => "ACTIVE",
         UserStatus::Suspended => "SUSPENDED",
     }
 }
 
-fn user_json(u: &UserView) -> Value {
+pub(crate) fn user_json(u: &UserView) -> Value {
     json!({
         "id": u.id.0,
         "username": u.username,
