@@ -269,11 +269,14 @@ impl StableHasher {
             self.buf[self.n..self.n + take].copy_from_slice(&data[..take]);
             self.n += take;
             data = &data[take..];
-            if self.n == 8 {
-                let w = u64::from_le_bytes(self.buf);
-                self.word(w);
-                self.n = 0;
+            if self.n < 8 {
+                // Still a partial word: keep it for the next write (falling
+                // through would reset `n` and drop these bytes).
+                return;
             }
+            let w = u64::from_le_bytes(self.buf);
+            self.word(w);
+            self.n = 0;
         }
         let mut chunks = data.chunks_exact(8);
         for c in &mut chunks {
@@ -499,5 +502,42 @@ impl Engine {
             self.client_index.insert((o.user, o.client_id), o.id);
         }
         Ok(idx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_in_pieces(data: &[u8], cuts: &[usize]) -> u64 {
+        let mut h = StableHasher::default();
+        let mut at = 0;
+        for &c in cuts {
+            h.update(&data[at..c]);
+            at = c;
+        }
+        h.update(&data[at..]);
+        h.finish()
+    }
+
+    /// Regression: a write that fitted into a partly filled word without
+    /// completing it reset the buffer, so those bytes never reached the
+    /// hash (bincode writes small fields one by one, so states differing
+    /// only in such a field, e.g. a KYC level, hashed equal).
+    #[test]
+    fn stable_hasher_keeps_bytes_of_short_writes() {
+        let data: Vec<u8> = (0u8..40).collect();
+        let whole = hash_in_pieces(&data, &[]);
+        for cuts in [
+            vec![1, 2, 3],
+            vec![3, 4],
+            vec![5, 6, 7, 9, 17],
+            (1..40).collect::<Vec<_>>(),
+        ] {
+            assert_eq!(hash_in_pieces(&data, &cuts), whole, "cuts {cuts:?}");
+        }
+        let mut other = data.clone();
+        other[4] ^= 1;
+        assert_ne!(hash_in_pieces(&other, &[3, 4, 5]), whole);
     }
 }
