@@ -541,6 +541,7 @@ impl Batch {
                     }
                 }
                 Event::Adjusted { .. } => {}
+                Event::KycSubmitted(_) | Event::KycReviewed { .. } => {}
                 Event::OrderAccepted(o) => {
                     self.orders.insert(
                         o.id.0,
