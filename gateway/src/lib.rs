@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod history;
 pub mod identity;
+pub mod kyc;
 pub mod market;
 pub mod native;
 pub mod pipeline;

@@ -23,14 +23,18 @@
 //! | -4012 | 401 | token expired |
 //! | -4030 | 403 | permission denied |
 //! | -4031 | 403 | account suspended |
+//! | -4032 | 403 | a KYC record cannot be reviewed by its owner |
 //! | -4040 | 404 | unknown user |
 //! | -4041 | 404 | unknown API key |
 //! | -4042 | 404 | unknown asset |
+//! | -4043 | 404 | unknown KYC record |
 //! | -4090 | 409 | username taken |
 //! | -4091 | 409 | email taken |
 //! | -4092 | 409 | API key identifier exists |
 //! | -4093 | 409 | too many API keys |
 //! | -4094 | 409 | deposit conflicts with an earlier post of the same (asset, tx_hash) |
+//! | -4095 | 409 | a KYC record of the user is already pending review |
+//! | -4096 | 409 | KYC record already reviewed (approved or rejected) |
 //! | -4130 | 413 | request body too large |
 //! | -4230 | 423 | password login locked until `locked_until` (ms) |
 //! | -5030 | 503 | overloaded or shutting down; retry later |
@@ -67,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/api-keys", post(create_api_key).get(list_api_keys))
         .route("/api/v1/api-keys/{api_key}", delete(delete_api_key))
         .route("/api/v1/admin/deposits", post(admin_deposit))
+        .merge(crate::kyc::routes())
 }
 
 // ---------------------------------------------------------------- errors
@@ -84,14 +89,18 @@ pub mod codes {
     pub const TOKEN_EXPIRED: i32 = -4012;
     pub const FORBIDDEN: i32 = -4030;
     pub const USER_SUSPENDED: i32 = -4031;
+    pub const KYC_SELF_REVIEW: i32 = -4032;
     pub const UNKNOWN_USER: i32 = -4040;
     pub const UNKNOWN_API_KEY: i32 = -4041;
     pub const UNKNOWN_ASSET: i32 = -4042;
+    pub const UNKNOWN_KYC_RECORD: i32 = -4043;
     pub const USERNAME_TAKEN: i32 = -4090;
     pub const EMAIL_TAKEN: i32 = -4091;
     pub const API_KEY_EXISTS: i32 = -4092;
     pub const TOO_MANY_API_KEYS: i32 = -4093;
     pub const DEPOSIT_CONFLICT: i32 = -4094;
+    pub const KYC_ALREADY_PENDING: i32 = -4095;
+    pub const KYC_ALREADY_REVIEWED: i32 = -4096;
     pub const PAYLOAD_TOO_LARGE: i32 = -4130;
     pub const ACCOUNT_LOCKED: i32 = -4230;
     pub const UNAVAILABLE: i32 = -5030;
@@ -114,7 +123,7 @@ impl NativeError {
             locked_until_ms: None,
         }
     }
-    fn bad(code: i32, msg: impl Into<String>) -> NativeError {
+    pub(crate) fn bad(code: i32, msg: impl Into<String>) -> NativeError {
         NativeError::new(StatusCode::BAD_REQUEST, code, msg)
     }
     fn unauthorized(code: i32, msg: &str) -> NativeError {
@@ -143,7 +152,7 @@ impl NativeError {
             )
         }
     }
-    fn unavailable(msg: impl Into<String>) -> NativeError {
+    pub(crate) fn unavailable(msg: impl Into<String>) -> NativeError {
         NativeError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, msg)
     }
 }
@@ -174,7 +183,7 @@ impl From<AuthError> for NativeError {
 }
 
 /// An engine rejection -> native error.
-fn rejected(reason: RejectReason) -> NativeError {
+pub(crate) fn rejected(reason: RejectReason) -> NativeError {
     use RejectReason::*;
     let (status, code, msg) = match reason {
         UnknownUser => (StatusCode::NOT_FOUND, codes::UNKNOWN_USER, "Unknown user."),
@@ -234,6 +243,41 @@ fn rejected(reason: RejectReason) -> NativeError {
             codes::INVALID_AMOUNT,
             "Invalid amount.",
         ),
+        InvalidKycLevel => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "level must be 1, 2 or 3.",
+        ),
+        InvalidKycSubmission => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "Invalid KYC document number or data.",
+        ),
+        InvalidKycReview => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "notes must be at most 1024 bytes, and a rejection needs notes.",
+        ),
+        UnknownKycRecord => (
+            StatusCode::NOT_FOUND,
+            codes::UNKNOWN_KYC_RECORD,
+            "Unknown KYC record.",
+        ),
+        KycAlreadyPending => (
+            StatusCode::CONFLICT,
+            codes::KYC_ALREADY_PENDING,
+            "A KYC record is already pending review.",
+        ),
+        KycNotPending => (
+            StatusCode::CONFLICT,
+            codes::KYC_ALREADY_REVIEWED,
+            "KYC record already reviewed.",
+        ),
+        KycSelfReview => (
+            StatusCode::FORBIDDEN,
+            codes::KYC_SELF_REVIEW,
+            "A KYC record cannot be reviewed by its owner.",
+        ),
         _ => (
             StatusCode::BAD_REQUEST,
             codes::INVALID_PARAMETER,
@@ -243,16 +287,16 @@ fn rejected(reason: RejectReason) -> NativeError {
     NativeError::new(status, code, msg)
 }
 
-type Res = Result<Response, NativeError>;
+pub(crate) type Res = Result<Response, NativeError>;
 
-fn reply(status: StatusCode, v: Value) -> Res {
+pub(crate) fn reply(status: StatusCode, v: Value) -> Res {
     Ok(json_response(status, v.to_string()))
 }
 
 // --------------------------------------------------------------- plumbing
 
 /// Decode a JSON body; any failure is a 400/413 JSON error, never a 500.
-fn parse<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, NativeError> {
     let body = body.map_err(|rej| {
@@ -281,7 +325,7 @@ fn parse<T: serde::de::DeserializeOwned>(
 
 /// Run a command once durable. The ring being full or the journal failing
 /// is 503.
-async fn execute(st: &AppState, cmd: Command) -> Result<Arc<Outcome>, NativeError> {
+pub(crate) async fn execute(st: &AppState, cmd: Command) -> Result<Arc<Outcome>, NativeError> {
     st.submitter
         .execute(cmd)
         .await
@@ -289,7 +333,7 @@ async fn execute(st: &AppState, cmd: Command) -> Result<Arc<Outcome>, NativeErro
 }
 
 /// The first rejection of an outcome as an error.
-fn check(o: &Outcome) -> Result<(), NativeError> {
+pub(crate) fn check(o: &Outcome) -> Result<(), NativeError> {
     match o.events.first() {
         Some(Event::Rejected { reason }) => Err(rejected(*reason)),
         _ => Ok(()),
@@ -301,7 +345,10 @@ fn now_s() -> u64 {
 }
 
 /// The caller of a bearer-authenticated request: (user id, roles).
-fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(UserId, u32), NativeError> {
+pub(crate) fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<(UserId, u32), NativeError> {
     let missing =
         || NativeError::unauthorized(codes::UNAUTHORIZED, "Missing or invalid bearer token.");
     let value = headers
@@ -330,7 +377,7 @@ fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(UserId, u32), Nat
     Ok((u.id, u.roles))
 }
 
-fn require(roles: u32, permission: &str) -> Result<(), NativeError> {
+pub(crate) fn require(roles: u32, permission: &str) -> Result<(), NativeError> {
     if has_permission(roles, permission) {
         Ok(())
     } else {
@@ -918,5 +965,35 @@ mod tests {
             rejected(RejectReason::UnknownApiKey).status,
             StatusCode::NOT_FOUND
         );
+        for (reason, status, code) in [
+            (
+                RejectReason::UnknownKycRecord,
+                StatusCode::NOT_FOUND,
+                codes::UNKNOWN_KYC_RECORD,
+            ),
+            (
+                RejectReason::KycAlreadyPending,
+                StatusCode::CONFLICT,
+                codes::KYC_ALREADY_PENDING,
+            ),
+            (
+                RejectReason::KycNotPending,
+                StatusCode::CONFLICT,
+                codes::KYC_ALREADY_REVIEWED,
+            ),
+            (
+                RejectReason::KycSelfReview,
+                StatusCode::FORBIDDEN,
+                codes::KYC_SELF_REVIEW,
+            ),
+            (
+                RejectReason::InvalidKycLevel,
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_PARAMETER,
+            ),
+        ] {
+            let e = rejected(reason);
+            assert_eq!((e.status, e.code), (status, code), "{reason:?}");
+        }
     }
 }
