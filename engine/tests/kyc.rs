@@ -382,3 +382,30 @@ fn document_types_have_stable_names() {
         ["PENDING", "APPROVED", "REJECTED"]
     );
 }
+
+proptest::proptest! {
+    /// Journal decoding of KYC records: corrupted or truncated payloads are
+    /// an `Err` or another valid command, never a panic or a huge
+    /// allocation (lengths are bounded by the decoder's limit).
+    #[test]
+    fn corrupted_kyc_records_never_panic(
+        flips in proptest::collection::vec((0usize..512, proptest::prelude::any::<u8>()), 1..8),
+        cut in 0usize..512,
+        review_record in proptest::prelude::any::<bool>(),
+    ) {
+        let c = if review_record {
+            review(7, UserId(2), false, "blurry scan")
+        } else {
+            submit(UserId(3), 2)
+        };
+        let mut bytes = c.encode();
+        for (at, v) in flips {
+            let n = bytes.len();
+            bytes[at % n] = v;
+        }
+        bytes.truncate(cut.max(2).min(bytes.len()));
+        if let Ok(d) = Command::decode(&bytes) {
+            proptest::prop_assert_eq!(Command::decode(&d.encode()).unwrap(), d);
+        }
+    }
+}
