@@ -3,7 +3,7 @@
 //! serde encoding is the journal payload format (bincode, versioned by
 //! `COMMAND_FORMAT_VERSION`).
 
-use crate::model::{ApiKeyKind, AssetSpec, Limits, PairSpec};
+use crate::model::{ApiKeyKind, AssetSpec, KycDocumentType, Limits, PairSpec};
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +13,12 @@ use serde::{Deserialize, Serialize};
 /// * 1: the original set.
 /// * 2: `Limits` gained `max_failed_logins` and `lockout_ms` (changes the
 ///   encoding of `SetLimits`); identity commands appended at the end.
-pub const COMMAND_FORMAT_VERSION: u16 = 2;
+/// * 3: KYC commands (`SubmitKyc`, `ReviewKyc`) appended. Every version 2
+///   record is encoded as in version 3; the bump makes an older binary
+///   refuse a journal with KYC records by version, not mid-decode.
+pub const COMMAND_FORMAT_VERSION: u16 = 3;
 
-/// Variant index of `SetLimits` in the bincode encoding (versions 1 and 2).
+/// Variant index of `SetLimits` in the bincode encoding (every version).
 const SET_LIMITS_TAG: u32 = 6;
 
 /// `Limits` as version 1 encoded it.
@@ -186,6 +189,29 @@ pub enum Command {
         user: UserId,
         success: bool,
     },
+
+    // KYC (appended)
+    /// A user asks to be verified at `level` (1..=3). At most one record per
+    /// user is pending. `document_number` is ciphertext: the gateway
+    /// encrypts it with the server's secret key before it is journaled, so
+    /// the plaintext never reaches the journal, snapshots or Postgres.
+    /// `data` is a JSON object as text (at most `KYC_DATA_MAX_LEN` bytes).
+    SubmitKyc {
+        user: UserId,
+        level: u8,
+        document_type: KycDocumentType,
+        document_number: Vec<u8>,
+        data: String,
+    },
+    /// Approve or reject a pending record. Approval sets the user's KYC
+    /// level to the record's (a `KycLevelSet` event follows); a rejection
+    /// must carry notes. Nobody reviews their own record.
+    ReviewKyc {
+        kyc: u64,
+        reviewer: UserId,
+        approve: bool,
+        notes: String,
+    },
 }
 
 impl Command {
@@ -216,7 +242,8 @@ impl Command {
             .with_limit(1 << 20);
         let body = &bytes[2..];
         match version {
-            COMMAND_FORMAT_VERSION => {}
+            // Version 2 differs only in lacking the appended KYC commands.
+            COMMAND_FORMAT_VERSION | 2 => {}
             // Version 1 differs only in the encoding of `SetLimits`.
             1 if body.get(..4) == Some(&SET_LIMITS_TAG.to_le_bytes()[..]) => {
                 let l: LimitsV1 = opts

@@ -89,6 +89,7 @@ pub struct Engine {
     pub(crate) next_deposit_id: u64,
     pub(crate) next_withdrawal_id: u64,
     pub(crate) next_api_key_id: u64,
+    pub(crate) next_kyc_id: u64,
     pub(crate) fee_account: UserId,
     pub(crate) limits: Limits,
     /// Index = asset id - 1.
@@ -106,6 +107,10 @@ pub struct Engine {
     pub(crate) api_key_index: BTreeMap<String, UserId>,
     pub(crate) deposits: BTreeMap<(AssetId, String), Deposit>,
     pub(crate) withdrawals: BTreeMap<u64, Withdrawal>,
+    /// Every KYC record by id (reviewed ones stay: they are history).
+    pub(crate) kyc: BTreeMap<u64, KycRecord>,
+    /// User -> their one pending KYC record (derived; rebuilt on load).
+    pub(crate) kyc_pending: BTreeMap<UserId, u64>,
     pub(crate) slab: Slab,
     /// Open order id -> slab index (orders resting or waiting as stops).
     pub(crate) order_index: FxHashMap<u64, u32>,
@@ -213,6 +218,7 @@ impl Engine {
             next_deposit_id: 1,
             next_withdrawal_id: 1,
             next_api_key_id: 1,
+            next_kyc_id: 1,
             fee_account: UserId(0),
             limits: Limits::default(),
             assets: Vec::new(),
@@ -226,6 +232,8 @@ impl Engine {
             api_key_index: BTreeMap::new(),
             deposits: BTreeMap::new(),
             withdrawals: BTreeMap::new(),
+            kyc: BTreeMap::new(),
+            kyc_pending: BTreeMap::new(),
             slab: Slab::with_capacity(orders),
             order_index,
             client_index,
@@ -326,6 +334,17 @@ impl Engine {
     }
     pub fn withdrawal(&self, id: u64) -> Option<&Withdrawal> {
         self.withdrawals.get(&id)
+    }
+    /// Every KYC record, by id.
+    pub fn kyc_records(&self) -> impl Iterator<Item = &KycRecord> {
+        self.kyc.values()
+    }
+    pub fn kyc_record(&self, id: u64) -> Option<&KycRecord> {
+        self.kyc.get(&id)
+    }
+    /// The user's pending KYC record, if any.
+    pub fn pending_kyc(&self, user: UserId) -> Option<&KycRecord> {
+        self.kyc_pending.get(&user).and_then(|id| self.kyc.get(id))
     }
     pub(crate) fn slab(&self) -> &Slab {
         &self.slab
@@ -497,6 +516,27 @@ impl Engine {
             } => self.create_api_key(*user, api_key, label, *permissions, *kind, secret, ts, out),
             Command::RevokeApiKey { user, api_key } => self.revoke_api_key(*user, api_key, out),
             Command::RecordLogin { user, success } => self.record_login(*user, *success, ts, out),
+            Command::SubmitKyc {
+                user,
+                level,
+                document_type,
+                document_number,
+                data,
+            } => self.submit_kyc(
+                *user,
+                *level,
+                *document_type,
+                document_number,
+                data,
+                ts,
+                out,
+            ),
+            Command::ReviewKyc {
+                kyc,
+                reviewer,
+                approve,
+                notes,
+            } => self.review_kyc(*kyc, *reviewer, *approve, notes, ts, out),
         }
     }
 
@@ -795,6 +835,102 @@ impl Engine {
             failed_logins: u.failed_logins,
             locked_until_ms: u.locked_until_ms,
         });
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------- KYC
+
+    #[allow(clippy::too_many_arguments)]
+    fn submit_kyc(
+        &mut self,
+        user: UserId,
+        level: u8,
+        document_type: KycDocumentType,
+        document_number: &[u8],
+        data: &str,
+        ts: u64,
+        out: &mut Vec<Event>,
+    ) -> R<()> {
+        if self.registered_user(user)?.status != UserStatus::Active {
+            return Err(RejectReason::UserSuspended);
+        }
+        if !KycRecord::valid_level(level) {
+            return Err(RejectReason::InvalidKycLevel);
+        }
+        if !KycRecord::valid_submission(document_number, data) {
+            return Err(RejectReason::InvalidKycSubmission);
+        }
+        if self.kyc_pending.contains_key(&user) {
+            return Err(RejectReason::KycAlreadyPending);
+        }
+        let id = self.next_kyc_id;
+        self.next_kyc_id += 1;
+        let rec = KycRecord {
+            id,
+            user,
+            level,
+            document_type,
+            document_number: document_number.to_vec(),
+            data: data.to_string(),
+            status: KycStatus::Pending,
+            reviewer: None,
+            notes: String::new(),
+            created_ms: ts,
+            reviewed_ms: 0,
+        };
+        self.kyc.insert(id, rec.clone());
+        self.kyc_pending.insert(user, id);
+        out.push(Event::KycSubmitted(Box::new(rec)));
+        Ok(())
+    }
+
+    fn review_kyc(
+        &mut self,
+        id: u64,
+        reviewer: UserId,
+        approve: bool,
+        notes: &str,
+        ts: u64,
+        out: &mut Vec<Event>,
+    ) -> R<()> {
+        if !KycRecord::valid_review(approve, notes) {
+            return Err(RejectReason::InvalidKycReview);
+        }
+        if self.registered_user(reviewer)?.status != UserStatus::Active {
+            return Err(RejectReason::UserSuspended);
+        }
+        let rec = self.kyc.get(&id).ok_or(RejectReason::UnknownKycRecord)?;
+        if rec.status != KycStatus::Pending {
+            return Err(RejectReason::KycNotPending);
+        }
+        if rec.user == reviewer {
+            return Err(RejectReason::KycSelfReview);
+        }
+        // Checks done: mutate.
+        let rec = self.kyc.get_mut(&id).expect("checked above");
+        rec.status = if approve {
+            KycStatus::Approved
+        } else {
+            KycStatus::Rejected
+        };
+        rec.reviewer = Some(reviewer);
+        rec.notes = notes.to_string();
+        rec.reviewed_ms = ts;
+        let (user, level, status) = (rec.user, rec.level, rec.status);
+        self.kyc_pending.remove(&user);
+        out.push(Event::KycReviewed {
+            kyc: id,
+            user,
+            reviewer,
+            status,
+            level,
+            notes: notes.to_string(),
+            reviewed_ms: ts,
+        });
+        if approve {
+            self.users[user.0 as usize].kyc_level = level;
+            out.push(Event::KycLevelSet { user, level });
+        }
         Ok(())
     }
 

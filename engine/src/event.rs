@@ -10,7 +10,9 @@
 //! A `Rejected` event means that part of the command changed nothing
 //! (`CancelReplace` may yield a cancel-part and a new-order-part result).
 
-use crate::model::{ApiKeyKind, Asset, Deposit, Limits, Order, Pair, Withdrawal};
+use crate::model::{
+    ApiKeyKind, Asset, Deposit, KycRecord, KycStatus, Limits, Order, Pair, Withdrawal,
+};
 use crate::reject::RejectReason;
 use crate::types::*;
 use serde::{Deserialize, Serialize};
@@ -241,5 +243,21 @@ pub enum Event {
         success: bool,
         failed_logins: u32,
         locked_until_ms: u64,
+    },
+
+    // KYC (appended)
+    /// A new pending KYC record, as stored (document number encrypted).
+    // Boxed: rare, and large enough to grow every event.
+    KycSubmitted(Box<KycRecord>),
+    /// A pending record was approved or rejected. An approval is followed
+    /// by `KycLevelSet` for the record's user and level.
+    KycReviewed {
+        kyc: u64,
+        user: UserId,
+        reviewer: UserId,
+        status: KycStatus,
+        level: u8,
+        notes: String,
+        reviewed_ms: u64,
     },
 }

@@ -251,6 +251,50 @@ impl Engine {
                 f.expected_supply()
             );
         }
+        // KYC: ids below the counter, shapes valid, registered owners, a
+        // review exactly when not pending, and the pending index exact.
+        let mut pending = 0usize;
+        for (id, k) in &self.kyc {
+            ensure!(
+                *id == k.id && k.id >= 1 && k.id < self.next_kyc_id,
+                "KYC record {} id not below the counter",
+                k.id
+            );
+            ensure!(
+                k.user.0 != 0 && (k.user.0 as usize) < self.users.len(),
+                "KYC record {} of unknown user {}",
+                k.id,
+                k.user
+            );
+            ensure!(
+                KycRecord::valid_level(k.level)
+                    && KycRecord::valid_submission(&k.document_number, &k.data),
+                "KYC record {} malformed",
+                k.id
+            );
+            let reviewed = k.status != KycStatus::Pending;
+            ensure!(
+                reviewed == k.reviewer.is_some()
+                    && (reviewed || (k.reviewed_ms == 0 && k.notes.is_empty()))
+                    && k.reviewer != Some(k.user),
+                "KYC record {} review state inconsistent",
+                k.id
+            );
+            if !reviewed {
+                pending += 1;
+                ensure!(
+                    self.kyc_pending.get(&k.user) == Some(&k.id),
+                    "pending KYC record {} not indexed",
+                    k.id
+                );
+            }
+        }
+        ensure!(
+            pending == self.kyc_pending.len(),
+            "pending KYC index holds {} records, {} are pending",
+            self.kyc_pending.len(),
+            pending
+        );
         Ok(())
     }
 }

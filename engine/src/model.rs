@@ -382,6 +382,114 @@ pub struct Withdrawal {
     pub updated_ms: u64,
 }
 
+/// Identity document of a KYC submission (`kyc_records.document_type`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum KycDocumentType {
+    Passport,
+    IdCard,
+    DriversLicense,
+    ResidencePermit,
+    Other,
+}
+
+impl KycDocumentType {
+    pub const ALL: [KycDocumentType; 5] = [
+        KycDocumentType::Passport,
+        KycDocumentType::IdCard,
+        KycDocumentType::DriversLicense,
+        KycDocumentType::ResidencePermit,
+        KycDocumentType::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KycDocumentType::Passport => "PASSPORT",
+            KycDocumentType::IdCard => "ID_CARD",
+            KycDocumentType::DriversLicense => "DRIVERS_LICENSE",
+            KycDocumentType::ResidencePermit => "RESIDENCE_PERMIT",
+            KycDocumentType::Other => "OTHER",
+        }
+    }
+
+    /// The type of a name as [`KycDocumentType::name`] spells it.
+    pub fn from_name(name: &str) -> Option<KycDocumentType> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum KycStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl KycStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            KycStatus::Pending => "PENDING",
+            KycStatus::Approved => "APPROVED",
+            KycStatus::Rejected => "REJECTED",
+        }
+    }
+}
+
+/// Highest KYC level (0 none, 1 basic, 2 verified, 3 advanced).
+pub const KYC_MAX_LEVEL: u8 = 3;
+/// Largest stored document number (the gateway's ciphertext of it), in bytes.
+pub const KYC_DOCUMENT_MAX_LEN: usize = 512;
+/// Largest submitted data (JSON object text), in bytes.
+pub const KYC_DATA_MAX_LEN: usize = 4096;
+/// Longest review notes, in bytes.
+pub const KYC_NOTES_MAX_LEN: usize = 1024;
+
+/// One KYC submission and its review. The engine stores what the gateway
+/// computed: the document number arrives encrypted (the engine never sees
+/// it in clear and never needs to), the data as JSON text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KycRecord {
+    /// From the engine's counter; never reused.
+    pub id: u64,
+    pub user: UserId,
+    /// Requested level, 1..=`KYC_MAX_LEVEL`; approval sets the user's level to it.
+    pub level: u8,
+    pub document_type: KycDocumentType,
+    /// Ciphertext of the document number (never plaintext).
+    pub document_number: Vec<u8>,
+    /// A JSON object, as text.
+    pub data: String,
+    pub status: KycStatus,
+    /// Who approved or rejected it (None while pending).
+    pub reviewer: Option<UserId>,
+    pub notes: String,
+    pub created_ms: u64,
+    /// When it was reviewed (0 while pending).
+    pub reviewed_ms: u64,
+}
+
+impl KycRecord {
+    /// The shape rules of `SubmitKyc` (identity and the one-pending rule
+    /// aside): the level, the ciphertext's size, and data that is bounded
+    /// text in braces (the gateway checks it is a JSON object; the engine
+    /// has no JSON parser and needs none).
+    pub fn valid_level(level: u8) -> bool {
+        (1..=KYC_MAX_LEVEL).contains(&level)
+    }
+
+    pub fn valid_submission(document_number: &[u8], data: &str) -> bool {
+        let d = data.trim();
+        (1..=KYC_DOCUMENT_MAX_LEN).contains(&document_number.len())
+            && data.len() <= KYC_DATA_MAX_LEN
+            && d.starts_with('{')
+            && d.ends_with('}')
+    }
+
+    /// Review notes: bounded, and a rejection must say why.
+    pub fn valid_review(approve: bool, notes: &str) -> bool {
+        notes.len() <= KYC_NOTES_MAX_LEN && (approve || !notes.trim().is_empty())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,6 +114,7 @@ pub struct ReferenceEngine {
     next_deposit_id: u64,
     next_withdrawal_id: u64,
     next_api_key_id: u64,
+    next_kyc_id: u64,
     next_arrival: u64,
     fee_account: UserId,
     limits: Limits,
@@ -131,6 +132,8 @@ pub struct ReferenceEngine {
     withdrawn: BTreeMap<(UserId, AssetId, u64), u64>,
     /// Every open order: resting in a book or waiting as a stop.
     orders: Vec<OpenOrder>,
+    /// Every KYC record, in submission (= id) order.
+    kyc: Vec<KycRecord>,
 }
 
 impl Default for ReferenceEngine {
@@ -180,6 +183,7 @@ impl ReferenceEngine {
             next_deposit_id: 1,
             next_withdrawal_id: 1,
             next_api_key_id: 1,
+            next_kyc_id: 1,
             next_arrival: 1,
             fee_account: UserId(0),
             limits: Limits::default(),
@@ -192,6 +196,7 @@ impl ReferenceEngine {
             withdrawals: Vec::new(),
             withdrawn: BTreeMap::new(),
             orders: Vec::new(),
+            kyc: Vec::new(),
         }
     }
 
@@ -254,6 +259,14 @@ impl ReferenceEngine {
         self.users
             .get(user.0 as usize)
             .map(|u| (u.api_keys.clone(), u.failed_logins, u.locked_until_ms))
+    }
+
+    /// Every KYC record, by id.
+    pub fn kyc_records(&self) -> Vec<KycRecord> {
+        self.kyc.clone()
+    }
+    pub fn kyc_level(&self, user: UserId) -> Option<u8> {
+        self.users.get(user.0 as usize).map(|u| u.kyc_level)
     }
 
     /// Sort key of a price on a book side: smaller is better.
@@ -640,6 +653,98 @@ impl ReferenceEngine {
                     failed_logins: u.failed_logins,
                     locked_until_ms: u.locked_until_ms,
                 });
+                Ok(())
+            }
+            Command::SubmitKyc {
+                user,
+                level,
+                document_type,
+                document_number,
+                data,
+            } => {
+                let u = self.login_user(*user)?;
+                if u.status == UserStatus::Suspended {
+                    return Err(RejectReason::UserSuspended);
+                }
+                if *level < 1 || *level > 3 {
+                    return Err(RejectReason::InvalidKycLevel);
+                }
+                let trimmed = data.trim();
+                let data_ok =
+                    data.len() <= 4096 && trimmed.starts_with('{') && trimmed.ends_with('}');
+                if document_number.is_empty() || document_number.len() > 512 || !data_ok {
+                    return Err(RejectReason::InvalidKycSubmission);
+                }
+                if self
+                    .kyc
+                    .iter()
+                    .any(|k| k.user == *user && k.status == KycStatus::Pending)
+                {
+                    return Err(RejectReason::KycAlreadyPending);
+                }
+                let rec = KycRecord {
+                    id: self.next_kyc_id,
+                    user: *user,
+                    level: *level,
+                    document_type: *document_type,
+                    document_number: document_number.clone(),
+                    data: data.clone(),
+                    status: KycStatus::Pending,
+                    reviewer: None,
+                    notes: String::new(),
+                    created_ms: ts,
+                    reviewed_ms: 0,
+                };
+                self.next_kyc_id += 1;
+                out.push(Event::KycSubmitted(Box::new(rec.clone())));
+                self.kyc.push(rec);
+                Ok(())
+            }
+            Command::ReviewKyc {
+                kyc,
+                reviewer,
+                approve,
+                notes,
+            } => {
+                if notes.len() > 1024 || (!*approve && notes.trim().is_empty()) {
+                    return Err(RejectReason::InvalidKycReview);
+                }
+                if self.login_user(*reviewer)?.status == UserStatus::Suspended {
+                    return Err(RejectReason::UserSuspended);
+                }
+                let rec = self
+                    .kyc
+                    .iter_mut()
+                    .find(|k| k.id == *kyc)
+                    .ok_or(RejectReason::UnknownKycRecord)?;
+                if rec.status != KycStatus::Pending {
+                    return Err(RejectReason::KycNotPending);
+                }
+                if rec.user == *reviewer {
+                    return Err(RejectReason::KycSelfReview);
+                }
+                rec.status = if *approve {
+                    KycStatus::Approved
+                } else {
+                    KycStatus::Rejected
+                };
+                rec.reviewer = Some(*reviewer);
+                rec.notes = notes.clone();
+                rec.reviewed_ms = ts;
+                let (user, level, status) = (rec.user, rec.level, rec.status);
+                out.push(Event::KycReviewed {
+                    kyc: *kyc,
+                    user,
+                    reviewer: *reviewer,
+                    status,
+                    level,
+                    notes: notes.clone(),
+                    reviewed_ms: ts,
+                });
+                if *approve {
+                    self.users[user.0 as usize].kyc_level = level;
+                    out.push(Event::KycLevelSet { user, level });
+                }
                 Ok(())
             }
         }

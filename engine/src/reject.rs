@@ -25,6 +25,14 @@ pub enum RejectReason {
     UserLocked = 112,
     /// API key identifier, label, permissions or key material malformed.
     InvalidApiKey = 113,
+    /// The user already has a KYC record waiting for review.
+    KycAlreadyPending = 114,
+    /// KYC document number (ciphertext) or data malformed or too large.
+    InvalidKycSubmission = 115,
+    /// Review notes too long, or a rejection without notes.
+    InvalidKycReview = 116,
+    /// Nobody reviews their own KYC record.
+    KycSelfReview = 117,
 
     // 2xx: configuration (assets, pairs, fee account)
     UnknownAsset = 200,
@@ -100,6 +108,10 @@ impl RejectReason {
             RoleUnchanged => "ROLE_UNCHANGED",
             UserLocked => "USER_LOCKED",
             InvalidApiKey => "INVALID_API_KEY",
+            KycAlreadyPending => "KYC_ALREADY_PENDING",
+            InvalidKycSubmission => "INVALID_KYC_SUBMISSION",
+            InvalidKycReview => "INVALID_KYC_REVIEW",
+            KycSelfReview => "KYC_SELF_REVIEW",
             UnknownAsset => "UNKNOWN_ASSET",
             AssetExists => "ASSET_EXISTS",
             UnknownPair => "UNKNOWN_PAIR",
@@ -163,5 +175,12 @@ mod tests {
         assert_eq!(TooManyApiKeys.code(), 107);
         assert_eq!(UserLocked.code(), 112);
         assert_eq!(InvalidApiKey.code(), 113);
+        assert_eq!(InvalidKycLevel.code(), 108);
+        assert_eq!(UnknownKycRecord.code(), 109);
+        assert_eq!(KycNotPending.code(), 110);
+        assert_eq!(KycAlreadyPending.code(), 114);
+        assert_eq!(InvalidKycSubmission.code(), 115);
+        assert_eq!(InvalidKycReview.code(), 116);
+        assert_eq!(KycSelfReview.code(), 117);
     }
 }

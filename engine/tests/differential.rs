@@ -112,6 +112,13 @@ enum Act {
         key: u8,
         x: u8,
     },
+    /// KYC submissions and reviews.
+    Kyc {
+        what: u8,
+        user: u8,
+        pick: u8,
+        x: u8,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +190,12 @@ fn act() -> impl Strategy<Value = Act> {
             what,
             user,
             key,
+            x
+        }),
+        4 => (0u8..8, 0u8..40, any::<u8>(), any::<u8>()).prop_map(|(what, user, pick, x)| Act::Kyc {
+            what,
+            user,
+            pick,
             x
         }),
     ]
@@ -279,6 +292,9 @@ struct Stats {
     api_keys_created: usize,
     api_keys_revoked: usize,
     logins_locked: usize,
+    kyc_submitted: usize,
+    kyc_approved: usize,
+    kyc_rejected: usize,
 }
 
 struct Driver {
@@ -426,6 +442,11 @@ impl Driver {
                 Event::LoginRecorded {
                     locked_until_ms, ..
                 } if *locked_until_ms > 0 => st.logins_locked += 1,
+                Event::KycSubmitted(_) => st.kyc_submitted += 1,
+                Event::KycReviewed { status, .. } => match status {
+                    KycStatus::Approved => st.kyc_approved += 1,
+                    _ => st.kyc_rejected += 1,
+                },
                 Event::WithdrawalUpdated(w) => {
                     if !self.withdrawals.contains(&w.id) {
                         self.withdrawals.push(w.id);
@@ -760,6 +781,72 @@ impl Driver {
             },
             Act::Admin { what, x, y } => self.admin(what, x, y),
             Act::Identity { what, user, key, x } => self.identity(what, user, key, x),
+            Act::Kyc {
+                what,
+                user,
+                pick,
+                x,
+            } => self.kyc(what, user, pick, x),
+        }
+    }
+
+    /// KYC commands, concentrated on three users so that second submissions
+    /// while one is pending happen; reviews mostly hit pending records, by
+    /// someone else than the owner.
+    fn kyc(&self, what: u8, user_sel: u8, pick: u8, x: u8) -> Command {
+        let user = if user_sel < 34 {
+            UserId(1 + user_sel as u64 % 3)
+        } else {
+            self.user(user_sel)
+        };
+        if what < 4 {
+            return Command::SubmitKyc {
+                user,
+                level: [1, 2, 3, 1, 2, 1, 2, 3, 1, 2, 3, 0, 4, 255][x as usize % 14],
+                document_type: KycDocumentType::ALL[x as usize % 5],
+                document_number: match (x / 9) % 12 {
+                    0..=9 => vec![x; 29 + x as usize % 60],
+                    10 => Vec::new(),
+                    _ => vec![x; 513],
+                },
+                data: match pick % 10 {
+                    0..=6 => format!("{{\"name\":\"u{x}\"}}"),
+                    7 => "  { }  ".into(),
+                    8 => "[1]".into(),
+                    _ => format!("{{\"pad\":\"{}\"}}", "x".repeat(4090)),
+                },
+            };
+        }
+        let records: Vec<&KycRecord> = self.e.kyc_records().collect();
+        let pending: Vec<&KycRecord> = records
+            .iter()
+            .copied()
+            .filter(|k| k.status == KycStatus::Pending)
+            .collect();
+        let chosen = match pick % 8 {
+            0..=4 if !pending.is_empty() => Some(pending[pick as usize % pending.len()]),
+            0..=6 if !records.is_empty() => Some(records[pick as usize % records.len()]),
+            _ => None,
+        };
+        let (kyc, owner) = chosen.map_or((999, UserId(1)), |k| (k.id, k.user));
+        let reviewer = match x % 16 {
+            // The owner reviewing their own record.
+            0 => owner,
+            1 => UserId(0),
+            2 => UserId(77),
+            // Another of the setup users.
+            _ => UserId(1 + (owner.0 + x as u64 % (self.users - 1)) % self.users),
+        };
+        Command::ReviewKyc {
+            kyc,
+            reviewer,
+            approve: !x.is_multiple_of(3),
+            notes: match (x / 16) % 8 {
+                0 => String::new(),
+                1 => "n".repeat(1025),
+                2 => "   ".into(),
+                _ => format!("checked {x}"),
+            },
         }
     }
 
@@ -1148,6 +1235,16 @@ impl Driver {
         prop_assert_eq!(deposits, r.deposits(), "deposits");
         let withdrawals: Vec<Withdrawal> = e.withdrawals().cloned().collect();
         prop_assert_eq!(withdrawals, r.withdrawals(), "withdrawals");
+        let kyc: Vec<KycRecord> = e.kyc_records().cloned().collect();
+        prop_assert_eq!(kyc, r.kyc_records(), "KYC records");
+        for u in e.users() {
+            prop_assert_eq!(
+                Some(u.kyc_level),
+                r.kyc_level(u.id),
+                "KYC level of {}",
+                u.id
+            );
+        }
         Ok(())
     }
 }
@@ -1227,6 +1324,9 @@ fn generator_covers_the_rules() {
         total.api_keys_created += st.api_keys_created;
         total.api_keys_revoked += st.api_keys_revoked;
         total.logins_locked += st.logins_locked;
+        total.kyc_submitted += st.kyc_submitted;
+        total.kyc_approved += st.kyc_approved;
+        total.kyc_rejected += st.kyc_rejected;
         for (k, v) in st.rejects {
             *total.rejects.entry(k).or_default() += v;
         }
@@ -1251,6 +1351,9 @@ fn generator_covers_the_rules() {
     assert!(total.api_keys_created > 20, "{}", total.api_keys_created);
     assert!(total.api_keys_revoked > 5, "{}", total.api_keys_revoked);
     assert!(total.logins_locked > 3, "{}", total.logins_locked);
+    assert!(total.kyc_submitted > 20, "{}", total.kyc_submitted);
+    assert!(total.kyc_approved > 5, "{}", total.kyc_approved);
+    assert!(total.kyc_rejected > 3, "{}", total.kyc_rejected);
     for kind in OrderType::ALL {
         assert!(
             total.accepted.get(&kind).copied().unwrap_or(0) > 5,
@@ -1306,6 +1409,13 @@ fn generator_covers_the_rules() {
         TooManyApiKeys,
         InvalidApiKey,
         UserLocked,
+        InvalidKycLevel,
+        InvalidKycSubmission,
+        KycAlreadyPending,
+        UnknownKycRecord,
+        KycNotPending,
+        InvalidKycReview,
+        KycSelfReview,
     ] {
         assert!(
             total.rejects.contains_key(reason.name()),

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod history;
 pub mod identity;
+pub mod kyc;
 pub mod ledger;
 pub mod market;
 pub mod native;

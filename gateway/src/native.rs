@@ -28,11 +28,13 @@
 //! | -4030 | 403 | permission denied |
 //! | -4031 | 403 | account suspended |
 //! | -4032 | 403 | KYC level too low (withdrawals need level 1 or more) |
+//! | -4033 | 403 | a KYC record cannot be reviewed by its owner |
 //! | -4040 | 404 | unknown user |
 //! | -4041 | 404 | unknown API key |
 //! | -4042 | 404 | unknown asset |
 //! | -4043 | 404 | unknown withdrawal |
 //! | -4044 | 404 | unknown trading pair |
+//! | -4045 | 404 | unknown KYC record |
 //! | -4090 | 409 | username taken |
 //! | -4091 | 409 | email taken |
 //! | -4092 | 409 | API key identifier exists |
@@ -41,6 +43,8 @@
 //! | -4095 | 409 | withdrawal no longer pending (already approved or rejected) |
 //! | -4096 | 409 | asset or trading pair exists |
 //! | -4097 | 409 | refused to lock yourself or to remove the last active ADMIN |
+//! | -4098 | 409 | a KYC record of the user is already pending review |
+//! | -4099 | 409 | KYC record already reviewed (approved or rejected) |
 //! | -4130 | 413 | request body too large |
 //! | -4230 | 423 | password login locked until `locked_until` (ms) |
 //! | -5030 | 503 | overloaded or shutting down; retry later |
@@ -80,6 +84,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/deposits", post(admin_deposit))
         .merge(crate::wallet::routes())
         .merge(crate::admin::routes())
+        .merge(crate::kyc::routes())
 }
 
 // ---------------------------------------------------------------- errors
@@ -107,6 +112,8 @@ pub mod codes {
     pub const UNKNOWN_ASSET: i32 = -4042;
     pub const UNKNOWN_WITHDRAWAL: i32 = -4043;
     pub const UNKNOWN_PAIR: i32 = -4044;
+    pub const KYC_SELF_REVIEW: i32 = -4033;
+    pub const UNKNOWN_KYC_RECORD: i32 = -4045;
     pub const USERNAME_TAKEN: i32 = -4090;
     pub const EMAIL_TAKEN: i32 = -4091;
     pub const API_KEY_EXISTS: i32 = -4092;
@@ -115,6 +122,8 @@ pub mod codes {
     pub const WITHDRAWAL_NOT_PENDING: i32 = -4095;
     pub const ALREADY_EXISTS: i32 = -4096;
     pub const SELF_OR_LAST_ADMIN: i32 = -4097;
+    pub const KYC_ALREADY_PENDING: i32 = -4098;
+    pub const KYC_ALREADY_REVIEWED: i32 = -4099;
     pub const PAYLOAD_TOO_LARGE: i32 = -4130;
     pub const ACCOUNT_LOCKED: i32 = -4230;
     pub const UNAVAILABLE: i32 = -5030;
@@ -302,6 +311,41 @@ pub(crate) fn rejected(reason: RejectReason) -> NativeError {
             StatusCode::CONFLICT,
             codes::ALREADY_EXISTS,
             "Trading pair exists.",
+        ),
+        InvalidKycLevel => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "level must be 1, 2 or 3.",
+        ),
+        InvalidKycSubmission => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "Invalid KYC document number or data.",
+        ),
+        InvalidKycReview => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "notes must be at most 1024 bytes, and a rejection needs notes.",
+        ),
+        UnknownKycRecord => (
+            StatusCode::NOT_FOUND,
+            codes::UNKNOWN_KYC_RECORD,
+            "Unknown KYC record.",
+        ),
+        KycAlreadyPending => (
+            StatusCode::CONFLICT,
+            codes::KYC_ALREADY_PENDING,
+            "A KYC record is already pending review.",
+        ),
+        KycNotPending => (
+            StatusCode::CONFLICT,
+            codes::KYC_ALREADY_REVIEWED,
+            "KYC record already reviewed.",
+        ),
+        KycSelfReview => (
+            StatusCode::FORBIDDEN,
+            codes::KYC_SELF_REVIEW,
+            "A KYC record cannot be reviewed by its owner.",
         ),
         _ => (
             StatusCode::BAD_REQUEST,
@@ -1029,5 +1073,35 @@ mod tests {
             rejected(RejectReason::UnknownApiKey).status,
             StatusCode::NOT_FOUND
         );
+        for (reason, status, code) in [
+            (
+                RejectReason::UnknownKycRecord,
+                StatusCode::NOT_FOUND,
+                codes::UNKNOWN_KYC_RECORD,
+            ),
+            (
+                RejectReason::KycAlreadyPending,
+                StatusCode::CONFLICT,
+                codes::KYC_ALREADY_PENDING,
+            ),
+            (
+                RejectReason::KycNotPending,
+                StatusCode::CONFLICT,
+                codes::KYC_ALREADY_REVIEWED,
+            ),
+            (
+                RejectReason::KycSelfReview,
+                StatusCode::FORBIDDEN,
+                codes::KYC_SELF_REVIEW,
+            ),
+            (
+                RejectReason::InvalidKycLevel,
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_PARAMETER,
+            ),
+        ] {
+            let e = rejected(reason);
+            assert_eq!((e.status, e.code), (status, code), "{reason:?}");
+        }
     }
 }

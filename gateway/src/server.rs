@@ -67,6 +67,8 @@ pub struct ServeOptions {
 pub struct AppState {
     pub market: Arc<RwLock<Market>>,
     pub identity: Arc<RwLock<IdentityView>>,
+    /// KYC records (kyc.rs), masked document numbers only.
+    pub kyc: Arc<RwLock<crate::kyc::KycView>>,
     pub accounts: Arc<RwLock<Accounts>>,
     pub submitter: Submitter,
     pub durable: journal::DurableSeq,
@@ -555,12 +557,17 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         &rec.engine,
         auth.cipher.clone(),
     )));
+    let kyc = Arc::new(RwLock::new(crate::kyc::KycView::from_engine(
+        &rec.engine,
+        Some(auth.cipher.clone()),
+    )));
     let accounts = Arc::new(RwLock::new(accounts));
     let fresh = rec.engine.assets().is_empty();
     let m2 = market.clone();
     let hub = Arc::new(crate::ws::Hub::new(opts.ws.clone()));
     let h2 = hub.clone();
     let i2 = identity.clone();
+    let k2 = kyc.clone();
     let a2 = accounts.clone();
     let user_streams = Arc::new(crate::userstream::UserStreams::persistent(
         Duration::from_secs(opts.auth.listen_key_ttl_secs),
@@ -578,6 +585,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             // (and `level_changes`) this command left.
             h2.on_outcome(&m2.read().expect("market lock"), &o);
             i2.write().expect("identity lock").apply(o.seq, &o.events);
+            k2.write().expect("kyc lock").apply(o.seq, &o.events);
             // User data streams: built from the state before the command,
             // delivered once every read model has applied it.
             let user_events = u2.prepare(&o, &m2, &a2);
@@ -609,6 +617,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         closing: closing_rx,
         market,
         identity,
+        kyc,
         accounts,
         submitter: submitter.clone(),
         durable: durable.clone(),

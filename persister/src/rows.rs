@@ -71,6 +71,30 @@ pub fn withdrawal_freeze_id(w: u64) -> i64 {
     (w * 2 + 1) as i64
 }
 
+/// `kyc_records.document_number` (TEXT) as written: the journaled
+/// ciphertext (the gateway's AEAD envelope, version byte and nonce
+/// included) in lower-case hex behind `enc:`. The persister never holds the
+/// key; the plaintext never reaches Postgres.
+pub fn kyc_document_text(ciphertext: &[u8]) -> String {
+    let mut s = String::with_capacity(4 + 2 * ciphertext.len());
+    s.push_str("enc:");
+    for b in ciphertext {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// `kyc_records.submitted_data` (JSONB, an object): the submitted text when
+/// it is a JSON object (the gateway only lets objects through), otherwise
+/// the text wrapped as `{"unparsed": ...}` so that a malformed record in
+/// the journal can never wedge the writer on the column's CHECK.
+pub fn kyc_data_json(data: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(data) {
+        Ok(serde_json::Value::Object(_)) => data.to_owned(),
+        _ => serde_json::json!({ "unparsed": data }).to_string(),
+    }
+}
+
 fn decimals(e: &Engine, a: AssetId) -> u8 {
     e.asset(a).map_or(8, |a| a.spec.decimals)
 }
@@ -224,6 +248,9 @@ pub struct Batch {
     pub min_ts: u64,
     pub max_ts: u64,
     pub users: BTreeMap<u64, UserTouch>,
+    /// KYC record id -> (seq, journal ms) of its last change in the batch;
+    /// the row is the replica's record after the batch.
+    pub kyc: BTreeMap<u64, (u64, u64)>,
     pub api_keys: Vec<ApiKeyRow>,
     pub api_keys_revoked: Vec<(i64, SystemTime)>,
     /// (asset, created ms, seq, ms of the last change)
@@ -271,6 +298,8 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
         Command::SetUserStatus { user, .. } => ("user.set_status", "USER", Some(user.to_string())),
         Command::SetUserRoles { user, .. } => ("user.set_roles", "ROLE", Some(user.to_string())),
         Command::SetKycLevel { user, .. } => ("user.set_kyc_level", "KYC", Some(user.to_string())),
+        // The notes and decision only (no document material in a review).
+        Command::ReviewKyc { kyc, .. } => ("kyc.review", "KYC", Some(kyc.to_string())),
         Command::Deposit { user, .. } => ("deposit.post", "DEPOSIT", Some(user.to_string())),
         Command::CompleteWithdrawal { withdrawal, .. } => (
             "withdrawal.complete",
@@ -295,6 +324,7 @@ impl Batch {
     /// Rows this batch writes (about; for logs and metrics).
     pub fn row_count(&self) -> usize {
         self.users.len()
+            + self.kyc.len()
             + self.api_keys.len()
             + self.assets.len()
             + self.pairs.len()
@@ -541,6 +571,35 @@ impl Batch {
                     }
                 }
                 Event::Adjusted { .. } => {}
+                Event::KycSubmitted(k) => {
+                    self.kyc.insert(k.id, (seq, ts_ms));
+                    let data = format!(
+                        "{{\"kyc_id\":{},\"user_id\":{},\"level\":{},\"status\":\"PENDING\"}}",
+                        k.id, k.user.0, k.level
+                    );
+                    self.push_outbox(next_id(), "KYC", k.id, "kyc.submitted", data, t);
+                }
+                Event::KycReviewed {
+                    kyc,
+                    user,
+                    status,
+                    level,
+                    ..
+                } => {
+                    self.kyc.insert(*kyc, (seq, ts_ms));
+                    let data = format!(
+                        "{{\"kyc_id\":{},\"user_id\":{},\"level\":{},\"status\":\"{}\"}}",
+                        kyc,
+                        user.0,
+                        level,
+                        status.name()
+                    );
+                    let ev = match status {
+                        KycStatus::Approved => "kyc.approved",
+                        _ => "kyc.rejected",
+                    };
+                    self.push_outbox(next_id(), "KYC", *kyc, ev, data, t);
+                }
                 Event::OrderAccepted(o) => {
                     self.orders.insert(
                         o.id.0,
@@ -782,5 +841,25 @@ impl Batch {
         f.released_ts = Some(ts_ms);
         f.ts = ts_ms;
         f.seq = seq;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kyc_document_text_is_the_ciphertext_in_hex() {
+        assert_eq!(kyc_document_text(&[1, 0xab, 0x00, 0xff]), "enc:01ab00ff");
+        assert_eq!(kyc_document_text(&[]), "enc:");
+    }
+
+    #[test]
+    fn kyc_data_is_always_a_json_object() {
+        assert_eq!(kyc_data_json(r#"{"a":1}"#), r#"{"a":1}"#);
+        for bad in ["{ not json }", "[1]", "", "\"x\"", "{\"a\":1} trailing"] {
+            let v: serde_json::Value = serde_json::from_str(&kyc_data_json(bad)).unwrap();
+            assert_eq!(v["unparsed"], bad, "{bad}");
+        }
     }
 }

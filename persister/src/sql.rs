@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::SystemTime;
 
-use engine::{Engine, PairStatus, UserId, UserStatus};
+use engine::{Engine, KycStatus, PairStatus, UserId, UserStatus};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Statement, Transaction};
 
@@ -33,6 +33,22 @@ const USER_ROLES: &str = "INSERT INTO user_roles (user_id, role_id, granted_at)
     SELECT u.user_id, r.id, u.at
     FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(user_id, role, at)
     JOIN roles r ON r.name = u.role";
+
+/// Inserted on submission, updated by the review (status, notes, reviewer,
+/// time); the document number stays the journaled ciphertext.
+const KYC: &str = "INSERT INTO kyc_records (id, user_id, level, status, document_type,
+        document_number, submitted_data, review_notes, reviewed_by, reviewed_at, version,
+        created_at, updated_at)
+    SELECT u.id, u.user_id, u.level, u.status, u.dt, u.doc, u.data::jsonb, u.notes, u.rb, u.ra,
+        u.v, u.created, u.updated
+    FROM UNNEST($1::bigint[], $2::bigint[], $3::int2[], $4::text[], $5::text[], $6::text[],
+        $7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::bigint[],
+        $12::timestamptz[], $13::timestamptz[])
+        AS u(id, user_id, level, status, dt, doc, data, notes, rb, ra, v, created, updated)
+    ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
+        review_notes = EXCLUDED.review_notes, reviewed_by = EXCLUDED.reviewed_by,
+        reviewed_at = EXCLUDED.reviewed_at, version = EXCLUDED.version,
+        updated_at = EXCLUDED.updated_at";
 
 const API_KEYS: &str = "INSERT INTO api_keys (id, user_id, api_key, label, key_type, permissions,
         secret_ciphertext, public_key, created_at, updated_at)
@@ -366,6 +382,62 @@ pub async fn write_batch(
             p.push(USER_ROLES_DELETE, vec![bx(roles_users)]);
             p.push(USER_ROLES, vec![bx(roles.0), bx(roles.1), bx(roles.2)]);
         }
+    }
+
+    // KYC records: their state after the batch, from the replica.
+    if !b.kyc.is_empty() {
+        let mut c = (
+            Vec::<i64>::new(),
+            Vec::<i64>::new(),
+            Vec::<i16>::new(),
+            Vec::<&str>::new(),
+            Vec::<&str>::new(),
+            Vec::<String>::new(),
+            Vec::<String>::new(),
+            Vec::<Option<&str>>::new(),
+            Vec::<Option<i64>>::new(),
+            Vec::<Option<SystemTime>>::new(),
+            Vec::<i64>::new(),
+            Vec::<SystemTime>::new(),
+            Vec::<SystemTime>::new(),
+        );
+        for (id, (seq, at)) in &b.kyc {
+            let Some(k) = engine.kyc_record(*id) else {
+                continue;
+            };
+            let reviewed = k.status != KycStatus::Pending;
+            c.0.push(*id as i64);
+            c.1.push(k.user.0 as i64);
+            c.2.push(k.level as i16);
+            c.3.push(k.status.name());
+            c.4.push(k.document_type.name());
+            c.5.push(rows::kyc_document_text(&k.document_number));
+            c.6.push(rows::kyc_data_json(&k.data));
+            c.7.push((!k.notes.is_empty()).then_some(k.notes.as_str()));
+            c.8.push(k.reviewer.map(|r| r.0 as i64));
+            c.9.push(reviewed.then(|| ts(k.reviewed_ms)));
+            c.10.push(*seq as i64);
+            c.11.push(ts(k.created_ms));
+            c.12.push(ts(*at));
+        }
+        p.push(
+            KYC,
+            vec![
+                bx(c.0),
+                bx(c.1),
+                bx(c.2),
+                bx(c.3),
+                bx(c.4),
+                bx(c.5),
+                bx(c.6),
+                bx(c.7),
+                bx(c.8),
+                bx(c.9),
+                bx(c.10),
+                bx(c.11),
+                bx(c.12),
+            ],
+        );
     }
 
     if !b.assets.is_empty() {
