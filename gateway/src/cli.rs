@@ -45,6 +45,14 @@ pub enum Cmd {
         database_url: String,
         #[command(flatten)]
         data: DataArgs,
+        /// Write only this domain's tables, with its own checkpoint: core,
+        /// trading, market_data or activity (several processes, one per
+        /// domain, may run side by side). Default: every table.
+        #[arg(long, value_parser = ["core", "trading", "market_data", "activity"])]
+        domain: Option<String>,
+        /// Run one writer thread per domain in this process.
+        #[arg(long, conflicts_with = "domain")]
+        split: bool,
     },
     /// Compare Postgres with the engine state rebuilt from MX_DATA_DIR at the
     /// persister's lowest checkpoint; print every difference; exit 0 only
@@ -400,16 +408,57 @@ pub fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Persist { database_url, data } => {
+        Cmd::Persist {
+            database_url,
+            data,
+            domain,
+            split,
+        } => {
+            use persister::rows::Domain;
+            use persister::writer::{Follow, PersisterStatus, WriterConfig};
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             persister::writer::stop_on_signals(stop.clone())?;
-            let cfg = persister::writer::WriterConfig::new(
+            let base = WriterConfig::new(
                 database_url,
                 persister::replica::DataDir::new(&data.data_dir),
             );
-            let status = std::sync::Arc::new(persister::writer::PersisterStatus::default());
-            persister::writer::run(cfg, persister::writer::Follow::Poll, stop, status)?;
-            Ok(())
+            let configs: Vec<WriterConfig> =
+                match (domain.as_deref().and_then(Domain::parse), split) {
+                    (Some(d), _) => vec![base.for_domain(d)],
+                    (None, true) => Domain::ALL
+                        .into_iter()
+                        .map(|d| base.clone().for_domain(d))
+                        .collect(),
+                    (None, false) => vec![base],
+                };
+            let threads = configs
+                .into_iter()
+                .map(|cfg| {
+                    let status = std::sync::Arc::new(PersisterStatus::default());
+                    persister::writer::spawn(cfg, Follow::Poll, stop.clone(), status)
+                })
+                .collect::<std::io::Result<Vec<_>>>()?;
+            // A writer that fails stops the others (then the error is shown).
+            while !threads.iter().all(|t| t.is_finished()) {
+                if threads.iter().any(|t| t.is_finished()) {
+                    stop.store(true, std::sync::atomic::Ordering::Release);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let mut failed = None;
+            for t in threads {
+                match t.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        failed.get_or_insert(e);
+                    }
+                    Err(_) => anyhow::bail!("a persister thread panicked"),
+                }
+            }
+            match failed {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            }
         }
         Cmd::Reconcile { database_url, data } => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -515,6 +564,7 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             .persister_enabled()
             .then(|| cfg.database.url.as_ref().map(|u| u.expose().to_owned()))
             .flatten(),
+        persister: cfg.persister.clone(),
         market_data: cfg.market_data.limits(),
     };
     crate::server::serve(opts)

@@ -443,18 +443,24 @@ impl Default for DatabaseConfig {
 pub struct PersisterConfig {
     /// Run the in-process persister when `database.url` is set.
     pub enabled: bool,
-    /// Journal records per Postgres transaction.
+    /// Most journal records per Postgres transaction (batches grow with
+    /// the lag up to this).
     pub batch_records: usize,
-    /// Flush a partial batch after this long.
+    /// Longest wait before records that arrived are written, when caught up.
     pub flush_interval_ms: u64,
+    /// `single`: one writer thread writes every table; `split`: one writer
+    /// per domain (core, trading, market_data, activity), each with its own
+    /// checkpoint, in parallel.
+    pub writers: String,
 }
 
 impl Default for PersisterConfig {
     fn default() -> Self {
         PersisterConfig {
             enabled: true,
-            batch_records: 1000,
-            flush_interval_ms: 100,
+            batch_records: 20_000,
+            flush_interval_ms: 20,
+            writers: "single".into(),
         }
     }
 }
@@ -994,6 +1000,15 @@ impl Config {
             "persister.flush_interval_ms",
             self.persister.flush_interval_ms,
         )?;
+        if !matches!(self.persister.writers.as_str(), "single" | "split") {
+            return Err(invalid(
+                "persister.writers",
+                format!(
+                    "must be \"single\" or \"split\", not {:?}",
+                    self.persister.writers
+                ),
+            ));
+        }
 
         let a = &self.auth;
         nonzero("auth.access_token_ttl_secs", a.access_token_ttl_secs)?;

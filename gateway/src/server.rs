@@ -57,6 +57,8 @@ pub struct ServeOptions {
     pub ws: crate::ws::WsConfig,
     /// Postgres of the in-process persister (None: no persister).
     pub database_url: Option<String>,
+    /// Its batch size, flush interval and writer split (`[persister]`).
+    pub persister: crate::config::PersisterConfig,
     /// Bounds of the market-data projection (`[market_data]`).
     pub market_data: crate::market::MarketLimits,
 }
@@ -81,7 +83,7 @@ pub struct AppState {
     /// Market stream subscriptions and fan-out (ws.rs).
     pub hub: Arc<crate::ws::Hub>,
     /// Progress of the in-process persister, when one runs.
-    pub persister: Option<Arc<persister::writer::PersisterStatus>>,
+    pub persister: Option<Arc<persister::writer::PersisterGroup>>,
     /// Listen keys and user data streams (userstream.rs).
     pub user_streams: Arc<crate::userstream::UserStreams>,
     /// Becomes true on SIGTERM/SIGINT: WebSocket sessions say goodbye
@@ -281,7 +283,6 @@ async fn metrics(State(st): State<AppState>) -> Response {
         s.applied.load(Ordering::Relaxed) as f64,
     );
     if let Some(p) = &st.persister {
-        let secs = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
         metric(
             "mx_persister_lag_seq",
             "Journal records not yet written to Postgres.",
@@ -298,37 +299,37 @@ async fn metrics(State(st): State<AppState>) -> Response {
             "mx_persister_written_seq",
             "Last journal sequence committed to Postgres.",
             "gauge",
-            p.written_seq.load(Ordering::Relaxed) as f64,
+            p.written_seq() as f64,
         );
         metric(
             "mx_persister_batches_total",
             "Batches committed to Postgres.",
             "counter",
-            p.batches.load(Ordering::Relaxed) as f64,
+            p.total(|s| &s.batches) as f64,
         );
         metric(
             "mx_persister_rows_total",
             "Rows written to Postgres.",
             "counter",
-            p.rows.load(Ordering::Relaxed) as f64,
+            p.total(|s| &s.rows) as f64,
         );
         metric(
             "mx_persister_errors_total",
             "Failed Postgres writes (retried).",
             "counter",
-            p.errors.load(Ordering::Relaxed) as f64,
+            p.total(|s| &s.errors) as f64,
         );
         metric(
             "mx_persister_build_seconds_total",
             "Time reading the journal, replaying and building rows.",
             "counter",
-            secs(&p.build_ns),
+            p.total(|s| &s.build_ns) as f64 / 1e9,
         );
         metric(
             "mx_persister_flush_seconds_total",
             "Time writing batches to Postgres, retries included.",
             "counter",
-            secs(&p.flush_ns),
+            p.total(|s| &s.flush_ns) as f64 / 1e9,
         );
     }
     metric(
@@ -637,18 +638,39 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     // or absent Postgres never blocks trading.
     let stop_persist = Arc::new(AtomicBool::new(false));
     let mut st = st;
-    let persist_thread = match &opts.database_url {
+    let persist_threads = match &opts.database_url {
         Some(url) => {
-            let status = Arc::new(persister::writer::PersisterStatus::default());
-            st.persister = Some(status.clone());
-            Some(persister::writer::spawn(
-                persister::writer::WriterConfig::new(url.clone(), data.clone()),
-                persister::writer::Follow::Durable(durable.clone()),
-                stop_persist.clone(),
-                status,
-            )?)
+            use persister::rows::Domain;
+            use persister::writer::{PersisterGroup, PersisterStatus, WriterConfig};
+            let base = WriterConfig {
+                max_batch: opts.persister.batch_records.max(1),
+                idle: Duration::from_millis(opts.persister.flush_interval_ms.max(1)),
+                ..WriterConfig::new(url.clone(), data.clone())
+            };
+            let configs: Vec<WriterConfig> = if opts.persister.writers == "split" {
+                Domain::ALL
+                    .into_iter()
+                    .map(|d| base.clone().for_domain(d))
+                    .collect()
+            } else {
+                vec![base]
+            };
+            let mut group = PersisterGroup::default();
+            let mut threads = Vec::new();
+            for cfg in configs {
+                let status = Arc::new(PersisterStatus::default());
+                group.writers.push((cfg.writer.clone(), status.clone()));
+                threads.push(persister::writer::spawn(
+                    cfg,
+                    persister::writer::Follow::Durable(durable.clone()),
+                    stop_persist.clone(),
+                    status,
+                )?);
+            }
+            st.persister = Some(Arc::new(group));
+            threads
         }
-        None => None,
+        None => Vec::new(),
     };
     let stop_snap = Arc::new(AtomicBool::new(false));
     let snapshotter = Snapshotter::start(data.clone(), durable.clone(), opts.snapshot)?;
@@ -718,7 +740,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         Err(_) => tracing::warn!("snapshotter thread panicked"),
     }
     stop_persist.store(true, Ordering::Release);
-    if let Some(h) = persist_thread {
+    for h in persist_threads {
         if h.join().is_err() {
             tracing::warn!("persister thread panicked");
         }

@@ -1,5 +1,6 @@
 //! Reconciliation: the engine state rebuilt from the data directory at the
-//! persister's lowest checkpoint against Postgres — every account's
+//! persister's checkpoint of accounts and the ledger (the `core` domain;
+//! with one writer of every domain, its lowest checkpoint) against Postgres — every account's
 //! available and frozen balance, and the sum of the ledger per (user, asset,
 //! bucket). Zero differences is the expected result.
 
@@ -51,7 +52,8 @@ pub struct Report {
 
 type Key = (u64, u32);
 
-/// Compare Postgres with the replica at the lowest checkpoint. Reads
+/// Compare Postgres with the replica at the `core` writer's checkpoint
+/// (the lowest one when a single writer runs). Reads
 /// Postgres in one REPEATABLE READ transaction.
 pub async fn reconcile(client: &mut Client, data: &DataDir) -> Result<Report, ReconcileError> {
     let tx = client
@@ -61,7 +63,14 @@ pub async fn reconcile(client: &mut Client, data: &DataDir) -> Result<Report, Re
         .start()
         .await?;
     let row = tx
-        .query_one("SELECT min(last_seq) FROM persister_checkpoints", &[])
+        // The checkpoint of the domain that owns accounts and the ledger
+        // (`core`). One writer of every domain moves all checkpoints
+        // together, so this is also the lowest; split writers may differ,
+        // and the accounts are exactly at `core`'s.
+        .query_one(
+            "SELECT max(last_seq) FROM persister_checkpoints WHERE writer = 'core'",
+            &[],
+        )
         .await?;
     let seq = row
         .get::<_, Option<i64>>(0)

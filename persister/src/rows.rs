@@ -316,7 +316,131 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
     })
 }
 
+/// The tables one writer owns, by domain (migrations/README.md "Writers
+/// and foreign keys"): foreign keys stay inside a domain, so writers of
+/// different domains may commit independently, each with its own
+/// checkpoint row named after its domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Domain {
+    /// Identity, assets, pairs, balances, the ledger, freezes, deposits
+    /// and withdrawals, KYC, the outbox.
+    Core,
+    /// Orders and trades.
+    Trading,
+    /// Klines and 24 h tickers.
+    MarketData,
+    /// Audit log.
+    Activity,
+}
+
+impl Domain {
+    pub const ALL: [Domain; 4] = [
+        Domain::Core,
+        Domain::Trading,
+        Domain::MarketData,
+        Domain::Activity,
+    ];
+
+    /// The checkpoint row's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Domain::Core => "core",
+            Domain::Trading => "trading",
+            Domain::MarketData => "market_data",
+            Domain::Activity => "activity",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Domain> {
+        Domain::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of [`Domain`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Domains(u8);
+
+impl Domains {
+    pub const NONE: Domains = Domains(0);
+    pub const ALL: Domains = Domains(0b1111);
+
+    pub fn only(d: Domain) -> Domains {
+        Domains(d.bit())
+    }
+    pub fn with(self, d: Domain) -> Domains {
+        Domains(self.0 | d.bit())
+    }
+    pub fn contains(self, d: Domain) -> bool {
+        self.0 & d.bit() != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = Domain> {
+        Domain::ALL.into_iter().filter(move |d| self.contains(*d))
+    }
+    /// The checkpoint rows of these domains.
+    pub fn names(self) -> Vec<&'static str> {
+        self.iter().map(Domain::name).collect()
+    }
+}
+
 impl Batch {
+    /// Drop the rows of tables outside `keep` (other writers write them).
+    /// Every field is named here, so a new table cannot be added to the
+    /// batch without giving it to a domain.
+    pub fn retain(&mut self, keep: Domains) {
+        let Batch {
+            first_seq: _,
+            last_seq: _,
+            records: _,
+            min_ts: _,
+            max_ts: _,
+            users,
+            kyc,
+            api_keys,
+            api_keys_revoked,
+            assets,
+            pairs,
+            accounts,
+            ledger,
+            freezes,
+            dw,
+            outbox,
+            orders,
+            trades,
+            klines,
+            audit,
+        } = self;
+        if !keep.contains(Domain::Core) {
+            *users = Default::default();
+            *kyc = Default::default();
+            *api_keys = Default::default();
+            *api_keys_revoked = Default::default();
+            *assets = Default::default();
+            *pairs = Default::default();
+            *accounts = Default::default();
+            *ledger = Default::default();
+            *freezes = Default::default();
+            *dw = Default::default();
+            *outbox = Default::default();
+        }
+        if !keep.contains(Domain::Trading) {
+            *orders = Default::default();
+            *trades = Default::default();
+        }
+        if !keep.contains(Domain::MarketData) {
+            *klines = Default::default();
+        }
+        if !keep.contains(Domain::Activity) {
+            *audit = Default::default();
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.records == 0
     }

@@ -173,7 +173,7 @@ const OUTBOX: &str = "INSERT INTO outbox_events (id, aggregate_type, aggregate_i
         AS u(id, at_, aid, et, data, at)";
 
 const CHECKPOINT: &str = "UPDATE persister_checkpoints SET last_seq = $2, updated_at = now()
-    WHERE writer = $1 AND last_seq = $3";
+    WHERE writer = ANY($1::text[]) AND last_seq = $3";
 
 static ORDERS_INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -301,7 +301,7 @@ const TX_SETTINGS: &str = "SELECT set_config('mx.journal_time', 'on', true),
 pub async fn write_batch(
     tx: &Transaction<'_>,
     statements: &mut Statements,
-    writer: &str,
+    writers: &[&str],
     copy_min_rows: usize,
     engine: &Engine,
     b: &Batch,
@@ -941,14 +941,14 @@ pub async fn write_batch(
     p.push(
         CHECKPOINT,
         vec![
-            bx(writer),
+            bx(writers.to_vec()),
             bx(b.last_seq as i64),
             bx(b.first_seq.saturating_sub(1) as i64),
         ],
     );
     let counts = p.run(tx, statements).await?;
-    // The checkpoint statement is the last one.
-    Ok(counts.last() == Some(&1))
+    // The checkpoint statement is the last one: every row moved.
+    Ok(counts.last() == Some(&(writers.len() as u64)))
 }
 
 #[derive(Default)]

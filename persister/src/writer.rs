@@ -20,7 +20,7 @@
 //!   trading, and the writer catches up with bigger batches when it returns.
 //!   A commit whose outcome was lost is resolved by re-reading the checkpoint.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,11 +30,11 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::migrate;
 use crate::replica::{self, DataDir, ReplicaError};
-use crate::rows::{year_month, Batch};
+use crate::rows::{year_month, Batch, Domain, Domains};
 use crate::sql::Statements;
 
-/// Name of the (single) writer that owns every table it writes.
-pub const DEFAULT_WRITER: &str = "core";
+/// Name (in logs) of the writer that owns every table.
+pub const DEFAULT_WRITER: &str = "all";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -71,7 +71,13 @@ pub enum Follow {
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
+    /// Name in logs and errors.
     pub writer: String,
+    /// The tables this writer writes; each domain keeps its own checkpoint
+    /// row (named after it), so writers of different domains run side by
+    /// side, and one writer of all domains catches every domain up from
+    /// its own checkpoint.
+    pub domains: Domains,
     pub database_url: String,
     pub data: DataDir,
     /// Most records in one batch (when far behind).
@@ -91,9 +97,17 @@ pub struct WriterConfig {
 }
 
 impl WriterConfig {
+    /// A writer of one domain only (`persister.writers = "split"`).
+    pub fn for_domain(mut self, d: Domain) -> WriterConfig {
+        self.writer = d.name().into();
+        self.domains = Domains::only(d);
+        self
+    }
+
     pub fn new(database_url: impl Into<String>, data: DataDir) -> WriterConfig {
         WriterConfig {
             writer: DEFAULT_WRITER.into(),
+            domains: Domains::ALL,
             database_url: database_url.into(),
             data,
             max_batch: 20_000,
@@ -156,6 +170,66 @@ impl PersisterStatus {
             self.lag_secs(),
             self.connected.load(Ordering::Relaxed),
             self.running.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The writers of one persister (one, or one per domain), as `/health`
+/// and `/metrics` show them: the furthest behind sets the lag.
+#[derive(Debug, Default)]
+pub struct PersisterGroup {
+    pub writers: Vec<(String, Arc<PersisterStatus>)>,
+}
+
+impl PersisterGroup {
+    pub fn lag_seq(&self) -> u64 {
+        self.writers
+            .iter()
+            .map(|(_, s)| s.lag_seq())
+            .max()
+            .unwrap_or(0)
+    }
+    pub fn lag_secs(&self) -> f64 {
+        self.writers
+            .iter()
+            .map(|(_, s)| s.lag_secs())
+            .fold(0.0, f64::max)
+    }
+    /// Every record up to this one is in every table.
+    pub fn written_seq(&self) -> u64 {
+        self.writers
+            .iter()
+            .map(|(_, s)| s.written_seq.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    }
+    /// A counter summed over the writers.
+    pub fn total(&self, f: impl Fn(&PersisterStatus) -> &AtomicU64) -> u64 {
+        self.writers
+            .iter()
+            .map(|(_, s)| f(s).load(Ordering::Relaxed))
+            .sum()
+    }
+    /// The `/health` member: the group, then each writer.
+    pub fn health_json(&self) -> String {
+        let all = |f: fn(&PersisterStatus) -> &AtomicBool| {
+            self.writers
+                .iter()
+                .all(|(_, s)| f(s).load(Ordering::Relaxed))
+        };
+        let each: Vec<String> = self
+            .writers
+            .iter()
+            .map(|(n, s)| format!("\"{n}\":{}", s.health_json()))
+            .collect();
+        format!(
+            "{{\"written_seq\":{},\"lag_seq\":{},\"lag_s\":{:.3},\"connected\":{},\"running\":{},\"writers\":{{{}}}}}",
+            self.written_seq(),
+            self.lag_seq(),
+            self.lag_secs(),
+            all(|s| &s.connected),
+            all(|s| &s.running),
+            each.join(",")
         )
     }
 }
@@ -296,16 +370,44 @@ impl Conn {
     }
 }
 
-async fn read_checkpoint(c: &Client, writer: &str) -> Result<u64, tokio_postgres::Error> {
+/// The checkpoint of each domain in `domains`, creating missing rows.
+/// A database written before writers were split has only the `core` row,
+/// and that writer wrote every table: a missing domain row starts at the
+/// `core` row's seq (or 0 in a new database).
+async fn read_checkpoints(
+    c: &Client,
+    domains: Domains,
+) -> Result<BTreeMap<Domain, u64>, tokio_postgres::Error> {
+    let all = Domains::ALL.names();
     c.execute(
-        "INSERT INTO persister_checkpoints (writer, last_seq) VALUES ($1, 0) ON CONFLICT (writer) DO NOTHING",
-        &[&writer],
+        "INSERT INTO persister_checkpoints (writer, last_seq)
+         SELECT d, COALESCE((SELECT last_seq FROM persister_checkpoints WHERE writer = 'core'), 0)
+         FROM unnest($1::text[]) AS d
+         ON CONFLICT (writer) DO NOTHING",
+        &[&all],
     )
     .await?;
+    let rows = c
+        .query(
+            "SELECT writer, last_seq FROM persister_checkpoints WHERE writer = ANY($1::text[])",
+            &[&domains.names()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let d = Domain::parse(r.get::<_, &str>(0))?;
+            Some((d, r.get::<_, i64>(1) as u64))
+        })
+        .collect())
+}
+
+/// The trading writer's checkpoint.
+async fn trading_at(c: &Client) -> Result<u64, tokio_postgres::Error> {
     let row = c
         .query_one(
-            "SELECT last_seq FROM persister_checkpoints WHERE writer = $1",
-            &[&writer],
+            "SELECT coalesce(max(last_seq), 0) FROM persister_checkpoints WHERE writer = $1",
+            &[&Domain::Trading.name()],
         )
         .await?;
     Ok(row.get::<_, i64>(0) as u64)
@@ -337,16 +439,18 @@ async fn run_async(
         migrated: false,
         status: status.clone(),
     };
-    // 1. The checkpoint.
-    let checkpoint = loop {
+    // 1. The checkpoints (one per domain this writer owns); the replica
+    // starts at the lowest.
+    let mut checkpoints = loop {
         let Some((c, _)) = conn.get(&stop).await? else {
             return Ok(());
         };
-        match read_checkpoint(c, &writer).await {
-            Ok(seq) => break seq,
+        match read_checkpoints(c, cfg.domains).await {
+            Ok(cps) => break cps,
             Err(err) => conn.failed(&migrate::describe(&err), &stop).await,
         }
     };
+    let checkpoint = checkpoints.values().copied().min().unwrap_or(0);
     // 2. The replica at the checkpoint, without writing.
     let started = Instant::now();
     let (mut engine, snapshot_seq, _) = replica::load_snapshot(&cfg.data.snapshots(), checkpoint)?;
@@ -409,7 +513,18 @@ async fn run_async(
             Follow::Durable(d) => d.get().saturating_sub(engine.last_seq()) as usize,
             Follow::Poll => cfg.max_batch,
         };
-        let limit = (behind / 2).clamp(cfg.min_batch, cfg.max_batch);
+        let mut limit = (behind / 2).clamp(cfg.min_batch, cfg.max_batch);
+        // Domains whose checkpoint is ahead (a writer of all domains
+        // catching one up): a batch ends at the next such checkpoint, so it
+        // is written for exactly the domains that are at its start.
+        let at = engine.last_seq();
+        if let Some(next) = checkpoints.values().copied().filter(|&c| c > at).min() {
+            limit = limit.min((next - at) as usize);
+        }
+        let keep = checkpoints
+            .iter()
+            .filter(|(_, &c)| c == at)
+            .fold(Domains::NONE, |k, (d, _)| k.with(*d));
         let mut batch = Batch::default();
         let building = Instant::now();
         while batch.records < limit {
@@ -442,11 +557,13 @@ async fn run_async(
             continue;
         }
         idle = Duration::from_millis(1);
+        batch.retain(keep);
         status
             .build_ns
             .fetch_add(building.elapsed().as_nanos() as u64, Ordering::Relaxed);
         // Write it, however long Postgres takes to come back.
         let flushing = Instant::now();
+        let mut waited = Instant::now();
         let mut attempt = 0u32;
         loop {
             let Some((c, statements)) = conn.get(&stop).await? else {
@@ -457,9 +574,38 @@ async fn run_async(
                 );
                 return Ok(());
             };
+            // The 24 h ticker's first trade id is read from `trades`: a
+            // market-data batch waits until the trading writer has
+            // committed the same records (in one writer they share the
+            // transaction).
+            if keep.contains(Domain::MarketData) && !keep.contains(Domain::Trading) {
+                match trading_at(c).await {
+                    Ok(t) if t >= batch.last_seq => {}
+                    Ok(t) => {
+                        if waited.elapsed() >= Duration::from_secs(10) {
+                            waited = Instant::now();
+                            tracing::warn!(
+                                trading = t,
+                                batch = batch.last_seq,
+                                "persister: market_data waits for the trading writer (is it running?)"
+                            );
+                        }
+                        if stop.load(Ordering::Acquire) {
+                            return Ok(());
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    Err(err) => {
+                        attempt += 1;
+                        conn.failed(&migrate::describe(&err), &stop).await;
+                        continue;
+                    }
+                }
+            }
             let retry = attempt > 0;
             let target = Target {
-                writer: &writer,
+                domains: keep,
                 copy_min_rows: cfg.copy_min_rows,
             };
             match flush(c, statements, target, &engine, &batch, &mut ensured, retry).await {
@@ -480,7 +626,11 @@ async fn run_async(
         status
             .flush_ns
             .fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        status.written_seq.store(batch.last_seq, Ordering::Relaxed);
+        for d in keep.iter() {
+            checkpoints.insert(d, batch.last_seq);
+        }
+        let written = checkpoints.values().copied().min().unwrap_or(0);
+        status.written_seq.store(written, Ordering::Relaxed);
         status.written_ts_ms.store(batch.max_ts, Ordering::Relaxed);
         status.batches.fetch_add(1, Ordering::Relaxed);
         status
@@ -502,15 +652,16 @@ enum FlushOutcome {
 
 /// Where and how a batch is written.
 #[derive(Debug, Clone, Copy)]
-struct Target<'a> {
-    writer: &'a str,
+struct Target {
+    /// The domains whose rows (and checkpoints) the batch carries.
+    domains: Domains,
     copy_min_rows: usize,
 }
 
 async fn flush(
     c: &mut Client,
     statements: &mut Statements,
-    target: Target<'_>,
+    target: Target,
     engine: &Engine,
     batch: &Batch,
     ensured: &mut BTreeSet<i64>,
@@ -519,11 +670,11 @@ async fn flush(
     if retry {
         // The previous attempt may have committed before the connection
         // dropped: the checkpoint tells.
-        let cp = read_checkpoint(c, target.writer).await?;
-        if cp == batch.last_seq {
+        let cps = read_checkpoints(c, target.domains).await?;
+        if cps.values().all(|&cp| cp == batch.last_seq) {
             return Ok(FlushOutcome::Written);
         }
-        if cp != batch.first_seq - 1 {
+        if let Some(&cp) = cps.values().find(|&&cp| cp != batch.first_seq - 1) {
             return Ok(FlushOutcome::Moved(cp));
         }
     }
@@ -546,7 +697,7 @@ async fn flush(
     let ok = crate::sql::write_batch(
         &tx,
         statements,
-        target.writer,
+        &target.domains.names(),
         target.copy_min_rows,
         engine,
         batch,
@@ -554,7 +705,12 @@ async fn flush(
     .await?;
     if !ok {
         drop(tx);
-        let cp = read_checkpoint(c, target.writer).await?;
+        let cps = read_checkpoints(c, target.domains).await?;
+        let cp = cps
+            .values()
+            .copied()
+            .find(|&cp| cp != batch.first_seq - 1)
+            .unwrap_or(batch.first_seq - 1);
         return Ok(FlushOutcome::Moved(cp));
     }
     tx.commit().await?;

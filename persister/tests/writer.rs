@@ -908,3 +908,109 @@ async fn postgres_outage_retries_and_catches_up() {
     clean.drop_db().await;
     db.drop_db().await;
 }
+
+/// Checkpoint of every domain row.
+async fn checkpoints(c: &tokio_postgres::Client) -> BTreeMap<String, i64> {
+    c.query("SELECT writer, last_seq FROM persister_checkpoints", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_writers_and_domain_catch_up_equal_a_single_writer() {
+    use persister::rows::Domain;
+    const N: u64 = 1500;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    write_journal(&data, N);
+
+    // Reference: one writer of every domain.
+    let single = TestDb::create_migrated().await;
+    let cfg = config(single.url(), &data, 300);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    let want = dump(single.client()).await;
+    assert!(checkpoints(single.client())
+        .await
+        .values()
+        .all(|&c| c == N as i64));
+
+    // Four writers, one per domain, side by side.
+    let split = TestDb::create_migrated().await;
+    let mut runs = Vec::new();
+    for d in Domain::ALL {
+        let cfg = config(split.url(), &data, 200).for_domain(d);
+        runs.push(tokio::task::spawn_blocking(move || {
+            run_writer_to(cfg, N, Duration::from_secs(120))
+        }));
+    }
+    for r in runs {
+        r.await.unwrap();
+    }
+    assert_same(&want, &dump(split.client()).await);
+    let cps = checkpoints(split.client()).await;
+    assert_eq!(cps.len(), 4, "{cps:?}");
+    assert!(cps.values().all(|&c| c == N as i64), "{cps:?}");
+    let mut split = split;
+    let report = reconcile::reconcile(split.client_mut(), &data)
+        .await
+        .unwrap();
+    assert!(report.differences.is_empty(), "{:?}", report.differences);
+
+    // Domains at different checkpoints (split writers stopped at different
+    // places), then one writer of every domain catches each up from its own.
+    let mixed = TestDb::create_migrated().await;
+    for (d, to) in [
+        (Domain::Trading, N / 2),
+        (Domain::Core, N / 5),
+        (Domain::Activity, N / 3),
+    ] {
+        let cfg = config(mixed.url(), &data, 100).for_domain(d);
+        tokio::task::spawn_blocking(move || run_writer_to(cfg, to, Duration::from_secs(120)))
+            .await
+            .unwrap();
+    }
+    let before = checkpoints(mixed.client()).await;
+    assert!(
+        before["market_data"] == 0 && before["trading"] >= (N / 2) as i64,
+        "{before:?}"
+    );
+    let cfg = config(mixed.url(), &data, 300);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_same(&want, &dump(mixed.client()).await);
+
+    // A database from before the split: only the `core` row, and that
+    // writer wrote every table. The other domains start from it.
+    let legacy = TestDb::create_migrated().await;
+    let cfg = config(legacy.url(), &data, 300);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N / 2, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    legacy
+        .client()
+        .execute(
+            "DELETE FROM persister_checkpoints WHERE writer <> 'core'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let cfg = config(legacy.url(), &data, 300).for_domain(Domain::Trading);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    let cfg = config(legacy.url(), &data, 300);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_same(&want, &dump(legacy.client()).await);
+
+    for db in [single, split, mixed, legacy] {
+        db.drop_db().await;
+    }
+}
