@@ -63,10 +63,30 @@ pub struct ServeOptions {
     pub market_data: crate::market::MarketLimits,
 }
 
-/// Shared by every HTTP handler.
+/// Shared by every HTTP handler: one pointer, so the per-request clone
+/// that axum's `State` extractor and middleware make is a single reference
+/// count instead of one per field (measured at ~5% of the gateway's CPU
+/// under W4 REST load).
 #[derive(Clone)]
 #[allow(missing_debug_implementations)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+/// What [`AppState`] points to.
+#[allow(missing_debug_implementations)]
+pub struct Shared {
     pub market: Arc<RwLock<Market>>,
     pub identity: Arc<RwLock<IdentityView>>,
     /// KYC records (kyc.rs), masked document numbers only.
@@ -613,7 +633,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         )),
         None => None,
     };
-    let st = AppState {
+    let mut st = Shared {
         history,
         closing: closing_rx,
         market,
@@ -637,7 +657,6 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     // The persister follows the journal (never the engine thread), so a slow
     // or absent Postgres never blocks trading.
     let stop_persist = Arc::new(AtomicBool::new(false));
-    let mut st = st;
     let persist_threads = match &opts.database_url {
         Some(url) => {
             use persister::rows::Domain;
@@ -672,6 +691,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         }
         None => Vec::new(),
     };
+    let st = AppState::new(st);
     let stop_snap = Arc::new(AtomicBool::new(false));
     let snapshotter = Snapshotter::start(data.clone(), durable.clone(), opts.snapshot)?;
     let s2 = stop_snap.clone();
