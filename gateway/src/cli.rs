@@ -516,6 +516,11 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             .then(|| cfg.database.url.as_ref().map(|u| u.expose().to_owned()))
             .flatten(),
         market_data: cfg.market_data.limits(),
+        webhooks: crate::notifications::WebhookConfig {
+            allow_private: cfg.http.webhook_allow_private,
+            timeout: std::time::Duration::from_millis(cfg.http.webhook_timeout_ms),
+            max_attempts: cfg.http.webhook_max_attempts,
+        },
     };
     crate::server::serve(opts)
 }
