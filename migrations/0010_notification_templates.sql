@@ -4,7 +4,7 @@
 -- does not write templates (they are not editable yet). Placeholders in
 -- braces ({asset}, {amount}, ...) are filled per notification.
 
-INSERT INTO notification_templates (id, name, type, subject, content, is_active) VALUES
+INSERT INTO notification_templates (id, name, type, subject, content) VALUES
     (1, 'order_filled', 'IN_APP', 'Order filled',
      'Your order {order_id} on {symbol} was filled: {qty} {base} for {quote_qty} {quote}.'),
     (2, 'order_expired', 'IN_APP', 'Order expired',
