@@ -16,7 +16,31 @@ use serde::{Deserialize, Serialize};
 /// * 3: KYC commands (`SubmitKyc`, `ReviewKyc`) appended. Every version 2
 ///   record is encoded as in version 3; the bump makes an older binary
 ///   refuse a journal with KYC records by version, not mid-decode.
-pub const COMMAND_FORMAT_VERSION: u16 = 3;
+/// * 4: notification commands (`SetNotificationWebhook`,
+///   `MarkNotificationsRead`) appended; versions 2 and 3 encode as 4.
+pub const COMMAND_FORMAT_VERSION: u16 = 4;
+
+/// Longest notification webhook URL, in bytes.
+pub const NOTIFY_WEBHOOK_MAX_LEN: usize = 512;
+/// Most notification ids one `MarkNotificationsRead` may carry.
+pub const NOTIFY_MAX_READ_IDS: usize = 100;
+
+/// The engine's own (cheap) check of a webhook URL: empty (removal), or
+/// `http://` / `https://` followed by visible ASCII, at most
+/// `NOTIFY_WEBHOOK_MAX_LEN` bytes. The gateway's check is stricter (host,
+/// port, no credentials).
+pub fn valid_webhook_shape(url: &str) -> bool {
+    if url.is_empty() {
+        return true;
+    }
+    let lower = url
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    url.len() <= NOTIFY_WEBHOOK_MAX_LEN
+        && (lower.starts_with("http://") || lower.starts_with("https://"))
+        && url.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// Variant index of `SetLimits` in the bincode encoding (every version).
 const SET_LIMITS_TAG: u32 = 6;
@@ -212,6 +236,27 @@ pub enum Command {
         approve: bool,
         notes: String,
     },
+
+    // notifications (appended)
+    /// Register the user's notification webhook (an `http://` or
+    /// `https://` URL of at most `NOTIFY_WEBHOOK_MAX_LEN` bytes; the
+    /// gateway validates it strictly first), or remove it with an empty
+    /// `url`. The engine keeps no notification state: it checks the user
+    /// and the bounds and emits `NotificationWebhookSet`, which the
+    /// gateway's read model and the persister follow.
+    SetNotificationWebhook {
+        user: UserId,
+        url: String,
+    },
+    /// Mark some of the user's notifications read. Notifications are derived
+    /// from the journal outside the engine (`persister::notify`), so the
+    /// gateway checks that the ids are the user's; the engine checks the
+    /// user and the bounds (1..=`NOTIFY_MAX_READ_IDS` ids) and emits
+    /// `NotificationsRead` with the journal time.
+    MarkNotificationsRead {
+        user: UserId,
+        ids: Vec<u64>,
+    },
 }
 
 impl Command {
@@ -242,8 +287,8 @@ impl Command {
             .with_limit(1 << 20);
         let body = &bytes[2..];
         match version {
-            // Version 2 differs only in lacking the appended KYC commands.
-            COMMAND_FORMAT_VERSION | 2 => {}
+            // Versions 2 and 3 differ only in lacking appended commands.
+            COMMAND_FORMAT_VERSION | 2 | 3 => {}
             // Version 1 differs only in the encoding of `SetLimits`.
             1 if body.get(..4) == Some(&SET_LIMITS_TAG.to_le_bytes()[..]) => {
                 let l: LimitsV1 = opts

@@ -537,7 +537,48 @@ impl Engine {
                 approve,
                 notes,
             } => self.review_kyc(*kyc, *reviewer, *approve, notes, ts, out),
+            Command::SetNotificationWebhook { user, url } => {
+                self.set_notification_webhook(*user, url, out)
+            }
+            Command::MarkNotificationsRead { user, ids } => {
+                self.mark_notifications_read(*user, ids, ts, out)
+            }
         }
+    }
+
+    // ---------------------------------------------------------- notifications
+
+    /// Stateless: checks and echoes (see `Command::SetNotificationWebhook`).
+    fn set_notification_webhook(&mut self, user: UserId, url: &str, out: &mut Vec<Event>) -> R<()> {
+        self.registered_user(user)?;
+        if !crate::command::valid_webhook_shape(url) {
+            return Err(RejectReason::InvalidNotificationRequest);
+        }
+        out.push(Event::NotificationWebhookSet {
+            user,
+            url: url.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Stateless: checks and echoes (see `Command::MarkNotificationsRead`).
+    fn mark_notifications_read(
+        &mut self,
+        user: UserId,
+        ids: &[u64],
+        ts: u64,
+        out: &mut Vec<Event>,
+    ) -> R<()> {
+        self.registered_user(user)?;
+        if ids.is_empty() || ids.len() > crate::command::NOTIFY_MAX_READ_IDS {
+            return Err(RejectReason::InvalidNotificationRequest);
+        }
+        out.push(Event::NotificationsRead {
+            user,
+            ids: ids.to_vec(),
+            read_ms: ts,
+        });
+        Ok(())
     }
 
     // ------------------------------------------------------------- lookups

@@ -260,4 +260,17 @@ pub enum Event {
         notes: String,
         reviewed_ms: u64,
     },
+
+    // notifications (appended)
+    /// The user's webhook URL is now `url` (empty: removed).
+    NotificationWebhookSet {
+        user: UserId,
+        url: String,
+    },
+    /// The user read these notifications at `read_ms` (journal time).
+    NotificationsRead {
+        user: UserId,
+        ids: Vec<u64>,
+        read_ms: u64,
+    },
 }

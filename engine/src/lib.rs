@@ -23,7 +23,10 @@ pub mod reject;
 pub mod snapshot;
 pub mod types;
 
-pub use command::{CancelReplaceMode, Command, NewOrder, OrderRef};
+pub use command::{
+    valid_webhook_shape, CancelReplaceMode, Command, NewOrder, OrderRef, NOTIFY_MAX_READ_IDS,
+    NOTIFY_WEBHOOK_MAX_LEN,
+};
 pub use engine::{fires_upward, stop_fires, valid_username, Engine, MemoryReport, PairState};
 pub use event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 pub use model::*;

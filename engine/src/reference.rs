@@ -747,6 +747,29 @@ impl ReferenceEngine {
                 }
                 Ok(())
             }
+            Command::SetNotificationWebhook { user, url } => {
+                self.login_user(*user)?;
+                if !crate::command::valid_webhook_shape(url) {
+                    return Err(RejectReason::InvalidNotificationRequest);
+                }
+                out.push(Event::NotificationWebhookSet {
+                    user: *user,
+                    url: url.clone(),
+                });
+                Ok(())
+            }
+            Command::MarkNotificationsRead { user, ids } => {
+                self.login_user(*user)?;
+                if ids.is_empty() || ids.len() > crate::command::NOTIFY_MAX_READ_IDS {
+                    return Err(RejectReason::InvalidNotificationRequest);
+                }
+                out.push(Event::NotificationsRead {
+                    user: *user,
+                    ids: ids.clone(),
+                    read_ms: ts,
+                });
+                Ok(())
+            }
         }
     }
 

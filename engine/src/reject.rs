@@ -83,6 +83,11 @@ pub enum RejectReason {
     WithdrawalNotPending = 605,
     KycRequired = 606,
     DepositConfirmationsDecreased = 607,
+
+    // notifications (appended)
+    /// A webhook URL that is too long or not http(s), or a mark-read with
+    /// no ids or more than `NOTIFY_MAX_READ_IDS`.
+    InvalidNotificationRequest = 700,
 }
 
 impl RejectReason {
@@ -152,6 +157,7 @@ impl RejectReason {
             WithdrawalNotPending => "WITHDRAWAL_NOT_PENDING",
             KycRequired => "KYC_REQUIRED",
             DepositConfirmationsDecreased => "DEPOSIT_CONFIRMATIONS_DECREASED",
+            InvalidNotificationRequest => "INVALID_NOTIFICATION_REQUEST",
         }
     }
 }
@@ -182,5 +188,6 @@ mod tests {
         assert_eq!(InvalidKycSubmission.code(), 115);
         assert_eq!(InvalidKycReview.code(), 116);
         assert_eq!(KycSelfReview.code(), 117);
+        assert_eq!(InvalidNotificationRequest.code(), 700);
     }
 }

@@ -566,6 +566,11 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             .flatten(),
         persister: cfg.persister.clone(),
         market_data: cfg.market_data.limits(),
+        webhooks: crate::notifications::WebhookConfig {
+            allow_private: cfg.http.webhook_allow_private,
+            timeout: std::time::Duration::from_millis(cfg.http.webhook_timeout_ms),
+            max_attempts: cfg.http.webhook_max_attempts,
+        },
     };
     crate::server::serve(opts)
 }

@@ -291,6 +291,13 @@ pub struct HttpConfig {
     pub ws_send_queue: usize,
     pub ws_ping_interval_secs: u64,
     pub ws_pong_timeout_secs: u64,
+    /// Notification webhooks may connect to loopback, private, link-local
+    /// and other non-public addresses (off: SSRF protection; tests turn it on).
+    pub webhook_allow_private: bool,
+    /// One webhook delivery attempt (connect + request + answer).
+    pub webhook_timeout_ms: u64,
+    /// Attempts per notification (backoff 250 ms, doubling) before it is dropped.
+    pub webhook_max_attempts: u32,
 }
 
 impl Default for HttpConfig {
@@ -307,6 +314,9 @@ impl Default for HttpConfig {
             ws_send_queue: 1024,
             ws_ping_interval_secs: 20,
             ws_pong_timeout_secs: 60,
+            webhook_allow_private: false,
+            webhook_timeout_ms: 5_000,
+            webhook_max_attempts: 3,
         }
     }
 }
@@ -940,6 +950,8 @@ impl Config {
         )?;
         nonzero("http.ws_send_queue", h.ws_send_queue as u64)?;
         nonzero("http.ws_ping_interval_secs", h.ws_ping_interval_secs)?;
+        nonzero("http.webhook_timeout_ms", h.webhook_timeout_ms)?;
+        nonzero("http.webhook_max_attempts", h.webhook_max_attempts.into())?;
         if h.ws_pong_timeout_secs <= h.ws_ping_interval_secs {
             return Err(invalid(
                 "http.ws_pong_timeout_secs",

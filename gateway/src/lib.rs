@@ -13,6 +13,7 @@ pub mod kyc;
 pub mod ledger;
 pub mod market;
 pub mod native;
+pub mod notifications;
 pub mod pipeline;
 pub mod rest;
 pub mod server;

@@ -1,4 +1,4 @@
-//! Native API under `/api/v1`: identity, API keys, wallet, KYC and
+//! Native API under `/api/v1`: identity, API keys, wallet, KYC, notifications and
 //! administration (API.md "Native API"). JSON in, JSON out; JWT bearer auth
 //! unless noted; every admin route checks a `resource:action` permission
 //! (`auth::has_permission`), never a role name.
@@ -25,6 +25,7 @@
 //! | -4010 | 401 | missing or invalid bearer token |
 //! | -4011 | 401 | wrong username or password |
 //! | -4012 | 401 | token expired |
+//! | -4020 | 400 | invalid notification webhook URL (scheme, host, port, length, credentials) |
 //! | -4030 | 403 | permission denied |
 //! | -4031 | 403 | account suspended |
 //! | -4032 | 403 | KYC level too low (withdrawals need level 1 or more) |
@@ -35,6 +36,7 @@
 //! | -4043 | 404 | unknown withdrawal |
 //! | -4044 | 404 | unknown trading pair |
 //! | -4045 | 404 | unknown KYC record |
+//! | -4047 | 404 | unknown notification (or another user's) |
 //! | -4090 | 409 | username taken |
 //! | -4091 | 409 | email taken |
 //! | -4092 | 409 | API key identifier exists |
@@ -85,6 +87,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::wallet::routes())
         .merge(crate::admin::routes())
         .merge(crate::kyc::routes())
+        .merge(crate::notifications::routes())
 }
 
 // ---------------------------------------------------------------- errors
@@ -104,6 +107,7 @@ pub mod codes {
     pub const UNAUTHORIZED: i32 = -4010;
     pub const BAD_CREDENTIALS: i32 = -4011;
     pub const TOKEN_EXPIRED: i32 = -4012;
+    pub const INVALID_WEBHOOK_URL: i32 = -4020;
     pub const FORBIDDEN: i32 = -4030;
     pub const USER_SUSPENDED: i32 = -4031;
     pub const KYC_REQUIRED: i32 = -4032;
@@ -114,6 +118,7 @@ pub mod codes {
     pub const UNKNOWN_PAIR: i32 = -4044;
     pub const KYC_SELF_REVIEW: i32 = -4033;
     pub const UNKNOWN_KYC_RECORD: i32 = -4045;
+    pub const UNKNOWN_NOTIFICATION: i32 = -4047;
     pub const USERNAME_TAKEN: i32 = -4090;
     pub const EMAIL_TAKEN: i32 = -4091;
     pub const API_KEY_EXISTS: i32 = -4092;
@@ -346,6 +351,11 @@ pub(crate) fn rejected(reason: RejectReason) -> NativeError {
             StatusCode::FORBIDDEN,
             codes::KYC_SELF_REVIEW,
             "A KYC record cannot be reviewed by its owner.",
+        ),
+        InvalidNotificationRequest => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "Invalid webhook URL or notification ids.",
         ),
         _ => (
             StatusCode::BAD_REQUEST,

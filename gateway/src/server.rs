@@ -61,6 +61,8 @@ pub struct ServeOptions {
     pub persister: crate::config::PersisterConfig,
     /// Bounds of the market-data projection (`[market_data]`).
     pub market_data: crate::market::MarketLimits,
+    /// Notification webhook delivery (`http.webhook_*`).
+    pub webhooks: crate::notifications::WebhookConfig,
 }
 
 /// Shared by every HTTP handler: one pointer, so the per-request clone
@@ -91,6 +93,8 @@ pub struct Shared {
     pub identity: Arc<RwLock<IdentityView>>,
     /// KYC records (kyc.rs), masked document numbers only.
     pub kyc: Arc<RwLock<crate::kyc::KycView>>,
+    /// In-app notifications and webhook URLs (notifications.rs).
+    pub notifications: Arc<RwLock<crate::notifications::NotificationsView>>,
     pub accounts: Arc<RwLock<Accounts>>,
     pub submitter: Submitter,
     pub durable: journal::DurableSeq,
@@ -415,6 +419,7 @@ struct Recovered {
     engine: engine::Engine,
     accounts: Accounts,
     market: Market,
+    notifications: crate::notifications::NotificationsView,
 }
 
 /// Recover the engine and the read models that keep history (per-user
@@ -444,15 +449,19 @@ fn recover(
     let mut accounts =
         Accounts::with_retention(limits.orders_kept_per_user, limits.trades_kept_per_user);
     let mut market = Market::new(limits);
+    let mut notifications =
+        crate::notifications::NotificationsView::new(crate::notifications::KEPT_PER_USER);
     let mut engine = engine::Engine::with_capacity(replica::DEFAULT_CAPACITY);
     let res = replica::replay(
         &mut engine,
         &data.journal(),
         journal_last_seq,
         Some(journal_last_seq),
-        |seq, ts, _, events| {
+        |seq, ts, cmd, events| {
             accounts.apply(seq, ts, events);
             market.apply_events(seq, ts, events);
+            // Recovered notifications are history: no webhook deliveries.
+            let _ = notifications.apply(seq, ts, cmd, events);
         },
         |p| {
             tracing::info!(
@@ -467,6 +476,7 @@ fn recover(
         Ok(replayed) if engine.last_seq() == journal_last_seq => {
             market.last_seq = journal_last_seq;
             accounts.last_seq = journal_last_seq;
+            notifications.last_seq = journal_last_seq;
             tracing::info!(
                 seq = journal_last_seq,
                 replayed,
@@ -478,6 +488,7 @@ fn recover(
                 engine,
                 accounts,
                 market,
+                notifications,
             });
         }
         Err(replica::ReplicaError::Journal(journal::JournalError::SeqPruned {
@@ -495,7 +506,7 @@ fn recover(
             );
         }
     }
-    drop((engine, accounts, market));
+    drop((engine, accounts, market, notifications));
     let rec = replica::recover(data, u64::MAX, |p| {
         tracing::info!(
             seq = p.seq,
@@ -522,6 +533,10 @@ fn recover(
             limits.trades_kept_per_user,
         ),
         market: Market::from_engine(&rec.engine, limits),
+        notifications: crate::notifications::NotificationsView::from_engine(
+            &rec.engine,
+            crate::notifications::KEPT_PER_USER,
+        ),
         engine: rec.engine,
     })
 }
@@ -583,6 +598,9 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         Some(auth.cipher.clone()),
     )));
     let accounts = Arc::new(RwLock::new(accounts));
+    let notifications = Arc::new(RwLock::new(rec.notifications));
+    let n2 = notifications.clone();
+    let (deliverer, deliveries) = crate::notifications::Deliverer::new();
     let fresh = rec.engine.assets().is_empty();
     let m2 = market.clone();
     let hub = Arc::new(crate::ws::Hub::new(opts.ws.clone()));
@@ -607,6 +625,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             h2.on_outcome(&m2.read().expect("market lock"), &o);
             i2.write().expect("identity lock").apply(o.seq, &o.events);
             k2.write().expect("kyc lock").apply(o.seq, &o.events);
+            // Webhook deliveries are queued with try_send: never waits.
+            let deliveries = n2
+                .write()
+                .expect("notifications lock")
+                .apply(o.seq, o.ts_ms, &o.command, &o.events);
+            if !deliveries.is_empty() {
+                deliverer.offer(deliveries);
+            }
             // User data streams: built from the state before the command,
             // delivered once every read model has applied it.
             let user_events = u2.prepare(&o, &m2, &a2);
@@ -639,6 +665,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         market,
         identity,
         kyc,
+        notifications,
         accounts,
         submitter: submitter.clone(),
         durable: durable.clone(),
@@ -718,6 +745,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         }
         crate::native::bootstrap_admin(&st, &opts.auth).await?;
         tokio::spawn(crate::ws::run_ticker(hub.clone(), st.market.clone()));
+        tokio::spawn(crate::notifications::run_deliveries(
+            deliveries,
+            opts.webhooks.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
             .with_context(|| {

@@ -5,12 +5,14 @@
 //! workspace root, embedded by [`migrate`]) and the writer that tails the journal
 //! ([`writer`], rows built by [`rows`] and written by [`sql`]; candles and
 //! the 24 h ticker derived from the trades by [`klines`]) and
-//! [`reconcile`]. [`testdb`] gives every test its own throw-away
+//! [`reconcile`]. [`notify`] derives the in-app notifications of a journal
+//! record (shared with the gateway). [`testdb`] gives every test its own throw-away
 //! database on the server named by `DATABASE_URL`.
 
 pub mod copy;
 pub mod klines;
 pub mod migrate;
+pub mod notify;
 pub mod reconcile;
 pub mod replica;
 pub mod rows;

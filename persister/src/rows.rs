@@ -238,6 +238,25 @@ pub struct Outbox {
     pub created: Vec<SystemTime>,
 }
 
+/// Columns of `notifications` (IN_APP, inserted as SENT).
+#[derive(Debug, Default)]
+pub struct Notes {
+    pub id: Vec<i64>,
+    pub user: Vec<i64>,
+    pub template_id: Vec<i64>,
+    pub title: Vec<String>,
+    pub content: Vec<String>,
+    pub created: Vec<SystemTime>,
+}
+
+/// Read marks: UPDATEs of `notifications` after the batch's inserts.
+#[derive(Debug, Default)]
+pub struct NoteReads {
+    pub id: Vec<i64>,
+    pub user: Vec<i64>,
+    pub read_at: Vec<SystemTime>,
+}
+
 /// Rows of a run of consecutive journal records.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -266,6 +285,9 @@ pub struct Batch {
     pub klines: Klines,
     pub audit: Audit,
     pub outbox: Outbox,
+    /// In-app notifications (`crate::notify::derive`) and read marks.
+    pub notifications: Notes,
+    pub notification_reads: NoteReads,
 }
 
 fn ledger_kind(cause: BalanceCause) -> (&'static str, Option<(&'static str, u64)>) {
@@ -461,6 +483,8 @@ impl Batch {
             + self.klines.row_count()
             + self.audit.id.len()
             + self.outbox.id.len()
+            + self.notifications.id.len()
+            + self.notification_reads.id.len()
     }
 
     /// Add the rows of record `seq` (already applied to `engine`).
@@ -820,6 +844,19 @@ impl Batch {
                     self.push_outbox(next_id(), "TRADE", tr.id.0, "trade.executed", data, t);
                 }
                 Event::StopTriggered { order, .. } => touched.push(*order),
+                Event::NotificationWebhookSet { .. } => {}
+                Event::NotificationsRead { user, ids, read_ms } => {
+                    let r = &mut self.notification_reads;
+                    for id in ids {
+                        // Ids beyond i64 name no row; skip rather than wrap.
+                        let Ok(id) = i64::try_from(*id) else {
+                            continue;
+                        };
+                        r.id.push(id);
+                        r.user.push(user.0 as i64);
+                        r.read_at.push(ts(*read_ms));
+                    }
+                }
                 Event::OrderAmended {
                     order, qty, pair, ..
                 } => {
@@ -861,6 +898,15 @@ impl Batch {
                     self.push_outbox(next_id(), "ORDER", order.0, ev, data, t);
                 }
             }
+        }
+        for n in crate::notify::derive(engine, seq, ts_ms, cmd, events) {
+            let x = &mut self.notifications;
+            x.id.push(n.id as i64);
+            x.user.push(n.user.0 as i64);
+            x.template_id.push(n.template_id);
+            x.title.push(n.title);
+            x.content.push(n.body);
+            x.created.push(ts(n.created_ms));
         }
         // Orders still open after this record: their state from the replica.
         for id in touched {

@@ -172,6 +172,19 @@ const OUTBOX: &str = "INSERT INTO outbox_events (id, aggregate_type, aggregate_i
     FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[])
         AS u(id, at_, aid, et, data, at)";
 
+const NOTIFICATIONS: &str = "INSERT INTO notifications (id, user_id, template_id, type, title,
+        content, status, sent_at, created_at, updated_at)
+    SELECT u.id, u.uid, u.tid, 'IN_APP', u.title, u.content, 'SENT', u.at, u.at, u.at
+    FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+        $6::timestamptz[]) AS u(id, uid, tid, title, content, at)";
+
+/// Read marks; the owner must match (the gateway checked it, the row says it
+/// again), and a second mark keeps the first `read_at`.
+const NOTIFICATIONS_READ: &str = "UPDATE notifications n SET status = 'READ', read_at = u.at,
+        updated_at = u.at
+    FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(id, uid, at)
+    WHERE n.id = u.id AND n.user_id = u.uid AND n.status <> 'READ'";
+
 const CHECKPOINT: &str = "UPDATE persister_checkpoints SET last_seq = $2, updated_at = now()
     WHERE writer = ANY($1::text[]) AND last_seq = $3";
 
@@ -935,6 +948,29 @@ pub async fn write_batch(
                 bx(&o.data),
                 bx(&o.created),
             ],
+        );
+    }
+
+    let n = &b.notifications;
+    if !n.id.is_empty() {
+        p.push(
+            NOTIFICATIONS,
+            vec![
+                bx(&n.id),
+                bx(&n.user),
+                bx(&n.template_id),
+                bx(&n.title),
+                bx(&n.content),
+                bx(&n.created),
+            ],
+        );
+    }
+    // After the inserts: a mark may name a notification of this batch.
+    let r = &b.notification_reads;
+    if !r.id.is_empty() {
+        p.push(
+            NOTIFICATIONS_READ,
+            vec![bx(&r.id), bx(&r.user), bx(&r.read_at)],
         );
     }
 

@@ -1,0 +1,723 @@
+//! In-app notifications: the one derivation, shared by the gateway's read
+//! model (live and at recovery) and the persister's `notifications` rows.
+//!
+//! [`derive`] maps one journal record (seq, journal time, command, events)
+//! to the notifications it produces. It is a pure function of the record and
+//! of a [`Catalog`] (asset symbols and decimals, pair symbols, which never
+//! change once listed), so a replay derives exactly the same notifications
+//! with the same ids: `seq << ROW_ID_SHIFT | index` (index = position among
+//! the record's notifications).
+//!
+//! Titles and bodies are rendered from the built-in [`TEMPLATES`] (seeded
+//! into `notification_templates` by `0010_notification_templates.sql` with
+//! the same ids, names and texts; a unit test keeps the two equal).
+//! Templates are not editable yet: editing them would have to be journaled
+//! so that the derivation stays a function of the journal.
+
+use std::collections::BTreeMap;
+
+use engine::*;
+
+use crate::rows::{dec, ROW_ID_SHIFT};
+
+/// A built-in in-app notification template. `{name}` placeholders are
+/// replaced by [`render`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Template {
+    /// `notification_templates.id`.
+    pub id: i64,
+    /// `notification_templates.name` (unique).
+    pub name: &'static str,
+    /// The title (`subject`).
+    pub subject: &'static str,
+    /// The body (`content`).
+    pub content: &'static str,
+}
+
+pub const ORDER_FILLED: &str = "order_filled";
+pub const ORDER_EXPIRED: &str = "order_expired";
+pub const ORDER_CANCELED: &str = "order_canceled";
+pub const DEPOSIT_CREDITED: &str = "deposit_credited";
+pub const WITHDRAWAL_REQUESTED: &str = "withdrawal_requested";
+pub const WITHDRAWAL_SENT: &str = "withdrawal_sent";
+pub const WITHDRAWAL_REJECTED: &str = "withdrawal_rejected";
+pub const KYC_APPROVED: &str = "kyc_approved";
+pub const KYC_REJECTED: &str = "kyc_rejected";
+pub const LOGIN_LOCKED: &str = "login_locked";
+pub const API_KEY_CREATED: &str = "api_key_created";
+
+/// Every built-in template (type IN_APP). Ids are stable: they are rows of
+/// `notification_templates` and the `template_id` of every notification.
+pub const TEMPLATES: &[Template] = &[
+    Template {
+        id: 1,
+        name: ORDER_FILLED,
+        subject: "Order filled",
+        content: "Your order {order_id} on {symbol} was filled: {qty} {base} for {quote_qty} {quote}.",
+    },
+    Template {
+        id: 2,
+        name: ORDER_EXPIRED,
+        subject: "Order expired",
+        content: "Your order {order_id} on {symbol} ended {status} after filling {qty} {base}.",
+    },
+    Template {
+        id: 3,
+        name: ORDER_CANCELED,
+        subject: "Order canceled",
+        content: "Your order {order_id} on {symbol} was canceled by the exchange after filling {qty} {base}.",
+    },
+    Template {
+        id: 4,
+        name: DEPOSIT_CREDITED,
+        subject: "Deposit credited",
+        content: "{amount} {asset} were credited to your account (deposit {deposit_id}).",
+    },
+    Template {
+        id: 5,
+        name: WITHDRAWAL_REQUESTED,
+        subject: "Withdrawal requested",
+        content: "Your withdrawal {withdrawal_id} of {amount} {asset} (fee {fee}) to {address} awaits approval.",
+    },
+    Template {
+        id: 6,
+        name: WITHDRAWAL_SENT,
+        subject: "Withdrawal sent",
+        content: "Your withdrawal {withdrawal_id} of {amount} {asset} to {address} was sent (transaction {tx_hash}).",
+    },
+    Template {
+        id: 7,
+        name: WITHDRAWAL_REJECTED,
+        subject: "Withdrawal rejected",
+        content: "Your withdrawal {withdrawal_id} of {amount} {asset} was rejected; the funds are available again.",
+    },
+    Template {
+        id: 8,
+        name: KYC_APPROVED,
+        subject: "Verification approved",
+        content: "Your KYC verification {kyc_id} was approved: your level is now {level}.",
+    },
+    Template {
+        id: 9,
+        name: KYC_REJECTED,
+        subject: "Verification rejected",
+        content: "Your KYC verification {kyc_id} (level {level}) was rejected: {notes}",
+    },
+    Template {
+        id: 10,
+        name: LOGIN_LOCKED,
+        subject: "Password login locked",
+        content: "Password login is locked until {locked_until} after {failures} failed attempts.",
+    },
+    Template {
+        id: 11,
+        name: API_KEY_CREATED,
+        subject: "New API key",
+        content: "API key {api_key} (\"{label}\", permissions {permissions}) was created.",
+    },
+];
+
+/// The built-in template called `name`.
+pub fn template(name: &str) -> Option<&'static Template> {
+    TEMPLATES.iter().find(|t| t.name == name)
+}
+
+/// `text` with every `{key}` of `vars` replaced by its value, in one pass:
+/// a value that itself contains `{key}` is not expanded again. Unknown
+/// placeholders stay as they are.
+pub fn render(text: &str, vars: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}').and_then(|close| {
+            let key = &after[..close];
+            vars.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (v, close))
+        }) {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One in-app notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// `seq << ROW_ID_SHIFT | index`.
+    pub id: u64,
+    pub user: UserId,
+    pub template_id: i64,
+    pub template: &'static str,
+    pub title: String,
+    pub body: String,
+    /// Journal time of the record.
+    pub created_ms: u64,
+}
+
+impl Notification {
+    /// The journal record that produced notification `id`.
+    pub fn seq_of(id: u64) -> u64 {
+        id >> ROW_ID_SHIFT
+    }
+}
+
+/// What the derivation needs to know about assets and pairs.
+pub trait Catalog {
+    /// (symbol, decimals).
+    fn asset_info(&self, id: AssetId) -> Option<(&str, u8)>;
+    /// (symbol, base, quote).
+    fn pair_info(&self, id: PairId) -> Option<(&str, AssetId, AssetId)>;
+}
+
+impl Catalog for Engine {
+    fn asset_info(&self, id: AssetId) -> Option<(&str, u8)> {
+        self.asset(id)
+            .map(|a| (a.spec.symbol.as_str(), a.spec.decimals))
+    }
+    fn pair_info(&self, id: PairId) -> Option<(&str, AssetId, AssetId)> {
+        self.pair(id).map(|p| {
+            (
+                p.pair.spec.symbol.as_str(),
+                p.pair.spec.base,
+                p.pair.spec.quote,
+            )
+        })
+    }
+}
+
+/// A [`Catalog`] kept from the events themselves (for readers that have no
+/// engine, like the gateway's publisher).
+#[derive(Debug, Default, Clone)]
+pub struct CatalogView {
+    assets: BTreeMap<AssetId, (String, u8)>,
+    pairs: BTreeMap<PairId, (String, AssetId, AssetId)>,
+}
+
+impl CatalogView {
+    pub fn from_engine(e: &Engine) -> CatalogView {
+        let mut c = CatalogView::default();
+        for a in e.assets() {
+            c.assets
+                .insert(a.id, (a.spec.symbol.clone(), a.spec.decimals));
+        }
+        for p in e.pairs() {
+            let s = &p.pair.spec;
+            c.pairs
+                .insert(p.pair.id, (s.symbol.clone(), s.base, s.quote));
+        }
+        c
+    }
+
+    /// Follow listings and updates (call before [`derive`] for the record).
+    pub fn observe(&mut self, events: &[Event]) {
+        for ev in events {
+            match ev {
+                Event::AssetListed(a) | Event::AssetUpdated(a) => {
+                    self.assets
+                        .insert(a.id, (a.spec.symbol.clone(), a.spec.decimals));
+                }
+                Event::PairListed(p) | Event::PairUpdated(p) => {
+                    let s = &p.spec;
+                    self.pairs.insert(p.id, (s.symbol.clone(), s.base, s.quote));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Catalog for CatalogView {
+    fn asset_info(&self, id: AssetId) -> Option<(&str, u8)> {
+        self.assets.get(&id).map(|(s, d)| (s.as_str(), *d))
+    }
+    fn pair_info(&self, id: PairId) -> Option<(&str, AssetId, AssetId)> {
+        self.pairs.get(&id).map(|(s, b, q)| (s.as_str(), *b, *q))
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of journal milliseconds.
+pub fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Whether `cmd` is `user` ending their own orders (then a CANCELED order
+/// needs no notification: they know).
+fn own_cancel(cmd: &Command, user: UserId) -> bool {
+    match cmd {
+        Command::CancelOrder { user: u, .. }
+        | Command::CancelAll { user: u, .. }
+        | Command::AmendQty { user: u, .. } => *u == user,
+        Command::CancelReplace { new, .. } => new.user == user,
+        _ => false,
+    }
+}
+
+/// The in-app notifications record `seq` produces (empty for a rejected
+/// command). `catalog` must know the assets and pairs the record mentions
+/// (unknown ones render as their numeric ids, never fail).
+pub fn derive(
+    catalog: &dyn Catalog,
+    seq: u64,
+    ts_ms: u64,
+    cmd: &Command,
+    events: &[Event],
+) -> Vec<Notification> {
+    let mut out = Vec::new();
+    if matches!(events.first(), Some(Event::Rejected { .. })) {
+        return out;
+    }
+    let asset = |a: AssetId| -> (String, u8) {
+        catalog
+            .asset_info(a)
+            .map_or((format!("#{}", a.0), 8), |(s, d)| (s.to_owned(), d))
+    };
+    let amount = |a: AssetId, units: u64| dec(units as u128, asset(a).1);
+    let mut push = |user: UserId, name: &'static str, vars: &[(&str, String)]| {
+        let Some(t) = template(name) else {
+            return;
+        };
+        let index = out.len() as u64;
+        out.push(Notification {
+            id: (seq << ROW_ID_SHIFT) | index,
+            user,
+            template_id: t.id,
+            template: t.name,
+            title: render(t.subject, vars),
+            body: render(t.content, vars),
+            created_ms: ts_ms,
+        });
+    };
+    for ev in events {
+        match ev {
+            Event::OrderDone {
+                order,
+                user,
+                pair,
+                status,
+                filled,
+                cum_quote,
+            } => {
+                let name = match status {
+                    OrderStatus::Filled => ORDER_FILLED,
+                    OrderStatus::Expired | OrderStatus::ExpiredInMatch => ORDER_EXPIRED,
+                    OrderStatus::Canceled if !own_cancel(cmd, *user) => ORDER_CANCELED,
+                    _ => continue,
+                };
+                let (symbol, base, quote) = catalog.pair_info(*pair).map_or(
+                    (format!("#{}", pair.0), AssetId(0), AssetId(0)),
+                    |(s, b, q)| (s.to_owned(), b, q),
+                );
+                push(
+                    *user,
+                    name,
+                    &[
+                        ("order_id", order.0.to_string()),
+                        ("symbol", symbol),
+                        ("status", status.as_str().to_owned()),
+                        ("qty", amount(base, filled.0)),
+                        ("base", asset(base).0),
+                        ("quote_qty", amount(quote, *cum_quote)),
+                        ("quote", asset(quote).0),
+                    ],
+                );
+            }
+            Event::Balance(b) => {
+                if let BalanceCause::Deposit(d) = b.cause {
+                    let credited = b.available_after.saturating_sub(b.available_before);
+                    push(
+                        b.user,
+                        DEPOSIT_CREDITED,
+                        &[
+                            ("deposit_id", d.to_string()),
+                            ("asset", asset(b.asset).0),
+                            ("amount", amount(b.asset, credited)),
+                        ],
+                    );
+                }
+            }
+            Event::WithdrawalUpdated(w) => {
+                let name = match w.status {
+                    WithdrawalStatus::Pending => WITHDRAWAL_REQUESTED,
+                    WithdrawalStatus::Sent => WITHDRAWAL_SENT,
+                    WithdrawalStatus::Rejected => WITHDRAWAL_REJECTED,
+                };
+                push(
+                    w.user,
+                    name,
+                    &[
+                        ("withdrawal_id", w.id.to_string()),
+                        ("asset", asset(w.asset).0),
+                        ("amount", amount(w.asset, w.amount)),
+                        ("fee", amount(w.asset, w.fee)),
+                        ("address", w.address.clone()),
+                        ("tx_hash", w.tx_hash.clone()),
+                    ],
+                );
+            }
+            Event::KycReviewed {
+                kyc,
+                user,
+                status,
+                level,
+                notes,
+                ..
+            } => {
+                let name = match status {
+                    KycStatus::Approved => KYC_APPROVED,
+                    KycStatus::Rejected => KYC_REJECTED,
+                    KycStatus::Pending => continue,
+                };
+                push(
+                    *user,
+                    name,
+                    &[
+                        ("kyc_id", kyc.to_string()),
+                        ("level", level.to_string()),
+                        ("notes", notes.clone()),
+                    ],
+                );
+            }
+            Event::LoginRecorded {
+                user,
+                success: false,
+                failed_logins,
+                locked_until_ms,
+            } if *locked_until_ms != 0 => {
+                // While locked every attempt is rejected, so a recorded
+                // failure that leaves a lock is the one that set it.
+                push(
+                    *user,
+                    LOGIN_LOCKED,
+                    &[
+                        ("locked_until", utc_text(*locked_until_ms)),
+                        ("failures", failed_logins.to_string()),
+                    ],
+                );
+            }
+            Event::ApiKeyCreated {
+                user,
+                api_key,
+                label,
+                permissions,
+                ..
+            } => {
+                let perms: Vec<&str> = api_key_perms::NAMES
+                    .iter()
+                    .filter(|(bit, _)| permissions & bit != 0)
+                    .map(|(_, n)| *n)
+                    .collect();
+                push(
+                    *user,
+                    API_KEY_CREATED,
+                    &[
+                        ("api_key", api_key.clone()),
+                        ("label", label.clone()),
+                        ("permissions", perms.join(",")),
+                    ],
+                );
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BTC (id 1, 8 decimals), USDT (id 2, 6 decimals), BTCUSDT (id 1).
+    struct Cat;
+    impl Catalog for Cat {
+        fn asset_info(&self, id: AssetId) -> Option<(&str, u8)> {
+            match id.0 {
+                1 => Some(("BTC", 8)),
+                2 => Some(("USDT", 6)),
+                _ => None,
+            }
+        }
+        fn pair_info(&self, id: PairId) -> Option<(&str, AssetId, AssetId)> {
+            (id.0 == 1).then_some(("BTCUSDT", AssetId(1), AssetId(2)))
+        }
+    }
+
+    const U: UserId = UserId(7);
+    const SEQ: u64 = 42;
+    const TS: u64 = 1_767_225_600_000; // 2026-01-01 00:00:00 UTC
+
+    fn one(cmd: &Command, events: &[Event]) -> Notification {
+        let n = derive(&Cat, SEQ, TS, cmd, events);
+        assert_eq!(n.len(), 1, "{n:?}");
+        let n = n.into_iter().next().unwrap();
+        assert_eq!(n.id, SEQ << ROW_ID_SHIFT);
+        assert_eq!(Notification::seq_of(n.id), SEQ);
+        assert_eq!(n.created_ms, TS);
+        assert_eq!(n.user, U);
+        assert_eq!(template(n.template).unwrap().id, n.template_id);
+        n
+    }
+
+    fn cancel_cmd(user: UserId) -> Command {
+        Command::CancelOrder {
+            user,
+            pair: PairId(1),
+            target: OrderRef::Id(OrderId(9)),
+        }
+    }
+
+    fn done(status: OrderStatus) -> Event {
+        Event::OrderDone {
+            order: OrderId(9),
+            user: U,
+            pair: PairId(1),
+            status,
+            filled: Qty(150_000_000),
+            cum_quote: 3_000_000,
+        }
+    }
+
+    fn withdrawal(status: WithdrawalStatus) -> Event {
+        Event::WithdrawalUpdated(Withdrawal {
+            id: 3,
+            user: U,
+            asset: AssetId(1),
+            amount: 50_000_000,
+            fee: 10_000,
+            address: "bc1qxyz".into(),
+            tx_hash: if status == WithdrawalStatus::Sent {
+                "0xabc".into()
+            } else {
+                String::new()
+            },
+            status,
+            created_ms: TS,
+            updated_ms: TS,
+        })
+    }
+
+    #[test]
+    fn order_filled() {
+        let n = one(&cancel_cmd(UserId(99)), &[done(OrderStatus::Filled)]);
+        assert_eq!(n.template, ORDER_FILLED);
+        assert_eq!(n.title, "Order filled");
+        assert_eq!(
+            n.body,
+            "Your order 9 on BTCUSDT was filled: 1.50000000 BTC for 3.000000 USDT."
+        );
+    }
+
+    #[test]
+    fn order_expired_and_expired_in_match() {
+        for s in [OrderStatus::Expired, OrderStatus::ExpiredInMatch] {
+            let n = one(&cancel_cmd(U), &[done(s)]);
+            assert_eq!(n.template, ORDER_EXPIRED);
+            assert!(n.body.contains(s.as_str()), "{}", n.body);
+        }
+    }
+
+    #[test]
+    fn canceled_by_the_exchange_notifies_but_own_cancels_do_not() {
+        let n = one(&cancel_cmd(UserId(1)), &[done(OrderStatus::Canceled)]);
+        assert_eq!(n.template, ORDER_CANCELED);
+        assert!(n.body.contains("1.50000000 BTC"), "{}", n.body);
+        for cmd in [
+            cancel_cmd(U),
+            Command::CancelAll {
+                user: U,
+                pair: PairId(1),
+            },
+        ] {
+            assert!(derive(&Cat, SEQ, TS, &cmd, &[done(OrderStatus::Canceled)]).is_empty());
+        }
+        // NEW / PARTIALLY_FILLED are not endings worth a notification.
+        assert!(derive(&Cat, SEQ, TS, &cancel_cmd(U), &[done(OrderStatus::New)]).is_empty());
+    }
+
+    #[test]
+    fn deposit_credited() {
+        let ev = Event::Balance(BalanceChange {
+            user: U,
+            asset: AssetId(2),
+            available_before: 1_000_000,
+            available_after: 1_250_000_000,
+            frozen_before: 0,
+            frozen_after: 0,
+            cause: BalanceCause::Deposit(5),
+        });
+        let n = one(&cancel_cmd(U), &[ev]);
+        assert_eq!(n.template, DEPOSIT_CREDITED);
+        assert_eq!(
+            n.body,
+            "1249.000000 USDT were credited to your account (deposit 5)."
+        );
+    }
+
+    #[test]
+    fn withdrawal_requested_sent_rejected() {
+        let n = one(&cancel_cmd(U), &[withdrawal(WithdrawalStatus::Pending)]);
+        assert_eq!(n.template, WITHDRAWAL_REQUESTED);
+        assert!(
+            n.body
+                .contains("0.50000000 BTC (fee 0.00010000) to bc1qxyz"),
+            "{}",
+            n.body
+        );
+        let n = one(&cancel_cmd(U), &[withdrawal(WithdrawalStatus::Sent)]);
+        assert_eq!(n.template, WITHDRAWAL_SENT);
+        assert!(n.body.contains("(transaction 0xabc)"), "{}", n.body);
+        let n = one(&cancel_cmd(U), &[withdrawal(WithdrawalStatus::Rejected)]);
+        assert_eq!(n.template, WITHDRAWAL_REJECTED);
+    }
+
+    #[test]
+    fn kyc_approved_and_rejected() {
+        let ev = |status, notes: &str| Event::KycReviewed {
+            kyc: 4,
+            user: U,
+            reviewer: UserId(1),
+            status,
+            level: 2,
+            notes: notes.into(),
+            reviewed_ms: TS,
+        };
+        let n = one(&cancel_cmd(U), &[ev(KycStatus::Approved, "")]);
+        assert_eq!(n.template, KYC_APPROVED);
+        assert_eq!(
+            n.body,
+            "Your KYC verification 4 was approved: your level is now 2."
+        );
+        // A placeholder inside a value is not expanded again.
+        let n = one(&cancel_cmd(U), &[ev(KycStatus::Rejected, "blurry {level}")]);
+        assert_eq!(n.template, KYC_REJECTED);
+        assert!(
+            n.body.ends_with("was rejected: blurry {level}"),
+            "{}",
+            n.body
+        );
+    }
+
+    #[test]
+    fn login_locked_only_when_the_failure_locks() {
+        let ev = |success, locked_until_ms| Event::LoginRecorded {
+            user: U,
+            success,
+            failed_logins: 5,
+            locked_until_ms,
+        };
+        let n = one(&cancel_cmd(U), &[ev(false, TS + 900_000)]);
+        assert_eq!(n.template, LOGIN_LOCKED);
+        assert_eq!(
+            n.body,
+            "Password login is locked until 2026-01-01 00:15:00 UTC after 5 failed attempts."
+        );
+        assert!(derive(&Cat, SEQ, TS, &cancel_cmd(U), &[ev(false, 0)]).is_empty());
+        assert!(derive(&Cat, SEQ, TS, &cancel_cmd(U), &[ev(true, 0)]).is_empty());
+    }
+
+    #[test]
+    fn api_key_created() {
+        let ev = Event::ApiKeyCreated {
+            user: U,
+            id: 3,
+            api_key: "abcd".into(),
+            label: "bot".into(),
+            permissions: api_key_perms::READ | api_key_perms::TRADE,
+            kind: ApiKeyKind::Hmac,
+            secret: vec![1, 2, 3],
+            created_ms: TS,
+        };
+        let n = one(&cancel_cmd(U), &[ev]);
+        assert_eq!(n.template, API_KEY_CREATED);
+        assert_eq!(
+            n.body,
+            "API key abcd (\"bot\", permissions READ,TRADE) was created."
+        );
+        // The secret never reaches a notification.
+        assert!(!n.body.contains("[1, 2, 3]"));
+    }
+
+    #[test]
+    fn ids_count_within_the_record_and_rejections_produce_nothing() {
+        let evs = [
+            done(OrderStatus::Filled),
+            withdrawal(WithdrawalStatus::Pending),
+        ];
+        let n = derive(&Cat, SEQ, TS, &cancel_cmd(UserId(99)), &evs);
+        let ids: Vec<u64> = n.iter().map(|n| n.id).collect();
+        assert_eq!(ids, vec![SEQ << ROW_ID_SHIFT, (SEQ << ROW_ID_SHIFT) + 1]);
+        // Deterministic: the same record derives the same notifications.
+        assert_eq!(n, derive(&Cat, SEQ, TS, &cancel_cmd(UserId(99)), &evs));
+        let rejected = [Event::Rejected {
+            reason: RejectReason::UnknownUser,
+        }];
+        assert!(derive(&Cat, SEQ, TS, &cancel_cmd(U), &rejected).is_empty());
+    }
+
+    #[test]
+    fn unknown_assets_render_as_ids() {
+        let mut ev = withdrawal(WithdrawalStatus::Rejected);
+        if let Event::WithdrawalUpdated(w) = &mut ev {
+            w.asset = AssetId(77);
+        }
+        let n = one(&cancel_cmd(U), &[ev]);
+        assert!(n.body.contains("0.50000000 #77"), "{}", n.body);
+    }
+
+    #[test]
+    fn render_replaces_known_placeholders_once() {
+        let v = [("a", "x{b}".to_string()), ("b", "y".to_string())];
+        assert_eq!(render("{a}-{b}-{c}-{", &v), "x{b}-y-{c}-{");
+    }
+
+    #[test]
+    fn the_migration_seeds_exactly_these_templates() {
+        let sql = include_str!("../../migrations/0010_notification_templates.sql");
+        for t in TEMPLATES {
+            let row = format!(
+                "({}, '{}', 'IN_APP', '{}',\n     '{}')",
+                t.id, t.name, t.subject, t.content
+            );
+            assert!(sql.contains(&row), "missing or different: {row}");
+        }
+        assert_eq!(sql.matches("'IN_APP'").count(), TEMPLATES.len());
+        let mut ids: Vec<i64> = TEMPLATES.iter().map(|t| t.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), TEMPLATES.len());
+    }
+
+    #[test]
+    fn utc_text_formats_journal_time() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_text(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_text(TS + 3_723_000), "2026-01-01 01:02:03 UTC");
+    }
+}
