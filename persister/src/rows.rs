@@ -351,7 +351,7 @@ pub enum Domain {
     Trading,
     /// Klines and 24 h tickers.
     MarketData,
-    /// Audit log.
+    /// Audit log and notifications.
     Activity,
 }
 
@@ -437,6 +437,8 @@ impl Batch {
             trades,
             klines,
             audit,
+            notifications,
+            notification_reads,
         } = self;
         if !keep.contains(Domain::Core) {
             *users = Default::default();
@@ -460,6 +462,8 @@ impl Batch {
         }
         if !keep.contains(Domain::Activity) {
             *audit = Default::default();
+            *notifications = Default::default();
+            *notification_reads = Default::default();
         }
     }
 
