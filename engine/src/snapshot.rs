@@ -269,11 +269,14 @@ impl StableHasher {
             self.buf[self.n..self.n + take].copy_from_slice(&data[..take]);
             self.n += take;
             data = &data[take..];
-            if self.n == 8 {
-                let w = u64::from_le_bytes(self.buf);
-                self.word(w);
-                self.n = 0;
+            if self.n < 8 {
+                // Still a partial word: keep it for the next write (falling
+                // through would reset `n` and drop these bytes).
+                return;
             }
+            let w = u64::from_le_bytes(self.buf);
+            self.word(w);
+            self.n = 0;
         }
         let mut chunks = data.chunks_exact(8);
         for c in &mut chunks {
