@@ -4,6 +4,7 @@
 //! `COMMAND_FORMAT_VERSION`).
 
 use crate::model::{ApiKeyKind, AssetSpec, Limits, PairSpec};
+use crate::risk::{RiskAction, RiskEventStatus, RiskLevel, RiskRuleChanges, RiskRuleType};
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +14,14 @@ use serde::{Deserialize, Serialize};
 /// * 1: the original set.
 /// * 2: `Limits` gained `max_failed_logins` and `lockout_ms` (changes the
 ///   encoding of `SetLimits`); identity commands appended at the end.
-pub const COMMAND_FORMAT_VERSION: u16 = 2;
+/// * 3: risk commands (`CreateRiskRule`, `UpdateRiskRule`,
+///   `DeleteRiskRule`, `SetRiskEventStatus`) and `GrantRole` / `RevokeRole`
+///   appended. Every version 2 record is encoded as in version 3; the bump
+///   makes an older binary refuse a journal with these records by version,
+///   not mid-decode.
+pub const COMMAND_FORMAT_VERSION: u16 = 3;
 
-/// Variant index of `SetLimits` in the bincode encoding (versions 1 and 2).
+/// Variant index of `SetLimits` in the bincode encoding (every version).
 const SET_LIMITS_TAG: u32 = 6;
 
 /// `Limits` as version 1 encoded it.
@@ -186,6 +192,54 @@ pub enum Command {
         user: UserId,
         success: bool,
     },
+
+    // risk (appended)
+    /// A new risk rule (id from the engine's counter). `parameters` is a
+    /// JSON object as text (`risk::RiskParams::parse` states what each type
+    /// takes); names are unique (case-insensitive). `by` is the acting
+    /// staff member.
+    CreateRiskRule {
+        by: UserId,
+        name: String,
+        kind: RiskRuleType,
+        parameters: String,
+        level: RiskLevel,
+        action: RiskAction,
+        enabled: bool,
+        description: String,
+    },
+    /// Change some of a rule's fields (its type never changes).
+    UpdateRiskRule {
+        by: UserId,
+        rule: u64,
+        changes: RiskRuleChanges,
+    },
+    /// Remove a rule; its id is never reused, its events stay.
+    DeleteRiskRule {
+        by: UserId,
+        rule: u64,
+    },
+    /// Acknowledge, resolve or dismiss a risk event, with a note.
+    SetRiskEventStatus {
+        by: UserId,
+        event: u64,
+        status: RiskEventStatus,
+        note: String,
+    },
+
+    // roles (appended)
+    /// Add one role bit (`model::roles`) to a user's roles. Unlike
+    /// `SetUserRoles` (the whole set), two concurrent grants or revokes of
+    /// different roles cannot undo each other.
+    GrantRole {
+        user: UserId,
+        role: u32,
+    },
+    /// Remove one role bit; ADMIN stays with the last active admin.
+    RevokeRole {
+        user: UserId,
+        role: u32,
+    },
 }
 
 impl Command {
@@ -216,7 +270,8 @@ impl Command {
             .with_limit(1 << 20);
         let body = &bytes[2..];
         match version {
-            COMMAND_FORMAT_VERSION => {}
+            // Version 2 differs only in lacking the appended risk and role commands.
+            COMMAND_FORMAT_VERSION | 2 => {}
             // Version 1 differs only in the encoding of `SetLimits`.
             1 if body.get(..4) == Some(&SET_LIMITS_TAG.to_le_bytes()[..]) => {
                 let l: LimitsV1 = opts

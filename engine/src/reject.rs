@@ -1,7 +1,8 @@
 //! Business rejections are data: every reason has a stable number, grouped by
 //! subsystem (1xx identity, 2xx configuration, 3xx order parameters and
-//! filters, 4xx order state, 5xx funds, 6xx wallet). Numbers are never reused
-//! or renumbered: the journal, Postgres and clients may hold them.
+//! filters, 4xx order state, 5xx funds, 6xx wallet, 7xx risk). Numbers are
+//! never reused or renumbered: the journal, Postgres and clients may hold
+//! them.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,10 @@ pub enum RejectReason {
     UserLocked = 112,
     /// API key identifier, label, permissions or key material malformed.
     InvalidApiKey = 113,
+    /// Not exactly one role of `model::roles`.
+    InvalidRole = 130,
+    /// ADMIN cannot be revoked from the last active admin.
+    LastActiveAdmin = 131,
 
     // 2xx: configuration (assets, pairs, fee account)
     UnknownAsset = 200,
@@ -75,6 +80,22 @@ pub enum RejectReason {
     WithdrawalNotPending = 605,
     KycRequired = 606,
     DepositConfirmationsDecreased = 607,
+
+    // 7xx: risk rules and events
+    UnknownRiskRule = 700,
+    /// Name, description, type, action or parameters not acceptable.
+    InvalidRiskRule = 701,
+    RiskRuleNameTaken = 702,
+    TooManyRiskRules = 703,
+    UnknownRiskEvent = 704,
+    /// The event was already resolved or dismissed.
+    RiskEventClosed = 705,
+    /// A change to OPEN or to the status it has, or a note too long.
+    InvalidRiskEventStatus = 706,
+    /// Refused by an ORDER_NOTIONAL rule with action BLOCK.
+    RiskOrderNotional = 710,
+    /// Refused by a LARGE_WITHDRAWAL rule with action BLOCK.
+    RiskLargeWithdrawal = 711,
 }
 
 impl RejectReason {
@@ -100,6 +121,8 @@ impl RejectReason {
             RoleUnchanged => "ROLE_UNCHANGED",
             UserLocked => "USER_LOCKED",
             InvalidApiKey => "INVALID_API_KEY",
+            InvalidRole => "INVALID_ROLE",
+            LastActiveAdmin => "LAST_ACTIVE_ADMIN",
             UnknownAsset => "UNKNOWN_ASSET",
             AssetExists => "ASSET_EXISTS",
             UnknownPair => "UNKNOWN_PAIR",
@@ -140,6 +163,15 @@ impl RejectReason {
             WithdrawalNotPending => "WITHDRAWAL_NOT_PENDING",
             KycRequired => "KYC_REQUIRED",
             DepositConfirmationsDecreased => "DEPOSIT_CONFIRMATIONS_DECREASED",
+            UnknownRiskRule => "UNKNOWN_RISK_RULE",
+            InvalidRiskRule => "INVALID_RISK_RULE",
+            RiskRuleNameTaken => "RISK_RULE_NAME_TAKEN",
+            TooManyRiskRules => "TOO_MANY_RISK_RULES",
+            UnknownRiskEvent => "UNKNOWN_RISK_EVENT",
+            RiskEventClosed => "RISK_EVENT_CLOSED",
+            InvalidRiskEventStatus => "INVALID_RISK_EVENT_STATUS",
+            RiskOrderNotional => "RISK_ORDER_NOTIONAL",
+            RiskLargeWithdrawal => "RISK_LARGE_WITHDRAWAL",
         }
     }
 }
@@ -163,5 +195,11 @@ mod tests {
         assert_eq!(TooManyApiKeys.code(), 107);
         assert_eq!(UserLocked.code(), 112);
         assert_eq!(InvalidApiKey.code(), 113);
+        assert_eq!(InvalidRole.code(), 130);
+        assert_eq!(LastActiveAdmin.code(), 131);
+        assert_eq!(UnknownRiskRule.code(), 700);
+        assert_eq!(InvalidRiskEventStatus.code(), 706);
+        assert_eq!(RiskOrderNotional.code(), 710);
+        assert_eq!(RiskLargeWithdrawal.code(), 711);
     }
 }

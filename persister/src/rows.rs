@@ -541,6 +541,12 @@ impl Batch {
                     }
                 }
                 Event::Adjusted { .. } => {}
+                // Risk rows: not written yet.
+                Event::RiskRuleCreated(_)
+                | Event::RiskRuleUpdated(_)
+                | Event::RiskRuleDeleted { .. }
+                | Event::RiskEventRaised(_)
+                | Event::RiskEventStatusChanged { .. } => {}
                 Event::OrderAccepted(o) => {
                     self.orders.insert(
                         o.id.0,
