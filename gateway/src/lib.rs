@@ -14,6 +14,7 @@ pub mod market;
 pub mod native;
 pub mod pipeline;
 pub mod rest;
+pub mod risk;
 pub mod server;
 pub mod trade;
 pub mod userstream;

@@ -87,6 +87,8 @@ pub struct AppState {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// Order and trade history in Postgres, when `DATABASE_URL` is set.
     pub history: Option<Arc<crate::history::PgHistory>>,
+    /// Risk rules and risk events (risk.rs).
+    pub risk: Arc<RwLock<crate::risk::RiskView>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -392,6 +394,7 @@ struct Recovered {
     engine: engine::Engine,
     accounts: Accounts,
     market: Market,
+    risk: crate::risk::RiskView,
 }
 
 /// Recover the engine and the read models that keep history (per-user
@@ -421,6 +424,7 @@ fn recover(
     let mut accounts =
         Accounts::with_retention(limits.orders_kept_per_user, limits.trades_kept_per_user);
     let mut market = Market::new(limits);
+    let mut risk = crate::risk::RiskView::default();
     let mut engine = engine::Engine::with_capacity(replica::DEFAULT_CAPACITY);
     let res = replica::replay(
         &mut engine,
@@ -430,6 +434,7 @@ fn recover(
         |seq, ts, _, events| {
             accounts.apply(seq, ts, events);
             market.apply_events(seq, ts, events);
+            risk.apply(seq, events);
         },
         |p| {
             tracing::info!(
@@ -455,6 +460,7 @@ fn recover(
                 engine,
                 accounts,
                 market,
+                risk,
             });
         }
         Err(replica::ReplicaError::Journal(journal::JournalError::SeqPruned {
@@ -472,7 +478,7 @@ fn recover(
             );
         }
     }
-    drop((engine, accounts, market));
+    drop((engine, accounts, market, risk));
     let rec = replica::recover(data, u64::MAX, |p| {
         tracing::info!(
             seq = p.seq,
@@ -499,6 +505,7 @@ fn recover(
             limits.trades_kept_per_user,
         ),
         market: Market::from_engine(&rec.engine, limits),
+        risk: crate::risk::RiskView::from_engine(&rec.engine),
         engine: rec.engine,
     })
 }
@@ -549,6 +556,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     );
     let rec = recover(&data, writer.last_seq(), opts.market_data)?;
     let (accounts, market) = (rec.accounts, rec.market);
+    let risk = Arc::new(RwLock::new(rec.risk));
+    let r2 = risk.clone();
     let market = Arc::new(RwLock::new(market));
     let auth = Arc::new(crate::auth::Auth::load(&opts.auth, &opts.data_dir)?);
     let identity = Arc::new(RwLock::new(IdentityView::with_secret_key(
@@ -578,6 +587,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             // (and `level_changes`) this command left.
             h2.on_outcome(&m2.read().expect("market lock"), &o);
             i2.write().expect("identity lock").apply(o.seq, &o.events);
+            r2.write().expect("risk lock").apply(o.seq, &o.events);
             // User data streams: built from the state before the command,
             // delivered once every read model has applied it.
             let user_events = u2.prepare(&o, &m2, &a2);
@@ -605,6 +615,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         None => None,
     };
     let st = AppState {
+        risk,
         history,
         closing: closing_rx,
         market,
