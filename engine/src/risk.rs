@@ -16,7 +16,9 @@
 //!   withdrawal request of at least `threshold`. BLOCK refuses it
 //!   (`RiskLargeWithdrawal`).
 //! * `LOGIN_FAILURE` `{"max_failures": N}` (1..=100): the N-th consecutive
-//!   failed password login (once per streak). ALERT only.
+//!   failed password login (once per streak). ALERT only. The lockout
+//!   (`Limits::max_failed_logins`, unless 0) ends a streak, so an N above
+//!   it never fires.
 //! * `SELF_TRADE` `{"symbol"?: "BTCUSDT"}`: a self-trade prevention expiry
 //!   (EXPIRED_IN_MATCH of the maker, the taker or both); one event per rule
 //!   and user per command. ALERT only.
@@ -969,11 +971,17 @@ impl Engine {
     // ------------------------------------------------------- evaluation
 
     /// ORDER_NOTIONAL rules against an order that passed every other check.
-    /// Refuses it when a BLOCK rule matched.
+    /// Refuses it when a BLOCK rule matched. Inlined into the order path:
+    /// without enabled rules it is one emptiness check.
+    #[inline]
     pub(crate) fn risk_check_order(&mut self, o: &NewOrder) -> R<()> {
         if self.risk.order_notional.is_empty() {
             return Ok(());
         }
+        self.risk_check_order_rules(o)
+    }
+
+    fn risk_check_order_rules(&mut self, o: &NewOrder) -> R<()> {
         let Some(ps) = self.pair(o.pair) else {
             return Ok(());
         };
