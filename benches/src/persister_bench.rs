@@ -366,6 +366,22 @@ pub struct Knobs {
     pub max_batch: Option<usize>,
     /// Rows from which a table goes by binary COPY (default: the writer's).
     pub copy_min_rows: Option<usize>,
+    /// One writer per table domain, in parallel (`persister.writers =
+    /// "split"`), instead of one writer of every table.
+    pub split: bool,
+}
+
+/// The writers of a run: one, or one per domain.
+fn bench_writers(url: &str, data: &DataDir, knobs: Knobs) -> Vec<WriterConfig> {
+    let base = bench_writer_config(url, data, knobs);
+    if knobs.split {
+        persister::rows::Domain::ALL
+            .into_iter()
+            .map(|d| base.clone().for_domain(d))
+            .collect()
+    } else {
+        vec![base]
+    }
 }
 
 fn bench_writer_config(url: &str, data: &DataDir, knobs: Knobs) -> WriterConfig {
@@ -390,7 +406,8 @@ pub struct CpuProbe {
     /// Last seen ticks per backend pid (a backend's ticks never decrease;
     /// one that exited keeps its last value).
     backends: std::collections::BTreeMap<u32, u64>,
-    writer_ticks: u64,
+    /// Per writer thread (one per domain when split).
+    writer_ticks: std::collections::BTreeMap<String, u64>,
 }
 
 fn stat_ticks(path: &std::path::Path) -> Option<u64> {
@@ -435,14 +452,16 @@ impl CpuProbe {
                 let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
                 if comm.trim() == "persister" {
                     if let Some(t) = stat_ticks(&e.path().join("stat")) {
-                        self.writer_ticks = self.writer_ticks.max(t);
+                        let tid = e.file_name().to_string_lossy().into_owned();
+                        let v = self.writer_ticks.entry(tid).or_default();
+                        *v = (*v).max(t);
                     }
                 }
             }
         }
         (
             self.backends.values().sum::<u64>() as f64 / 100.0,
-            self.writer_ticks as f64 / 100.0,
+            self.writer_ticks.values().sum::<u64>() as f64 / 100.0,
         )
     }
 }
@@ -474,30 +493,42 @@ pub fn catch_up(
     let (pg0, _) = probe.sample();
     let last = s.len() as u64;
     let stop = Arc::new(AtomicBool::new(false));
-    let status = Arc::new(PersisterStatus::default());
     let t0 = Instant::now();
-    let h = writer::spawn(
-        bench_writer_config(url, data, knobs),
-        Follow::Poll,
-        stop.clone(),
-        status.clone(),
-    )?;
+    let mut writers = Vec::new();
+    for cfg in bench_writers(url, data, knobs) {
+        let status = Arc::new(PersisterStatus::default());
+        let h = writer::spawn(cfg, Follow::Poll, stop.clone(), status.clone())?;
+        writers.push((h, status));
+    }
+    let sum = |f: fn(&PersisterStatus) -> &std::sync::atomic::AtomicU64| -> u64 {
+        writers
+            .iter()
+            .map(|(_, st)| f(st).load(Ordering::Relaxed))
+            .sum()
+    };
+    let written = || {
+        writers
+            .iter()
+            .map(|(_, st)| st.written_seq.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    };
     let mut next_report = Instant::now() + Duration::from_secs(2);
     let (mut prev_rows, mut prev_at) = (0u64, Instant::now());
-    while status.written_seq.load(Ordering::Relaxed) < last {
-        if h.is_finished() {
-            bail!("writer stopped: {:?}", h.join());
+    while written() < last {
+        if writers.iter().any(|(h, _)| h.is_finished()) {
+            bail!("a writer stopped early");
         }
         std::thread::sleep(Duration::from_millis(2));
         if Instant::now() >= next_report {
             probe.sample();
-            let rows = status.rows.load(Ordering::Relaxed);
-            let w = status.written_seq.load(Ordering::Relaxed);
+            let rows = sum(|st| &st.rows);
+            let w = written();
             eprintln!(
                 "persister: catch-up at seq {w} of {last} ({:.0}%), {:.0} rows/s, {} batches",
                 w as f64 * 100.0 / last as f64,
                 (rows - prev_rows) as f64 / prev_at.elapsed().as_secs_f64(),
-                status.batches.load(Ordering::Relaxed)
+                sum(|st| &st.batches)
             );
             (prev_rows, prev_at) = (rows, Instant::now());
             next_report += Duration::from_secs(2);
@@ -506,19 +537,23 @@ pub fn catch_up(
     let elapsed = t0.elapsed();
     let (pg1, writer_cpu_s) = probe.sample();
     stop.store(true, Ordering::Release);
-    h.join()
-        .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    let (rows, batches) = (sum(|st| &st.rows), sum(|st| &st.batches));
+    let (build_ns, flush_ns) = (sum(|st| &st.build_ns), sum(|st| &st.flush_ns));
+    for (h, _) in writers {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    }
     Ok(CatchUp {
         pg_cpu_s: pg1 - pg0,
         writer_cpu_s,
         records: last,
         trades: s.trades_upto(last),
         events: s.events_upto(last),
-        rows: status.rows.load(Ordering::Relaxed),
-        batches: status.batches.load(Ordering::Relaxed),
+        rows,
+        batches,
         elapsed,
-        build: Duration::from_nanos(status.build_ns.load(Ordering::Relaxed)),
-        flush: Duration::from_nanos(status.flush_ns.load(Ordering::Relaxed)),
+        build: Duration::from_nanos(build_ns),
+        flush: Duration::from_nanos(flush_ns),
     })
 }
 
@@ -567,6 +602,9 @@ pub fn paced(
     durability: Durability,
     knobs: Knobs,
 ) -> Result<Paced> {
+    if knobs.split {
+        bail!("--split is measured in catch-up mode only");
+    }
     let last = s.len() as u64;
     let setup = s.setup as u64;
     let mut w = open_journal(data, durability)?;

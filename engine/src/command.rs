@@ -4,6 +4,7 @@
 //! `COMMAND_FORMAT_VERSION`).
 
 use crate::model::{ApiKeyKind, AssetSpec, KycDocumentType, Limits, PairSpec};
+use crate::risk::{RiskAction, RiskEventStatus, RiskLevel, RiskRuleChanges, RiskRuleType};
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +19,10 @@ use serde::{Deserialize, Serialize};
 ///   refuse a journal with KYC records by version, not mid-decode.
 /// * 4: notification commands (`SetNotificationWebhook`,
 ///   `MarkNotificationsRead`) appended; versions 2 and 3 encode as 4.
-pub const COMMAND_FORMAT_VERSION: u16 = 4;
+/// * 5: risk commands (`CreateRiskRule`, `UpdateRiskRule`,
+///   `DeleteRiskRule`, `SetRiskEventStatus`) and `GrantRole` / `RevokeRole`
+///   appended; versions 2 to 4 encode as 5.
+pub const COMMAND_FORMAT_VERSION: u16 = 5;
 
 /// Longest notification webhook URL, in bytes.
 pub const NOTIFY_WEBHOOK_MAX_LEN: usize = 512;
@@ -257,6 +261,54 @@ pub enum Command {
         user: UserId,
         ids: Vec<u64>,
     },
+
+    // risk (appended)
+    /// A new risk rule (id from the engine's counter). `parameters` is a
+    /// JSON object as text (`risk::RiskParams::parse` states what each type
+    /// takes); names are unique (case-insensitive). `by` is the acting
+    /// staff member.
+    CreateRiskRule {
+        by: UserId,
+        name: String,
+        kind: RiskRuleType,
+        parameters: String,
+        level: RiskLevel,
+        action: RiskAction,
+        enabled: bool,
+        description: String,
+    },
+    /// Change some of a rule's fields (its type never changes).
+    UpdateRiskRule {
+        by: UserId,
+        rule: u64,
+        changes: RiskRuleChanges,
+    },
+    /// Remove a rule; its id is never reused, its events stay.
+    DeleteRiskRule {
+        by: UserId,
+        rule: u64,
+    },
+    /// Acknowledge, resolve or dismiss a risk event, with a note.
+    SetRiskEventStatus {
+        by: UserId,
+        event: u64,
+        status: RiskEventStatus,
+        note: String,
+    },
+
+    // roles (appended)
+    /// Add one role bit (`model::roles`) to a user's roles. Unlike
+    /// `SetUserRoles` (the whole set), two concurrent grants or revokes of
+    /// different roles cannot undo each other.
+    GrantRole {
+        user: UserId,
+        role: u32,
+    },
+    /// Remove one role bit; ADMIN stays with the last active admin.
+    RevokeRole {
+        user: UserId,
+        role: u32,
+    },
 }
 
 impl Command {
@@ -287,8 +339,8 @@ impl Command {
             .with_limit(1 << 20);
         let body = &bytes[2..];
         match version {
-            // Versions 2 and 3 differ only in lacking appended commands.
-            COMMAND_FORMAT_VERSION | 2 | 3 => {}
+            // Versions 2 to 4 differ only in lacking appended commands.
+            COMMAND_FORMAT_VERSION | 2 | 3 | 4 => {}
             // Version 1 differs only in the encoding of `SetLimits`.
             1 if body.get(..4) == Some(&SET_LIMITS_TAG.to_le_bytes()[..]) => {
                 let l: LimitsV1 = opts

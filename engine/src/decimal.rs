@@ -34,7 +34,8 @@ pub const fn pow10(n: u32) -> u64 {
     v
 }
 
-fn parse_decimal(s: &str) -> Result<Decimal, DecimalError> {
+/// Parse an exact, non-negative decimal (the forms [`parse_units`] accepts).
+pub fn parse_decimal(s: &str) -> Result<Decimal, DecimalError> {
     let s = s.trim();
     if s.is_empty() {
         return Err(DecimalError::Empty);

@@ -19,6 +19,7 @@ use crate::event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 use crate::fxhash::FxHashMap;
 use crate::model::*;
 use crate::reject::RejectReason;
+use crate::risk::RiskState;
 use crate::types::*;
 
 type R<T> = Result<T, RejectReason>;
@@ -116,6 +117,8 @@ pub struct Engine {
     pub(crate) order_index: FxHashMap<u64, u32>,
     pub(crate) client_index: FxHashMap<(UserId, ClientOrderId), OrderId>,
     pub(crate) scratch: Vec<u64>,
+    /// Risk rules, open risk events and their counters (risk.rs).
+    pub(crate) risk: RiskState,
 }
 
 impl Default for Engine {
@@ -238,6 +241,7 @@ impl Engine {
             order_index,
             client_index,
             scratch: Vec::with_capacity(256),
+            risk: RiskState::default(),
         }
     }
 
@@ -396,6 +400,10 @@ impl Engine {
             out.truncate(start);
             out.push(Event::Rejected { reason });
         }
+        // Risk events come last, also after a refusal they caused.
+        if self.risk.has_pending() {
+            self.raise_pending_risk(ts, out);
+        }
     }
 
     fn dispatch(&mut self, ts: u64, cmd: &Command, out: &mut Vec<Event>) -> R<()> {
@@ -543,6 +551,39 @@ impl Engine {
             Command::MarkNotificationsRead { user, ids } => {
                 self.mark_notifications_read(*user, ids, ts, out)
             }
+            Command::CreateRiskRule {
+                by,
+                name,
+                kind,
+                parameters,
+                level,
+                action,
+                enabled,
+                description,
+            } => self.create_risk_rule(
+                *by,
+                name,
+                *kind,
+                parameters,
+                *level,
+                *action,
+                *enabled,
+                description,
+                ts,
+                out,
+            ),
+            Command::UpdateRiskRule { by, rule, changes } => {
+                self.update_risk_rule(*by, *rule, changes, ts, out)
+            }
+            Command::DeleteRiskRule { by, rule } => self.delete_risk_rule(*by, *rule, out),
+            Command::SetRiskEventStatus {
+                by,
+                event,
+                status,
+                note,
+            } => self.set_risk_event_status(*by, *event, *status, note, ts, out),
+            Command::GrantRole { user, role } => self.grant_role(*user, *role, out),
+            Command::RevokeRole { user, role } => self.revoke_role(*user, *role, out),
         }
     }
 
@@ -870,12 +911,16 @@ impl Engine {
                 u.locked_until_ms = ts.saturating_add(limits.lockout_ms).max(1);
             }
         }
+        let (failed_logins, locked_until_ms) = (u.failed_logins, u.locked_until_ms);
         out.push(Event::LoginRecorded {
             user,
             success,
-            failed_logins: u.failed_logins,
-            locked_until_ms: u.locked_until_ms,
+            failed_logins,
+            locked_until_ms,
         });
+        if !success && self.risk_watches_logins() {
+            self.risk_note_login_failure(user, failed_logins, locked_until_ms);
+        }
         Ok(())
     }
 
@@ -1109,6 +1154,7 @@ impl Engine {
         if balance_of(&self.users, user, asset).available < total {
             return Err(RejectReason::InsufficientBalance);
         }
+        self.risk_check_withdrawal(user, asset, amount)?;
         let id = self.next_withdrawal_id;
         self.next_withdrawal_id += 1;
         let u = &mut self.users[user.0 as usize];
@@ -1473,6 +1519,7 @@ impl Engine {
 
     fn place(&mut self, o: &NewOrder, ts: u64, out: &mut Vec<Event>) -> R<()> {
         let freeze = self.check_new(o)?;
+        self.risk_check_order(o)?;
         let ps = &mut self.pairs[o.pair.0 as usize - 1];
         ps.swept_lo = u64::MAX;
         ps.swept_hi = 0;
@@ -1713,6 +1760,7 @@ impl Engine {
             order_index,
             client_index,
             next_trade_id,
+            risk,
             ..
         } = self;
         let PairState {
@@ -1792,6 +1840,7 @@ impl Engine {
                 // when a trade would happen: a taker whose budget is spent
                 // ends without touching its own orders.
                 if m.user == t.user && t.stp != StpMode::None {
+                    risk.note_stp(t.user, pair.id, t.id, m.id, t.stp);
                     if matches!(t.stp, StpMode::ExpireMaker | StpMode::ExpireBoth) {
                         let rem = m.remaining();
                         opp.unlink(slab, idx, rem);

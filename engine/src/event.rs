@@ -14,6 +14,7 @@ use crate::model::{
     ApiKeyKind, Asset, Deposit, KycRecord, KycStatus, Limits, Order, Pair, Withdrawal,
 };
 use crate::reject::RejectReason;
+use crate::risk::{RiskEvent, RiskEventStatus, RiskRule};
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
@@ -272,5 +273,27 @@ pub enum Event {
         user: UserId,
         ids: Vec<u64>,
         read_ms: u64,
+    },
+
+    // risk (appended)
+    // Boxed: rare, and large enough to grow every event.
+    RiskRuleCreated(Box<RiskRule>),
+    /// The rule after the change.
+    RiskRuleUpdated(Box<RiskRule>),
+    RiskRuleDeleted {
+        rule: u64,
+        name: String,
+    },
+    /// A rule fired (status OPEN). Always after the command's other events,
+    /// also after the `Rejected` of a command a BLOCK rule refused.
+    RiskEventRaised(Box<RiskEvent>),
+    RiskEventStatusChanged {
+        event: u64,
+        /// The user the event is about.
+        user: UserId,
+        status: RiskEventStatus,
+        by: UserId,
+        note: String,
+        updated_ms: u64,
     },
 }

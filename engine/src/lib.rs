@@ -6,9 +6,10 @@
 //! Modules: `types` (integer newtypes), `decimal` (exact string <-> units at
 //! the edges), `model` (config and state records), `command`/`event` (the
 //! interface), `reject` (stable reject reasons), `book` (price levels and
-//! the order slab), `engine` (the rules), `snapshot` (canonical state
-//! encoding and `state_hash`), `invariants` (self-checks), `reference` (a
-//! naive model used to test the fast one).
+//! the order slab), `engine` (the rules), `risk` (risk rules, their
+//! evaluation and risk events), `snapshot` (canonical state encoding and
+//! `state_hash`), `invariants` (self-checks), `reference` (a naive model
+//! used to test the fast one).
 
 pub mod book;
 pub mod command;
@@ -20,6 +21,7 @@ mod invariants;
 pub mod model;
 pub mod reference;
 pub mod reject;
+pub mod risk;
 pub mod snapshot;
 pub mod types;
 
@@ -31,4 +33,8 @@ pub use engine::{fires_upward, stop_fires, valid_username, Engine, MemoryReport,
 pub use event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 pub use model::*;
 pub use reject::RejectReason;
+pub use risk::{
+    RiskAction, RiskEvent, RiskEventStatus, RiskLevel, RiskLimit, RiskParams, RiskRule,
+    RiskRuleChanges, RiskRuleType,
+};
 pub use types::*;

@@ -36,6 +36,7 @@ use crate::command::{CancelReplaceMode, Command, NewOrder, OrderRef};
 use crate::event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 use crate::model::*;
 use crate::reject::RejectReason;
+use crate::risk::*;
 use crate::types::*;
 
 type R<T> = Result<T, RejectReason>;
@@ -52,11 +53,13 @@ struct RefUser {
     api_keys: Vec<ApiKey>,
     failed_logins: u32,
     locked_until_ms: u64,
+    roles: u32,
 }
 
 impl RefUser {
     fn new(username: &str, email: &str) -> RefUser {
         RefUser {
+            roles: 0,
             username: username.to_string(),
             email: email.to_string(),
             status: UserStatus::Active,
@@ -134,6 +137,17 @@ pub struct ReferenceEngine {
     orders: Vec<OpenOrder>,
     /// Every KYC record, in submission (= id) order.
     kyc: Vec<KycRecord>,
+    /// Risk rules, by id; deleted ones are gone.
+    risk_rules: Vec<RiskRule>,
+    /// Every risk event ever raised, by id, with its current status.
+    risk_events: Vec<RiskEvent>,
+    next_risk_rule_id: u64,
+    /// Risk events the current command raises, at its end: (rule, user,
+    /// details).
+    risk_pending: Vec<(u64, UserId, String)>,
+    /// Self-trade prevention expiries of the current command: (user, pair,
+    /// taker, maker, mode).
+    stp_seen: Vec<(UserId, PairId, OrderId, OrderId, StpMode)>,
 }
 
 impl Default for ReferenceEngine {
@@ -197,6 +211,11 @@ impl ReferenceEngine {
             withdrawn: BTreeMap::new(),
             orders: Vec::new(),
             kyc: Vec::new(),
+            risk_rules: Vec::new(),
+            risk_events: Vec::new(),
+            next_risk_rule_id: 1,
+            risk_pending: Vec::new(),
+            stp_seen: Vec::new(),
         }
     }
 
@@ -365,11 +384,15 @@ impl ReferenceEngine {
         let saved = self.clone();
         let start = out.len();
         if let Err(reason) = self.dispatch(ts, cmd, out) {
+            // Only the risk events it raised survive a refusal.
+            let pending = std::mem::take(&mut self.risk_pending);
             *self = saved;
+            self.risk_pending = pending;
             self.last_ts_ms = ts;
             out.truncate(start);
             out.push(Event::Rejected { reason });
         }
+        self.raise_risk_events(ts, out);
     }
 
     fn dispatch(&mut self, ts: u64, cmd: &Command, out: &mut Vec<Event>) -> R<()> {
@@ -454,7 +477,7 @@ impl ReferenceEngine {
                 if roles & !roles::ALL != 0 {
                     return Err(RejectReason::InvalidOrderParams);
                 }
-                self.user(*user)?;
+                self.user_mut(*user)?.roles = *roles;
                 out.push(Event::UserRolesChanged {
                     user: *user,
                     roles: *roles,
@@ -534,7 +557,9 @@ impl ReferenceEngine {
                 let saved = self.clone();
                 let start = out.len();
                 if let Err(reason) = self.place(new, ts, out) {
+                    let pending = std::mem::take(&mut self.risk_pending);
                     *self = saved;
+                    self.risk_pending = pending;
                     out.truncate(start);
                     out.push(Event::Rejected { reason });
                 }
@@ -652,6 +677,191 @@ impl ReferenceEngine {
                     success: *success,
                     failed_logins: u.failed_logins,
                     locked_until_ms: u.locked_until_ms,
+                });
+                if !*success {
+                    let (n, until) = (u.failed_logins, u.locked_until_ms);
+                    self.risk_login_failure(*user, n, until);
+                }
+                Ok(())
+            }
+            Command::CreateRiskRule {
+                by,
+                name,
+                kind,
+                parameters,
+                level,
+                action,
+                enabled,
+                description,
+            } => {
+                self.risk_actor(*by)?;
+                if !valid_rule_name(name)
+                    || !valid_risk_text(description)
+                    || !kind.supported()
+                    || (*action == RiskAction::Block && !kind.can_block())
+                {
+                    return Err(RejectReason::InvalidRiskRule);
+                }
+                let limit = self.risk_limit(*kind, parameters)?;
+                if self
+                    .risk_rules
+                    .iter()
+                    .any(|r| r.name.eq_ignore_ascii_case(name))
+                {
+                    return Err(RejectReason::RiskRuleNameTaken);
+                }
+                if self.risk_rules.len() >= MAX_RISK_RULES {
+                    return Err(RejectReason::TooManyRiskRules);
+                }
+                let rule = RiskRule {
+                    id: self.next_risk_rule_id,
+                    name: name.clone(),
+                    kind: *kind,
+                    parameters: parameters.clone(),
+                    limit,
+                    level: *level,
+                    action: *action,
+                    enabled: *enabled,
+                    description: description.clone(),
+                    created_by: *by,
+                    updated_by: *by,
+                    created_ms: ts,
+                    updated_ms: ts,
+                    version: 1,
+                };
+                self.next_risk_rule_id += 1;
+                out.push(Event::RiskRuleCreated(Box::new(rule.clone())));
+                self.risk_rules.push(rule);
+                Ok(())
+            }
+            Command::UpdateRiskRule { by, rule, changes } => {
+                self.risk_actor(*by)?;
+                let i = self
+                    .risk_rules
+                    .iter()
+                    .position(|r| r.id == *rule)
+                    .ok_or(RejectReason::UnknownRiskRule)?;
+                let mut r = self.risk_rules[i].clone();
+                if changes.is_empty() {
+                    return Err(RejectReason::InvalidRiskRule);
+                }
+                if let Some(n) = &changes.name {
+                    if !valid_rule_name(n) {
+                        return Err(RejectReason::InvalidRiskRule);
+                    }
+                    r.name = n.clone();
+                }
+                if let Some(d) = &changes.description {
+                    if !valid_risk_text(d) {
+                        return Err(RejectReason::InvalidRiskRule);
+                    }
+                    r.description = d.clone();
+                }
+                if let Some(a) = changes.action {
+                    r.action = a;
+                }
+                if r.action == RiskAction::Block && !r.kind.can_block() {
+                    return Err(RejectReason::InvalidRiskRule);
+                }
+                if let Some(p) = &changes.parameters {
+                    r.limit = self.risk_limit(r.kind, p)?;
+                    r.parameters = p.clone();
+                }
+                if self
+                    .risk_rules
+                    .iter()
+                    .any(|o| o.id != r.id && o.name.eq_ignore_ascii_case(&r.name))
+                {
+                    return Err(RejectReason::RiskRuleNameTaken);
+                }
+                if let Some(l) = changes.level {
+                    r.level = l;
+                }
+                if let Some(e) = changes.enabled {
+                    r.enabled = e;
+                }
+                r.updated_by = *by;
+                r.updated_ms = ts;
+                r.version += 1;
+                out.push(Event::RiskRuleUpdated(Box::new(r.clone())));
+                self.risk_rules[i] = r;
+                Ok(())
+            }
+            Command::DeleteRiskRule { by, rule } => {
+                self.risk_actor(*by)?;
+                let i = self
+                    .risk_rules
+                    .iter()
+                    .position(|r| r.id == *rule)
+                    .ok_or(RejectReason::UnknownRiskRule)?;
+                let r = self.risk_rules.remove(i);
+                out.push(Event::RiskRuleDeleted {
+                    rule: r.id,
+                    name: r.name,
+                });
+                Ok(())
+            }
+            Command::SetRiskEventStatus {
+                by,
+                event,
+                status,
+                note,
+            } => {
+                self.risk_actor(*by)?;
+                if *status == RiskEventStatus::Open || !valid_risk_text(note) {
+                    return Err(RejectReason::InvalidRiskEventStatus);
+                }
+                let ev = self
+                    .risk_events
+                    .iter_mut()
+                    .find(|e| e.id == *event)
+                    .ok_or(RejectReason::UnknownRiskEvent)?;
+                if ev.status.is_final() {
+                    return Err(RejectReason::RiskEventClosed);
+                }
+                if ev.status == *status {
+                    return Err(RejectReason::InvalidRiskEventStatus);
+                }
+                ev.status = *status;
+                ev.updated_ms = ts;
+                ev.handled_by = Some(*by);
+                ev.note = note.clone();
+                out.push(Event::RiskEventStatusChanged {
+                    event: *event,
+                    user: ev.user,
+                    status: *status,
+                    by: *by,
+                    note: note.clone(),
+                    updated_ms: ts,
+                });
+                Ok(())
+            }
+            Command::GrantRole { user, role } | Command::RevokeRole { user, role } => {
+                let grant = matches!(cmd, Command::GrantRole { .. });
+                if role.count_ones() != 1 || role & !roles::ALL != 0 {
+                    return Err(RejectReason::InvalidRole);
+                }
+                let u = self.login_user(*user)?;
+                if (u.roles & role != 0) == grant {
+                    return Err(RejectReason::RoleUnchanged);
+                }
+                let is_active_admin =
+                    |u: &RefUser| u.roles & roles::ADMIN != 0 && u.status == UserStatus::Active;
+                if !grant && *role == roles::ADMIN && is_active_admin(u) {
+                    let admins = self.users.iter().filter(|u| is_active_admin(u)).count();
+                    if admins <= 1 {
+                        return Err(RejectReason::LastActiveAdmin);
+                    }
+                }
+                let u = self.user_mut(*user)?;
+                if grant {
+                    u.roles |= role;
+                } else {
+                    u.roles &= !role;
+                }
+                out.push(Event::UserRolesChanged {
+                    user: *user,
+                    roles: u.roles,
                 });
                 Ok(())
             }
@@ -857,7 +1067,9 @@ impl ReferenceEngine {
             return Err(RejectReason::EmailTaken);
         }
         let id = UserId(self.users.len() as u64);
-        self.users.push(RefUser::new(username, email));
+        let mut u = RefUser::new(username, email);
+        u.roles = roles;
+        self.users.push(u);
         out.push(Event::UserCreated {
             user: id,
             username: username.to_string(),
@@ -990,6 +1202,7 @@ impl ReferenceEngine {
         if self.balance(user, asset).available < total {
             return Err(RejectReason::InsufficientBalance);
         }
+        self.risk_withdrawal(user, asset, amount)?;
         let id = self.next_withdrawal_id;
         self.next_withdrawal_id += 1;
         *self.withdrawn.entry((user, asset, day)).or_default() += amount;
@@ -1364,6 +1577,7 @@ impl ReferenceEngine {
 
     fn place(&mut self, o: &NewOrder, ts: u64, out: &mut Vec<Event>) -> R<()> {
         let amount = self.check_order(o)?;
+        self.risk_order(o)?;
         self.pairs[o.pair.0 as usize - 1].swept = None;
         let id = OrderId(self.next_order_id);
         self.next_order_id += 1;
@@ -1534,6 +1748,7 @@ impl ReferenceEngine {
             }
             // Self-trade prevention applies only when a trade would happen.
             if m.user == t.user && t.stp != StpMode::None {
+                self.stp_seen.push((t.user, t.pair, t.id, m.id, t.stp));
                 if matches!(t.stp, StpMode::ExpireMaker | StpMode::ExpireBoth) {
                     self.orders.remove(mi);
                     self.finish(m, OrderStatus::ExpiredInMatch, out);
@@ -1781,5 +1996,238 @@ impl ReferenceEngine {
             filled: o.filled,
         });
         Ok(())
+    }
+}
+
+// ------------------------------------------------------------------- risk
+
+impl ReferenceEngine {
+    /// Live risk rules, by id.
+    pub fn risk_rules(&self) -> Vec<RiskRule> {
+        self.risk_rules.clone()
+    }
+    /// Risk events not yet resolved or dismissed, by id.
+    pub fn open_risk_events(&self) -> Vec<RiskEvent> {
+        self.risk_events
+            .iter()
+            .filter(|e| !e.status.is_final())
+            .cloned()
+            .collect()
+    }
+    pub fn roles_of(&self, user: UserId) -> Option<u32> {
+        self.users.get(user.0 as usize).map(|u| u.roles)
+    }
+
+    fn risk_actor(&self, by: UserId) -> R<()> {
+        if self.login_user(by)?.status != UserStatus::Active {
+            return Err(RejectReason::UserSuspended);
+        }
+        Ok(())
+    }
+
+    fn risk_limit(&self, kind: RiskRuleType, text: &str) -> R<RiskLimit> {
+        let params = RiskParams::parse(kind, text).map_err(|_| RejectReason::InvalidRiskRule)?;
+        let pair_named = |s: &Option<String>| -> R<Option<PairId>> {
+            match s {
+                None => Ok(None),
+                Some(s) => self
+                    .pairs
+                    .iter()
+                    .find(|p| p.pair.spec.symbol == *s)
+                    .map(|p| Some(p.pair.id))
+                    .ok_or(RejectReason::UnknownPair),
+            }
+        };
+        Ok(match params {
+            RiskParams::OrderNotional {
+                symbol,
+                max_notional,
+            } => RiskLimit::OrderNotional {
+                pair: pair_named(&symbol)?,
+                max_e18: amount_e18(max_notional),
+            },
+            RiskParams::LargeWithdrawal { asset, threshold } => {
+                let a = self
+                    .assets
+                    .iter()
+                    .find(|a| a.spec.symbol == asset)
+                    .ok_or(RejectReason::UnknownAsset)?;
+                let units = crate::decimal::decimal_to_units(threshold, a.spec.decimals as u32)
+                    .map_err(|_| RejectReason::InvalidRiskRule)?;
+                RiskLimit::LargeWithdrawal {
+                    asset: a.id,
+                    threshold_units: units,
+                }
+            }
+            RiskParams::LoginFailure { max_failures } => RiskLimit::LoginFailure {
+                failures: max_failures,
+            },
+            RiskParams::SelfTrade { symbol } => RiskLimit::SelfTrade {
+                pair: pair_named(&symbol)?,
+            },
+            RiskParams::Custom => RiskLimit::None,
+        })
+    }
+
+    /// Enabled rules of a type, by id.
+    fn enabled_rules(&self, kind: RiskRuleType) -> Vec<RiskRule> {
+        self.risk_rules
+            .iter()
+            .filter(|r| r.enabled && r.kind == kind)
+            .cloned()
+            .collect()
+    }
+
+    /// ORDER_NOTIONAL: an order that passed every other check.
+    fn risk_order(&mut self, o: &NewOrder) -> R<()> {
+        let p = self.pair(o.pair).ok_or(RejectReason::UnknownPair)?.clone();
+        let units = if o.quote_qty > 0 {
+            Some(o.quote_qty)
+        } else {
+            let best_opposite = self
+                .book_orders(o.pair, o.side.opposite())
+                .first()
+                .map_or(0, |m| m.price.0);
+            let price = [
+                if o.kind.has_limit_price() {
+                    o.price.0
+                } else {
+                    0
+                },
+                o.stop_price.0,
+                p.last_price,
+                best_opposite,
+            ]
+            .into_iter()
+            .find(|&x| x > 0);
+            price.map(|x| p.pair.notional(o.qty.0, x).unwrap_or(u64::MAX))
+        };
+        let Some(units) = units else {
+            return Ok(());
+        };
+        let qd = self.asset(p.pair.spec.quote)?.spec.decimals as u32;
+        let e18 = units as u128 * 10u128.pow(18 - qd);
+        let fired: Vec<(RiskRule, u128)> = self
+            .enabled_rules(RiskRuleType::OrderNotional)
+            .into_iter()
+            .filter_map(|r| match r.limit {
+                RiskLimit::OrderNotional { pair, max_e18 }
+                    if pair.is_none_or(|x| x == o.pair) && e18 > max_e18 =>
+                {
+                    Some((r, max_e18))
+                }
+                _ => None,
+            })
+            .collect();
+        let blocked = fired.iter().any(|(r, _)| r.action == RiskAction::Block);
+        for (r, max) in &fired {
+            let details = order_notional_details(
+                &p.pair.spec.symbol,
+                o.side,
+                o.kind,
+                &crate::decimal::format_units(units, qd),
+                *max,
+                blocked,
+                (!blocked).then_some(OrderId(self.next_order_id)),
+            );
+            self.risk_pending.push((r.id, o.user, details));
+        }
+        if blocked {
+            return Err(RejectReason::RiskOrderNotional);
+        }
+        Ok(())
+    }
+
+    /// LARGE_WITHDRAWAL: a request that passed every other check.
+    fn risk_withdrawal(&mut self, user: UserId, asset: AssetId, amount: u64) -> R<()> {
+        let a = self.asset(asset)?.clone();
+        let d = a.spec.decimals as u32;
+        let fired: Vec<(RiskRule, u64)> = self
+            .enabled_rules(RiskRuleType::LargeWithdrawal)
+            .into_iter()
+            .filter_map(|r| match r.limit {
+                RiskLimit::LargeWithdrawal {
+                    asset: x,
+                    threshold_units,
+                } if x == asset && amount >= threshold_units => Some((r, threshold_units)),
+                _ => None,
+            })
+            .collect();
+        let blocked = fired.iter().any(|(r, _)| r.action == RiskAction::Block);
+        for (r, threshold) in &fired {
+            let details = large_withdrawal_details(
+                &a.spec.symbol,
+                &crate::decimal::format_units(amount, d),
+                &crate::decimal::format_units(*threshold, d),
+                blocked,
+                (!blocked).then_some(self.next_withdrawal_id),
+            );
+            self.risk_pending.push((r.id, user, details));
+        }
+        if blocked {
+            return Err(RejectReason::RiskLargeWithdrawal);
+        }
+        Ok(())
+    }
+
+    /// LOGIN_FAILURE: after a recorded failure.
+    fn risk_login_failure(&mut self, user: UserId, failed: u32, locked_until: u64) {
+        for r in self.enabled_rules(RiskRuleType::LoginFailure) {
+            if r.limit == (RiskLimit::LoginFailure { failures: failed }) {
+                let details = login_failure_details(failed, failed, locked_until);
+                self.risk_pending.push((r.id, user, details));
+            }
+        }
+    }
+
+    /// End of a command: raise what it triggered (the pending events, then
+    /// per SELF_TRADE rule one event per user whose self-trade prevention
+    /// fired, in the order they first did).
+    fn raise_risk_events(&mut self, ts: u64, out: &mut Vec<Event>) {
+        let mut raise: Vec<(u64, UserId, String)> = std::mem::take(&mut self.risk_pending);
+        let seen = std::mem::take(&mut self.stp_seen);
+        for r in self.enabled_rules(RiskRuleType::SelfTrade) {
+            let RiskLimit::SelfTrade { pair } = r.limit else {
+                continue;
+            };
+            let mine: Vec<_> = seen
+                .iter()
+                .filter(|h| pair.is_none_or(|x| x == h.1))
+                .collect();
+            let mut users: Vec<UserId> = Vec::new();
+            for h in &mine {
+                if users.contains(&h.0) {
+                    continue;
+                }
+                users.push(h.0);
+                let n = mine.iter().filter(|x| x.0 == h.0).count() as u32;
+                let symbol = self.pair(h.1).map_or("", |p| p.pair.spec.symbol.as_str());
+                raise.push((r.id, h.0, self_trade_details(symbol, h.4, h.2, h.3, n)));
+            }
+        }
+        for (rule, user, details) in raise {
+            let r = self
+                .risk_rules
+                .iter()
+                .find(|x| x.id == rule)
+                .expect("a rule that just fired")
+                .clone();
+            let ev = RiskEvent {
+                id: self.risk_events.len() as u64 + 1,
+                rule,
+                user,
+                kind: r.kind,
+                level: r.level,
+                action: r.action,
+                details,
+                status: RiskEventStatus::Open,
+                created_ms: ts,
+                updated_ms: ts,
+                handled_by: None,
+                note: String::new(),
+            };
+            out.push(Event::RiskEventRaised(Box::new(ev.clone())));
+            self.risk_events.push(ev);
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Business rejections are data: every reason has a stable number, grouped by
 //! subsystem (1xx identity, 2xx configuration, 3xx order parameters and
-//! filters, 4xx order state, 5xx funds, 6xx wallet). Numbers are never reused
-//! or renumbered: the journal, Postgres and clients may hold them.
+//! filters, 4xx order state, 5xx funds, 6xx wallet, 7xx risk). Numbers are
+//! never reused or renumbered: the journal, Postgres and clients may hold
+//! them.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,10 @@ pub enum RejectReason {
     InvalidKycReview = 116,
     /// Nobody reviews their own KYC record.
     KycSelfReview = 117,
+    /// Not exactly one role of `model::roles`.
+    InvalidRole = 130,
+    /// ADMIN cannot be revoked from the last active admin.
+    LastActiveAdmin = 131,
 
     // 2xx: configuration (assets, pairs, fee account)
     UnknownAsset = 200,
@@ -84,10 +89,26 @@ pub enum RejectReason {
     KycRequired = 606,
     DepositConfirmationsDecreased = 607,
 
-    // notifications (appended)
+    // 7xx: risk rules and events
+    UnknownRiskRule = 700,
+    /// Name, description, type, action or parameters not acceptable.
+    InvalidRiskRule = 701,
+    RiskRuleNameTaken = 702,
+    TooManyRiskRules = 703,
+    UnknownRiskEvent = 704,
+    /// The event was already resolved or dismissed.
+    RiskEventClosed = 705,
+    /// A change to OPEN or to the status it has, or a note too long.
+    InvalidRiskEventStatus = 706,
+    /// Refused by an ORDER_NOTIONAL rule with action BLOCK.
+    RiskOrderNotional = 710,
+    /// Refused by a LARGE_WITHDRAWAL rule with action BLOCK.
+    RiskLargeWithdrawal = 711,
+
+    // 72x: notifications
     /// A webhook URL that is too long or not http(s), or a mark-read with
     /// no ids or more than `NOTIFY_MAX_READ_IDS`.
-    InvalidNotificationRequest = 700,
+    InvalidNotificationRequest = 720,
 }
 
 impl RejectReason {
@@ -117,6 +138,8 @@ impl RejectReason {
             InvalidKycSubmission => "INVALID_KYC_SUBMISSION",
             InvalidKycReview => "INVALID_KYC_REVIEW",
             KycSelfReview => "KYC_SELF_REVIEW",
+            InvalidRole => "INVALID_ROLE",
+            LastActiveAdmin => "LAST_ACTIVE_ADMIN",
             UnknownAsset => "UNKNOWN_ASSET",
             AssetExists => "ASSET_EXISTS",
             UnknownPair => "UNKNOWN_PAIR",
@@ -157,6 +180,15 @@ impl RejectReason {
             WithdrawalNotPending => "WITHDRAWAL_NOT_PENDING",
             KycRequired => "KYC_REQUIRED",
             DepositConfirmationsDecreased => "DEPOSIT_CONFIRMATIONS_DECREASED",
+            UnknownRiskRule => "UNKNOWN_RISK_RULE",
+            InvalidRiskRule => "INVALID_RISK_RULE",
+            RiskRuleNameTaken => "RISK_RULE_NAME_TAKEN",
+            TooManyRiskRules => "TOO_MANY_RISK_RULES",
+            UnknownRiskEvent => "UNKNOWN_RISK_EVENT",
+            RiskEventClosed => "RISK_EVENT_CLOSED",
+            InvalidRiskEventStatus => "INVALID_RISK_EVENT_STATUS",
+            RiskOrderNotional => "RISK_ORDER_NOTIONAL",
+            RiskLargeWithdrawal => "RISK_LARGE_WITHDRAWAL",
             InvalidNotificationRequest => "INVALID_NOTIFICATION_REQUEST",
         }
     }
@@ -188,6 +220,12 @@ mod tests {
         assert_eq!(InvalidKycSubmission.code(), 115);
         assert_eq!(InvalidKycReview.code(), 116);
         assert_eq!(KycSelfReview.code(), 117);
-        assert_eq!(InvalidNotificationRequest.code(), 700);
+        assert_eq!(InvalidNotificationRequest.code(), 720);
+        assert_eq!(InvalidRole.code(), 130);
+        assert_eq!(LastActiveAdmin.code(), 131);
+        assert_eq!(UnknownRiskRule.code(), 700);
+        assert_eq!(InvalidRiskEventStatus.code(), 706);
+        assert_eq!(RiskOrderNotional.code(), 710);
+        assert_eq!(RiskLargeWithdrawal.code(), 711);
     }
 }

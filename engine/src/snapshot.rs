@@ -13,13 +13,40 @@ use crate::book::Slab;
 use crate::engine::{fires_upward, Engine, PairState};
 use crate::fxhash::FxHashMap;
 use crate::model::*;
+use crate::risk::{RiskEvent, RiskLimit, RiskRule};
 use crate::types::*;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"MXSNAP\0\0";
 /// 2: users carry API keys and login-failure state, `Limits` the lockout
 /// policy, and there is an API key id counter.
-/// 3: KYC records and their id counter. Versions 1 and 2 are still read.
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// 3: KYC records and their id counter.
+/// 4: a risk section ([`RiskSnap`]: rules, open risk events, their
+/// counters) follows the version 3 body. Versions 1 to 3 are still read
+/// (no rules, no events).
+pub const SNAPSHOT_VERSION: u32 = 4;
+
+/// Risk state, encoded after the main body (its own section, so the main
+/// body keeps the version 3 layout).
+#[derive(Serialize, Deserialize)]
+struct RiskSnap {
+    next_rule_id: u64,
+    next_event_id: u64,
+    /// By id.
+    rules: Vec<RiskRule>,
+    /// OPEN and ACKNOWLEDGED events, by id.
+    open_events: Vec<RiskEvent>,
+}
+
+impl Default for RiskSnap {
+    fn default() -> Self {
+        RiskSnap {
+            next_rule_id: 1,
+            next_event_id: 1,
+            rules: Vec::new(),
+            open_events: Vec::new(),
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct PairSnap {
@@ -406,12 +433,23 @@ impl Engine {
         }
     }
 
-    /// Serialise the complete state (magic, version, bincode body).
+    fn to_risk_snap(&self) -> RiskSnap {
+        RiskSnap {
+            next_rule_id: self.risk.next_rule_id,
+            next_event_id: self.risk.next_event_id,
+            rules: self.risk.rules.values().cloned().collect(),
+            open_events: self.risk.open_events.values().cloned().collect(),
+        }
+    }
+
+    /// Serialise the complete state (magic, version, bincode body, risk
+    /// section).
     pub fn snapshot_bytes(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(1024);
         v.extend_from_slice(&SNAPSHOT_MAGIC);
         v.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         bincode::serialize_into(&mut v, &self.to_state()).expect("state encodes");
+        bincode::serialize_into(&mut v, &self.to_risk_snap()).expect("risk state encodes");
         v
     }
 
@@ -425,6 +463,7 @@ impl Engine {
         st.last_seq = 0;
         st.last_ts_ms = 0;
         bincode::serialize_into(&mut h, &st).expect("state encodes");
+        bincode::serialize_into(&mut h, &self.to_risk_snap()).expect("risk state encodes");
         h.finish()
     }
 
@@ -440,17 +479,24 @@ impl Engine {
             .with_fixint_encoding()
             .allow_trailing_bytes();
         let malformed = |e: bincode::Error| SnapshotError::Malformed(e.to_string());
-        let st: StateV3 = match version {
-            SNAPSHOT_VERSION => opts.deserialize(&bytes[12..]).map_err(malformed)?,
-            2 => opts
-                .deserialize::<StateV2>(&bytes[12..])
-                .map_err(malformed)?
-                .into(),
-            1 => StateV2::from(
-                opts.deserialize::<v1::State1>(&bytes[12..])
-                    .map_err(malformed)?,
-            )
-            .into(),
+        let mut body = &bytes[12..];
+        let (st, risk): (StateV3, RiskSnap) = match version {
+            SNAPSHOT_VERSION => {
+                let st = opts.deserialize_from(&mut body).map_err(malformed)?;
+                (st, opts.deserialize_from(&mut body).map_err(malformed)?)
+            }
+            3 => (
+                opts.deserialize(body).map_err(malformed)?,
+                RiskSnap::default(),
+            ),
+            2 => (
+                opts.deserialize::<StateV2>(body).map_err(malformed)?.into(),
+                RiskSnap::default(),
+            ),
+            1 => (
+                StateV2::from(opts.deserialize::<v1::State1>(body).map_err(malformed)?).into(),
+                RiskSnap::default(),
+            ),
             _ => return Err(SnapshotError::Version(version)),
         };
         let open: usize = st
@@ -555,8 +601,40 @@ impl Engine {
             }
             e.pairs.push(ps);
         }
+        e.restore_risk(risk)?;
         e.check_invariants().map_err(SnapshotError::Invariant)?;
         Ok(e)
+    }
+
+    fn restore_risk(&mut self, r: RiskSnap) -> Result<(), SnapshotError> {
+        let bad = |what: String| Err(SnapshotError::Malformed(what));
+        for rule in r.rules {
+            let refs_ok = match rule.limit {
+                RiskLimit::OrderNotional { pair, .. } | RiskLimit::SelfTrade { pair } => {
+                    pair.is_none_or(|p| self.pair(p).is_some())
+                }
+                RiskLimit::LargeWithdrawal { asset, .. } => self.asset(asset).is_some(),
+                _ => true,
+            };
+            if rule.id == 0 || rule.id >= r.next_rule_id || !refs_ok {
+                return bad(format!("risk rule {} out of range", rule.id));
+            }
+            if self.risk.rules.insert(rule.id, rule).is_some() {
+                return bad("duplicate risk rule".into());
+            }
+        }
+        for ev in r.open_events {
+            if ev.id == 0 || ev.id >= r.next_event_id || ev.status.is_final() {
+                return bad(format!("risk event {} out of range or closed", ev.id));
+            }
+            if self.risk.open_events.insert(ev.id, ev).is_some() {
+                return bad("duplicate risk event".into());
+            }
+        }
+        self.risk.next_rule_id = r.next_rule_id;
+        self.risk.next_event_id = r.next_event_id;
+        self.risk.reindex();
+        Ok(())
     }
 
     fn restore_open(&mut self, o: Order) -> Result<u32, SnapshotError> {

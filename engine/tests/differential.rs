@@ -119,6 +119,12 @@ enum Act {
         pick: u8,
         x: u8,
     },
+    /// Risk rules, risk event status changes, role grants and revokes.
+    Risk {
+        what: u8,
+        x: u8,
+        y: u8,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -186,18 +192,19 @@ fn act() -> impl Strategy<Value = Act> {
             |(user, asset, amount, credit, r)| Act::Adjust { user, asset, amount, credit, reason: r > 0 }
         ),
         7 => (0u8..16, any::<u8>(), any::<u8>()).prop_map(|(what, x, y)| Act::Admin { what, x, y }),
-        8 => (0u8..10, 0u8..40, 0u8..16, any::<u8>()).prop_map(|(what, user, key, x)| Act::Identity {
+        10 => (0u8..10, 0u8..40, 0u8..16, any::<u8>()).prop_map(|(what, user, key, x)| Act::Identity {
             what,
             user,
             key,
             x
         }),
-        4 => (0u8..8, 0u8..40, any::<u8>(), any::<u8>()).prop_map(|(what, user, pick, x)| Act::Kyc {
+        6 => (0u8..8, 0u8..40, any::<u8>(), any::<u8>()).prop_map(|(what, user, pick, x)| Act::Kyc {
             what,
             user,
             pick,
             x
         }),
+        7 => (0u8..18, any::<u8>(), any::<u8>()).prop_map(|(what, x, y)| Act::Risk { what, x, y }),
     ]
 }
 
@@ -295,6 +302,9 @@ struct Stats {
     kyc_submitted: usize,
     kyc_approved: usize,
     kyc_rejected: usize,
+    risk_rules_created: usize,
+    risk_events_raised: usize,
+    risk_events_handled: usize,
 }
 
 struct Driver {
@@ -439,6 +449,9 @@ impl Driver {
                 }) => st.deposits_credited += 1,
                 Event::ApiKeyCreated { .. } => st.api_keys_created += 1,
                 Event::ApiKeyRevoked { .. } => st.api_keys_revoked += 1,
+                Event::RiskRuleCreated(_) => st.risk_rules_created += 1,
+                Event::RiskEventRaised(_) => st.risk_events_raised += 1,
+                Event::RiskEventStatusChanged { .. } => st.risk_events_handled += 1,
                 Event::LoginRecorded {
                     locked_until_ms, ..
                 } if *locked_until_ms > 0 => st.logins_locked += 1,
@@ -787,6 +800,7 @@ impl Driver {
                 pick,
                 x,
             } => self.kyc(what, user, pick, x),
+            Act::Risk { what, x, y } => self.risk(what, x, y),
         }
     }
 
@@ -846,6 +860,127 @@ impl Driver {
                 1 => "n".repeat(1025),
                 2 => "   ".into(),
                 _ => format!("checked {x}"),
+            },
+        }
+    }
+
+    fn risk(&self, what: u8, x: u8, y: u8) -> Command {
+        // Mostly a live user; the engine checks activity, not roles.
+        let by = self.user(x % 40);
+        let (next_rule, next_event) = self.e.next_risk_ids();
+        let rule = (y as u64 % (next_rule + 1)).max(1);
+        let action = if y.is_multiple_of(3) {
+            RiskAction::Block
+        } else {
+            RiskAction::Alert
+        };
+        let level = RiskLevel::ALL[y as usize % 4];
+        let create = |kind, parameters: String, action| Command::CreateRiskRule {
+            by,
+            name: match x % 8 {
+                7 => "bad[name]".to_string(),
+                n => format!("rule {n}"),
+            },
+            kind,
+            parameters,
+            level,
+            action,
+            enabled: !y.is_multiple_of(7),
+            description: String::new(),
+        };
+        match what {
+            0..=3 => {
+                let (max, symbol) = match y % 8 {
+                    0 => ("20", Some("BTCUSDT")),
+                    1 => ("100", Some("BTCUSDT")),
+                    2 => ("1000", None),
+                    3 => ("100", Some("ETHUSDT")),
+                    4 => ("0.0005", Some("ETHBTC")),
+                    5 => ("0.01", None),
+                    6 => ("5", Some("NOPEUSDT")),
+                    _ => ("-1", None),
+                };
+                let params = match symbol {
+                    Some(s) => format!(r#"{{"max_notional":"{max}","symbol":"{s}"}}"#),
+                    None => format!(r#"{{"max_notional":"{max}"}}"#),
+                };
+                create(RiskRuleType::OrderNotional, params, action)
+            }
+            4 | 5 => {
+                let asset = ["BTC", "ETH", "USDT", "DOGE"][x as usize % 4];
+                let threshold = ["0.01", "1", "0.1", "0.000000001"][y as usize % 4];
+                create(
+                    RiskRuleType::LargeWithdrawal,
+                    format!(r#"{{"asset":"{asset}","threshold":"{threshold}"}}"#),
+                    action,
+                )
+            }
+            6 => create(
+                RiskRuleType::LoginFailure,
+                format!(r#"{{"max_failures":{}}}"#, y % 4),
+                action,
+            ),
+            7 => create(
+                RiskRuleType::SelfTrade,
+                if y.is_multiple_of(2) {
+                    "{}".to_string()
+                } else {
+                    r#"{"symbol":"BTCUSDT"}"#.to_string()
+                },
+                action,
+            ),
+            8 => create(
+                [RiskRuleType::Custom, RiskRuleType::OrderSize][y as usize % 2],
+                ["{}", "[1]", r#"{"a":1}"#][x as usize % 3].to_string(),
+                RiskAction::Alert,
+            ),
+            9 | 10 => Command::UpdateRiskRule {
+                by,
+                rule,
+                changes: match x % 6 {
+                    0 => RiskRuleChanges {
+                        enabled: Some(!y.is_multiple_of(2)),
+                        ..Default::default()
+                    },
+                    1 => RiskRuleChanges {
+                        action: Some(action),
+                        level: Some(level),
+                        ..Default::default()
+                    },
+                    2 => RiskRuleChanges {
+                        parameters: Some(r#"{"max_notional":"50"}"#.into()),
+                        ..Default::default()
+                    },
+                    3 => RiskRuleChanges {
+                        name: Some(format!("rule {}", y % 8)),
+                        ..Default::default()
+                    },
+                    4 => RiskRuleChanges::default(),
+                    _ => RiskRuleChanges {
+                        description: Some("watch".into()),
+                        enabled: Some(true),
+                        ..Default::default()
+                    },
+                },
+            },
+            11 => Command::DeleteRiskRule { by, rule },
+            12..=15 => Command::SetRiskEventStatus {
+                by,
+                event: y as u64 % (next_event + 1),
+                status: RiskEventStatus::ALL[x as usize % 4],
+                note: if x % 16 == 15 {
+                    "\n".repeat(3)
+                } else {
+                    "ok".into()
+                },
+            },
+            16 => Command::GrantRole {
+                user: self.user(x % 40),
+                role: [1, 2, 4, 8, 16, 3, 0][y as usize % 7],
+            },
+            _ => Command::RevokeRole {
+                user: self.user(x % 40),
+                role: [1, 1, 2, 4, 8, 16, 32][y as usize % 7],
             },
         }
     }
@@ -1245,6 +1380,13 @@ impl Driver {
                 u.id
             );
         }
+        let rules: Vec<RiskRule> = e.risk_rules().cloned().collect();
+        prop_assert_eq!(rules, r.risk_rules(), "risk rules");
+        let open: Vec<RiskEvent> = e.open_risk_events().cloned().collect();
+        prop_assert_eq!(open, r.open_risk_events(), "open risk events");
+        for u in e.users() {
+            prop_assert_eq!(Some(u.roles), r.roles_of(u.id), "roles of user {}", u.id);
+        }
         Ok(())
     }
 }
@@ -1327,6 +1469,9 @@ fn generator_covers_the_rules() {
         total.kyc_submitted += st.kyc_submitted;
         total.kyc_approved += st.kyc_approved;
         total.kyc_rejected += st.kyc_rejected;
+        total.risk_rules_created += st.risk_rules_created;
+        total.risk_events_raised += st.risk_events_raised;
+        total.risk_events_handled += st.risk_events_handled;
         for (k, v) in st.rejects {
             *total.rejects.entry(k).or_default() += v;
         }
@@ -1354,6 +1499,21 @@ fn generator_covers_the_rules() {
     assert!(total.kyc_submitted > 20, "{}", total.kyc_submitted);
     assert!(total.kyc_approved > 5, "{}", total.kyc_approved);
     assert!(total.kyc_rejected > 3, "{}", total.kyc_rejected);
+    assert!(
+        total.risk_rules_created > 20,
+        "{}",
+        total.risk_rules_created
+    );
+    assert!(
+        total.risk_events_raised > 20,
+        "{}",
+        total.risk_events_raised
+    );
+    assert!(
+        total.risk_events_handled > 3,
+        "{}",
+        total.risk_events_handled
+    );
     for kind in OrderType::ALL {
         assert!(
             total.accepted.get(&kind).copied().unwrap_or(0) > 5,
@@ -1416,6 +1576,13 @@ fn generator_covers_the_rules() {
         KycNotPending,
         InvalidKycReview,
         KycSelfReview,
+        InvalidRiskRule,
+        UnknownRiskRule,
+        RiskRuleNameTaken,
+        RiskOrderNotional,
+        RiskLargeWithdrawal,
+        InvalidRole,
+        RoleUnchanged,
     ] {
         assert!(
             total.rejects.contains_key(reason.name()),

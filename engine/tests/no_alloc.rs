@@ -125,6 +125,37 @@ fn steady_state_matching_does_not_allocate() {
         h.fund(u, BTC, 1_000 * ONE);
         h.fund(u, USDT, 100_000_000 * ONE);
     }
+    // Enabled risk rules: of other types (never looked at by orders) and an
+    // ORDER_NOTIONAL one that never fires (scanned, but nothing to raise).
+    for (name, kind, parameters) in [
+        (
+            "withdrawals",
+            RiskRuleType::LargeWithdrawal,
+            r#"{"asset":"BTC","threshold":"1"}"#,
+        ),
+        (
+            "logins",
+            RiskRuleType::LoginFailure,
+            r#"{"max_failures":3}"#,
+        ),
+        ("custom", RiskRuleType::Custom, r#"{"note":"x"}"#),
+        (
+            "notional",
+            RiskRuleType::OrderNotional,
+            r#"{"max_notional":"90000000000000000000"}"#,
+        ),
+    ] {
+        h.ok(Command::CreateRiskRule {
+            by: users[0],
+            name: name.into(),
+            kind,
+            parameters: parameters.into(),
+            level: RiskLevel::Low,
+            action: RiskAction::Alert,
+            enabled: true,
+            description: String::new(),
+        });
+    }
     let mut rng = Lcg(7);
     let mut out: Vec<Event> = Vec::with_capacity(4096);
     let mut seq = h.seq;

@@ -22,8 +22,10 @@
 //! or locks their own account; locking,
 //! unlocking or changing the roles of a staff account (any role besides
 //! TRADER) also needs `roles:grant`; the last active ADMIN keeps that role
-//! (-4097). Role changes read the current roles from the identity view and
-//! journal the whole new set (`SetUserRoles`).
+//! (-4097, decided by the engine). A role change journals only that role
+//! (`GrantRole` / `RevokeRole`), so two admins changing different roles of
+//! one user at once cannot undo each other; granting a role the user has
+//! (or revoking one they lack) answers 200 with nothing journaled.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -99,7 +101,10 @@ fn conflict(msg: &str) -> NativeError {
 }
 
 /// A numeric id from the path (400 when not a number).
-fn path_id(path: Result<Path<String>, PathRejection>, what: &str) -> Result<u64, NativeError> {
+pub(crate) fn path_id(
+    path: Result<Path<String>, PathRejection>,
+    what: &str,
+) -> Result<u64, NativeError> {
     let Path(raw) = path.map_err(|_| bad(format!("Bad {what} id in the path.")))?;
     if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|c| c.is_ascii_digit()) {
         return Err(bad(format!("{what} id must be a number.")));
@@ -109,7 +114,7 @@ fn path_id(path: Result<Path<String>, PathRejection>, what: &str) -> Result<u64,
 }
 
 /// An optional JSON body that must be empty or an object without fields.
-fn empty_body(body: Result<Bytes, BytesRejection>) -> Result<(), NativeError> {
+pub(crate) fn empty_body(body: Result<Bytes, BytesRejection>) -> Result<(), NativeError> {
     let body = body.map_err(|_| NativeError::bad(codes::BAD_REQUEST, "Cannot read the body."))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
@@ -128,13 +133,19 @@ fn empty_body(body: Result<Bytes, BytesRejection>) -> Result<(), NativeError> {
 }
 
 /// `offset` and `limit` of a page.
-fn page(p: &crate::binance::params::Params) -> Result<(usize, usize), NativeError> {
+pub(crate) fn page(p: &crate::binance::params::Params) -> Result<(usize, usize), NativeError> {
     let offset = u64_param(p, "offset", 0..=u32::MAX as u64)?.unwrap_or(0) as usize;
     let limit = u64_param(p, "limit", 1..=MAX_PAGE)?.unwrap_or(DEFAULT_PAGE) as usize;
     Ok((offset, limit))
 }
 
-fn paged(total: usize, offset: usize, limit: usize, key: &str, items: Vec<Value>) -> Value {
+pub(crate) fn paged(
+    total: usize,
+    offset: usize,
+    limit: usize,
+    key: &str,
+    items: Vec<Value>,
+) -> Value {
     let mut v = json!({ "total": total, "offset": offset, "limit": limit });
     v[key] = Value::Array(items);
     v
@@ -164,17 +175,6 @@ fn user_view(st: &AppState, id: UserId) -> Result<UserView, NativeError> {
         .user(id)
         .cloned()
         .ok_or_else(|| rejected(RejectReason::UnknownUser))
-}
-
-/// Active users holding ADMIN.
-fn active_admins(st: &AppState) -> usize {
-    st.identity
-        .read()
-        .expect("identity lock")
-        .users
-        .values()
-        .filter(|u| u.roles & roles::ADMIN != 0 && u.status == UserStatus::Active)
-        .count()
 }
 
 // ------------------------------------------------------------ withdrawals
@@ -479,23 +479,28 @@ struct RoleReq {
 }
 
 async fn change_roles(st: &AppState, u: UserView, bit: u32, grant: bool) -> Res {
-    let new_roles = if grant { u.roles | bit } else { u.roles & !bit };
-    if new_roles == u.roles {
-        // Nothing to journal: already so.
-        return reply(StatusCode::OK, admin_user_json(&u));
-    }
-    if !grant && bit == roles::ADMIN && u.status == UserStatus::Active && active_admins(st) <= 1 {
-        return Err(conflict("The last active ADMIN keeps the ADMIN role."));
-    }
-    let o = execute(
-        st,
-        Command::SetUserRoles {
+    let cmd = if grant {
+        Command::GrantRole {
             user: u.id,
-            roles: new_roles,
-        },
-    )
-    .await?;
-    check(&o)?;
+            role: bit,
+        }
+    } else {
+        Command::RevokeRole {
+            user: u.id,
+            role: bit,
+        }
+    };
+    let o = execute(st, cmd).await?;
+    match o.events.first() {
+        // Already so: nothing changed, nothing to refuse.
+        Some(Event::Rejected {
+            reason: RejectReason::RoleUnchanged,
+        }) => {}
+        Some(Event::Rejected {
+            reason: RejectReason::LastActiveAdmin,
+        }) => return Err(conflict("The last active ADMIN keeps the ADMIN role.")),
+        _ => check(&o)?,
+    }
     reply(StatusCode::OK, admin_user_json(&user_view(st, u.id)?))
 }
 

@@ -16,6 +16,7 @@ pub mod native;
 pub mod notifications;
 pub mod pipeline;
 pub mod rest;
+pub mod risk;
 pub mod server;
 pub mod trade;
 pub mod userstream;

@@ -30,13 +30,16 @@
 //! | -4031 | 403 | account suspended |
 //! | -4032 | 403 | KYC level too low (withdrawals need level 1 or more) |
 //! | -4033 | 403 | a KYC record cannot be reviewed by its owner |
+//! | -4038 | 403 | refused by a risk rule with action BLOCK (e.g. LARGE_WITHDRAWAL) |
 //! | -4040 | 404 | unknown user |
 //! | -4041 | 404 | unknown API key |
 //! | -4042 | 404 | unknown asset |
 //! | -4043 | 404 | unknown withdrawal |
 //! | -4044 | 404 | unknown trading pair |
 //! | -4045 | 404 | unknown KYC record |
+//! | -4046 | 404 | unknown risk rule |
 //! | -4047 | 404 | unknown notification (or another user's) |
+//! | -4049 | 404 | unknown risk event |
 //! | -4090 | 409 | username taken |
 //! | -4091 | 409 | email taken |
 //! | -4092 | 409 | API key identifier exists |
@@ -47,6 +50,8 @@
 //! | -4097 | 409 | refused to lock yourself or to remove the last active ADMIN |
 //! | -4098 | 409 | a KYC record of the user is already pending review |
 //! | -4099 | 409 | KYC record already reviewed (approved or rejected) |
+//! | -40910 | 409 | a risk rule with this name exists (names are case-insensitive) |
+//! | -40911 | 409 | risk event already resolved or dismissed, or already in that status |
 //! | -4130 | 413 | request body too large |
 //! | -4230 | 423 | password login locked until `locked_until` (ms) |
 //! | -5030 | 503 | overloaded or shutting down; retry later |
@@ -88,6 +93,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::admin::routes())
         .merge(crate::kyc::routes())
         .merge(crate::notifications::routes())
+        .merge(crate::risk::routes())
 }
 
 // ---------------------------------------------------------------- errors
@@ -111,6 +117,7 @@ pub mod codes {
     pub const FORBIDDEN: i32 = -4030;
     pub const USER_SUSPENDED: i32 = -4031;
     pub const KYC_REQUIRED: i32 = -4032;
+    pub const RISK_BLOCKED: i32 = -4038;
     pub const UNKNOWN_USER: i32 = -4040;
     pub const UNKNOWN_API_KEY: i32 = -4041;
     pub const UNKNOWN_ASSET: i32 = -4042;
@@ -119,6 +126,8 @@ pub mod codes {
     pub const KYC_SELF_REVIEW: i32 = -4033;
     pub const UNKNOWN_KYC_RECORD: i32 = -4045;
     pub const UNKNOWN_NOTIFICATION: i32 = -4047;
+    pub const UNKNOWN_RISK_RULE: i32 = -4046;
+    pub const UNKNOWN_RISK_EVENT: i32 = -4049;
     pub const USERNAME_TAKEN: i32 = -4090;
     pub const EMAIL_TAKEN: i32 = -4091;
     pub const API_KEY_EXISTS: i32 = -4092;
@@ -129,6 +138,8 @@ pub mod codes {
     pub const SELF_OR_LAST_ADMIN: i32 = -4097;
     pub const KYC_ALREADY_PENDING: i32 = -4098;
     pub const KYC_ALREADY_REVIEWED: i32 = -4099;
+    pub const RISK_RULE_NAME_TAKEN: i32 = -40910;
+    pub const RISK_EVENT_CLOSED: i32 = -40911;
     pub const PAYLOAD_TOO_LARGE: i32 = -4130;
     pub const ACCOUNT_LOCKED: i32 = -4230;
     pub const UNAVAILABLE: i32 = -5030;
@@ -356,6 +367,61 @@ pub(crate) fn rejected(reason: RejectReason) -> NativeError {
             StatusCode::BAD_REQUEST,
             codes::INVALID_PARAMETER,
             "Invalid webhook URL or notification ids.",
+        ),
+        LastActiveAdmin => (
+            StatusCode::CONFLICT,
+            codes::SELF_OR_LAST_ADMIN,
+            "The last active ADMIN keeps the ADMIN role.",
+        ),
+        InvalidRole => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "role must be one of ADMIN, OPERATOR, SUPPORT, AUDITOR, TRADER.",
+        ),
+        UnknownRiskRule => (
+            StatusCode::NOT_FOUND,
+            codes::UNKNOWN_RISK_RULE,
+            "Unknown risk rule.",
+        ),
+        UnknownRiskEvent => (
+            StatusCode::NOT_FOUND,
+            codes::UNKNOWN_RISK_EVENT,
+            "Unknown risk event.",
+        ),
+        InvalidRiskRule => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "Invalid risk rule (name, description, type, action or parameters).",
+        ),
+        TooManyRiskRules => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "Too many risk rules (at most 1000); delete one first.",
+        ),
+        RiskRuleNameTaken => (
+            StatusCode::CONFLICT,
+            codes::RISK_RULE_NAME_TAKEN,
+            "A risk rule with this name exists.",
+        ),
+        RiskEventClosed => (
+            StatusCode::CONFLICT,
+            codes::RISK_EVENT_CLOSED,
+            "The risk event is already resolved or dismissed.",
+        ),
+        InvalidRiskEventStatus => (
+            StatusCode::CONFLICT,
+            codes::RISK_EVENT_CLOSED,
+            "The risk event already has this status.",
+        ),
+        RiskLargeWithdrawal => (
+            StatusCode::FORBIDDEN,
+            codes::RISK_BLOCKED,
+            "Withdrawal refused by a risk rule (LARGE_WITHDRAWAL): the amount is at or above the threshold.",
+        ),
+        RiskOrderNotional => (
+            StatusCode::FORBIDDEN,
+            codes::RISK_BLOCKED,
+            "Order refused by a risk rule (ORDER_NOTIONAL): its notional is above the maximum.",
         ),
         _ => (
             StatusCode::BAD_REQUEST,
@@ -1112,6 +1178,29 @@ mod tests {
         ] {
             let e = rejected(reason);
             assert_eq!((e.status, e.code), (status, code), "{reason:?}");
+        }
+        for (r, status, code) in [
+            (RejectReason::UnknownRiskRule, 404, codes::UNKNOWN_RISK_RULE),
+            (
+                RejectReason::UnknownRiskEvent,
+                404,
+                codes::UNKNOWN_RISK_EVENT,
+            ),
+            (
+                RejectReason::RiskRuleNameTaken,
+                409,
+                codes::RISK_RULE_NAME_TAKEN,
+            ),
+            (RejectReason::RiskEventClosed, 409, codes::RISK_EVENT_CLOSED),
+            (RejectReason::RiskLargeWithdrawal, 403, codes::RISK_BLOCKED),
+            (
+                RejectReason::LastActiveAdmin,
+                409,
+                codes::SELF_OR_LAST_ADMIN,
+            ),
+        ] {
+            let e = rejected(r);
+            assert_eq!((e.status.as_u16(), e.code), (status, code), "{r:?}");
         }
     }
 }

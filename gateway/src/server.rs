@@ -115,6 +115,8 @@ pub struct Shared {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// Order and trade history in Postgres, when `DATABASE_URL` is set.
     pub history: Option<Arc<crate::history::PgHistory>>,
+    /// Risk rules and risk events (risk.rs).
+    pub risk: Arc<RwLock<crate::risk::RiskView>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -420,6 +422,7 @@ struct Recovered {
     accounts: Accounts,
     market: Market,
     notifications: crate::notifications::NotificationsView,
+    risk: crate::risk::RiskView,
 }
 
 /// Recover the engine and the read models that keep history (per-user
@@ -451,6 +454,7 @@ fn recover(
     let mut market = Market::new(limits);
     let mut notifications =
         crate::notifications::NotificationsView::new(crate::notifications::KEPT_PER_USER);
+    let mut risk = crate::risk::RiskView::default();
     let mut engine = engine::Engine::with_capacity(replica::DEFAULT_CAPACITY);
     let res = replica::replay(
         &mut engine,
@@ -462,6 +466,7 @@ fn recover(
             market.apply_events(seq, ts, events);
             // Recovered notifications are history: no webhook deliveries.
             let _ = notifications.apply(seq, ts, cmd, events);
+            risk.apply(seq, events);
         },
         |p| {
             tracing::info!(
@@ -489,6 +494,7 @@ fn recover(
                 accounts,
                 market,
                 notifications,
+                risk,
             });
         }
         Err(replica::ReplicaError::Journal(journal::JournalError::SeqPruned {
@@ -506,7 +512,7 @@ fn recover(
             );
         }
     }
-    drop((engine, accounts, market, notifications));
+    drop((engine, accounts, market, notifications, risk));
     let rec = replica::recover(data, u64::MAX, |p| {
         tracing::info!(
             seq = p.seq,
@@ -537,6 +543,7 @@ fn recover(
             &rec.engine,
             crate::notifications::KEPT_PER_USER,
         ),
+        risk: crate::risk::RiskView::from_engine(&rec.engine),
         engine: rec.engine,
     })
 }
@@ -587,6 +594,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     );
     let rec = recover(&data, writer.last_seq(), opts.market_data)?;
     let (accounts, market) = (rec.accounts, rec.market);
+    let risk = Arc::new(RwLock::new(rec.risk));
+    let r2 = risk.clone();
     let market = Arc::new(RwLock::new(market));
     let auth = Arc::new(crate::auth::Auth::load(&opts.auth, &opts.data_dir)?);
     let identity = Arc::new(RwLock::new(IdentityView::with_secret_key(
@@ -633,6 +642,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             if !deliveries.is_empty() {
                 deliverer.offer(deliveries);
             }
+            r2.write().expect("risk lock").apply(o.seq, &o.events);
             // User data streams: built from the state before the command,
             // delivered once every read model has applied it.
             let user_events = u2.prepare(&o, &m2, &a2);
@@ -660,6 +670,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         None => None,
     };
     let mut st = Shared {
+        risk,
         history,
         closing: closing_rx,
         market,

@@ -468,6 +468,9 @@ fn order_reject(r: RejectReason) -> BinanceError {
         PairNotTrading | PairCancelOnly => BinanceError::market_closed(),
         UserSuspended => BinanceError::account_may_not_trade(),
         UnknownOrder => BinanceError::unknown_order_sent(),
+        RiskOrderNotional => BinanceError::new_order_rejected(
+            "Order rejected by a risk rule: its notional is above the maximum allowed.",
+        ),
         other => BinanceError::new_order_rejected(format!("Order rejected: {}.", other.name())),
     }
 }

@@ -730,7 +730,14 @@ fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared 
     };
     // The new-order part of a cancelReplace that the engine refused after
     // the cancel went through: Binance reports it as REJECTED.
-    let rejected_new = match (&o.command, o.events.last()) {
+    // Risk events come after everything else (also after a refusal they
+    // caused): the command's own last event is the last other one.
+    let last_index = o
+        .events
+        .iter()
+        .rposition(|e| !matches!(e, Event::RiskEventRaised(_)))
+        .unwrap_or(0);
+    let rejected_new = match (&o.command, o.events.get(last_index)) {
         (Command::CancelReplace { new, .. }, Some(Event::Rejected { reason }))
             if o.events.iter().any(|e| {
                 matches!(e, Event::OrderDone { user, status: OrderStatus::Canceled, .. } if *user == new.user)
@@ -743,7 +750,6 @@ fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared 
     // The order working as taker, and the last maker it expired by STP.
     let mut taker: Option<u64> = None;
     let mut stp_maker: Option<(u64, u64, u64)> = None; // (id, price, remaining)
-    let last_index = o.events.len().saturating_sub(1);
     for (i, e) in o.events.iter().enumerate() {
         match e {
             Event::OrderAccepted(a) => {

@@ -3,8 +3,8 @@
 //! ledger (API.md "Native API", wallet row).
 //!
 //! Every state change is an engine command (`RequestWithdrawal` freezes
-//! amount + fee and enforces the minimum, the KYC level and the daily
-//! limit); reads come from the wallet read model (`ledger.rs`, inside
+//! amount + fee and enforces the minimum, the KYC level, the daily limit
+//! and LARGE_WITHDRAWAL risk rules: a BLOCK rule's refusal is 403 -4038); reads come from the wallet read model (`ledger.rs`, inside
 //! `Accounts`), which the publisher has updated before a command's reply is
 //! rendered, so a client reads its own writes. Each route checks one
 //! `resource:action` permission of the matrix (`auth::PERMISSIONS`).

@@ -218,9 +218,65 @@ pub struct Trades {
     pub created: Vec<SystemTime>,
 }
 
+/// A risk rule touched by the batch: its last state (None when only
+/// deleted here) and whether it was deleted.
+#[derive(Debug, Clone)]
+pub struct RiskRuleTouch {
+    pub rule: Option<RiskRule>,
+    pub deleted: bool,
+    pub ts: u64,
+    pub seq: u64,
+}
+
+/// A risk event touched by the batch: raised here (insert) or only
+/// changed (update), with its status after the batch and every status
+/// change (status, by, note, journal ms) in order.
+#[derive(Debug, Clone)]
+pub struct RiskEventTouch {
+    pub raised: Option<RiskEvent>,
+    pub status: RiskEventStatus,
+    pub handled_by: Option<UserId>,
+    pub changes: Vec<(RiskEventStatus, UserId, String, u64)>,
+    pub updated_ms: u64,
+}
+
+impl RiskEventTouch {
+    /// What the batch's status changes add to `details`: per change
+    /// `<status>_by`, `<status>_note` and `<status>_at` (ms), e.g.
+    /// `acknowledged_by`, `resolved_note`.
+    pub fn details_added(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        for (status, by, note, at) in &self.changes {
+            let k = status.name().to_ascii_lowercase();
+            m.insert(format!("{k}_by"), by.0.into());
+            m.insert(format!("{k}_note"), note.clone().into());
+            m.insert(format!("{k}_at"), (*at).into());
+        }
+        m
+    }
+
+    /// When the event was resolved or dismissed (None while open).
+    pub fn resolved_ms(&self) -> Option<u64> {
+        self.status.is_final().then_some(self.updated_ms)
+    }
+}
+
+/// `text` as a JSON object for a JSONB column whose CHECK demands an
+/// object: itself when it is one (the engine only stores objects),
+/// otherwise wrapped as `{"unparsed": text}` so a bad record can never
+/// wedge the writer.
+pub fn json_object_text(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(_)) => text.to_owned(),
+        _ => serde_json::json!({ "unparsed": text }).to_string(),
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Audit {
     pub id: Vec<i64>,
+    /// The acting user, when the command names one.
+    pub user: Vec<Option<i64>>,
     pub action: Vec<&'static str>,
     pub resource_type: Vec<&'static str>,
     pub resource_id: Vec<Option<String>>,
@@ -288,6 +344,10 @@ pub struct Batch {
     /// In-app notifications (`crate::notify::derive`) and read marks.
     pub notifications: Notes,
     pub notification_reads: NoteReads,
+    /// Risk rules by id.
+    pub risk_rules: BTreeMap<u64, RiskRuleTouch>,
+    /// Risk events by id.
+    pub risk_events: BTreeMap<u64, RiskEventTouch>,
 }
 
 fn ledger_kind(cause: BalanceCause) -> (&'static str, Option<(&'static str, u64)>) {
@@ -334,6 +394,26 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
             Some(withdrawal.to_string()),
         ),
         Command::Adjust { user, .. } => ("account.adjust", "ACCOUNT", Some(user.to_string())),
+        // The created rule's id comes from its event (see `Batch::add`).
+        Command::CreateRiskRule { .. } => ("risk_rule.create", "RISK_RULE", None),
+        Command::UpdateRiskRule { rule, .. } => {
+            ("risk_rule.update", "RISK_RULE", Some(rule.to_string()))
+        }
+        Command::DeleteRiskRule { rule, .. } => {
+            ("risk_rule.delete", "RISK_RULE", Some(rule.to_string()))
+        }
+        Command::SetRiskEventStatus { event, status, .. } => (
+            match status {
+                RiskEventStatus::Acknowledged => "risk_event.acknowledge",
+                RiskEventStatus::Resolved => "risk_event.resolve",
+                RiskEventStatus::Dismissed => "risk_event.dismiss",
+                RiskEventStatus::Open => "risk_event.reopen",
+            },
+            "RISK_EVENT",
+            Some(event.to_string()),
+        ),
+        Command::GrantRole { user, .. } => ("user.grant_role", "ROLE", Some(user.to_string())),
+        Command::RevokeRole { user, .. } => ("user.revoke_role", "ROLE", Some(user.to_string())),
         _ => return None,
     })
 }
@@ -345,7 +425,7 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Domain {
     /// Identity, assets, pairs, balances, the ledger, freezes, deposits
-    /// and withdrawals, KYC, the outbox.
+    /// and withdrawals, KYC, risk rules and events, the outbox.
     Core,
     /// Orders and trades.
     Trading,
@@ -411,6 +491,17 @@ impl Domains {
     }
 }
 
+/// The acting user a command names, for `audit_logs.user_id`.
+fn actor_of(cmd: &Command) -> Option<UserId> {
+    match cmd {
+        Command::CreateRiskRule { by, .. }
+        | Command::UpdateRiskRule { by, .. }
+        | Command::DeleteRiskRule { by, .. }
+        | Command::SetRiskEventStatus { by, .. } => Some(*by),
+        _ => None,
+    }
+}
+
 impl Batch {
     /// Drop the rows of tables outside `keep` (other writers write them).
     /// Every field is named here, so a new table cannot be added to the
@@ -424,6 +515,8 @@ impl Batch {
             max_ts: _,
             users,
             kyc,
+            risk_rules,
+            risk_events,
             api_keys,
             api_keys_revoked,
             assets,
@@ -443,6 +536,8 @@ impl Batch {
         if !keep.contains(Domain::Core) {
             *users = Default::default();
             *kyc = Default::default();
+            *risk_rules = Default::default();
+            *risk_events = Default::default();
             *api_keys = Default::default();
             *api_keys_revoked = Default::default();
             *assets = Default::default();
@@ -489,6 +584,8 @@ impl Batch {
             + self.outbox.id.len()
             + self.notifications.id.len()
             + self.notification_reads.id.len()
+            + self.risk_rules.len()
+            + self.risk_events.len()
     }
 
     /// Add the rows of record `seq` (already applied to `engine`).
@@ -752,6 +849,69 @@ impl Batch {
                     };
                     self.push_outbox(next_id(), "KYC", *kyc, ev, data, t);
                 }
+                Event::RiskRuleCreated(r) | Event::RiskRuleUpdated(r) => {
+                    let t = self.touch_rule(r.id, seq, ts_ms);
+                    t.rule = Some((**r).clone());
+                }
+                Event::RiskRuleDeleted { rule, .. } => {
+                    self.touch_rule(*rule, seq, ts_ms).deleted = true;
+                }
+                Event::RiskEventRaised(r) => {
+                    self.risk_events.insert(
+                        r.id,
+                        RiskEventTouch {
+                            raised: Some((**r).clone()),
+                            status: r.status,
+                            handled_by: None,
+                            changes: Vec::new(),
+                            updated_ms: r.updated_ms,
+                        },
+                    );
+                    let data = format!(
+                        "{{\"risk_event_id\":{},\"rule_id\":{},\"user_id\":{},\"type\":\"{}\",\"level\":\"{}\",\"action\":\"{}\"}}",
+                        r.id,
+                        r.rule,
+                        r.user.0,
+                        r.kind.name(),
+                        r.level.name(),
+                        r.action.name()
+                    );
+                    self.push_outbox(next_id(), "RISK", r.id, "risk.event_raised", data, t);
+                }
+                Event::RiskEventStatusChanged {
+                    event,
+                    status,
+                    by,
+                    note,
+                    updated_ms,
+                    ..
+                } => {
+                    let e = self.risk_events.entry(*event).or_insert(RiskEventTouch {
+                        raised: None,
+                        status: *status,
+                        handled_by: None,
+                        changes: Vec::new(),
+                        updated_ms: *updated_ms,
+                    });
+                    e.status = *status;
+                    e.handled_by = Some(*by);
+                    e.updated_ms = *updated_ms;
+                    e.changes.push((*status, *by, note.clone(), *updated_ms));
+                    let data = format!(
+                        "{{\"risk_event_id\":{},\"status\":\"{}\",\"by\":{}}}",
+                        event,
+                        status.name(),
+                        by.0
+                    );
+                    self.push_outbox(
+                        next_id(),
+                        "RISK",
+                        *event,
+                        "risk.event_status_changed",
+                        data,
+                        t,
+                    );
+                }
                 Event::OrderAccepted(o) => {
                     self.orders.insert(
                         o.id.0,
@@ -938,8 +1098,15 @@ impl Batch {
         if !rejected || matches!(cmd, Command::CancelReplace { .. }) {
             let changed = events.iter().any(|e| !matches!(e, Event::Rejected { .. }));
             if let (true, Some((action, resource_type, resource_id))) = (changed, audit_of(cmd)) {
+                let resource_id = resource_id.or_else(|| {
+                    events.iter().find_map(|e| match e {
+                        Event::RiskRuleCreated(r) => Some(r.id.to_string()),
+                        _ => None,
+                    })
+                });
                 let a = &mut self.audit;
                 a.id.push(seq as i64);
+                a.user.push(actor_of(cmd).map(|u| u.0 as i64));
                 a.action.push(action);
                 a.resource_type.push(resource_type);
                 a.resource_id.push(resource_id);
@@ -978,6 +1145,18 @@ impl Batch {
         u.seq = seq;
         u.ts = ts_ms;
         u
+    }
+
+    fn touch_rule(&mut self, id: u64, seq: u64, ts_ms: u64) -> &mut RiskRuleTouch {
+        let r = self.risk_rules.entry(id).or_insert(RiskRuleTouch {
+            rule: None,
+            deleted: false,
+            ts: ts_ms,
+            seq,
+        });
+        r.ts = ts_ms;
+        r.seq = seq;
+        r
     }
 
     fn touch_order(&mut self, id: u64, pair: PairId, ts_ms: u64, seq: u64) -> &mut OrderTouch {

@@ -162,9 +162,63 @@ const TRADES: &str = "INSERT INTO trades (id, trading_pair_id, buy_order_id, sel
 
 const AUDIT: &str = "INSERT INTO audit_logs (id, user_id, action, resource_type, resource_id,
         new_values, created_at)
-    SELECT u.id, NULL, u.action, u.rt, u.rid, u.nv::jsonb, u.at
-    FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-        AS u(id, action, rt, rid, nv, at)";
+    SELECT u.id, u.uid, u.action, u.rt, u.rid, u.nv::jsonb, u.at
+    FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+        $7::bigint[])
+        AS u(id, action, rt, rid, nv, at, uid)";
+
+/// A deleted rule's row stays (its events reference it), inactive and
+/// renamed out of the way (`risk_rules.name` is UNIQUE and the engine frees
+/// the name): `<first 60 characters> [deleted <id>]`. Live names cannot
+/// contain brackets, so this never collides.
+const RETIRED_NAME: &str = "left(%s, 60) || ' [deleted ' || %i || ']'";
+
+/// Rules the batch writes are first renamed to `#<id>` (live names cannot
+/// contain `#`), so renames and reuses of names within one batch never
+/// trip the UNIQUE name on an intermediate row. `version = -1` keeps the
+/// trigger from bumping it; the upsert then sets the engine's version.
+const RISK_RULES_PARK: &str =
+    "UPDATE risk_rules SET name = '#' || id, version = -1 WHERE id = ANY($1::bigint[])";
+
+static RISK_RULES_RETIRE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE risk_rules r SET is_active = FALSE, name = {}, version = r.version + 1,
+            updated_at = u.at
+        FROM UNNEST($1::bigint[], $2::timestamptz[]) AS u(id, at) WHERE r.id = u.id",
+        RETIRED_NAME.replace("%s", "r.name").replace("%i", "r.id")
+    )
+});
+
+static RISK_RULES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO risk_rules (id, name, type, parameters, is_active, description, version,
+            created_at, updated_at)
+        SELECT u.id, CASE WHEN u.deleted THEN {} ELSE u.name END, u.type, u.params::jsonb,
+            u.active AND NOT u.deleted, u.descr, u.v, u.created, u.updated
+        FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[],
+            $7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])
+            AS u(id, name, type, params, active, deleted, descr, v, created, updated)
+        ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, parameters = EXCLUDED.parameters,
+            is_active = EXCLUDED.is_active, description = EXCLUDED.description,
+            version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+        RETIRED_NAME.replace("%s", "u.name").replace("%i", "u.id")
+    )
+});
+
+const RISK_EVENTS: &str = "INSERT INTO risk_events (id, user_id, rule_id, type, level, details,
+        status, resolved_by, created_at, updated_at, resolved_at)
+    SELECT u.id, u.uid, u.rid, u.type, u.level, u.details::jsonb, u.status, u.rb, u.created,
+        u.updated, u.resolved
+    FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+        $7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[])
+        AS u(id, uid, rid, type, level, details, status, rb, created, updated, resolved)";
+
+const RISK_EVENTS_UPDATE: &str = "UPDATE risk_events e SET status = u.status,
+        resolved_by = u.rb, resolved_at = u.resolved, updated_at = u.at,
+        details = e.details || u.extra::jsonb
+    FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::timestamptz[],
+        $6::text[]) AS u(id, status, rb, resolved, at, extra)
+    WHERE e.id = u.id";
 
 const OUTBOX: &str = "INSERT INTO outbox_events (id, aggregate_type, aggregate_id, event_type,
         event_data, status, created_at)
@@ -452,6 +506,7 @@ pub async fn write_batch(
             ],
         );
     }
+    push_risk(&mut p, b);
 
     if !b.assets.is_empty() {
         let mut c = (
@@ -931,6 +986,7 @@ pub async fn write_batch(
                 bx(&a.resource_id),
                 bx(&a.new_values),
                 bx(&a.created),
+                bx(&a.user),
             ],
         );
     }
@@ -1007,4 +1063,165 @@ struct OrderCols {
     v: Vec<i64>,
     created: Vec<SystemTime>,
     updated: Vec<SystemTime>,
+}
+
+/// `risk_rules` (upsert; deleted rules retired) and `risk_events` (insert
+/// when raised, update on status changes).
+fn push_risk<'a>(p: &mut Pipeline<'a>, b: &'a Batch) {
+    if !b.risk_rules.is_empty() {
+        let park: Vec<i64> = b
+            .risk_rules
+            .iter()
+            .filter(|(_, t)| t.rule.is_some())
+            .map(|(id, _)| *id as i64)
+            .collect();
+        let mut retire = (Vec::<i64>::new(), Vec::<SystemTime>::new());
+        let mut c = (
+            Vec::<i64>::new(),
+            Vec::<&str>::new(),
+            Vec::<&str>::new(),
+            Vec::<String>::new(),
+            Vec::<bool>::new(),
+            Vec::<bool>::new(),
+            Vec::<Option<&str>>::new(),
+            Vec::<i64>::new(),
+            Vec::<SystemTime>::new(),
+            Vec::<SystemTime>::new(),
+        );
+        for (id, t) in &b.risk_rules {
+            let Some(r) = &t.rule else {
+                if t.deleted {
+                    retire.0.push(*id as i64);
+                    retire.1.push(ts(t.ts));
+                }
+                continue;
+            };
+            c.0.push(*id as i64);
+            c.1.push(&r.name);
+            c.2.push(r.kind.name());
+            c.3.push(rows::json_object_text(&r.parameters));
+            c.4.push(r.enabled);
+            c.5.push(t.deleted);
+            c.6.push((!r.description.is_empty()).then_some(r.description.as_str()));
+            c.7.push((r.version + u64::from(t.deleted)) as i64);
+            c.8.push(ts(r.created_ms));
+            c.9.push(ts(t.ts));
+        }
+        if !park.is_empty() {
+            p.push(RISK_RULES_PARK, vec![bx(park)]);
+        }
+        if !retire.0.is_empty() {
+            p.push(RISK_RULES_RETIRE.as_str(), vec![bx(retire.0), bx(retire.1)]);
+        }
+        if !c.0.is_empty() {
+            p.push(
+                RISK_RULES.as_str(),
+                vec![
+                    bx(c.0),
+                    bx(c.1),
+                    bx(c.2),
+                    bx(c.3),
+                    bx(c.4),
+                    bx(c.5),
+                    bx(c.6),
+                    bx(c.7),
+                    bx(c.8),
+                    bx(c.9),
+                ],
+            );
+        }
+    }
+    if !b.risk_events.is_empty() {
+        let mut ins = (
+            Vec::<i64>::new(),
+            Vec::<i64>::new(),
+            Vec::<i64>::new(),
+            Vec::<&str>::new(),
+            Vec::<&str>::new(),
+            Vec::<String>::new(),
+            Vec::<&str>::new(),
+            Vec::<Option<i64>>::new(),
+            Vec::<SystemTime>::new(),
+            Vec::<SystemTime>::new(),
+            Vec::<Option<SystemTime>>::new(),
+        );
+        let mut upd = (
+            Vec::<i64>::new(),
+            Vec::<&str>::new(),
+            Vec::<Option<i64>>::new(),
+            Vec::<Option<SystemTime>>::new(),
+            Vec::<SystemTime>::new(),
+            Vec::<String>::new(),
+        );
+        for (id, t) in &b.risk_events {
+            let resolved_by = t
+                .status
+                .is_final()
+                .then_some(t.handled_by)
+                .flatten()
+                .map(|u| u.0 as i64);
+            let added = t.details_added();
+            match &t.raised {
+                Some(r) => {
+                    let mut details =
+                        match serde_json::from_str(&rows::json_object_text(&r.details)) {
+                            Ok(serde_json::Value::Object(m)) => m,
+                            _ => serde_json::Map::new(),
+                        };
+                    details.insert("action".into(), r.action.name().into());
+                    details.extend(added);
+                    ins.0.push(*id as i64);
+                    ins.1.push(r.user.0 as i64);
+                    ins.2.push(r.rule as i64);
+                    ins.3.push(r.kind.name());
+                    ins.4.push(r.level.name());
+                    ins.5.push(serde_json::Value::Object(details).to_string());
+                    ins.6.push(t.status.name());
+                    ins.7.push(resolved_by);
+                    ins.8.push(ts(r.created_ms));
+                    ins.9.push(ts(t.updated_ms));
+                    ins.10.push(t.resolved_ms().map(ts));
+                }
+                None => {
+                    upd.0.push(*id as i64);
+                    upd.1.push(t.status.name());
+                    upd.2.push(resolved_by);
+                    upd.3.push(t.resolved_ms().map(ts));
+                    upd.4.push(ts(t.updated_ms));
+                    upd.5.push(serde_json::Value::Object(added).to_string());
+                }
+            }
+        }
+        if !ins.0.is_empty() {
+            p.push(
+                RISK_EVENTS,
+                vec![
+                    bx(ins.0),
+                    bx(ins.1),
+                    bx(ins.2),
+                    bx(ins.3),
+                    bx(ins.4),
+                    bx(ins.5),
+                    bx(ins.6),
+                    bx(ins.7),
+                    bx(ins.8),
+                    bx(ins.9),
+                    bx(ins.10),
+                ],
+            );
+        }
+        if !upd.0.is_empty() {
+            p.push(
+                RISK_EVENTS_UPDATE,
+                vec![
+                    bx(upd.0),
+                    bx(upd.1),
+                    bx(upd.2),
+                    bx(upd.3),
+                    bx(upd.4),
+                    bx(upd.5),
+                ],
+            );
+        }
+    }
 }

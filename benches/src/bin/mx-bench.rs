@@ -195,6 +195,10 @@ enum Cmd {
         /// writer's; 18446744073709551615 = never).
         #[arg(long)]
         copy_min_rows: Option<usize>,
+        /// catch-up: one writer per table domain in parallel
+        /// (`persister.writers = "split"`).
+        #[arg(long)]
+        split: bool,
         /// paced: journal durability of the producer.
         #[arg(long, value_enum, default_value = "os")]
         durability: DurabilityName,
@@ -334,6 +338,7 @@ fn main() -> Result<()> {
             database_url,
             max_batch,
             copy_min_rows,
+            split,
             durability,
             dir,
             seed,
@@ -343,6 +348,7 @@ fn main() -> Result<()> {
             let knobs = benches::persister_bench::Knobs {
                 max_batch,
                 copy_min_rows,
+                split,
             };
             let copy_min = copy_min_rows.unwrap_or(persister::copy::COPY_MIN_ROWS);
             use benches::persister_bench as pb;
