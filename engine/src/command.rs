@@ -13,9 +13,12 @@ use serde::{Deserialize, Serialize};
 /// * 1: the original set.
 /// * 2: `Limits` gained `max_failed_logins` and `lockout_ms` (changes the
 ///   encoding of `SetLimits`); identity commands appended at the end.
-pub const COMMAND_FORMAT_VERSION: u16 = 2;
+/// * 3: `RunSettlement` appended. Every version 2 record is encoded as in
+///   version 3; the bump makes an older binary refuse a journal holding a
+///   settlement by its version, not mid-decode.
+pub const COMMAND_FORMAT_VERSION: u16 = 3;
 
-/// Variant index of `SetLimits` in the bincode encoding (versions 1 and 2).
+/// Variant index of `SetLimits` in the bincode encoding (every version).
 const SET_LIMITS_TAG: u32 = 6;
 
 /// `Limits` as version 1 encoded it.
@@ -186,6 +189,16 @@ pub enum Command {
         user: UserId,
         success: bool,
     },
+
+    // settlement (appended)
+    /// Settle one UTC day (`date`: days since 1970-01-01). Refused unless
+    /// the day is over at this command's journal time and was not settled
+    /// before (settlement.rs); the batch's figures are computed from the
+    /// ledger by the persister.
+    RunSettlement {
+        date: u32,
+        requested_by: UserId,
+    },
 }
 
 impl Command {
@@ -216,7 +229,8 @@ impl Command {
             .with_limit(1 << 20);
         let body = &bytes[2..];
         match version {
-            COMMAND_FORMAT_VERSION => {}
+            // Version 2 differs only in lacking the appended commands.
+            COMMAND_FORMAT_VERSION | 2 => {}
             // Version 1 differs only in the encoding of `SetLimits`.
             1 if body.get(..4) == Some(&SET_LIMITS_TAG.to_le_bytes()[..]) => {
                 let l: LimitsV1 = opts

@@ -111,6 +111,10 @@ pub struct Engine {
     pub(crate) order_index: FxHashMap<u64, u32>,
     pub(crate) client_index: FxHashMap<(UserId, ClientOrderId), OrderId>,
     pub(crate) scratch: Vec<u64>,
+    // settlement (settlement.rs)
+    pub(crate) next_settlement_id: u64,
+    /// Settled UTC day number -> its batch.
+    pub(crate) settlements: BTreeMap<u32, crate::settlement::Settlement>,
 }
 
 impl Default for Engine {
@@ -230,6 +234,8 @@ impl Engine {
             order_index,
             client_index,
             scratch: Vec::with_capacity(256),
+            next_settlement_id: 1,
+            settlements: BTreeMap::new(),
         }
     }
 
@@ -497,6 +503,9 @@ impl Engine {
             } => self.create_api_key(*user, api_key, label, *permissions, *kind, secret, ts, out),
             Command::RevokeApiKey { user, api_key } => self.revoke_api_key(*user, api_key, out),
             Command::RecordLogin { user, success } => self.record_login(*user, *success, ts, out),
+            Command::RunSettlement { date, requested_by } => {
+                self.run_settlement(*date, *requested_by, ts, out)
+            }
         }
     }
 

@@ -251,6 +251,7 @@ impl Engine {
                 f.expected_supply()
             );
         }
+        self.check_settlements()?;
         Ok(())
     }
 }

@@ -8,7 +8,8 @@
 //! interface), `reject` (stable reject reasons), `book` (price levels and
 //! the order slab), `engine` (the rules), `snapshot` (canonical state
 //! encoding and `state_hash`), `invariants` (self-checks), `reference` (a
-//! naive model used to test the fast one).
+//! naive model used to test the fast one), `settlement` (which UTC days
+//! may be settled, and day numbers <-> dates).
 
 pub mod book;
 pub mod command;
@@ -20,6 +21,7 @@ mod invariants;
 pub mod model;
 pub mod reference;
 pub mod reject;
+pub mod settlement;
 pub mod snapshot;
 pub mod types;
 
@@ -28,4 +30,5 @@ pub use engine::{fires_upward, stop_fires, valid_username, Engine, MemoryReport,
 pub use event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 pub use model::*;
 pub use reject::RejectReason;
+pub use settlement::Settlement;
 pub use types::*;

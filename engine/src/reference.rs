@@ -36,6 +36,7 @@ use crate::command::{CancelReplaceMode, Command, NewOrder, OrderRef};
 use crate::event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 use crate::model::*;
 use crate::reject::RejectReason;
+use crate::settlement::Settlement;
 use crate::types::*;
 
 type R<T> = Result<T, RejectReason>;
@@ -131,6 +132,9 @@ pub struct ReferenceEngine {
     withdrawn: BTreeMap<(UserId, AssetId, u64), u64>,
     /// Every open order: resting in a book or waiting as a stop.
     orders: Vec<OpenOrder>,
+    next_settlement_id: u64,
+    /// Accepted settlement batches, in acceptance order.
+    settled: Vec<Settlement>,
 }
 
 impl Default for ReferenceEngine {
@@ -192,6 +196,8 @@ impl ReferenceEngine {
             withdrawals: Vec::new(),
             withdrawn: BTreeMap::new(),
             orders: Vec::new(),
+            next_settlement_id: 1,
+            settled: Vec::new(),
         }
     }
 
@@ -641,6 +647,9 @@ impl ReferenceEngine {
                     locked_until_ms: u.locked_until_ms,
                 });
                 Ok(())
+            }
+            Command::RunSettlement { date, requested_by } => {
+                self.run_settlement(*date, *requested_by, ts, out)
             }
         }
     }
@@ -1651,6 +1660,51 @@ impl ReferenceEngine {
             pair,
             qty: new_qty,
             filled: o.filled,
+        });
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------- settlement
+
+impl ReferenceEngine {
+    /// Accepted settlement batches, by settled day.
+    pub fn settlements(&self) -> Vec<Settlement> {
+        let mut v = self.settled.clone();
+        v.sort_by_key(|s| s.date);
+        v
+    }
+
+    /// A day may be settled once it is over (its last millisecond is before
+    /// the command's time) and only once.
+    fn run_settlement(
+        &mut self,
+        date: u32,
+        requested_by: UserId,
+        ts: u64,
+        out: &mut Vec<Event>,
+    ) -> R<()> {
+        self.user(requested_by)?;
+        let day_end_ms = (date as u64 + 1) * DAY_MS;
+        if ts < day_end_ms {
+            return Err(RejectReason::SettlementDayNotOver);
+        }
+        if self.settled.iter().any(|s| s.date == date) {
+            return Err(RejectReason::AlreadySettled);
+        }
+        let id = self.next_settlement_id;
+        self.next_settlement_id += 1;
+        self.settled.push(Settlement {
+            id,
+            date,
+            requested_by,
+            requested_ms: ts,
+        });
+        out.push(Event::SettlementRequested {
+            id,
+            date,
+            requested_by,
+            ts_ms: ts,
         });
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Business rejections are data: every reason has a stable number, grouped by
 //! subsystem (1xx identity, 2xx configuration, 3xx order parameters and
-//! filters, 4xx order state, 5xx funds, 6xx wallet). Numbers are never reused
+//! filters, 4xx order state, 5xx funds, 6xx wallet, 8xx settlement). Numbers are never reused
 //! or renumbered: the journal, Postgres and clients may hold them.
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,12 @@ pub enum RejectReason {
     WithdrawalNotPending = 605,
     KycRequired = 606,
     DepositConfirmationsDecreased = 607,
+
+    // 8xx: settlement
+    /// The UTC day is not over at the command's journal time.
+    SettlementDayNotOver = 800,
+    /// The UTC day was settled already.
+    AlreadySettled = 801,
 }
 
 impl RejectReason {
@@ -140,6 +146,8 @@ impl RejectReason {
             WithdrawalNotPending => "WITHDRAWAL_NOT_PENDING",
             KycRequired => "KYC_REQUIRED",
             DepositConfirmationsDecreased => "DEPOSIT_CONFIRMATIONS_DECREASED",
+            SettlementDayNotOver => "SETTLEMENT_DAY_NOT_OVER",
+            AlreadySettled => "ALREADY_SETTLED",
         }
     }
 }
@@ -163,5 +171,7 @@ mod tests {
         assert_eq!(TooManyApiKeys.code(), 107);
         assert_eq!(UserLocked.code(), 112);
         assert_eq!(InvalidApiKey.code(), 113);
+        assert_eq!(SettlementDayNotOver.code(), 800);
+        assert_eq!(AlreadySettled.code(), 801);
     }
 }

@@ -13,12 +13,15 @@ use crate::book::Slab;
 use crate::engine::{fires_upward, Engine, PairState};
 use crate::fxhash::FxHashMap;
 use crate::model::*;
+use crate::settlement::Settlement;
 use crate::types::*;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"MXSNAP\0\0";
 /// 2: users carry API keys and login-failure state, `Limits` the lockout
-/// policy, and there is an API key id counter. Version 1 is still read.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// policy, and there is an API key id counter.
+/// 3: settled days and the settlement batch counter. Versions 1 and 2 are
+/// still read.
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct PairSnap {
@@ -32,6 +35,31 @@ struct PairSnap {
 }
 
 #[derive(Serialize, Deserialize)]
+struct StateV3 {
+    last_seq: u64,
+    last_ts_ms: u64,
+    next_order_id: u64,
+    next_trade_id: u64,
+    next_user_id: u64,
+    next_deposit_id: u64,
+    next_withdrawal_id: u64,
+    next_api_key_id: u64,
+    fee_account: UserId,
+    limits: Limits,
+    assets: Vec<Asset>,
+    flows: Vec<AssetFlows>,
+    pairs: Vec<PairSnap>,
+    users: Vec<User>,
+    deposits: Vec<Deposit>,
+    withdrawals: Vec<Withdrawal>,
+    next_settlement_id: u64,
+    /// By settled day.
+    settlements: Vec<Settlement>,
+}
+
+/// Version 2: no settlement state yet.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct StateV2 {
     last_seq: u64,
     last_ts_ms: u64,
@@ -49,6 +77,31 @@ struct StateV2 {
     users: Vec<User>,
     deposits: Vec<Deposit>,
     withdrawals: Vec<Withdrawal>,
+}
+
+impl From<StateV2> for StateV3 {
+    fn from(s: StateV2) -> StateV3 {
+        StateV3 {
+            last_seq: s.last_seq,
+            last_ts_ms: s.last_ts_ms,
+            next_order_id: s.next_order_id,
+            next_trade_id: s.next_trade_id,
+            next_user_id: s.next_user_id,
+            next_deposit_id: s.next_deposit_id,
+            next_withdrawal_id: s.next_withdrawal_id,
+            next_api_key_id: s.next_api_key_id,
+            fee_account: s.fee_account,
+            limits: s.limits,
+            assets: s.assets,
+            flows: s.flows,
+            pairs: s.pairs,
+            users: s.users,
+            deposits: s.deposits,
+            withdrawals: s.withdrawals,
+            next_settlement_id: 1,
+            settlements: Vec::new(),
+        }
+    }
 }
 
 /// Version 1 encodings, read for compatibility and converted.
@@ -212,10 +265,10 @@ mod v1 {
             let loaded = Engine::from_snapshot(&bytes).unwrap();
             assert_eq!(loaded.state_hash(), e.state_hash());
             assert_eq!(loaded.user_by_name("alice").unwrap().failed_logins, 0);
-            bytes[8] = 3;
+            bytes[8] = (SNAPSHOT_VERSION + 1) as u8;
             assert!(matches!(
                 Engine::from_snapshot(&bytes),
-                Err(SnapshotError::Version(3))
+                Err(SnapshotError::Version(v)) if v == SNAPSHOT_VERSION + 1
             ));
         }
     }
@@ -309,7 +362,7 @@ impl std::io::Write for StableHasher {
 }
 
 impl Engine {
-    fn to_state(&self) -> StateV2 {
+    fn to_state(&self) -> StateV3 {
         let pairs = self
             .pairs
             .iter()
@@ -330,7 +383,7 @@ impl Engine {
                 }
             })
             .collect();
-        StateV2 {
+        StateV3 {
             last_seq: self.last_seq,
             last_ts_ms: self.last_ts_ms,
             next_order_id: self.next_order_id,
@@ -347,6 +400,8 @@ impl Engine {
             users: self.users.clone(),
             deposits: self.deposits.values().cloned().collect(),
             withdrawals: self.withdrawals.values().cloned().collect(),
+            next_settlement_id: self.next_settlement_id,
+            settlements: self.settlements.values().copied().collect(),
         }
     }
 
@@ -384,12 +439,17 @@ impl Engine {
             .with_fixint_encoding()
             .allow_trailing_bytes();
         let malformed = |e: bincode::Error| SnapshotError::Malformed(e.to_string());
-        let st: StateV2 = match version {
+        let st: StateV3 = match version {
             SNAPSHOT_VERSION => opts.deserialize(&bytes[12..]).map_err(malformed)?,
-            1 => opts
-                .deserialize::<v1::State1>(&bytes[12..])
+            2 => opts
+                .deserialize::<StateV2>(&bytes[12..])
                 .map_err(malformed)?
                 .into(),
+            1 => StateV2::from(
+                opts.deserialize::<v1::State1>(&bytes[12..])
+                    .map_err(malformed)?,
+            )
+            .into(),
             _ => return Err(SnapshotError::Version(version)),
         };
         let open: usize = st
@@ -445,6 +505,15 @@ impl Engine {
             .map(|d| ((d.asset, d.tx_hash.clone()), d))
             .collect();
         e.withdrawals = st.withdrawals.into_iter().map(|w| (w.id, w)).collect();
+        e.next_settlement_id = st.next_settlement_id;
+        for s in st.settlements {
+            if e.settlements.insert(s.date, s).is_some() {
+                return Err(SnapshotError::Malformed(format!(
+                    "day {} settled twice",
+                    s.date
+                )));
+            }
+        }
         e.slab = Slab::with_capacity(open.max(1024));
         e.order_index = FxHashMap::default();
         e.order_index.reserve(open.max(1024));
@@ -499,5 +568,56 @@ impl Engine {
             self.client_index.insert((o.user, o.client_id), o.id);
         }
         Ok(idx)
+    }
+}
+
+#[cfg(test)]
+mod v2_tests {
+    use super::*;
+    use crate::command::Command;
+
+    /// A version 2 snapshot (written before settlement existed) loads into
+    /// the same state, with nothing settled and the batch counter at 1.
+    #[test]
+    fn version_2_snapshots_still_load() {
+        let mut e = Engine::new();
+        let mut out = Vec::new();
+        e.apply(
+            1,
+            10,
+            &Command::CreateUser {
+                username: "alice".into(),
+                email: "a@example.com".into(),
+                password_hash: "$argon2id$x".into(),
+                roles: 16,
+            },
+            &mut out,
+        );
+        let st = e.to_state();
+        let old = StateV2 {
+            last_seq: st.last_seq,
+            last_ts_ms: st.last_ts_ms,
+            next_order_id: st.next_order_id,
+            next_trade_id: st.next_trade_id,
+            next_user_id: st.next_user_id,
+            next_deposit_id: st.next_deposit_id,
+            next_withdrawal_id: st.next_withdrawal_id,
+            next_api_key_id: st.next_api_key_id,
+            fee_account: st.fee_account,
+            limits: st.limits,
+            assets: st.assets,
+            flows: st.flows,
+            pairs: st.pairs,
+            users: st.users,
+            deposits: st.deposits,
+            withdrawals: st.withdrawals,
+        };
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bincode::serialize_into(&mut bytes, &old).unwrap();
+        let loaded = Engine::from_snapshot(&bytes).unwrap();
+        assert_eq!(loaded.state_hash(), e.state_hash());
+        assert_eq!(loaded.next_settlement_id(), 1);
+        assert_eq!(loaded.settlements().count(), 0);
     }
 }

@@ -112,6 +112,12 @@ enum Act {
         key: u8,
         x: u8,
     },
+    /// Settle the UTC day `back` days before the current one (0: today,
+    /// refused; 255: tomorrow), requested by `user`.
+    Settle {
+        back: u8,
+        user: u8,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -185,6 +191,7 @@ fn act() -> impl Strategy<Value = Act> {
             key,
             x
         }),
+        1 => (prop_oneof![0u8..4, Just(255u8)], 0u8..40).prop_map(|(back, user)| Act::Settle { back, user }),
     ]
 }
 
@@ -279,6 +286,7 @@ struct Stats {
     api_keys_created: usize,
     api_keys_revoked: usize,
     logins_locked: usize,
+    settlements: usize,
 }
 
 struct Driver {
@@ -426,6 +434,7 @@ impl Driver {
                 Event::LoginRecorded {
                     locked_until_ms, ..
                 } if *locked_until_ms > 0 => st.logins_locked += 1,
+                Event::SettlementRequested { .. } => st.settlements += 1,
                 Event::WithdrawalUpdated(w) => {
                     if !self.withdrawals.contains(&w.id) {
                         self.withdrawals.push(w.id);
@@ -760,6 +769,17 @@ impl Driver {
             },
             Act::Admin { what, x, y } => self.admin(what, x, y),
             Act::Identity { what, user, key, x } => self.identity(what, user, key, x),
+            Act::Settle { back, user } => {
+                let today = self.ts / DAY_MS;
+                Command::RunSettlement {
+                    date: if back == 255 {
+                        today + 1
+                    } else {
+                        today.saturating_sub(back as u64)
+                    } as u32,
+                    requested_by: self.user(user),
+                }
+            }
         }
     }
 
@@ -1148,6 +1168,8 @@ impl Driver {
         prop_assert_eq!(deposits, r.deposits(), "deposits");
         let withdrawals: Vec<Withdrawal> = e.withdrawals().cloned().collect();
         prop_assert_eq!(withdrawals, r.withdrawals(), "withdrawals");
+        let settlements: Vec<Settlement> = e.settlements().copied().collect();
+        prop_assert_eq!(settlements, r.settlements(), "settlements");
         Ok(())
     }
 }
@@ -1227,6 +1249,7 @@ fn generator_covers_the_rules() {
         total.api_keys_created += st.api_keys_created;
         total.api_keys_revoked += st.api_keys_revoked;
         total.logins_locked += st.logins_locked;
+        total.settlements += st.settlements;
         for (k, v) in st.rejects {
             *total.rejects.entry(k).or_default() += v;
         }
@@ -1251,6 +1274,7 @@ fn generator_covers_the_rules() {
     assert!(total.api_keys_created > 20, "{}", total.api_keys_created);
     assert!(total.api_keys_revoked > 5, "{}", total.api_keys_revoked);
     assert!(total.logins_locked > 3, "{}", total.logins_locked);
+    assert!(total.settlements > 5, "{}", total.settlements);
     for kind in OrderType::ALL {
         assert!(
             total.accepted.get(&kind).copied().unwrap_or(0) > 5,
@@ -1306,6 +1330,8 @@ fn generator_covers_the_rules() {
         TooManyApiKeys,
         InvalidApiKey,
         UserLocked,
+        SettlementDayNotOver,
+        AlreadySettled,
     ] {
         assert!(
             total.rejects.contains_key(reason.name()),
