@@ -5,7 +5,7 @@
 //! workspace root, embedded by [`migrate`]) and the writer that tails the journal
 //! ([`writer`], rows built by [`rows`] and written by [`sql`]; candles and
 //! the 24 h ticker derived from the trades by [`klines`]) and
-//! [`reconcile`]. [`testdb`] gives every test its own throw-away
+//! [`reconcile`]; settlement batches by [`settlement`]. [`testdb`] gives every test its own throw-away
 //! database on the server named by `DATABASE_URL`.
 
 pub mod copy;
@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod reconcile;
 pub mod replica;
 pub mod rows;
+pub mod settlement;
 pub mod sql;
 pub mod testdb;
 pub mod writer;

@@ -64,6 +64,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_views"),
     migration!(8, "0008_initial_partitions"),
     migration!(9, "0009_base_data"),
+    migration!(10, "0010_settlement"),
 ];
 
 /// A migration applied by this run.

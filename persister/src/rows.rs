@@ -239,6 +239,8 @@ pub struct Batch {
     pub klines: Klines,
     pub audit: Audit,
     pub outbox: Outbox,
+    /// Days settled by records of this batch (settlement.rs).
+    pub settlements: Vec<crate::settlement::SettlementRow>,
 }
 
 fn ledger_kind(cause: BalanceCause) -> (&'static str, Option<(&'static str, u64)>) {
@@ -283,6 +285,11 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
             Some(withdrawal.to_string()),
         ),
         Command::Adjust { user, .. } => ("account.adjust", "ACCOUNT", Some(user.to_string())),
+        Command::RunSettlement { date, .. } => (
+            "settlement.run",
+            "SETTLEMENT",
+            Some(engine::settlement::format_date(*date)),
+        ),
         _ => return None,
     })
 }
@@ -307,6 +314,7 @@ impl Batch {
             + self.klines.row_count()
             + self.audit.id.len()
             + self.outbox.id.len()
+            + self.settlements.len()
     }
 
     /// Add the rows of record `seq` (already applied to `engine`).
@@ -637,6 +645,19 @@ impl Batch {
                     self.push_outbox(next_id(), "TRADE", tr.id.0, "trade.executed", data, t);
                 }
                 Event::StopTriggered { order, .. } => touched.push(*order),
+                Event::SettlementRequested {
+                    id,
+                    date,
+                    requested_by,
+                    ts_ms: at,
+                } => self.settlements.push(crate::settlement::SettlementRow {
+                    id: *id,
+                    date: *date,
+                    requested_by: requested_by.0,
+                    ts_ms: *at,
+                    seq,
+                    trade_bound: engine.next_trade_id(),
+                }),
                 Event::OrderAmended {
                     order, qty, pair, ..
                 } => {
