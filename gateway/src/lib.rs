@@ -15,6 +15,7 @@ pub mod native;
 pub mod pipeline;
 pub mod rest;
 pub mod server;
+pub mod settlement;
 pub mod trade;
 pub mod userstream;
 pub mod wallet;

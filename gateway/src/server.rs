@@ -87,6 +87,8 @@ pub struct AppState {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// Order and trade history in Postgres, when `DATABASE_URL` is set.
     pub history: Option<Arc<crate::history::PgHistory>>,
+    /// Settlement batches the engine accepted (settlement.rs).
+    pub settlements: Arc<RwLock<crate::settlement::Batches>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -568,6 +570,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         auth.cipher.clone(),
     ));
     let u2 = user_streams.clone();
+    let settlements = Arc::new(RwLock::new(crate::settlement::Batches::from_engine(
+        &rec.engine,
+    )));
+    let s2 = settlements.clone();
     let (pipeline, submitter) =
         Pipeline::start(writer, rec.engine, opts.pipeline.clone(), move |o| {
             m2.write().expect("market lock").apply(&o);
@@ -578,6 +584,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             // (and `level_changes`) this command left.
             h2.on_outcome(&m2.read().expect("market lock"), &o);
             i2.write().expect("identity lock").apply(o.seq, &o.events);
+            s2.write().expect("settlements lock").apply(&o.events);
             // User data streams: built from the state before the command,
             // delivered once every read model has applied it.
             let user_events = u2.prepare(&o, &m2, &a2);
@@ -606,6 +613,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     };
     let st = AppState {
         history,
+        settlements,
         closing: closing_rx,
         market,
         identity,
