@@ -239,12 +239,18 @@ async fn pg_batches(
 
 // ------------------------------------------------------------ rendering
 
+/// The engine's own account (user 0) is not a login.
+const EXCHANGE_ACCOUNT: &str = "exchange";
+
+fn username_in(ident: &crate::identity::IdentityView, id: UserId) -> Value {
+    if id.0 == 0 {
+        return json!(EXCHANGE_ACCOUNT);
+    }
+    ident.user(id).map_or(Value::Null, |u| json!(u.username))
+}
+
 fn username(st: &AppState, id: UserId) -> Value {
-    st.identity
-        .read()
-        .expect("identity lock")
-        .user(id)
-        .map_or(Value::Null, |u| json!(u.username))
+    username_in(&st.identity.read().expect("identity lock"), id)
 }
 
 fn batch_json(st: &AppState, s: &Settlement, pg: Option<&PgBatch>, with_result: bool) -> Value {
@@ -521,7 +527,7 @@ async fn details(
         let asset_id = r.get::<_, i64>(1) as u32;
         let mut v = json!({
             "user_id": user_id,
-            "username": ident.user(UserId(user_id)).map(|u| u.username.clone()),
+            "username": username_in(&ident, UserId(user_id)),
             "asset": table.get(&engine::AssetId(asset_id)).map(|(sym, _)| sym.clone()),
         });
         for (i, col) in DETAIL_AMOUNTS.iter().enumerate() {

@@ -10,11 +10,14 @@
 //! * SIGKILL and restart keep every batch and keep refusing settled days;
 //! * without DATABASE_URL the reports answer 503 while a run is still
 //!   journaled; once the exchange restarts with a database, the persister
-//!   writes that batch from the journal.
-//!
-//! Days with trades are settled in persister/tests/settlement.rs, from
-//! journals with crafted timestamps (here the journal's clock is the wall
-//! clock, and today can never be settled).
+//!   writes that batch from the journal;
+//! * a day with deposits and a trade: the journal's clock is the wall
+//!   clock and today can never be settled, so that day's journal is written
+//!   here with 2024 timestamps before the first start; settled over HTTP,
+//!   its details (usernames, every amount at the asset's precision,
+//!   filters, paging) and reconciliation come back exactly. More cases
+//!   (withdrawals, adjustments, fee income, tampering, SIGKILL) are in
+//!   persister/tests/settlement.rs.
 
 mod common;
 
@@ -371,4 +374,265 @@ fn run_list_read_details_rbac_bad_input_restart_and_no_database() {
     drop(s);
     rt.block_on(db.drop_db());
     rt.block_on(db2.drop_db());
+}
+
+// ------------------------------------------- a past day with trades
+
+const ONE: u64 = 100_000_000;
+/// 2024-01-15T00:00:00Z.
+const DAY_MS: u64 = 1_705_276_800_000;
+
+/// A journal written before the first start, its clock on 2024-01-15:
+/// assets, a pair (fees 0.1 %), alice with 1 BTC, bob with 50000 USDT who
+/// bids 0.5 BTC at 30000, and alice selling 0.2 BTC into that bid.
+fn write_past_day(dir: &std::path::Path) {
+    use engine::*;
+    let data = persister::replica::DataDir::new(dir);
+    data.create().unwrap();
+    let (mut w, _) = journal::Writer::open(journal::JournalConfig {
+        segment_size: 4 * 1024 * 1024,
+        ..journal::JournalConfig::new(data.journal())
+    })
+    .unwrap();
+    let asset = |symbol: &str| {
+        Command::AddAsset(AssetSpec {
+            symbol: symbol.into(),
+            name: symbol.into(),
+            decimals: 8,
+            min_withdraw_units: 0,
+            withdraw_fee_units: 0,
+            daily_withdraw_limit_units: 0,
+            confirmations: 1,
+            active: true,
+        })
+    };
+    let user = |name: &str| Command::CreateUser {
+        username: name.into(),
+        email: format!("{name}@example.com"),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        roles: roles::TRADER,
+    };
+    let deposit = |user: u64, asset: u32, amount: u64| Command::Deposit {
+        user: UserId(user),
+        asset: AssetId(asset),
+        amount,
+        tx_hash: format!("past-{user}-{asset}"),
+        confirmations: 1,
+    };
+    let order = |user: u64, side: Side, tif: TimeInForce, qty: u64| {
+        Command::PlaceOrder(NewOrder {
+            user: UserId(user),
+            pair: PairId(1),
+            side,
+            kind: OrderType::Limit,
+            tif,
+            price: Price(3_000_000),
+            qty: Qty(qty),
+            quote_qty: 0,
+            stop_price: Price(0),
+            client_id: ClientOrderId::NONE,
+            stp: StpMode::ExpireMaker,
+        })
+    };
+    let commands = [
+        asset("BTC"),
+        asset("USDT"),
+        Command::AddPair(PairSpec {
+            symbol: "BTCUSDT".into(),
+            base: AssetId(1),
+            quote: AssetId(2),
+            tick_units: 1_000_000,
+            step_units: 1_000,
+            min_qty_units: 1_000,
+            max_qty_units: 9_000 * ONE,
+            market_max_qty_units: 9_000 * ONE,
+            min_notional_units: 5 * ONE,
+            max_notional_units: 0,
+            min_price_ticks: 1,
+            max_price_ticks: 1_000_000_000,
+            maker_fee_e8: 100_000,
+            taker_fee_e8: 100_000,
+            price_band_pct: 0,
+            status: PairStatus::Trading,
+        }),
+        user("pastalice"),
+        user("pastbob"),
+        deposit(1, 1, ONE),
+        deposit(2, 2, 50_000 * ONE),
+        order(2, Side::Buy, TimeInForce::Gtc, ONE / 2),
+        order(1, Side::Sell, TimeInForce::Ioc, ONE / 5),
+    ];
+    let mut buf = Vec::new();
+    for (i, c) in commands.iter().enumerate() {
+        buf.clear();
+        c.encode_into(&mut buf);
+        let ms = DAY_MS + 3_600_000 + i as u64 * 60_000;
+        w.append(ms * 1_000_000, &buf).unwrap();
+    }
+    w.commit().unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn settles_a_past_day_with_trades_over_http() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(persister::testdb::TestDb::create());
+    let url = db.url().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    write_past_day(tmp.path());
+    let s = Server::start_with(tmp.path(), free_port(), &[("DATABASE_URL", url.as_str())]);
+    let admin = login(&s, ADMIN, ADMIN_PW);
+    let r = ok(run(&s, &admin, "2024-01-15"), 201);
+    assert_eq!((&r["id"], &r["status"]), (&json!(1), &json!("PENDING")));
+    wait_persisted(&s);
+    let b = written(&s, &admin, 1);
+    assert_eq!(b["status"], "COMPLETED", "{b}");
+    assert_eq!(
+        (&b["total_trades"], &b["total_volume"], &b["account_count"]),
+        (&json!(1), &json!("6000"), &json!(6)),
+        "{b}"
+    );
+    let rec = &b["reconciliation"];
+    assert_eq!(
+        (&rec["balanced"], &rec["trades"]),
+        (&json!(true), &json!(1))
+    );
+    let btc = rec["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["asset"] == "BTC")
+        .unwrap();
+    assert_eq!(
+        (
+            &btc["bought"],
+            &btc["sold"],
+            &btc["fees_paid"],
+            &btc["fee_income"]
+        ),
+        (
+            &json!("0.20000000"),
+            &json!("0.20000000"),
+            &json!("0.00020000"),
+            &json!("0.00020000")
+        )
+    );
+
+    let d = ok(get(&s, &format!("{BASE}/1/details"), &admin), 200);
+    assert_eq!(
+        (&d["total"], &d["status"]),
+        (&json!(6), &json!("COMPLETED"))
+    );
+    let rows: Vec<(String, String, String, String, String)> = d["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let f = |k: &str| x[k].as_str().unwrap_or_else(|| panic!("{k} in {x}")).to_string();
+            (
+                f("username"),
+                f("asset"),
+                f("opening_balance"),
+                format!(
+                    "bought {} sold {} fee {} net {} income {} deposit {} withdrawal {} wfee {} adjustment {}",
+                    f("bought_amount"),
+                    f("sold_amount"),
+                    f("fee_amount"),
+                    f("net_amount"),
+                    f("fee_income_amount"),
+                    f("deposit_amount"),
+                    f("withdrawal_amount"),
+                    f("withdrawal_fee_amount"),
+                    f("adjustment_amount")
+                ),
+                format!("{} diff {}", f("closing_balance"), f("difference")),
+            )
+        })
+        .collect();
+    let z = "0.00000000";
+    let line = |b: &str, s: &str, f: &str, n: &str, i: &str, d: &str| {
+        format!(
+            "bought {b} sold {s} fee {f} net {n} income {i} deposit {d} withdrawal {z} wfee {z} adjustment {z}"
+        )
+    };
+    let want = vec![
+        (
+            "exchange",
+            "BTC",
+            line(z, z, z, z, "0.00020000", z),
+            "0.00020000",
+        ),
+        (
+            "exchange",
+            "USDT",
+            line(z, z, z, z, "6.00000000", z),
+            "6.00000000",
+        ),
+        (
+            "pastalice",
+            "BTC",
+            line(z, "0.20000000", z, "-0.20000000", z, "1.00000000"),
+            "0.80000000",
+        ),
+        (
+            "pastalice",
+            "USDT",
+            line("6000.00000000", z, "6.00000000", "5994.00000000", z, z),
+            "5994.00000000",
+        ),
+        (
+            "pastbob",
+            "BTC",
+            line("0.20000000", z, "0.00020000", "0.19980000", z, z),
+            "0.19980000",
+        ),
+        (
+            "pastbob",
+            "USDT",
+            line(z, "6000.00000000", z, "-6000.00000000", z, "50000.00000000"),
+            "44000.00000000",
+        ),
+    ];
+    assert_eq!(rows.len(), want.len(), "{d}");
+    for (got, (user, asset, moves, closing)) in rows.iter().zip(want) {
+        assert_eq!(
+            got,
+            &(
+                user.to_string(),
+                asset.to_string(),
+                z.to_string(),
+                moves,
+                format!("{closing} diff {z}")
+            )
+        );
+    }
+    // Filters and paging.
+    let d = ok(
+        get(&s, &format!("{BASE}/1/details?user=pastalice"), &admin),
+        200,
+    );
+    assert_eq!(d["total"], 2);
+    let d = ok(
+        get(
+            &s,
+            &format!("{BASE}/1/details?asset=USDT&limit=1&offset=1"),
+            &admin,
+        ),
+        200,
+    );
+    assert_eq!(
+        (&d["total"], &d["details"][0]["username"]),
+        (&json!(3), &json!("pastalice"))
+    );
+    let d = ok(
+        get(&s, &format!("{BASE}/1/details?user=2&asset=BTC"), &admin),
+        200,
+    );
+    assert_eq!(d["details"][0]["closing_balance"], "0.19980000");
+    assert_eq!(d["total"], 1);
+    drop(s);
+    rt.block_on(db.drop_db());
 }
