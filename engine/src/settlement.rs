@@ -13,7 +13,7 @@
 //! from its own counter. The figures (opening and closing balances,
 //! movements by type, reconciliation) are computed by the persister from
 //! the ledger rows in Postgres, in the transaction that writes the batch
-//! (persister `sql.rs`, migrations/0010_settlement.sql). Because every
+//! (persister `settlement.rs`, migrations/0011_settlement.sql). Because every
 //! ledger row of a day that is over has a smaller journal sequence number
 //! than the command that settles it, the batch is a pure function of the
 //! journal prefix up to that command.

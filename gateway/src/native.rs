@@ -33,16 +33,15 @@
 //! | -4042 | 404 | unknown asset |
 //! | -4043 | 404 | unknown withdrawal |
 //! | -4044 | 404 | unknown trading pair |
-//! | -4045 | 404 | unknown settlement batch |
+//! | -4048 | 404 | unknown settlement batch |
 //! | -4090 | 409 | username taken |
 //! | -4091 | 409 | email taken |
 //! | -4092 | 409 | API key identifier exists |
 //! | -4093 | 409 | too many API keys |
 //! | -4094 | 409 | deposit conflicts with an earlier post of the same (asset, tx_hash) |
 //! | -4095 | 409 | withdrawal no longer pending (already approved or rejected) |
-//! | -4096 | 409 | asset or trading pair exists |
+//! | -4096 | 409 | asset or trading pair exists, or the UTC day is already settled |
 //! | -4097 | 409 | refused to lock yourself or to remove the last active ADMIN |
-//! | -4098 | 409 | the UTC day is already settled |
 //! | -4130 | 413 | request body too large |
 //! | -4230 | 423 | password login locked until `locked_until` (ms) |
 //! | -5030 | 503 | overloaded or shutting down, or (settlement reports) no persister database; retry later |
@@ -110,7 +109,8 @@ pub mod codes {
     pub const UNKNOWN_ASSET: i32 = -4042;
     pub const UNKNOWN_WITHDRAWAL: i32 = -4043;
     pub const UNKNOWN_PAIR: i32 = -4044;
-    pub const UNKNOWN_SETTLEMENT: i32 = -4045;
+    // -4045..-4047 are taken on other branches (KYC, risk, notifications).
+    pub const UNKNOWN_SETTLEMENT: i32 = -4048;
     pub const USERNAME_TAKEN: i32 = -4090;
     pub const EMAIL_TAKEN: i32 = -4091;
     pub const API_KEY_EXISTS: i32 = -4092;
@@ -119,7 +119,6 @@ pub mod codes {
     pub const WITHDRAWAL_NOT_PENDING: i32 = -4095;
     pub const ALREADY_EXISTS: i32 = -4096;
     pub const SELF_OR_LAST_ADMIN: i32 = -4097;
-    pub const ALREADY_SETTLED: i32 = -4098;
     pub const PAYLOAD_TOO_LARGE: i32 = -4130;
     pub const ACCOUNT_LOCKED: i32 = -4230;
     pub const UNAVAILABLE: i32 = -5030;

@@ -21,8 +21,8 @@
 //!
 //! Errors: -4000 malformed body, -4004 bad parameter or a day that is not
 //! over, -4010 no token, -4030 permission, -4040 / -4042 unknown user or
-//! asset filter, -4045 unknown batch, -4098 day already settled, -5030 no
-//! database.
+//! asset filter, -4048 unknown batch, -4096 day already settled (a batch
+//! of that day exists), -5030 no database.
 
 use std::collections::BTreeMap;
 
@@ -317,7 +317,7 @@ fn already_settled(date: u32, id: Option<u64>) -> NativeError {
     let by = id.map(|i| format!(" by batch {i}")).unwrap_or_default();
     NativeError::new(
         StatusCode::CONFLICT,
-        codes::ALREADY_SETTLED,
+        codes::ALREADY_EXISTS,
         format!("{} is already settled{by}.", format_date(date)),
     )
 }

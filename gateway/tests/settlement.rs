@@ -241,7 +241,7 @@ fn run_list_read_details_rbac_bad_input_restart_and_no_database() {
     assert!(requested >= now && requested <= now_ms(), "{r}");
     // Again: 409, whoever asks.
     let r = run(&s, &admin, "2020-01-01");
-    assert_err(&r, 409, -4098, "already settled");
+    assert_err(&r, 409, -4096, "already settled");
     assert!(
         r.json["msg"].as_str().unwrap().contains("batch 1"),
         "{}",
@@ -304,9 +304,9 @@ fn run_list_read_details_rbac_bad_input_restart_and_no_database() {
 
     // Bad ids and filters.
     let bad_gets: [(&str, u16, i64); 10] = [
-        ("/99", 404, -4045),
-        ("/99/details", 404, -4045),
-        ("/0", 404, -4045),
+        ("/99", 404, -4048),
+        ("/99/details", 404, -4048),
+        ("/0", 404, -4048),
         ("/abc", 400, -4004),
         ("/-1", 400, -4004),
         ("/99999999999999999999999", 400, -4004),
@@ -331,7 +331,7 @@ fn run_list_read_details_rbac_bad_input_restart_and_no_database() {
     let admin = login(&s, ADMIN, ADMIN_PW);
     assert_eq!(ok(get(&s, BASE, &admin), 200), before);
     let r = run(&s, &admin, "2020-01-01");
-    assert_err(&r, 409, -4098, "settled before the restart");
+    assert_err(&r, 409, -4096, "settled before the restart");
     let r = ok(run(&s, &admin, "2020-01-03"), 201);
     assert_eq!(r["id"], 3, "the batch counter survives: {r}");
     wait_persisted(&s);

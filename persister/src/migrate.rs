@@ -64,7 +64,8 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_views"),
     migration!(8, "0008_initial_partitions"),
     migration!(9, "0009_base_data"),
-    migration!(10, "0010_settlement"),
+    // 0010 is taken on main (notification templates).
+    migration!(11, "0011_settlement"),
 ];
 
 /// A migration applied by this run.

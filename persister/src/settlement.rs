@@ -15,10 +15,17 @@
 //! crash, cut at other record boundaries, writes the same rows. Row ids:
 //! details `batch id << 32 | n`, n counting (user, asset) in order. No
 //! wall clock: `started_at`, `completed_at`, `created_at` are the command's
-//! journal time. Cross-writer note: the day's trades must be written by
-//! this writer (today's single `core` writer writes every table).
+//! journal time.
 //!
-//! Per (user, asset) (migrations/0010_settlement.sql):
+//! Cross-writer read: the gross amounts and fees come from `trades`, so the
+//! day's trades must be committed when the batch is. Today one writer
+//! writes every table in one transaction. Where writers are split by table
+//! domain (trades in another writer's transaction), the writer of the
+//! settlement tables must first wait until the trades writer's checkpoint
+//! has reached the batch's last seq, exactly as a klines/ticker batch waits
+//! for it; the trade id bound already keeps later trades out.
+//!
+//! Per (user, asset) (migrations/0011_settlement.sql):
 //! * opening / closing = available + frozen: per bucket, `balance_before`
 //!   of the day's first row / `balance_after` of its last, or for a bucket
 //!   without rows that day the latest `balance_after` before the day, or 0;

@@ -1,4 +1,4 @@
--- 0010 daily settlement: what a batch needs beyond 0005's columns.
+-- 0011 daily settlement: what a batch needs beyond 0005's columns.
 --
 -- A batch is written by the persister (core writer) in the transaction of
 -- the journal record that settled its UTC day (`Command::RunSettlement`):
