@@ -413,7 +413,7 @@ async fn run(
             }),
             _ => None,
         })
-        .ok_or_else(|| rejected(RejectReason::InvalidOrderParams))?;
+        .ok_or_else(|| NativeError::unavailable("Settlement result missing."))?;
     let mut v = batch_json(&st, &s, None, false);
     v["journal_seq"] = json!(o.seq);
     reply(StatusCode::CREATED, v)
