@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 /// * 5: risk commands (`CreateRiskRule`, `UpdateRiskRule`,
 ///   `DeleteRiskRule`, `SetRiskEventStatus`) and `GrantRole` / `RevokeRole`
 ///   appended; versions 2 to 4 encode as 5.
-pub const COMMAND_FORMAT_VERSION: u16 = 5;
+/// * 6: `RunSettlement` appended; versions 2 to 5 encode as 6.
+pub const COMMAND_FORMAT_VERSION: u16 = 6;
 
 /// Longest notification webhook URL, in bytes.
 pub const NOTIFY_WEBHOOK_MAX_LEN: usize = 512;
@@ -309,6 +310,16 @@ pub enum Command {
         user: UserId,
         role: u32,
     },
+
+    // settlement (appended)
+    /// Settle one UTC day (`date`: days since 1970-01-01). Refused unless
+    /// the day is over at this command's journal time and was not settled
+    /// before (settlement.rs); the batch's figures are computed from the
+    /// ledger by the persister.
+    RunSettlement {
+        date: u32,
+        requested_by: UserId,
+    },
 }
 
 impl Command {
@@ -339,8 +350,8 @@ impl Command {
             .with_limit(1 << 20);
         let body = &bytes[2..];
         match version {
-            // Versions 2 to 4 differ only in lacking appended commands.
-            COMMAND_FORMAT_VERSION | 2 | 3 | 4 => {}
+            // Versions 2 to 5 differ only in lacking appended commands.
+            COMMAND_FORMAT_VERSION | 2 | 3 | 4 | 5 => {}
             // Version 1 differs only in the encoding of `SetLimits`.
             1 if body.get(..4) == Some(&SET_LIMITS_TAG.to_le_bytes()[..]) => {
                 let l: LimitsV1 = opts

@@ -119,6 +119,10 @@ pub struct Engine {
     pub(crate) scratch: Vec<u64>,
     /// Risk rules, open risk events and their counters (risk.rs).
     pub(crate) risk: RiskState,
+    // settlement (settlement.rs)
+    pub(crate) next_settlement_id: u64,
+    /// Settled UTC day number -> its batch.
+    pub(crate) settlements: BTreeMap<u32, crate::settlement::Settlement>,
 }
 
 impl Default for Engine {
@@ -242,6 +246,8 @@ impl Engine {
             client_index,
             scratch: Vec::with_capacity(256),
             risk: RiskState::default(),
+            next_settlement_id: 1,
+            settlements: BTreeMap::new(),
         }
     }
 
@@ -584,6 +590,9 @@ impl Engine {
             } => self.set_risk_event_status(*by, *event, *status, note, ts, out),
             Command::GrantRole { user, role } => self.grant_role(*user, *role, out),
             Command::RevokeRole { user, role } => self.revoke_role(*user, *role, out),
+            Command::RunSettlement { date, requested_by } => {
+                self.run_settlement(*date, *requested_by, ts, out)
+            }
         }
     }
 

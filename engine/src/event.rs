@@ -296,4 +296,14 @@ pub enum Event {
         note: String,
         updated_ms: u64,
     },
+
+    // settlement (appended)
+    /// A UTC day (`date`, days since 1970-01-01) was accepted for settlement
+    /// as batch `id`; the persister writes the batch from the ledger.
+    SettlementRequested {
+        id: u64,
+        date: u32,
+        requested_by: UserId,
+        ts_ms: u64,
+    },
 }

@@ -295,6 +295,7 @@ impl Engine {
             self.kyc_pending.len(),
             pending
         );
+        self.check_settlements()?;
         Ok(())
     }
 }

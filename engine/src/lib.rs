@@ -9,7 +9,8 @@
 //! the order slab), `engine` (the rules), `risk` (risk rules, their
 //! evaluation and risk events), `snapshot` (canonical state encoding and
 //! `state_hash`), `invariants` (self-checks), `reference` (a naive model
-//! used to test the fast one).
+//! used to test the fast one), `settlement` (which UTC days may be
+//! settled, and day numbers <-> dates).
 
 pub mod book;
 pub mod command;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod reference;
 pub mod reject;
 pub mod risk;
+pub mod settlement;
 pub mod snapshot;
 pub mod types;
 
@@ -37,4 +39,5 @@ pub use risk::{
     RiskAction, RiskEvent, RiskEventStatus, RiskLevel, RiskLimit, RiskParams, RiskRule,
     RiskRuleChanges, RiskRuleType,
 };
+pub use settlement::Settlement;
 pub use types::*;

@@ -37,6 +37,7 @@ use crate::event::{AcceptedOrder, BalanceCause, BalanceChange, Event, Trade};
 use crate::model::*;
 use crate::reject::RejectReason;
 use crate::risk::*;
+use crate::settlement::Settlement;
 use crate::types::*;
 
 type R<T> = Result<T, RejectReason>;
@@ -148,6 +149,9 @@ pub struct ReferenceEngine {
     /// Self-trade prevention expiries of the current command: (user, pair,
     /// taker, maker, mode).
     stp_seen: Vec<(UserId, PairId, OrderId, OrderId, StpMode)>,
+    next_settlement_id: u64,
+    /// Accepted settlement batches, in acceptance order.
+    settled: Vec<Settlement>,
 }
 
 impl Default for ReferenceEngine {
@@ -216,6 +220,8 @@ impl ReferenceEngine {
             next_risk_rule_id: 1,
             risk_pending: Vec::new(),
             stp_seen: Vec::new(),
+            next_settlement_id: 1,
+            settled: Vec::new(),
         }
     }
 
@@ -979,6 +985,9 @@ impl ReferenceEngine {
                     read_ms: ts,
                 });
                 Ok(())
+            }
+            Command::RunSettlement { date, requested_by } => {
+                self.run_settlement(*date, *requested_by, ts, out)
             }
         }
     }
@@ -2229,5 +2238,50 @@ impl ReferenceEngine {
             out.push(Event::RiskEventRaised(Box::new(ev.clone())));
             self.risk_events.push(ev);
         }
+    }
+}
+
+// ------------------------------------------------------------- settlement
+
+impl ReferenceEngine {
+    /// Accepted settlement batches, by settled day.
+    pub fn settlements(&self) -> Vec<Settlement> {
+        let mut v = self.settled.clone();
+        v.sort_by_key(|s| s.date);
+        v
+    }
+
+    /// A day may be settled once it is over (its last millisecond is before
+    /// the command's time) and only once.
+    fn run_settlement(
+        &mut self,
+        date: u32,
+        requested_by: UserId,
+        ts: u64,
+        out: &mut Vec<Event>,
+    ) -> R<()> {
+        self.user(requested_by)?;
+        let day_end_ms = (date as u64 + 1) * DAY_MS;
+        if ts < day_end_ms {
+            return Err(RejectReason::SettlementDayNotOver);
+        }
+        if self.settled.iter().any(|s| s.date == date) {
+            return Err(RejectReason::AlreadySettled);
+        }
+        let id = self.next_settlement_id;
+        self.next_settlement_id += 1;
+        self.settled.push(Settlement {
+            id,
+            date,
+            requested_by,
+            requested_ms: ts,
+        });
+        out.push(Event::SettlementRequested {
+            id,
+            date,
+            requested_by,
+            ts_ms: ts,
+        });
+        Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! Business rejections are data: every reason has a stable number, grouped by
 //! subsystem (1xx identity, 2xx configuration, 3xx order parameters and
-//! filters, 4xx order state, 5xx funds, 6xx wallet, 7xx risk). Numbers are
-//! never reused or renumbered: the journal, Postgres and clients may hold
-//! them.
+//! filters, 4xx order state, 5xx funds, 6xx wallet, 7xx risk and
+//! notifications, 8xx settlement). Numbers are never reused or renumbered:
+//! the journal, Postgres and clients may hold them.
 
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +109,12 @@ pub enum RejectReason {
     /// A webhook URL that is too long or not http(s), or a mark-read with
     /// no ids or more than `NOTIFY_MAX_READ_IDS`.
     InvalidNotificationRequest = 720,
+
+    // 8xx: settlement
+    /// The UTC day is not over at the command's journal time.
+    SettlementDayNotOver = 800,
+    /// The UTC day was settled already.
+    AlreadySettled = 801,
 }
 
 impl RejectReason {
@@ -190,6 +196,8 @@ impl RejectReason {
             RiskOrderNotional => "RISK_ORDER_NOTIONAL",
             RiskLargeWithdrawal => "RISK_LARGE_WITHDRAWAL",
             InvalidNotificationRequest => "INVALID_NOTIFICATION_REQUEST",
+            SettlementDayNotOver => "SETTLEMENT_DAY_NOT_OVER",
+            AlreadySettled => "ALREADY_SETTLED",
         }
     }
 }
@@ -227,5 +235,7 @@ mod tests {
         assert_eq!(InvalidRiskEventStatus.code(), 706);
         assert_eq!(RiskOrderNotional.code(), 710);
         assert_eq!(RiskLargeWithdrawal.code(), 711);
+        assert_eq!(SettlementDayNotOver.code(), 800);
+        assert_eq!(AlreadySettled.code(), 801);
     }
 }

@@ -14,6 +14,7 @@ use crate::engine::{fires_upward, Engine, PairState};
 use crate::fxhash::FxHashMap;
 use crate::model::*;
 use crate::risk::{RiskEvent, RiskLimit, RiskRule};
+use crate::settlement::Settlement;
 use crate::types::*;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"MXSNAP\0\0";
@@ -21,9 +22,11 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"MXSNAP\0\0";
 /// policy, and there is an API key id counter.
 /// 3: KYC records and their id counter.
 /// 4: a risk section ([`RiskSnap`]: rules, open risk events, their
-/// counters) follows the version 3 body. Versions 1 to 3 are still read
-/// (no rules, no events).
-pub const SNAPSHOT_VERSION: u32 = 4;
+/// counters) follows the version 3 body.
+/// 5: a settlement section ([`SettleSnap`]: settled days, the batch
+/// counter) follows the risk section. Versions 1 to 4 are still read
+/// (no rules, no events, nothing settled).
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// Risk state, encoded after the main body (its own section, so the main
 /// body keeps the version 3 layout).
@@ -44,6 +47,23 @@ impl Default for RiskSnap {
             next_event_id: 1,
             rules: Vec::new(),
             open_events: Vec::new(),
+        }
+    }
+}
+
+/// Settlement state, encoded after the risk section.
+#[derive(Serialize, Deserialize)]
+struct SettleSnap {
+    next_settlement_id: u64,
+    /// By settled day.
+    settlements: Vec<Settlement>,
+}
+
+impl Default for SettleSnap {
+    fn default() -> Self {
+        SettleSnap {
+            next_settlement_id: 1,
+            settlements: Vec::new(),
         }
     }
 }
@@ -433,6 +453,13 @@ impl Engine {
         }
     }
 
+    fn to_settle_snap(&self) -> SettleSnap {
+        SettleSnap {
+            next_settlement_id: self.next_settlement_id,
+            settlements: self.settlements.values().copied().collect(),
+        }
+    }
+
     fn to_risk_snap(&self) -> RiskSnap {
         RiskSnap {
             next_rule_id: self.risk.next_rule_id,
@@ -450,6 +477,7 @@ impl Engine {
         v.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         bincode::serialize_into(&mut v, &self.to_state()).expect("state encodes");
         bincode::serialize_into(&mut v, &self.to_risk_snap()).expect("risk state encodes");
+        bincode::serialize_into(&mut v, &self.to_settle_snap()).expect("settlements encode");
         v
     }
 
@@ -464,6 +492,7 @@ impl Engine {
         st.last_ts_ms = 0;
         bincode::serialize_into(&mut h, &st).expect("state encodes");
         bincode::serialize_into(&mut h, &self.to_risk_snap()).expect("risk state encodes");
+        bincode::serialize_into(&mut h, &self.to_settle_snap()).expect("settlements encode");
         h.finish()
     }
 
@@ -480,22 +509,38 @@ impl Engine {
             .allow_trailing_bytes();
         let malformed = |e: bincode::Error| SnapshotError::Malformed(e.to_string());
         let mut body = &bytes[12..];
-        let (st, risk): (StateV3, RiskSnap) = match version {
+        let (st, risk, settle): (StateV3, RiskSnap, SettleSnap) = match version {
             SNAPSHOT_VERSION => {
                 let st = opts.deserialize_from(&mut body).map_err(malformed)?;
-                (st, opts.deserialize_from(&mut body).map_err(malformed)?)
+                let risk = opts.deserialize_from(&mut body).map_err(malformed)?;
+                (
+                    st,
+                    risk,
+                    opts.deserialize_from(&mut body).map_err(malformed)?,
+                )
+            }
+            4 => {
+                let st = opts.deserialize_from(&mut body).map_err(malformed)?;
+                (
+                    st,
+                    opts.deserialize_from(&mut body).map_err(malformed)?,
+                    SettleSnap::default(),
+                )
             }
             3 => (
                 opts.deserialize(body).map_err(malformed)?,
                 RiskSnap::default(),
+                SettleSnap::default(),
             ),
             2 => (
                 opts.deserialize::<StateV2>(body).map_err(malformed)?.into(),
                 RiskSnap::default(),
+                SettleSnap::default(),
             ),
             1 => (
                 StateV2::from(opts.deserialize::<v1::State1>(body).map_err(malformed)?).into(),
                 RiskSnap::default(),
+                SettleSnap::default(),
             ),
             _ => return Err(SnapshotError::Version(version)),
         };
@@ -602,6 +647,15 @@ impl Engine {
             e.pairs.push(ps);
         }
         e.restore_risk(risk)?;
+        e.next_settlement_id = settle.next_settlement_id;
+        for x in settle.settlements {
+            if e.settlements.insert(x.date, x).is_some() {
+                return Err(SnapshotError::Malformed(format!(
+                    "day {} settled twice",
+                    x.date
+                )));
+            }
+        }
         e.check_invariants().map_err(SnapshotError::Invariant)?;
         Ok(e)
     }
@@ -738,6 +792,8 @@ mod tests {
         assert_eq!(loaded.state_hash(), e.state_hash());
         assert_eq!(loaded.kyc_records().count(), 0);
         assert_eq!(loaded.next_kyc_id, 1);
+        assert_eq!(loaded.next_settlement_id(), 1);
+        assert_eq!(loaded.settlements().count(), 0);
     }
 
     /// KYC records, their counter and the pending index survive a snapshot;

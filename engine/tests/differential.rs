@@ -125,6 +125,12 @@ enum Act {
         x: u8,
         y: u8,
     },
+    /// Settle the UTC day `back` days before the current one (0: today,
+    /// refused; 255: tomorrow), requested by `user`.
+    Settle {
+        back: u8,
+        user: u8,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -205,6 +211,7 @@ fn act() -> impl Strategy<Value = Act> {
             x
         }),
         7 => (0u8..18, any::<u8>(), any::<u8>()).prop_map(|(what, x, y)| Act::Risk { what, x, y }),
+        1 => (prop_oneof![0u8..4, Just(255u8)], 0u8..40).prop_map(|(back, user)| Act::Settle { back, user }),
     ]
 }
 
@@ -305,6 +312,7 @@ struct Stats {
     risk_rules_created: usize,
     risk_events_raised: usize,
     risk_events_handled: usize,
+    settlements: usize,
 }
 
 struct Driver {
@@ -460,6 +468,7 @@ impl Driver {
                     KycStatus::Approved => st.kyc_approved += 1,
                     _ => st.kyc_rejected += 1,
                 },
+                Event::SettlementRequested { .. } => st.settlements += 1,
                 Event::WithdrawalUpdated(w) => {
                     if !self.withdrawals.contains(&w.id) {
                         self.withdrawals.push(w.id);
@@ -801,6 +810,17 @@ impl Driver {
                 x,
             } => self.kyc(what, user, pick, x),
             Act::Risk { what, x, y } => self.risk(what, x, y),
+            Act::Settle { back, user } => {
+                let today = self.ts / DAY_MS;
+                Command::RunSettlement {
+                    date: if back == 255 {
+                        today + 1
+                    } else {
+                        today.saturating_sub(back as u64)
+                    } as u32,
+                    requested_by: self.user(user),
+                }
+            }
         }
     }
 
@@ -1387,6 +1407,8 @@ impl Driver {
         for u in e.users() {
             prop_assert_eq!(Some(u.roles), r.roles_of(u.id), "roles of user {}", u.id);
         }
+        let settlements: Vec<Settlement> = e.settlements().copied().collect();
+        prop_assert_eq!(settlements, r.settlements(), "settlements");
         Ok(())
     }
 }
@@ -1453,7 +1475,7 @@ fn generator_covers_the_rules() {
     let mut runner = TestRunner::deterministic();
     let strategy = scenario();
     let mut total = Stats::default();
-    for _ in 0..40 {
+    for _ in 0..60 {
         let s = strategy.new_tree(&mut runner).expect("scenario").current();
         let st = run(&s, None).expect("streams agree");
         total.commands += st.commands;
@@ -1472,6 +1494,7 @@ fn generator_covers_the_rules() {
         total.risk_rules_created += st.risk_rules_created;
         total.risk_events_raised += st.risk_events_raised;
         total.risk_events_handled += st.risk_events_handled;
+        total.settlements += st.settlements;
         for (k, v) in st.rejects {
             *total.rejects.entry(k).or_default() += v;
         }
@@ -1514,6 +1537,7 @@ fn generator_covers_the_rules() {
         "{}",
         total.risk_events_handled
     );
+    assert!(total.settlements > 5, "{}", total.settlements);
     for kind in OrderType::ALL {
         assert!(
             total.accepted.get(&kind).copied().unwrap_or(0) > 5,
@@ -1583,6 +1607,8 @@ fn generator_covers_the_rules() {
         RiskLargeWithdrawal,
         InvalidRole,
         RoleUnchanged,
+        SettlementDayNotOver,
+        AlreadySettled,
     ] {
         assert!(
             total.rejects.contains_key(reason.name()),

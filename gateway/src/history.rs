@@ -162,6 +162,12 @@ fn id_param(v: Option<u64>) -> Option<i64> {
 }
 
 impl PgHistory {
+    /// The pool, for other reports on the persister's database
+    /// (settlement.rs).
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// A pool of at most `max_size` connections to `url` (connections are
     /// opened on first use, so a database that is down does not stop
     /// startup).

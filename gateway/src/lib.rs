@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod rest;
 pub mod risk;
 pub mod server;
+pub mod settlement;
 pub mod trade;
 pub mod userstream;
 pub mod wallet;

@@ -39,6 +39,7 @@
 //! | -4045 | 404 | unknown KYC record |
 //! | -4046 | 404 | unknown risk rule |
 //! | -4047 | 404 | unknown notification (or another user's) |
+//! | -4048 | 404 | unknown settlement batch |
 //! | -4049 | 404 | unknown risk event |
 //! | -4090 | 409 | username taken |
 //! | -4091 | 409 | email taken |
@@ -46,7 +47,7 @@
 //! | -4093 | 409 | too many API keys |
 //! | -4094 | 409 | deposit conflicts with an earlier post of the same (asset, tx_hash) |
 //! | -4095 | 409 | withdrawal no longer pending (already approved or rejected) |
-//! | -4096 | 409 | asset or trading pair exists |
+//! | -4096 | 409 | asset or trading pair exists, or the UTC day is already settled |
 //! | -4097 | 409 | refused to lock yourself or to remove the last active ADMIN |
 //! | -4098 | 409 | a KYC record of the user is already pending review |
 //! | -4099 | 409 | KYC record already reviewed (approved or rejected) |
@@ -54,7 +55,7 @@
 //! | -40911 | 409 | risk event already resolved or dismissed, or already in that status |
 //! | -4130 | 413 | request body too large |
 //! | -4230 | 423 | password login locked until `locked_until` (ms) |
-//! | -5030 | 503 | overloaded or shutting down; retry later |
+//! | -5030 | 503 | overloaded or shutting down, or (settlement reports) no persister database; retry later |
 
 use std::sync::Arc;
 
@@ -94,6 +95,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::kyc::routes())
         .merge(crate::notifications::routes())
         .merge(crate::risk::routes())
+        .merge(crate::settlement::routes())
 }
 
 // ---------------------------------------------------------------- errors
@@ -128,6 +130,7 @@ pub mod codes {
     pub const UNKNOWN_NOTIFICATION: i32 = -4047;
     pub const UNKNOWN_RISK_RULE: i32 = -4046;
     pub const UNKNOWN_RISK_EVENT: i32 = -4049;
+    pub const UNKNOWN_SETTLEMENT: i32 = -4048;
     pub const USERNAME_TAKEN: i32 = -4090;
     pub const EMAIL_TAKEN: i32 = -4091;
     pub const API_KEY_EXISTS: i32 = -4092;

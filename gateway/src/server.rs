@@ -117,6 +117,8 @@ pub struct Shared {
     pub history: Option<Arc<crate::history::PgHistory>>,
     /// Risk rules and risk events (risk.rs).
     pub risk: Arc<RwLock<crate::risk::RiskView>>,
+    /// Settlement batches the engine accepted (settlement.rs).
+    pub settlements: Arc<RwLock<crate::settlement::Batches>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -623,6 +625,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         auth.cipher.clone(),
     ));
     let u2 = user_streams.clone();
+    let settlements = Arc::new(RwLock::new(crate::settlement::Batches::from_engine(
+        &rec.engine,
+    )));
+    let s2 = settlements.clone();
     let (pipeline, submitter) =
         Pipeline::start(writer, rec.engine, opts.pipeline.clone(), move |o| {
             m2.write().expect("market lock").apply(&o);
@@ -643,6 +649,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
                 deliverer.offer(deliveries);
             }
             r2.write().expect("risk lock").apply(o.seq, &o.events);
+            s2.write().expect("settlements lock").apply(&o.events);
             // User data streams: built from the state before the command,
             // delivered once every read model has applied it.
             let user_events = u2.prepare(&o, &m2, &a2);
@@ -672,6 +679,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let mut st = Shared {
         risk,
         history,
+        settlements,
         closing: closing_rx,
         market,
         identity,

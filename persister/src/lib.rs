@@ -5,8 +5,9 @@
 //! workspace root, embedded by [`migrate`]) and the writer that tails the journal
 //! ([`writer`], rows built by [`rows`] and written by [`sql`]; candles and
 //! the 24 h ticker derived from the trades by [`klines`]) and
-//! [`reconcile`]. [`notify`] derives the in-app notifications of a journal
-//! record (shared with the gateway). [`testdb`] gives every test its own throw-away
+//! [`reconcile`]; settlement batches by [`settlement`]. [`notify`] derives
+//! the in-app notifications of a journal record (shared with the gateway).
+//! [`testdb`] gives every test its own throw-away
 //! database on the server named by `DATABASE_URL`.
 
 pub mod copy;
@@ -16,6 +17,7 @@ pub mod notify;
 pub mod reconcile;
 pub mod replica;
 pub mod rows;
+pub mod settlement;
 pub mod sql;
 pub mod testdb;
 pub mod writer;

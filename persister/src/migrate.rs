@@ -65,6 +65,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_initial_partitions"),
     migration!(9, "0009_base_data"),
     migration!(10, "0010_notification_templates"),
+    migration!(11, "0011_settlement"),
 ];
 
 /// A migration applied by this run.

@@ -348,6 +348,8 @@ pub struct Batch {
     pub risk_rules: BTreeMap<u64, RiskRuleTouch>,
     /// Risk events by id.
     pub risk_events: BTreeMap<u64, RiskEventTouch>,
+    /// Days settled by records of this batch (settlement.rs).
+    pub settlements: Vec<crate::settlement::SettlementRow>,
 }
 
 fn ledger_kind(cause: BalanceCause) -> (&'static str, Option<(&'static str, u64)>) {
@@ -414,6 +416,11 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
         ),
         Command::GrantRole { user, .. } => ("user.grant_role", "ROLE", Some(user.to_string())),
         Command::RevokeRole { user, .. } => ("user.revoke_role", "ROLE", Some(user.to_string())),
+        Command::RunSettlement { date, .. } => (
+            "settlement.run",
+            "SETTLEMENT",
+            Some(engine::settlement::format_date(*date)),
+        ),
         _ => return None,
     })
 }
@@ -425,7 +432,8 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Domain {
     /// Identity, assets, pairs, balances, the ledger, freezes, deposits
-    /// and withdrawals, KYC, risk rules and events, the outbox.
+    /// and withdrawals, KYC, risk rules and events, settlement batches, the
+    /// outbox.
     Core,
     /// Orders and trades.
     Trading,
@@ -517,6 +525,7 @@ impl Batch {
             kyc,
             risk_rules,
             risk_events,
+            settlements,
             api_keys,
             api_keys_revoked,
             assets,
@@ -538,6 +547,7 @@ impl Batch {
             *kyc = Default::default();
             *risk_rules = Default::default();
             *risk_events = Default::default();
+            *settlements = Default::default();
             *api_keys = Default::default();
             *api_keys_revoked = Default::default();
             *assets = Default::default();
@@ -586,6 +596,7 @@ impl Batch {
             + self.notification_reads.id.len()
             + self.risk_rules.len()
             + self.risk_events.len()
+            + self.settlements.len()
     }
 
     /// Add the rows of record `seq` (already applied to `engine`).
@@ -1021,6 +1032,19 @@ impl Batch {
                         r.read_at.push(ts(*read_ms));
                     }
                 }
+                Event::SettlementRequested {
+                    id,
+                    date,
+                    requested_by,
+                    ts_ms: at,
+                } => self.settlements.push(crate::settlement::SettlementRow {
+                    id: *id,
+                    date: *date,
+                    requested_by: requested_by.0,
+                    ts_ms: *at,
+                    seq,
+                    trade_bound: engine.next_trade_id(),
+                }),
                 Event::OrderAmended {
                     order, qty, pair, ..
                 } => {

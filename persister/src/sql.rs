@@ -1030,6 +1030,8 @@ pub async fn write_batch(
         );
     }
 
+    // After every other row: a settlement reads the ledger and trades.
+    crate::settlement::push(&mut p, &b.settlements);
     p.push(
         CHECKPOINT,
         vec![

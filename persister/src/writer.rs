@@ -574,11 +574,14 @@ async fn run_async(
                 );
                 return Ok(());
             };
-            // The 24 h ticker's first trade id is read from `trades`: a
-            // market-data batch waits until the trading writer has
+            // Two writes read `trades`: the 24 h ticker's first trade id
+            // (market data) and a settlement's gross amounts and fees
+            // (core). Such a batch waits until the trading writer has
             // committed the same records (in one writer they share the
             // transaction).
-            if keep.contains(Domain::MarketData) && !keep.contains(Domain::Trading) {
+            let reads_trades = keep.contains(Domain::MarketData)
+                || (keep.contains(Domain::Core) && !batch.settlements.is_empty());
+            if reads_trades && !keep.contains(Domain::Trading) {
                 match trading_at(c).await {
                     Ok(t) if t >= batch.last_seq => {}
                     Ok(t) => {
@@ -587,7 +590,7 @@ async fn run_async(
                             tracing::warn!(
                                 trading = t,
                                 batch = batch.last_seq,
-                                "persister: market_data waits for the trading writer (is it running?)"
+                                "persister: a batch that reads trades waits for the trading writer (is it running?)"
                             );
                         }
                         if stop.load(Ordering::Acquire) {

@@ -48,6 +48,11 @@ impl Server {
     pub fn start_with(data: &Path, port: u16, env: &[(&str, &str)]) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
             .arg("serve")
+            // A test's server persists only into the database it names
+            // (scripts/test exports DATABASE_URL for the tests that make
+            // their own databases; an inherited one would make every
+            // server write into the shared one).
+            .env_remove("DATABASE_URL")
             .envs(env.iter().copied())
             .env("MX_DATA_DIR", data)
             .env("MX_HTTP_ADDR", format!("127.0.0.1:{port}"))
