@@ -15,61 +15,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::native::*;
 use common::ws::{In, Ws};
 use common::*;
 use serde_json::{json, Value};
-
-fn call(s: &Server, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Resp {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        h.push(("Authorization", a.as_str()));
-    }
-    s.req(method, path, &h, body)
-}
-
-fn get(s: &Server, path: &str, token: &str) -> Resp {
-    call(s, "GET", path, Some(token), b"")
-}
-
-fn send(s: &Server, method: &str, path: &str, token: &str, body: Value) -> Resp {
-    call(s, method, path, Some(token), body.to_string().as_bytes())
-}
-
-#[track_caller]
-fn ok(r: Resp) -> Value {
-    assert!(
-        r.status == 200 || r.status == 201,
-        "{} {}",
-        r.status,
-        r.body
-    );
-    r.json
-}
-
-#[track_caller]
-fn assert_err(r: &Resp, status: u16, code: i64, what: &str) {
-    assert_eq!(r.status, status, "{what}: {} {}", r.status, r.body);
-    assert!(
-        r.head.contains("content-type: application/json"),
-        "{what}: {}",
-        r.head
-    );
-    assert_eq!(r.json["code"].as_i64(), Some(code), "{what}: {}", r.body);
-    assert!(r.json["msg"].is_string(), "{what}: {}", r.body);
-}
-
-fn user_id(s: &Server, admin: &str, name: &str) -> u64 {
-    let r = ok(get(s, "/api/v1/admin/users?limit=1000", admin));
-    r["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == name)
-        .unwrap_or_else(|| panic!("no {name}: {r}"))["id"]
-        .as_u64()
-        .unwrap()
-}
 
 const RULES: &str = "/api/v1/admin/risk/rules";
 const EVENTS: &str = "/api/v1/admin/risk/events";

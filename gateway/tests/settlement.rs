@@ -23,23 +23,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::native::*;
 use common::*;
 use serde_json::{json, Value};
 
 const BASE: &str = "/api/v1/admin/settlements";
-
-fn call(s: &Server, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Resp {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        h.push(("Authorization", a.as_str()));
-    }
-    s.req(method, path, &h, body)
-}
-
-fn get(s: &Server, path: &str, token: &str) -> Resp {
-    call(s, "GET", path, Some(token), b"")
-}
 
 fn run(s: &Server, token: &str, date: &str) -> Resp {
     call(
@@ -62,19 +50,6 @@ fn ok(r: Resp, status: u16) -> Value {
     r.json
 }
 
-/// A JSON error with this status and native code.
-#[track_caller]
-fn assert_err(r: &Resp, status: u16, code: i64, what: &str) {
-    assert_eq!(r.status, status, "{what}: {} {}", r.status, r.body);
-    assert!(
-        r.head.contains("content-type: application/json"),
-        "{what}: {}",
-        r.head
-    );
-    assert_eq!(r.json["code"].as_i64(), Some(code), "{what}: {}", r.body);
-    assert!(r.json["msg"].is_string(), "{what}: {}", r.body);
-}
-
 /// The batch once the persister has written it (not PENDING any more).
 fn written(s: &Server, token: &str, id: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -86,18 +61,6 @@ fn written(s: &Server, token: &str, id: u64) -> Value {
         assert!(Instant::now() < deadline, "batch {id} stays PENDING: {b}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn user_id(s: &Server, admin: &str, name: &str) -> u64 {
-    let r = ok(get(s, "/api/v1/admin/users?limit=1000", admin), 200);
-    r["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == name)
-        .unwrap_or_else(|| panic!("no {name}: {r}"))["id"]
-        .as_u64()
-        .unwrap()
 }
 
 fn utc_date(ms: u64) -> String {

@@ -10,17 +10,9 @@
 
 mod common;
 
+use common::native::*;
 use common::*;
 use serde_json::{json, Value};
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-fn get(s: &Server, path: &str, token: &str) -> Resp {
-    let auth = bearer(token);
-    s.req("GET", path, &[("Authorization", auth.as_str())], b"")
-}
 
 fn post_raw(s: &Server, path: &str, token: &str, body: &[u8]) -> Resp {
     let auth = bearer(token);
@@ -33,19 +25,6 @@ fn post_raw(s: &Server, path: &str, token: &str, body: &[u8]) -> Resp {
         ],
         body,
     )
-}
-
-/// A JSON error with this status and native code.
-#[track_caller]
-fn assert_err(r: &Resp, status: u16, code: i64, what: &str) {
-    assert_eq!(r.status, status, "{what}: {} {}", r.status, r.body);
-    assert!(
-        r.head.contains("content-type: application/json"),
-        "{what}: {}",
-        r.head
-    );
-    assert_eq!(r.json["code"].as_i64(), Some(code), "{what}: {}", r.body);
-    assert!(r.json["msg"].is_string(), "{what}: {}", r.body);
 }
 
 /// Exact units (8 decimals) of a signed decimal string.

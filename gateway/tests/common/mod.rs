@@ -4,6 +4,7 @@
 //! the native API.
 #![allow(dead_code)]
 
+pub mod native;
 pub mod ws;
 
 use std::io::{Read, Write};
