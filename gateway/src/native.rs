@@ -95,6 +95,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::kyc::routes())
         .merge(crate::notifications::routes())
         .merge(crate::risk::routes())
+        .merge(crate::audit::routes())
         .merge(crate::settlement::routes())
 }
 

@@ -55,6 +55,13 @@ fn users_pairs_assets_rbac_errors_and_restart() {
     let port = free_port();
     let s = Server::start(tmp.path(), port);
     let admin = login(&s, ADMIN, ADMIN_PW);
+    // Without DATABASE_URL the audit log (a Postgres read model) is 503.
+    assert_err(
+        &get(&s, "/api/v1/admin/audit-logs", &admin),
+        503,
+        -5030,
+        "audit log without a database",
+    );
     let alice_key = trader(
         &s,
         &admin,

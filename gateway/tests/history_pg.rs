@@ -219,6 +219,61 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
         assert_eq!(later.len(), mem.len() - 1, "{interval}");
     }
 
+    // The audit log, read back from Postgres: the two admin deposits of
+    // each trader, newest first; filters and bad input.
+    let audit = |q: &str, token: &str| {
+        let h = format!("Bearer {token}");
+        s.req(
+            "GET",
+            &format!("/api/v1/admin/audit-logs{q}"),
+            &[("Authorization", h.as_str())],
+            b"",
+        )
+    };
+    let r = audit("?action=deposit.post&resource_type=DEPOSIT", &admin);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let logs = r.json["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 2, "{}", r.body);
+    assert!(logs
+        .iter()
+        .all(|l| l["action"] == "deposit.post" && l["resource_type"] == "DEPOSIT"));
+    assert!(logs[0]["created_at"].as_u64() >= logs[1]["created_at"].as_u64());
+    let r = audit("?limit=1", &admin);
+    assert_eq!(r.json["logs"].as_array().unwrap().len(), 1, "{}", r.body);
+    let newest = r.json["logs"][0]["id"].as_i64().unwrap();
+    let r = audit(&format!("?before={newest}&limit=1000"), &admin);
+    assert!(r.json["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["id"].as_i64().unwrap() < newest));
+    let r = audit("?startTime=0&endTime=1", &admin);
+    assert_eq!(r.json["logs"], serde_json::json!([]), "{}", r.body);
+    for q in [
+        "?resource_type=BOGUS",
+        "?action=a%3Bdrop",
+        "?limit=0",
+        "?limit=1001",
+        "?user=-1",
+        "?startTime=5&endTime=1",
+        "?nope=1",
+        "?resource_id=",
+    ] {
+        let r = audit(q, &admin);
+        assert_eq!(
+            (r.status, r.json["code"].as_i64()),
+            (400, Some(-4004)),
+            "{q}: {}",
+            r.body
+        );
+    }
+    // A trader has no audit:read; no token is 401.
+    let alice_token = login(&s, "histalice", "histalice-password-1");
+    let r = audit("", &alice_token);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = s.req("GET", "/api/v1/admin/audit-logs", &[], b"");
+    assert_eq!(r.status, 401, "{}", r.body);
+
     drop(s);
     rt.block_on(db.drop_db());
 }
