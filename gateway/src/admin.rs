@@ -672,16 +672,23 @@ fn pair_config(p: &Pair, specs: &[AssetSpec]) -> PairConfig {
 }
 
 /// Validate like the config file does.
-fn pair_spec(p: PairConfig, specs: &[AssetSpec]) -> Result<PairSpec, NativeError> {
+/// `default_band`: the price band of a pair that names none (the server's
+/// `engine.price_band_pct`).
+fn pair_spec(
+    p: PairConfig,
+    specs: &[AssetSpec],
+    default_band: u32,
+) -> Result<PairSpec, NativeError> {
     for sym in [&p.base, &p.quote] {
         if !specs.iter().any(|a| &a.symbol == sym) {
             return Err(rejected(RejectReason::UnknownAsset));
         }
     }
-    let cfg = Config {
+    let mut cfg = Config {
         pairs: vec![p],
         ..Config::default()
     };
+    cfg.engine.price_band_pct = default_band;
     cfg.pair_specs(specs)
         .map_err(|e| bad(e.to_string()))?
         .pop()
@@ -732,7 +739,7 @@ async fn get_pair(
 
 /// Body: a `[[pairs]]` entry of the config as JSON (symbol, base, quote,
 /// tick_size, step_size, min_qty, max_qty, ...; amounts as strings).
-/// `price_band_pct` defaults to the built-in 50.
+/// `price_band_pct` defaults to the server's `engine.price_band_pct`.
 async fn create_pair(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -744,7 +751,7 @@ async fn create_pair(
     require_fees_if_sent(roles, &obj)?;
     let cfg: PairConfig = from_object(obj)?;
     let specs = asset_specs(&st);
-    let spec = pair_spec(cfg, &specs)?;
+    let spec = pair_spec(cfg, &specs, st.default_price_band_pct)?;
     let o = execute(&st, Command::AddPair(spec)).await?;
     check(&o)?;
     let p = o
@@ -784,7 +791,7 @@ async fn submit_pair_update(
     cfg: PairConfig,
     specs: &[AssetSpec],
 ) -> Result<Pair, NativeError> {
-    let spec = pair_spec(cfg, specs)?;
+    let spec = pair_spec(cfg, specs, st.default_price_band_pct)?;
     let o = execute(
         st,
         Command::UpdatePair {
@@ -1114,7 +1121,7 @@ mod tests {
             status: PairStatus::Halt,
         };
         let p = Pair::new(PairId(1), spec.clone(), 8);
-        assert_eq!(pair_spec(pair_config(&p, &specs), &specs).unwrap(), spec);
+        assert_eq!(pair_spec(pair_config(&p, &specs), &specs, 7).unwrap(), spec);
         let a = &specs[0];
         assert_eq!(&asset_spec(asset_config(a)).unwrap(), a);
     }

@@ -566,6 +566,7 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             .flatten(),
         persister: cfg.persister.clone(),
         market_data: cfg.market_data.limits(),
+        default_price_band_pct: cfg.engine.price_band_pct,
         webhooks: crate::notifications::WebhookConfig {
             allow_private: cfg.http.webhook_allow_private,
             timeout: std::time::Duration::from_millis(cfg.http.webhook_timeout_ms),

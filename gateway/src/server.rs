@@ -63,6 +63,9 @@ pub struct ServeOptions {
     pub market_data: crate::market::MarketLimits,
     /// Notification webhook delivery (`http.webhook_*`).
     pub webhooks: crate::notifications::WebhookConfig,
+    /// Price band of a pair created through the admin API without one
+    /// (`engine.price_band_pct`).
+    pub default_price_band_pct: u32,
 }
 
 /// Shared by every HTTP handler: one pointer, so the per-request clone
@@ -115,6 +118,8 @@ pub struct Shared {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// Order and trade history in Postgres, when `DATABASE_URL` is set.
     pub history: Option<Arc<crate::history::PgHistory>>,
+    /// `engine.price_band_pct`: the band of a pair created without one.
+    pub default_price_band_pct: u32,
     /// Risk rules and risk events (risk.rs).
     pub risk: Arc<RwLock<crate::risk::RiskView>>,
     /// Settlement batches the engine accepted (settlement.rs).
@@ -677,6 +682,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         None => None,
     };
     let mut st = Shared {
+        default_price_band_pct: opts.default_price_band_pct,
         risk,
         history,
         settlements,

@@ -1049,3 +1049,28 @@ fn users_pairs_assets_rbac_errors_and_restart() {
         r.body
     );
 }
+
+/// A pair created without `price_band_pct` gets the server's
+/// `engine.price_band_pct`, like the pairs of the config.
+#[test]
+fn a_new_pair_takes_the_configured_price_band() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        tmp.path(),
+        free_port(),
+        &[("MX_ENGINE__PRICE_BAND_PCT", "20")],
+    );
+    let admin = login(&s, ADMIN, ADMIN_PW);
+    let r = ok(send(
+        &s,
+        "POST",
+        "/api/v1/admin/pairs",
+        &admin,
+        json!({"symbol": "BTCETH", "base": "BTC", "quote": "ETH", "tick_size": "0.01",
+               "step_size": "0.0001", "min_qty": "0.0001", "max_qty": "1000",
+               "min_notional": "0.001"}),
+    ));
+    assert_eq!(r["price_band_pct"], 20, "{r}");
+    let r = ok(get(&s, "/api/v1/admin/pairs/BTCUSDT", &admin));
+    assert_eq!(r["price_band_pct"], 20, "{r}");
+}
