@@ -5,15 +5,13 @@
 //! an approval; outbox and audit rows are written; a record whose data is
 //! not a JSON object cannot wedge the writer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use common::{append_journal, write_to};
 use engine::*;
 use persister::replica::DataDir;
 use persister::rows::kyc_document_text;
 use persister::testdb::TestDb;
-use persister::writer::{self, Follow, PersisterStatus, WriterConfig};
 
 /// 2024-03-01T00:00:00Z.
 const BASE_MS: u64 = 1_709_251_200_000;
@@ -86,42 +84,6 @@ fn ts_of(seq: u64) -> u64 {
     BASE_MS + seq * 60_000
 }
 
-fn append(data: &DataDir, to: u64) {
-    data.create().unwrap();
-    let (mut w, _) = journal::Writer::open(journal::JournalConfig {
-        segment_size: 64 * 1024,
-        ..journal::JournalConfig::new(data.journal())
-    })
-    .unwrap();
-    let mut buf = Vec::new();
-    for seq in w.last_seq() + 1..=to {
-        buf.clear();
-        cmd(seq).encode_into(&mut buf);
-        w.append(ts_of(seq) * 1_000_000, &buf).unwrap();
-    }
-    w.commit().unwrap();
-    w.close().unwrap();
-}
-
-/// Run a writer until it has written `to`, then stop it.
-fn write_to(url: &str, data: &DataDir, to: u64) {
-    let cfg = WriterConfig {
-        max_backoff: Duration::from_millis(300),
-        ..WriterConfig::new(url, data.clone())
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let status = Arc::new(PersisterStatus::default());
-    let h = writer::spawn(cfg, Follow::Poll, stop.clone(), status.clone()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status.written_seq.load(Ordering::Relaxed) < to {
-        assert!(!h.is_finished(), "writer ended early: {:?}", h.join());
-        assert!(Instant::now() < deadline, "writer did not reach {to}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    stop.store(true, Ordering::Release);
-    h.join().unwrap().unwrap();
-}
-
 type Row = (
     i64,
     i64,
@@ -180,7 +142,7 @@ async fn kyc_records_are_inserted_then_reviewed_with_ciphertext_only() {
     let c = db.client();
 
     // Batch 1: the submissions.
-    append(&data, 4);
+    append_journal(&data, 4, cmd, ts_of);
     let (url, d) = (db.url().to_owned(), data.clone());
     tokio::task::spawn_blocking(move || write_to(&url, &d, 4))
         .await
@@ -227,7 +189,7 @@ async fn kyc_records_are_inserted_then_reviewed_with_ciphertext_only() {
     );
 
     // Batch 2: the reviews update the same rows.
-    append(&data, 7);
+    append_journal(&data, 7, cmd, ts_of);
     let (url, d) = (db.url().to_owned(), data.clone());
     tokio::task::spawn_blocking(move || write_to(&url, &d, 7))
         .await

@@ -6,15 +6,13 @@
 //! another user's); the template seed is there; every row satisfies the
 //! table's CHECKs (the inserts would fail otherwise).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use common::{append_journal, write_to};
 use engine::*;
 use persister::replica::DataDir;
 use persister::rows::ROW_ID_SHIFT;
 use persister::testdb::TestDb;
-use persister::writer::{self, Follow, PersisterStatus, WriterConfig};
 
 /// 2024-03-01T00:00:00Z.
 const BASE_MS: u64 = 1_709_251_200_000;
@@ -88,42 +86,6 @@ fn cmd(seq: u64) -> Command {
 
 fn ts_of(seq: u64) -> u64 {
     BASE_MS + seq * 60_000
-}
-
-fn append(data: &DataDir, to: u64) {
-    data.create().unwrap();
-    let (mut w, _) = journal::Writer::open(journal::JournalConfig {
-        segment_size: 64 * 1024,
-        ..journal::JournalConfig::new(data.journal())
-    })
-    .unwrap();
-    let mut buf = Vec::new();
-    for seq in w.last_seq() + 1..=to {
-        buf.clear();
-        cmd(seq).encode_into(&mut buf);
-        w.append(ts_of(seq) * 1_000_000, &buf).unwrap();
-    }
-    w.commit().unwrap();
-    w.close().unwrap();
-}
-
-/// Run a writer until it has written `to`, then stop it.
-fn write_to(url: &str, data: &DataDir, to: u64) {
-    let cfg = WriterConfig {
-        max_backoff: Duration::from_millis(300),
-        ..WriterConfig::new(url, data.clone())
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let status = Arc::new(PersisterStatus::default());
-    let h = writer::spawn(cfg, Follow::Poll, stop.clone(), status.clone()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status.written_seq.load(Ordering::Relaxed) < to {
-        assert!(!h.is_finished(), "writer ended early: {:?}", h.join());
-        assert!(Instant::now() < deadline, "writer did not reach {to}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    stop.store(true, Ordering::Release);
-    h.join().unwrap().unwrap();
 }
 
 type Row = (
@@ -213,7 +175,7 @@ async fn notification_rows_land_and_follow_read_marks() {
     assert_eq!(templates as usize, persister::notify::TEMPLATES.len());
 
     // Batch 1: the first deposit.
-    append(&data, 3);
+    append_journal(&data, 3, cmd, ts_of);
     let (url, d) = (db.url().to_owned(), data.clone());
     tokio::task::spawn_blocking(move || write_to(&url, &d, 3))
         .await
@@ -222,7 +184,7 @@ async fn notification_rows_land_and_follow_read_marks() {
 
     // Batch 2: read marks across batches and within one; another user's
     // mark changes nothing; a second mark keeps the first read time.
-    append(&data, 11);
+    append_journal(&data, 11, cmd, ts_of);
     let (url, d) = (db.url().to_owned(), data.clone());
     tokio::task::spawn_blocking(move || write_to(&url, &d, 11))
         .await
