@@ -251,7 +251,14 @@ impl UserStreams {
                     )
                 })
                 .collect();
-            store.save(&snapshot);
+            // The write ends in an fsync: on a tokio worker, hand the
+            // worker's other tasks to another thread while it blocks.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| store.save(&snapshot))
+                }
+                _ => store.save(&snapshot),
+            }
         }
     }
 
