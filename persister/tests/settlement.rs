@@ -20,11 +20,13 @@
 //!   restarted writes exactly the rows of a clean run.
 
 use std::collections::BTreeMap;
-use std::process::{Command as Proc, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{rng, sigkill_writer_children};
 use engine::*;
 use persister::replica::{self, DataDir};
 use persister::testdb::TestDb;
@@ -820,13 +822,6 @@ async fn a_tampered_ledger_fails_reconciliation_with_each_finding() {
 
 // ------------------------------------------------------ generated journal
 
-fn rng(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 const USERS: u64 = 8;
 /// 4 minutes between records: 360 a day, the first of each day at midnight.
 const STEP_MS: u64 = 4 * 60 * 1000;
@@ -1163,42 +1158,15 @@ async fn generated_days_reconcile_match_the_engine_and_survive_sigkill() {
 
     // SIGKILL the writer many times mid-batch; restart; same rows.
     let crashed = TestDb::create_migrated().await;
-    let exe = std::env::current_exe().unwrap();
-    let (mut kills, mut mid, mut last) = (0, 0, 0i64);
-    for it in 0..60u64 {
-        let mut child = Proc::new(&exe)
-            .args([
-                "--exact",
-                "settlement_writer_child_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(
-                CHILD_ENV,
-                format!("{}|{}", crashed.url(), tmp.path().display()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(40 + rng(it) % 160)).await;
-        child.kill().unwrap();
-        let _ = child.wait();
-        kills += 1;
-        last = count(
-            crashed.client(),
-            "SELECT coalesce(max(last_seq), 0) FROM persister_checkpoints",
-        )
-        .await;
-        if last as u64 >= n {
-            break;
-        }
-        if last > 0 {
-            mid += 1;
-        }
-    }
-    eprintln!("{kills} kills, checkpoint {last} before the final run");
-    assert!(mid >= 3, "only {mid} kills landed after a first commit");
+    sigkill_writer_children(
+        "settlement_writer_child_entry",
+        CHILD_ENV,
+        &crashed,
+        tmp.path(),
+        60,
+        n,
+    )
+    .await;
     write_all(crashed.url(), &data, 7, n).await;
     assert_same(&dump(c).await, &dump(crashed.client()).await, "SIGKILL");
     clean.drop_db().await;

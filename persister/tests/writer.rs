@@ -12,11 +12,13 @@
 //!   the writer retries, catches up, and the tables equal a clean run's.
 
 use std::collections::BTreeMap;
-use std::process::{Command as Proc, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{rng, sigkill_writer_children};
 use engine::*;
 use persister::reconcile;
 use persister::replica::{self, DataDir};
@@ -30,13 +32,6 @@ const USERS: u64 = 8;
 const BASE_MS: u64 = 1_705_276_800_000;
 /// 45 minutes between records: 3000 records span about three months.
 const STEP_MS: u64 = 45 * 60 * 1000;
-
-fn rng(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The command journaled at `seq`: a pure function of `seq`.
 fn cmd_for(seq: u64) -> Command {
@@ -728,44 +723,7 @@ async fn sigkill_mid_batch_then_restart_equals_clean_run() {
         .unwrap();
 
     let crashed = TestDb::create_migrated().await;
-    let exe = std::env::current_exe().unwrap();
-    let mut last = 0i64;
-    let mut kills = 0;
-    let mut mid = 0;
-    for it in 0..40u64 {
-        let mut child = Proc::new(&exe)
-            .args([
-                "--exact",
-                "writer_child_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(
-                CHILD_ENV,
-                format!("{}|{}", crashed.url(), tmp.path().display()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(40 + rng(it) % 160)).await;
-        child.kill().unwrap();
-        let _ = child.wait();
-        kills += 1;
-        last = count(
-            crashed.client(),
-            "SELECT coalesce(max(last_seq), 0) FROM persister_checkpoints",
-        )
-        .await;
-        if last as u64 >= N {
-            break;
-        }
-        if last > 0 {
-            mid += 1;
-        }
-    }
-    eprintln!("{kills} kills, checkpoint {last} before the final run");
-    assert!(mid >= 3, "only {mid} kills landed after a first commit");
+    sigkill_writer_children("writer_child_entry", CHILD_ENV, &crashed, tmp.path(), 40, N).await;
     let cfg = config(crashed.url(), &data, 40);
     tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
         .await

@@ -52,3 +52,58 @@ pub fn write_to(url: &str, data: &DataDir, to: u64) {
     stop.store(true, Ordering::Release);
     h.join().unwrap().unwrap();
 }
+
+/// SplitMix64: a seeded, reproducible stream for the scripted journals.
+pub fn rng(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Start this test binary's `entry` test as a child writer (it reads
+/// `"<url>|<data dir>"` from `child_env`), SIGKILL it after 40-200 ms, up to
+/// `rounds` times or until the checkpoints reach `last`. Asserts that at
+/// least three kills landed after a first commit, i.e. mid-run.
+pub async fn sigkill_writer_children(
+    entry: &str,
+    child_env: &str,
+    db: &persister::testdb::TestDb,
+    data_dir: &std::path::Path,
+    rounds: u64,
+    last: u64,
+) {
+    use std::process::{Command as Proc, Stdio};
+    let exe = std::env::current_exe().unwrap();
+    let (mut kills, mut mid, mut at) = (0, 0, 0i64);
+    for it in 0..rounds {
+        let mut child = Proc::new(&exe)
+            .args(["--exact", entry, "--nocapture", "--test-threads=1"])
+            .env(child_env, format!("{}|{}", db.url(), data_dir.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(40 + rng(it) % 160)).await;
+        child.kill().unwrap();
+        let _ = child.wait();
+        kills += 1;
+        at = db
+            .client()
+            .query_one(
+                "SELECT coalesce(max(last_seq), 0) FROM persister_checkpoints",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if at as u64 >= last {
+            break;
+        }
+        if at > 0 {
+            mid += 1;
+        }
+    }
+    eprintln!("{kills} kills, checkpoint {at} before the final run");
+    assert!(mid >= 3, "only {mid} kills landed after a first commit");
+}
