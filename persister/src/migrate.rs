@@ -66,6 +66,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_base_data"),
     migration!(10, "0010_notification_templates"),
     migration!(11, "0011_settlement"),
+    migration!(12, "0012_lean_hot_tables"),
 ];
 
 /// A migration applied by this run.

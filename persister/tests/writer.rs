@@ -635,6 +635,21 @@ async fn writes_every_table_and_reconciles() {
         .unwrap();
     let report = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
     assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
+    // Ledger rows of an account Postgres does not hold are reported even
+    // when they net to zero (the ledger has no row-by-row foreign key).
+    db.client()
+        .batch_execute(
+            "UPDATE accounts SET available_balance = available_balance - 1 WHERE user_id = 1 AND asset_id = 1;
+             INSERT INTO transactions (id, user_id, asset_id, type, amount, balance_before, balance_after, created_at)
+             VALUES (9000000000001, 424242, 1, 'ADJUSTMENT', 5, 0, 5, now()),
+                    (9000000000002, 424242, 1, 'ADJUSTMENT', -5, 5, 0, now())",
+        )
+        .await
+        .unwrap();
+    let report = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
+    assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
+    let d = &report.differences[0];
+    assert_eq!((d.user, d.asset, d.what), (424242, 1, "ledger rows without an account row"));
     db.drop_db().await;
 }
 
