@@ -470,9 +470,10 @@ pub fn main() -> Result<()> {
                 println!("{d}");
             }
             println!(
-                "reconciled at seq {}: {} accounts, {} differences",
+                "reconciled at seq {}: {} accounts, {} settlements, {} differences",
                 report.seq,
                 report.accounts_checked,
+                report.settlements_checked,
                 report.differences.len()
             );
             if !report.differences.is_empty() {

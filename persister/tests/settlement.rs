@@ -18,6 +18,11 @@
 //!   reconciles, every detail equals an independent computation from the
 //!   engine's events, and a writer SIGKILLed many times mid-batch and
 //!   restarted writes exactly the rows of a clean run;
+//! * `reconcile` checks the batches against the engine's settled days and
+//!   a recomputation: clean after settlement (also from a snapshot taken
+//!   after some settlements); a changed detail figure, a deleted detail, a
+//!   deleted batch row and a batch row for a day never settled are each
+//!   reported;
 //! * every accepted settlement writes one `outbox_events` row
 //!   (`settlement.completed` / `settlement.failed`) in its batch's
 //!   transaction, exactly once across restarts and SIGKILLs.
@@ -31,6 +36,7 @@ mod common;
 
 use common::{rng, sigkill_writer_children};
 use engine::*;
+use persister::reconcile::{self, Difference};
 use persister::replica::{self, DataDir};
 use persister::testdb::TestDb;
 use persister::writer::{self, Follow, PersisterStatus, WriterConfig};
@@ -899,6 +905,99 @@ async fn a_tampered_ledger_fails_reconciliation_with_each_finding() {
     db.drop_db().await;
 }
 
+/// The settlement differences of a reconciliation, as display lines.
+fn settlement_lines(r: &reconcile::Report) -> Vec<String> {
+    r.differences
+        .iter()
+        .filter(|d| matches!(d, Difference::Settlement(_)))
+        .map(|d| d.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_checks_every_settlement_against_the_engine_and_a_recomputation() {
+    let records = script();
+    let n = records.len();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    write_records(&data, &records, n);
+    let mut db = TestDb::create_migrated().await;
+    write_all(db.url(), &data, 1_000, n as u64).await;
+
+    let r = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
+    assert_eq!(r.seq, n as u64);
+    assert_eq!(r.settlements_checked, 3);
+    assert!(r.differences.is_empty(), "{:#?}", r.differences);
+
+    // A stored figure changed (the difference column kept consistent, so
+    // only the recomputation can tell).
+    db.client()
+        .batch_execute(
+            "UPDATE settlement_details SET closing_balance = closing_balance + 1,
+                difference = difference + 1
+             WHERE batch_id = 2 AND user_id = 3 AND asset_id = 2",
+        )
+        .await
+        .unwrap();
+    let r = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
+    let lines = settlement_lines(&r);
+    assert_eq!(r.differences.len(), lines.len(), "{lines:?}");
+    assert_eq!(
+        lines,
+        [
+            "settlement 2024-01-15 user 3 asset 2 closing_balance: expected 4501 != postgres 4502",
+            "settlement 2024-01-15 user 3 asset 2 difference: expected 0 != postgres 1",
+        ]
+    );
+    // A detail row gone.
+    db.client()
+        .batch_execute(
+            "DELETE FROM settlement_details WHERE batch_id = 1 AND user_id = 0 AND asset_id = 2",
+        )
+        .await
+        .unwrap();
+    let lines = settlement_lines(&reconcile::reconcile(db.client_mut(), &data).await.unwrap());
+    assert_eq!(
+        lines,
+        [
+            "settlement 2024-01-14 user 0 asset 2 detail row: expected present != postgres none",
+            "settlement 2024-01-15 user 3 asset 2 closing_balance: expected 4501 != postgres 4502",
+            "settlement 2024-01-15 user 3 asset 2 difference: expected 0 != postgres 1",
+        ]
+    );
+    // The batch row of a settled day deleted (its details go with it), and
+    // a batch row for a day the engine never settled.
+    db.client()
+        .batch_execute(
+            "DELETE FROM settlement_batches WHERE id = 2;
+             INSERT INTO settlement_batches (id, batch_date, status, started_at)
+             VALUES (99, '2024-01-13', 'COMPLETED', '2024-01-14T01:00:00Z');",
+        )
+        .await
+        .unwrap();
+    let r = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
+    assert_eq!(r.settlements_checked, 4);
+    let lines = settlement_lines(&r);
+    assert_eq!(
+        lines,
+        [
+            "settlement 2024-01-13 batch row: expected none (the engine never settled this day) != postgres batch 99 (COMPLETED)",
+            "settlement 2024-01-14 user 0 asset 2 detail row: expected present != postgres none",
+            "settlement 2024-01-15 batch row: expected batch 2 != postgres none",
+        ]
+    );
+    // Account differences are still reported alongside.
+    db.client()
+        .batch_execute(
+            "UPDATE accounts SET available_balance = available_balance + 1 WHERE user_id = 1 AND asset_id = 1",
+        )
+        .await
+        .unwrap();
+    let r = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
+    assert_eq!(r.differences.len(), 4, "{:#?}", r.differences);
+    db.drop_db().await;
+}
+
 // ------------------------------------------------------ generated journal
 
 const USERS: u64 = 8;
@@ -1248,6 +1347,14 @@ async fn generated_days_reconcile_match_the_engine_and_survive_sigkill() {
     .await;
     write_all(crashed.url(), &data, 7, n).await;
     assert_same(&dump(c).await, &dump(crashed.client()).await, "SIGKILL");
+    // Reconcile from the snapshot (settlements before it checked with the
+    // bounds stored in their batch rows, later ones with the replay's).
+    let mut clean = clean;
+    let r = reconcile::reconcile(clean.client_mut(), &data)
+        .await
+        .unwrap();
+    assert_eq!(r.settlements_checked, expected.len());
+    assert!(r.differences.is_empty(), "{:#?}", r.differences);
     // Exactly one outbox event per batch after all those restarts.
     assert_eq!(
         count(
