@@ -470,9 +470,10 @@ pub fn main() -> Result<()> {
                 println!("{d}");
             }
             println!(
-                "reconciled at seq {}: {} accounts, {} differences",
+                "reconciled at seq {}: {} accounts, {} settlements, {} differences",
                 report.seq,
                 report.accounts_checked,
+                report.settlements_checked,
                 report.differences.len()
             );
             if !report.differences.is_empty() {
@@ -571,6 +572,10 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             allow_private: cfg.http.webhook_allow_private,
             timeout: std::time::Duration::from_millis(cfg.http.webhook_timeout_ms),
             max_attempts: cfg.http.webhook_max_attempts,
+            tls: crate::notifications::tls::client_config(
+                cfg.http.webhook_extra_ca_file.as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?,
         },
     };
     crate::server::serve(opts)

@@ -298,6 +298,9 @@ pub struct HttpConfig {
     pub webhook_timeout_ms: u64,
     /// Attempts per notification (backoff 250 ms, doubling) before it is dropped.
     pub webhook_max_attempts: u32,
+    /// PEM file of extra root certificates trusted for https webhooks,
+    /// besides the compiled-in Mozilla roots (a private CA; tests).
+    pub webhook_extra_ca_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -317,6 +320,7 @@ impl Default for HttpConfig {
             webhook_allow_private: false,
             webhook_timeout_ms: 5_000,
             webhook_max_attempts: 3,
+            webhook_extra_ca_file: None,
         }
     }
 }

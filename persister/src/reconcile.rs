@@ -2,13 +2,21 @@
 //! persister's checkpoint of accounts and the ledger (the `core` domain;
 //! with one writer of every domain, its lowest checkpoint) against Postgres — every account's
 //! available and frozen balance, and the sum of the ledger per (user, asset,
-//! bucket). Zero differences is the expected result.
+//! bucket); and every settlement batch ([`settlement`]): one row per day the
+//! engine settled and none for another day, its figures and details equal
+//! to the same computation done again now. Zero differences is the
+//! expected result.
 
 use std::collections::BTreeMap;
 
+use engine::Event;
 use tokio_postgres::Client;
 
 use crate::replica::{self, DataDir, ReplicaError};
+
+mod settlement;
+
+pub use settlement::SettlementDifference;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -23,23 +31,37 @@ pub enum ReconcileError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Difference {
-    pub user: u64,
-    pub asset: u32,
-    /// `available`, `frozen`, `ledger AVAILABLE`, `ledger FROZEN`.
-    pub what: &'static str,
-    /// In base units of the asset.
-    pub engine: u128,
-    pub postgres: i128,
+pub enum Difference {
+    /// An account's balance or ledger sum.
+    Account {
+        user: u64,
+        asset: u32,
+        /// `available`, `frozen`, `ledger AVAILABLE`, `ledger FROZEN`, or
+        /// `ledger rows without an account row`.
+        what: &'static str,
+        /// In base units of the asset.
+        engine: u128,
+        postgres: i128,
+    },
+    /// A settlement batch or one of its details.
+    Settlement(SettlementDifference),
 }
 
 impl std::fmt::Display for Difference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "user {} asset {} {}: engine {} != postgres {} (base units)",
-            self.user, self.asset, self.what, self.engine, self.postgres
-        )
+        match self {
+            Difference::Account {
+                user,
+                asset,
+                what,
+                engine,
+                postgres,
+            } => write!(
+                f,
+                "user {user} asset {asset} {what}: engine {engine} != postgres {postgres} (base units)"
+            ),
+            Difference::Settlement(d) => d.fmt(f),
+        }
     }
 }
 
@@ -47,6 +69,8 @@ impl std::fmt::Display for Difference {
 pub struct Report {
     pub seq: u64,
     pub accounts_checked: usize,
+    /// Settled days compared (the engine's and Postgres' together).
+    pub settlements_checked: usize,
     pub differences: Vec<Difference>,
 }
 
@@ -54,7 +78,8 @@ type Key = (u64, u32);
 
 /// Compare Postgres with the replica at the `core` writer's checkpoint
 /// (the lowest one when a single writer runs). Reads
-/// Postgres in one REPEATABLE READ transaction.
+/// Postgres in one REPEATABLE READ transaction (held open while the
+/// replica is rebuilt, so the settlement checks see the same snapshot).
 pub async fn reconcile(client: &mut Client, data: &DataDir) -> Result<Report, ReconcileError> {
     let tx = client
         .build_transaction()
@@ -99,7 +124,6 @@ pub async fn reconcile(client: &mut Client, data: &DataDir) -> Result<Report, Re
             &[],
         )
         .await?;
-    tx.commit().await?;
 
     let parse = |s: &str| s.parse::<i128>().unwrap_or(i128::MIN);
     let mut pg: BTreeMap<Key, [i128; 4]> = BTreeMap::new();
@@ -119,12 +143,25 @@ pub async fn reconcile(client: &mut Client, data: &DataDir) -> Result<Report, Re
     }
 
     let (mut engine, _, _) = replica::load_snapshot(&data.snapshots(), seq)?;
+    // Settling records replayed here: their seq and trade id bound.
+    let mut seen = settlement::Seen::new();
+    let mut next_trade = engine.next_trade_id();
     replica::replay(
         &mut engine,
         &data.journal(),
         seq,
         Some(seq),
-        |_, _, _, _| {},
+        |at, _, _, events| {
+            for ev in events {
+                match ev {
+                    Event::Trade(t) => next_trade = next_trade.max(t.id.0 + 1),
+                    Event::SettlementRequested { date, .. } => {
+                        seen.insert(*date, (at, next_trade));
+                    }
+                    _ => {}
+                }
+            }
+        },
         |_| {},
     )?;
     if engine.last_seq() != seq {
@@ -150,7 +187,7 @@ pub async fn reconcile(client: &mut Client, data: &DataDir) -> Result<Report, Re
         {
             let ev = e[i % 2];
             if ev as i128 != p[i] {
-                differences.push(Difference {
+                differences.push(Difference::Account {
                     user: k.0,
                     asset: k.1,
                     what,
@@ -165,7 +202,7 @@ pub async fn reconcile(client: &mut Client, data: &DataDir) -> Result<Report, Re
     // when its amounts net to zero.
     for (k, p) in &pg {
         if !has_account.contains(k) {
-            differences.push(Difference {
+            differences.push(Difference::Account {
                 user: k.0,
                 asset: k.1,
                 what: "ledger rows without an account row",
@@ -174,9 +211,14 @@ pub async fn reconcile(client: &mut Client, data: &DataDir) -> Result<Report, Re
             });
         }
     }
+    let mut settled = Vec::new();
+    let settlements_checked = settlement::check(&tx, &engine, &seen, &mut settled).await?;
+    tx.commit().await?;
+    differences.extend(settled.into_iter().map(Difference::Settlement));
     Ok(Report {
         seq,
         accounts_checked: keys.len(),
+        settlements_checked,
         differences,
     })
 }

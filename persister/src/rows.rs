@@ -1044,6 +1044,8 @@ impl Batch {
                     ts_ms: *at,
                     seq,
                     trade_bound: engine.next_trade_id(),
+                    // Its outbox row is written from SQL (settlement.rs).
+                    outbox_id: next_id(),
                 }),
                 Event::OrderAmended {
                     order, qty, pair, ..

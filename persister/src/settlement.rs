@@ -38,6 +38,15 @@
 //!   withdrawals - withdrawal fees + adjustments): 0 when the ledger's own
 //!   chain of balances and the trades agree.
 //!
+//! Outbox: the batch's `outbox_events` row (`settlement.completed` or
+//! `settlement.failed`, aggregate SETTLEMENT / batch id; payload: date,
+//! status, totals, account and finding counts) is written by the next
+//! statement of the same transaction from the batch row just inserted.
+//! Batches and the outbox are both `core` tables, so they share the
+//! writer, the transaction and the checkpoint: a writer killed and
+//! restarted rewrites the whole batch or nothing, and the row id comes from
+//! the command's record like every outbox id (exactly once).
+//!
 //! Reconciliation (`reconciliation_result`, `difference_count`): details
 //! with a difference; opening gaps (a bucket's first `balance_before` of the
 //! day differs from its last `balance_after` before the day); and per
@@ -65,15 +74,23 @@ pub struct SettlementRow {
     /// The engine's next trade id after the command: the day's trades are
     /// below it.
     pub trade_bound: u64,
+    /// Id of the batch's `outbox_events` row (a row id of the command's
+    /// record, `seq << ROW_ID_SHIFT | n`, like every outbox row).
+    pub outbox_id: i64,
 }
 
 /// Details of batch `b`: ids from `b << DETAIL_ID_SHIFT`.
 pub const DETAIL_ID_SHIFT: u32 = 32;
 
-/// Parameters: $1 batch id, $2 date (text), $3 day start, $4 day end,
-/// $5 ledger id bound, $6 trade id bound, $7 command time, $8 requested
-/// by, $9 journal seq.
-pub const SETTLE: &str = "WITH r AS MATERIALIZED (
+/// The computation of a batch, as the opening CTEs of a `WITH` (`r` ...
+/// `f`, no trailing comma): `dd` holds the details, `js`/`mm`/`tt`/`f` the
+/// batch's figures and findings. Reads only; shared by [`SETTLE`] (which
+/// inserts them) and `reconcile` (which computes them again and compares).
+/// Uses parameters $3 day start, $4 day end, $5 ledger id bound, $6 trade
+/// id bound.
+macro_rules! settle_ctes {
+    () => {
+        "WITH r AS MATERIALIZED (
         SELECT id, user_id, asset_id, type, balance_type, amount, balance_before,
             balance_after, reference_id
         FROM transactions
@@ -157,15 +174,6 @@ pub const SETTLE: &str = "WITH r AS MATERIALIZED (
                 - d.withdrawals - d.withdrawal_fees + d.adjustments) AS difference,
             row_number() OVER (ORDER BY d.user_id, d.asset_id) AS n
         FROM d),
-    ins AS (
-        INSERT INTO settlement_details (id, batch_id, user_id, asset_id, trade_amount,
-            fee_amount, net_amount, opening_balance, bought_amount, sold_amount,
-            fee_income_amount, deposit_amount, withdrawal_amount, withdrawal_fee_amount,
-            adjustment_amount, closing_balance, difference, created_at)
-        SELECT ($1::bigint << 32) + n, $1::bigint, user_id, asset_id, trade, fee, net, opening,
-            bought, sold, fee_income, deposits, withdrawals, withdrawal_fees, adjustments,
-            closing, difference, $7::timestamptz
-        FROM dd),
     pa AS (
         SELECT asset_id, count(*) AS accounts, sum(opening) AS opening, sum(closing) AS closing,
             sum(bought) AS bought, sum(sold) AS sold, sum(fee) AS fees_paid,
@@ -218,7 +226,26 @@ pub const SETTLE: &str = "WITH r AS MATERIALIZED (
         SELECT count(*) AS trades, COALESCE(sum(quote_amount), 0) AS volume FROM tr),
     f AS (
         SELECT js.mismatches + js.gaps + js.trade_imbalanced + js.fee_imbalanced
-            + js.supply_imbalanced AS n FROM js)
+            + js.supply_imbalanced AS n FROM js)"
+    };
+}
+pub(crate) use settle_ctes;
+
+/// Parameters: $1 batch id, $2 date (text), $3 day start, $4 day end,
+/// $5 ledger id bound, $6 trade id bound, $7 command time, $8 requested
+/// by, $9 journal seq.
+pub const SETTLE: &str = concat!(
+    settle_ctes!(),
+    ",
+    ins AS (
+        INSERT INTO settlement_details (id, batch_id, user_id, asset_id, trade_amount,
+            fee_amount, net_amount, opening_balance, bought_amount, sold_amount,
+            fee_income_amount, deposit_amount, withdrawal_amount, withdrawal_fee_amount,
+            adjustment_amount, closing_balance, difference, created_at)
+        SELECT ($1::bigint << 32) + n, $1::bigint, user_id, asset_id, trade, fee, net, opening,
+            bought, sold, fee_income, deposits, withdrawals, withdrawal_fees, adjustments,
+            closing, difference, $7::timestamptz
+        FROM dd)
     INSERT INTO settlement_batches (id, batch_date, status, total_trades, total_volume,
         reconciliation_result, error_message, started_at, completed_at, version, created_at,
         updated_at, requested_by, journal_seq, account_count, difference_count)
@@ -227,16 +254,33 @@ pub const SETTLE: &str = "WITH r AS MATERIALIZED (
         jsonb_build_object('balanced', f.n = 0, 'differences', f.n, 'accounts', js.accounts,
             'ledger_rows', (SELECT count(*) FROM r), 'trades', tt.trades,
             'balance_mismatches', js.mismatches, 'opening_gaps', js.gaps,
-            'assets', js.assets, 'mismatched', mm.list),
+            'assets', js.assets, 'mismatched', mm.list, 'trade_id_bound', $6::bigint),
         CASE WHEN f.n = 0 THEN NULL ELSE format(
             'reconciliation found %s difference(s): %s account(s) whose movements do not explain the closing balance, %s opening gap(s), %s asset(s) whose trades do not net to zero, %s whose fees paid differ from the fee income, %s whose supply change differs from deposits - withdrawals + adjustments',
             f.n, js.mismatches, js.gaps, js.trade_imbalanced, js.fee_imbalanced,
             js.supply_imbalanced) END,
         $7::timestamptz, $7::timestamptz, $9::bigint, $7::timestamptz, $7::timestamptz,
         $8::bigint, $9::bigint, js.accounts, f.n
-    FROM js, mm, tt, f";
+    FROM js, mm, tt, f"
+);
 
-/// Queue the statements of a batch's settlements (after its other rows).
+/// The batch's outbox event, from the row [`SETTLE`] has just written in
+/// the same transaction (so the status and totals are the stored ones):
+/// `settlement.completed` or `settlement.failed`, aggregate SETTLEMENT /
+/// batch id. Parameters: $1 batch id, $2 outbox row id.
+pub const SETTLE_OUTBOX: &str = "INSERT INTO outbox_events (id, aggregate_type, aggregate_id,
+        event_type, event_data, status, created_at)
+    SELECT $2::bigint, 'SETTLEMENT', b.id,
+        CASE WHEN b.status = 'COMPLETED' THEN 'settlement.completed' ELSE 'settlement.failed' END,
+        jsonb_build_object('batch_id', b.id, 'date', b.batch_date::text, 'status', b.status,
+            'total_trades', b.total_trades, 'total_volume', trim_scale(b.total_volume)::text,
+            'accounts', b.account_count, 'differences', b.difference_count,
+            'requested_by', b.requested_by, 'journal_seq', b.journal_seq),
+        'PENDING', b.created_at
+    FROM settlement_batches b WHERE b.id = $1::bigint";
+
+/// Queue the statements of a batch's settlements (after its other rows):
+/// per settlement its batch and details, then its outbox event.
 pub fn push(p: &mut Pipeline<'_>, settlements: &[SettlementRow]) {
     for s in settlements {
         let day_start_ms = s.date as u64 * engine::settlement::DAY_MS;
@@ -256,5 +300,6 @@ pub fn push(p: &mut Pipeline<'_>, settlements: &[SettlementRow]) {
                 bx(s.seq as i64),
             ],
         );
+        p.push(SETTLE_OUTBOX, vec![bx(s.id as i64), bx(s.outbox_id)]);
     }
 }

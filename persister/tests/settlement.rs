@@ -17,7 +17,15 @@
 //!   withdrawals, adjustments; a settlement at every midnight): every batch
 //!   reconciles, every detail equals an independent computation from the
 //!   engine's events, and a writer SIGKILLed many times mid-batch and
-//!   restarted writes exactly the rows of a clean run.
+//!   restarted writes exactly the rows of a clean run;
+//! * `reconcile` checks the batches against the engine's settled days and
+//!   a recomputation: clean after settlement (also from a snapshot taken
+//!   after some settlements); a changed detail figure, a deleted detail, a
+//!   deleted batch row and a batch row for a day never settled are each
+//!   reported;
+//! * every accepted settlement writes one `outbox_events` row
+//!   (`settlement.completed` / `settlement.failed`) in its batch's
+//!   transaction, exactly once across restarts and SIGKILLs.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +36,7 @@ mod common;
 
 use common::{rng, sigkill_writer_children};
 use engine::*;
+use persister::reconcile::{self, Difference};
 use persister::replica::{self, DataDir};
 use persister::testdb::TestDb;
 use persister::writer::{self, Follow, PersisterStatus, WriterConfig};
@@ -184,12 +193,13 @@ async fn write_all(url: &str, data: &DataDir, max_batch: usize, to: u64) {
         .unwrap();
 }
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
     "settlement_batches",
     "settlement_details",
     "transactions",
     "trades",
     "audit_logs",
+    "outbox_events",
 ];
 
 /// The settlement tables (and what they are computed from) as ordered row
@@ -387,6 +397,33 @@ async fn batch(c: &tokio_postgres::Client, id: i64) -> BatchRow {
         r.get(10),
         serde_json::from_str(&r.get::<_, String>(11)).unwrap(),
     )
+}
+
+/// The SETTLEMENT outbox rows: (id, aggregate id, event type, status,
+/// created ms, payload), by id.
+async fn settlement_outbox(
+    c: &tokio_postgres::Client,
+) -> Vec<(i64, i64, String, String, i64, serde_json::Value)> {
+    c.query(
+        "SELECT id, aggregate_id, event_type, status,
+            (extract(epoch FROM created_at) * 1000)::bigint, event_data::text
+         FROM outbox_events WHERE aggregate_type = 'SETTLEMENT' ORDER BY id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            r.get(4),
+            serde_json::from_str(&r.get::<_, String>(5)).unwrap(),
+        )
+    })
+    .collect()
 }
 
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -710,6 +747,37 @@ async fn settles_scripted_days_exactly_and_deterministically() {
         .await,
         0
     );
+    // One outbox event per accepted settlement, in the batch's transaction,
+    // with the stored status and totals; its id is a row id of the
+    // settling record.
+    let ob = settlement_outbox(c).await;
+    assert_eq!(ob.len(), 3, "{ob:?}");
+    let (id, aggregate, kind, status, created, payload) = &ob[0];
+    assert_eq!(*id, 15 << 16);
+    assert_eq!(
+        (*aggregate, &kind[..], &status[..]),
+        (1, "settlement.completed", "PENDING")
+    );
+    assert_eq!(*created, (D0 + DAY + 2 * HOUR) as i64);
+    assert_eq!(
+        *payload,
+        serde_json::json!({
+            "batch_id": 1, "date": "2024-01-14", "status": "COMPLETED",
+            "total_trades": 1, "total_volume": "3000", "accounts": 6,
+            "differences": 0, "requested_by": 4, "journal_seq": 15
+        })
+    );
+    assert_eq!(
+        (ob[1].0, ob[1].1, &ob[1].2[..]),
+        (26 << 16, 2, "settlement.completed")
+    );
+    assert_eq!(ob[1].5["total_volume"], "45500");
+    assert_eq!(ob[1].5["accounts"], 8);
+    assert_eq!(
+        (ob[2].1, &ob[2].5["date"]),
+        (3, &serde_json::json!("2024-01-05"))
+    );
+    assert_eq!(ob[2].5["total_trades"], 0);
     // Audited once per accepted settlement.
     assert_eq!(
         count(
@@ -817,6 +885,116 @@ async fn a_tampered_ledger_fails_reconciliation_with_each_finding() {
     assert_eq!(d[&(0, 2)].difference, 0);
     // The batch written before the tampering is untouched.
     assert_eq!(batch(c, 1).await.0, "COMPLETED");
+    // The outbox says so too.
+    let ob = settlement_outbox(c).await;
+    assert_eq!(
+        ob.iter()
+            .map(|o| (
+                o.1,
+                &o.2[..],
+                o.5["status"].as_str().unwrap(),
+                o.5["differences"].as_i64().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, "settlement.completed", "COMPLETED", 0),
+            (2, "settlement.failed", "FAILED", 4),
+            (3, "settlement.completed", "COMPLETED", 0)
+        ]
+    );
+    db.drop_db().await;
+}
+
+/// The settlement differences of a reconciliation, as display lines.
+fn settlement_lines(r: &reconcile::Report) -> Vec<String> {
+    r.differences
+        .iter()
+        .filter(|d| matches!(d, Difference::Settlement(_)))
+        .map(|d| d.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_checks_every_settlement_against_the_engine_and_a_recomputation() {
+    let records = script();
+    let n = records.len();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    write_records(&data, &records, n);
+    let mut db = TestDb::create_migrated().await;
+    write_all(db.url(), &data, 1_000, n as u64).await;
+
+    let r = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
+    assert_eq!(r.seq, n as u64);
+    assert_eq!(r.settlements_checked, 3);
+    assert!(r.differences.is_empty(), "{:#?}", r.differences);
+
+    // A stored figure changed (the difference column kept consistent, so
+    // only the recomputation can tell).
+    db.client()
+        .batch_execute(
+            "UPDATE settlement_details SET closing_balance = closing_balance + 1,
+                difference = difference + 1
+             WHERE batch_id = 2 AND user_id = 3 AND asset_id = 2",
+        )
+        .await
+        .unwrap();
+    let r = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
+    let lines = settlement_lines(&r);
+    assert_eq!(r.differences.len(), lines.len(), "{lines:?}");
+    assert_eq!(
+        lines,
+        [
+            "settlement 2024-01-15 user 3 asset 2 closing_balance: expected 4501 != postgres 4502",
+            "settlement 2024-01-15 user 3 asset 2 difference: expected 0 != postgres 1",
+        ]
+    );
+    // A detail row gone.
+    db.client()
+        .batch_execute(
+            "DELETE FROM settlement_details WHERE batch_id = 1 AND user_id = 0 AND asset_id = 2",
+        )
+        .await
+        .unwrap();
+    let lines = settlement_lines(&reconcile::reconcile(db.client_mut(), &data).await.unwrap());
+    assert_eq!(
+        lines,
+        [
+            "settlement 2024-01-14 user 0 asset 2 detail row: expected present != postgres none",
+            "settlement 2024-01-15 user 3 asset 2 closing_balance: expected 4501 != postgres 4502",
+            "settlement 2024-01-15 user 3 asset 2 difference: expected 0 != postgres 1",
+        ]
+    );
+    // The batch row of a settled day deleted (its details go with it), and
+    // a batch row for a day the engine never settled.
+    db.client()
+        .batch_execute(
+            "DELETE FROM settlement_batches WHERE id = 2;
+             INSERT INTO settlement_batches (id, batch_date, status, started_at)
+             VALUES (99, '2024-01-13', 'COMPLETED', '2024-01-14T01:00:00Z');",
+        )
+        .await
+        .unwrap();
+    let r = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
+    assert_eq!(r.settlements_checked, 4);
+    let lines = settlement_lines(&r);
+    assert_eq!(
+        lines,
+        [
+            "settlement 2024-01-13 batch row: expected none (the engine never settled this day) != postgres batch 99 (COMPLETED)",
+            "settlement 2024-01-14 user 0 asset 2 detail row: expected present != postgres none",
+            "settlement 2024-01-15 batch row: expected batch 2 != postgres none",
+        ]
+    );
+    // Account differences are still reported alongside.
+    db.client()
+        .batch_execute(
+            "UPDATE accounts SET available_balance = available_balance + 1 WHERE user_id = 1 AND asset_id = 1",
+        )
+        .await
+        .unwrap();
+    let r = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
+    assert_eq!(r.differences.len(), 4, "{:#?}", r.differences);
     db.drop_db().await;
 }
 
@@ -1169,6 +1347,31 @@ async fn generated_days_reconcile_match_the_engine_and_survive_sigkill() {
     .await;
     write_all(crashed.url(), &data, 7, n).await;
     assert_same(&dump(c).await, &dump(crashed.client()).await, "SIGKILL");
+    // Reconcile from the snapshot (settlements before it checked with the
+    // bounds stored in their batch rows, later ones with the replay's).
+    let mut clean = clean;
+    let r = reconcile::reconcile(clean.client_mut(), &data)
+        .await
+        .unwrap();
+    assert_eq!(r.settlements_checked, expected.len());
+    assert!(r.differences.is_empty(), "{:#?}", r.differences);
+    // Exactly one outbox event per batch after all those restarts.
+    assert_eq!(
+        count(
+            crashed.client(),
+            "SELECT count(DISTINCT aggregate_id) FROM outbox_events WHERE aggregate_type = 'SETTLEMENT'"
+        )
+        .await,
+        expected.len() as i64
+    );
+    assert_eq!(
+        count(
+            crashed.client(),
+            "SELECT count(*) FROM outbox_events WHERE aggregate_type = 'SETTLEMENT'"
+        )
+        .await,
+        expected.len() as i64
+    );
     clean.drop_db().await;
     crashed.drop_db().await;
 }

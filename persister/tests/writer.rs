@@ -648,8 +648,15 @@ async fn writes_every_table_and_reconciles() {
         .unwrap();
     let report = reconcile::reconcile(db.client_mut(), &data).await.unwrap();
     assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
-    let d = &report.differences[0];
-    assert_eq!((d.user, d.asset, d.what), (424242, 1, "ledger rows without an account row"));
+    match &report.differences[0] {
+        reconcile::Difference::Account {
+            user, asset, what, ..
+        } => assert_eq!(
+            (*user, *asset, *what),
+            (424242, 1, "ledger rows without an account row")
+        ),
+        d => panic!("unexpected difference {d:?}"),
+    }
     db.drop_db().await;
 }
 
