@@ -15,6 +15,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use engine::*;
 use persister::replica::{self, DataDir};
 
@@ -90,36 +92,15 @@ fn cmd_for(seq: u64) -> Command {
             let price = 3_000_000 + ((r >> 10) % 200) - 100;
             let qty = (1 + (r >> 20) % 20) * 100_000;
             match (r >> 32) % 10 {
-                0..=5 => Command::PlaceOrder(NewOrder {
+                0..=5 => common::btc_order(
                     user,
-                    pair: PairId(1),
                     side,
-                    kind: OrderType::Limit,
-                    tif: if (r >> 40).is_multiple_of(5) {
-                        TimeInForce::Ioc
-                    } else {
-                        TimeInForce::Gtc
-                    },
-                    price: Price(price),
-                    qty: Qty(qty),
-                    quote_qty: 0,
-                    stop_price: Price(0),
-                    client_id: ClientOrderId::NONE,
-                    stp: StpMode::ExpireMaker,
-                }),
-                6 => Command::PlaceOrder(NewOrder {
-                    user,
-                    pair: PairId(1),
-                    side,
-                    kind: OrderType::Market,
-                    tif: TimeInForce::Gtc,
-                    price: Price(0),
-                    qty: Qty(qty),
-                    quote_qty: 0,
-                    stop_price: Price(0),
-                    client_id: ClientOrderId::NONE,
-                    stp: StpMode::ExpireMaker,
-                }),
+                    price,
+                    qty,
+                    (r >> 40).is_multiple_of(5),
+                    StpMode::ExpireMaker,
+                ),
+                6 => common::btc_order(user, side, 0, qty, false, StpMode::ExpireMaker),
                 7 | 8 => Command::CancelOrder {
                     user,
                     pair: PairId(1),

@@ -1090,40 +1090,19 @@ fn gen_cmd(seq: u64) -> Command {
                 _ => {}
             }
             match (r >> 32) % 10 {
-                0..=5 => Command::PlaceOrder(NewOrder {
+                0..=5 => common::btc_order(
                     user,
-                    pair: PairId(1),
                     side,
-                    kind: OrderType::Limit,
-                    tif: if (r >> 40).is_multiple_of(5) {
-                        TimeInForce::Ioc
-                    } else {
-                        TimeInForce::Gtc
-                    },
-                    price: Price(price),
-                    qty: Qty(qty),
-                    quote_qty: 0,
-                    stop_price: Price(0),
-                    client_id: ClientOrderId::NONE,
-                    stp: if (r >> 44).is_multiple_of(7) {
+                    price,
+                    qty,
+                    (r >> 40).is_multiple_of(5),
+                    if (r >> 44).is_multiple_of(7) {
                         StpMode::None
                     } else {
                         StpMode::ExpireMaker
                     },
-                }),
-                6 => Command::PlaceOrder(NewOrder {
-                    user,
-                    pair: PairId(1),
-                    side,
-                    kind: OrderType::Market,
-                    tif: TimeInForce::Gtc,
-                    price: Price(0),
-                    qty: Qty(qty),
-                    quote_qty: 0,
-                    stop_price: Price(0),
-                    client_id: ClientOrderId::NONE,
-                    stp: StpMode::ExpireMaker,
-                }),
+                ),
+                6 => common::btc_order(user, side, 0, qty, false, StpMode::ExpireMaker),
                 7 => Command::CancelOrder {
                     user,
                     pair: PairId(1),

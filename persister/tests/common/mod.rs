@@ -107,3 +107,39 @@ pub async fn sigkill_writer_children(
     eprintln!("{kills} kills, checkpoint {at} before the final run");
     assert!(mid >= 3, "only {mid} kills landed after a first commit");
 }
+
+/// A BTCUSDT order of the random journals (writer, settlement and
+/// recovery tests): a limit order at `price` ticks (GTC, or IOC when
+/// `ioc`), or a market order when `price` is 0; `qty` in base units.
+pub fn btc_order(
+    user: engine::UserId,
+    side: engine::Side,
+    price: u64,
+    qty: u64,
+    ioc: bool,
+    stp: engine::StpMode,
+) -> Command {
+    use engine::*;
+    let market = price == 0;
+    Command::PlaceOrder(NewOrder {
+        user,
+        pair: PairId(1),
+        side,
+        kind: if market {
+            OrderType::Market
+        } else {
+            OrderType::Limit
+        },
+        tif: if ioc && !market {
+            TimeInForce::Ioc
+        } else {
+            TimeInForce::Gtc
+        },
+        price: Price(price),
+        qty: Qty(qty),
+        quote_qty: 0,
+        stop_price: Price(0),
+        client_id: ClientOrderId::NONE,
+        stp,
+    })
+}
