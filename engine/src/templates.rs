@@ -81,6 +81,7 @@ impl Engine {
     }
 
     /// `Command::SetNotificationTemplate`: every check before any change.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn set_notification_template(
         &mut self,
         by: UserId,

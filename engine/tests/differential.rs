@@ -997,12 +997,12 @@ impl Driver {
             16 => Command::GrantRole {
                 user: self.user(x % 40),
                 role: [1, 2, 4, 8, 16, 3, 0][y as usize % 7],
-                by: (y % 2 == 0).then(|| self.user(y % 40)),
+                by: y.is_multiple_of(2).then(|| self.user(y % 40)),
             },
             17 => Command::RevokeRole {
                 user: self.user(x % 40),
                 role: [1, 1, 2, 4, 8, 16, 32][y as usize % 7],
-                by: (y % 2 == 0).then(|| self.user(y % 40)),
+                by: y.is_multiple_of(2).then(|| self.user(y % 40)),
             },
             // Template edits: a few names (one invalid), good and bad text.
             _ => Command::SetNotificationTemplate {
