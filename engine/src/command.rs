@@ -23,7 +23,11 @@ use serde::{Deserialize, Serialize};
 ///   `DeleteRiskRule`, `SetRiskEventStatus`) and `GrantRole` / `RevokeRole`
 ///   appended; versions 2 to 4 encode as 5.
 /// * 6: `RunSettlement` appended; versions 2 to 5 encode as 6.
-pub const COMMAND_FORMAT_VERSION: u16 = 6;
+/// * 7: `GrantRole` / `RevokeRole` gained `by` (the acting admin, for the
+///   audit log; `None` when decoded from versions 5 and 6, which lack it);
+///   `SetNotificationTemplate` appended. Every other version 2 to 6 record
+///   encodes as 7.
+pub const COMMAND_FORMAT_VERSION: u16 = 7;
 
 /// Longest notification webhook URL, in bytes.
 pub const NOTIFY_WEBHOOK_MAX_LEN: usize = 512;
@@ -49,6 +53,16 @@ pub fn valid_webhook_shape(url: &str) -> bool {
 
 /// Variant index of `SetLimits` in the bincode encoding (every version).
 const SET_LIMITS_TAG: u32 = 6;
+/// Variant indexes of `GrantRole` and `RevokeRole` (versions 5 on).
+const GRANT_ROLE_TAG: u32 = 32;
+const REVOKE_ROLE_TAG: u32 = 33;
+
+/// `GrantRole` / `RevokeRole` as versions 5 and 6 encoded them (no actor).
+#[derive(Deserialize)]
+struct RoleChangeV6 {
+    user: UserId,
+    role: u32,
+}
 
 /// `Limits` as version 1 encoded it.
 #[derive(Deserialize)]
@@ -304,11 +318,15 @@ pub enum Command {
     GrantRole {
         user: UserId,
         role: u32,
+        /// The acting admin (audit only; `None` in records journaled
+        /// before format 7).
+        by: Option<UserId>,
     },
     /// Remove one role bit; ADMIN stays with the last active admin.
     RevokeRole {
         user: UserId,
         role: u32,
+        by: Option<UserId>,
     },
 
     // settlement (appended)
@@ -319,6 +337,21 @@ pub enum Command {
     RunSettlement {
         date: u32,
         requested_by: UserId,
+    },
+
+    // notification templates (appended)
+    /// Replace the text of notification template `name` for every record
+    /// after this one (templates.rs). `subject` is the title, `content` the
+    /// body with `{placeholder}`s; an inactive template produces no
+    /// notifications. The engine checks the bounds and that `by` is an
+    /// active user; the gateway checks first that the template exists and
+    /// supports every placeholder used.
+    SetNotificationTemplate {
+        by: UserId,
+        name: String,
+        subject: String,
+        content: String,
+        active: bool,
     },
 }
 
@@ -349,11 +382,28 @@ impl Command {
             .allow_trailing_bytes()
             .with_limit(1 << 20);
         let body = &bytes[2..];
+        let tag = body
+            .get(..4)
+            .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
         match version {
-            // Versions 2 to 5 differ only in lacking appended commands.
-            COMMAND_FORMAT_VERSION | 2 | 3 | 4 | 5 => {}
+            COMMAND_FORMAT_VERSION => {}
+            // Versions 5 and 6 encode role changes without their actor.
+            5 | 6 if matches!(tag, Some(GRANT_ROLE_TAG | REVOKE_ROLE_TAG)) => {
+                let r: RoleChangeV6 = opts
+                    .deserialize(&body[4..])
+                    .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+                let (user, role, by) = (r.user, r.role, None);
+                return Ok(if tag == Some(GRANT_ROLE_TAG) {
+                    Command::GrantRole { user, role, by }
+                } else {
+                    Command::RevokeRole { user, role, by }
+                });
+            }
+            // Versions 2 to 6 differ otherwise only in lacking appended
+            // commands.
+            2..=6 => {}
             // Version 1 differs only in the encoding of `SetLimits`.
-            1 if body.get(..4) == Some(&SET_LIMITS_TAG.to_le_bytes()[..]) => {
+            1 if tag == Some(SET_LIMITS_TAG) => {
                 let l: LimitsV1 = opts
                     .deserialize(&body[4..])
                     .map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -380,4 +430,101 @@ pub enum DecodeError {
     Version(u16),
     #[error("malformed command: {0}")]
     Malformed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as a format `version` binary wrote it: the version, then
+    /// the variant index and fields as bincode (fixint) encodes them.
+    fn record(version: u16, tag: u32, fields: &impl Serialize) -> Vec<u8> {
+        let mut v = version.to_le_bytes().to_vec();
+        v.extend_from_slice(&tag.to_le_bytes());
+        bincode::serialize_into(&mut v, fields).unwrap();
+        v
+    }
+
+    /// Regression: format 6 role changes carry no actor; they decode with
+    /// `by: None` (formats 5 and 6 both).
+    #[test]
+    fn format_6_role_changes_decode_without_an_actor() {
+        for version in [5, 6] {
+            let grant = record(version, GRANT_ROLE_TAG, &(UserId(7), 4u32));
+            assert_eq!(
+                Command::decode(&grant).unwrap(),
+                Command::GrantRole {
+                    user: UserId(7),
+                    role: 4,
+                    by: None
+                }
+            );
+            let revoke = record(version, REVOKE_ROLE_TAG, &(UserId(8), 2u32));
+            assert_eq!(
+                Command::decode(&revoke).unwrap(),
+                Command::RevokeRole {
+                    user: UserId(8),
+                    role: 2,
+                    by: None
+                }
+            );
+            for n in 0..grant.len() {
+                assert!(Command::decode(&grant[..n]).is_err(), "cut at {n}");
+            }
+        }
+        // Other format 6 records decode as before.
+        let run = record(6, 34, &(19_000u32, UserId(1)));
+        assert_eq!(
+            Command::decode(&run).unwrap(),
+            Command::RunSettlement {
+                date: 19_000,
+                requested_by: UserId(1)
+            }
+        );
+    }
+
+    #[test]
+    fn format_7_round_trips_the_actor_and_template_edits() {
+        for c in [
+            Command::GrantRole {
+                user: UserId(7),
+                role: 4,
+                by: Some(UserId(1)),
+            },
+            Command::RevokeRole {
+                user: UserId(7),
+                role: 4,
+                by: None,
+            },
+            Command::SetNotificationTemplate {
+                by: UserId(1),
+                name: "deposit_credited".into(),
+                subject: "Funds".into(),
+                content: "{amount} {asset}".into(),
+                active: false,
+            },
+        ] {
+            let bytes = c.encode();
+            assert_eq!(bytes[..2], COMMAND_FORMAT_VERSION.to_le_bytes());
+            assert_eq!(Command::decode(&bytes).unwrap(), c);
+            for n in 0..bytes.len() {
+                assert!(Command::decode(&bytes[..n]).is_err(), "cut at {n}");
+            }
+        }
+        // The tags the legacy path relies on.
+        let grant = Command::GrantRole {
+            user: UserId(1),
+            role: 1,
+            by: None,
+        }
+        .encode();
+        assert_eq!(grant[2..6], GRANT_ROLE_TAG.to_le_bytes());
+        let revoke = Command::RevokeRole {
+            user: UserId(1),
+            role: 1,
+            by: None,
+        }
+        .encode();
+        assert_eq!(revoke[2..6], REVOKE_ROLE_TAG.to_le_bytes());
+    }
 }

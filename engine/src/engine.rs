@@ -123,6 +123,8 @@ pub struct Engine {
     pub(crate) next_settlement_id: u64,
     /// Settled UTC day number -> its batch.
     pub(crate) settlements: BTreeMap<u32, crate::settlement::Settlement>,
+    /// Edited notification templates by name (templates.rs).
+    pub(crate) templates: BTreeMap<String, crate::templates::NotificationTemplate>,
 }
 
 impl Default for Engine {
@@ -248,6 +250,7 @@ impl Engine {
             risk: RiskState::default(),
             next_settlement_id: 1,
             settlements: BTreeMap::new(),
+            templates: BTreeMap::new(),
         }
     }
 
@@ -588,11 +591,18 @@ impl Engine {
                 status,
                 note,
             } => self.set_risk_event_status(*by, *event, *status, note, ts, out),
-            Command::GrantRole { user, role } => self.grant_role(*user, *role, out),
-            Command::RevokeRole { user, role } => self.revoke_role(*user, *role, out),
+            Command::GrantRole { user, role, .. } => self.grant_role(*user, *role, out),
+            Command::RevokeRole { user, role, .. } => self.revoke_role(*user, *role, out),
             Command::RunSettlement { date, requested_by } => {
                 self.run_settlement(*date, *requested_by, ts, out)
             }
+            Command::SetNotificationTemplate {
+                by,
+                name,
+                subject,
+                content,
+                active,
+            } => self.set_notification_template(*by, name, subject, content, *active, ts, out),
         }
     }
 

@@ -306,4 +306,8 @@ pub enum Event {
         requested_by: UserId,
         ts_ms: u64,
     },
+
+    // notification templates (appended)
+    /// A template's text after an edit (`Command::SetNotificationTemplate`).
+    NotificationTemplateSet(Box<crate::templates::NotificationTemplate>),
 }

@@ -296,6 +296,7 @@ impl Engine {
             pending
         );
         self.check_settlements()?;
+        self.check_templates()?;
         Ok(())
     }
 }

@@ -10,7 +10,8 @@
 //! evaluation and risk events), `snapshot` (canonical state encoding and
 //! `state_hash`), `invariants` (self-checks), `reference` (a naive model
 //! used to test the fast one), `settlement` (which UTC days may be
-//! settled, and day numbers <-> dates).
+//! settled, and day numbers <-> dates), `templates` (edited notification
+//! templates).
 
 pub mod book;
 pub mod command;
@@ -25,6 +26,7 @@ pub mod reject;
 pub mod risk;
 pub mod settlement;
 pub mod snapshot;
+pub mod templates;
 pub mod types;
 
 pub use command::{
@@ -40,4 +42,8 @@ pub use risk::{
     RiskRuleChanges, RiskRuleType,
 };
 pub use settlement::Settlement;
+pub use templates::{
+    valid_template_name, valid_template_text, NotificationTemplate, NOTIFY_TEMPLATES_MAX,
+    NOTIFY_TEMPLATE_CONTENT_MAX_LEN, NOTIFY_TEMPLATE_NAME_MAX_LEN, NOTIFY_TEMPLATE_SUBJECT_MAX_LEN,
+};
 pub use types::*;

@@ -152,6 +152,8 @@ pub struct ReferenceEngine {
     next_settlement_id: u64,
     /// Accepted settlement batches, in acceptance order.
     settled: Vec<Settlement>,
+    /// Edited notification templates, in first-edit order.
+    templates: Vec<crate::templates::NotificationTemplate>,
 }
 
 impl Default for ReferenceEngine {
@@ -222,6 +224,7 @@ impl ReferenceEngine {
             stp_seen: Vec::new(),
             next_settlement_id: 1,
             settled: Vec::new(),
+            templates: Vec::new(),
         }
     }
 
@@ -842,7 +845,7 @@ impl ReferenceEngine {
                 });
                 Ok(())
             }
-            Command::GrantRole { user, role } | Command::RevokeRole { user, role } => {
+            Command::GrantRole { user, role, .. } | Command::RevokeRole { user, role, .. } => {
                 let grant = matches!(cmd, Command::GrantRole { .. });
                 if role.count_ones() != 1 || role & !roles::ALL != 0 {
                     return Err(RejectReason::InvalidRole);
@@ -988,6 +991,41 @@ impl ReferenceEngine {
             }
             Command::RunSettlement { date, requested_by } => {
                 self.run_settlement(*date, *requested_by, ts, out)
+            }
+            Command::SetNotificationTemplate {
+                by,
+                name,
+                subject,
+                content,
+                active,
+            } => {
+                if self.login_user(*by)?.status != UserStatus::Active {
+                    return Err(RejectReason::UserSuspended);
+                }
+                let text_ok = crate::templates::valid_template_name(name)
+                    && crate::templates::valid_template_text(subject, content);
+                let old = self.templates.iter().position(|t| t.name == *name);
+                if !text_ok
+                    || (old.is_none()
+                        && self.templates.len() >= crate::templates::NOTIFY_TEMPLATES_MAX)
+                {
+                    return Err(RejectReason::InvalidNotificationTemplate);
+                }
+                let t = crate::templates::NotificationTemplate {
+                    name: name.clone(),
+                    subject: subject.clone(),
+                    content: content.clone(),
+                    active: *active,
+                    version: old.map_or(1, |i| self.templates[i].version + 1),
+                    updated_by: *by,
+                    updated_ms: ts,
+                };
+                out.push(Event::NotificationTemplateSet(Box::new(t.clone())));
+                match old {
+                    Some(i) => self.templates[i] = t,
+                    None => self.templates.push(t),
+                }
+                Ok(())
             }
         }
     }

@@ -115,6 +115,11 @@ pub enum RejectReason {
     SettlementDayNotOver = 800,
     /// The UTC day was settled already.
     AlreadySettled = 801,
+
+    // 72x: notifications (appended)
+    /// A template edit with a bad name, subject or content (templates.rs
+    /// bounds), or a new name beyond `NOTIFY_TEMPLATES_MAX`.
+    InvalidNotificationTemplate = 721,
 }
 
 impl RejectReason {
@@ -198,6 +203,7 @@ impl RejectReason {
             InvalidNotificationRequest => "INVALID_NOTIFICATION_REQUEST",
             SettlementDayNotOver => "SETTLEMENT_DAY_NOT_OVER",
             AlreadySettled => "ALREADY_SETTLED",
+            InvalidNotificationTemplate => "INVALID_NOTIFICATION_TEMPLATE",
         }
     }
 }
@@ -237,5 +243,6 @@ mod tests {
         assert_eq!(RiskLargeWithdrawal.code(), 711);
         assert_eq!(SettlementDayNotOver.code(), 800);
         assert_eq!(AlreadySettled.code(), 801);
+        assert_eq!(InvalidNotificationTemplate.code(), 721);
     }
 }

@@ -906,7 +906,7 @@ impl Engine {
     }
 
     /// An acting staff member: a registered, active user.
-    fn staff_user(&self, by: UserId) -> R<()> {
+    pub(crate) fn staff_user(&self, by: UserId) -> R<()> {
         if by.0 == 0 {
             return Err(RejectReason::UnknownUser);
         }

@@ -15,6 +15,7 @@ use crate::fxhash::FxHashMap;
 use crate::model::*;
 use crate::risk::{RiskEvent, RiskLimit, RiskRule};
 use crate::settlement::Settlement;
+use crate::templates::NotificationTemplate;
 use crate::types::*;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"MXSNAP\0\0";
@@ -26,7 +27,10 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"MXSNAP\0\0";
 /// 5: a settlement section ([`SettleSnap`]: settled days, the batch
 /// counter) follows the risk section. Versions 1 to 4 are still read
 /// (no rules, no events, nothing settled).
-pub const SNAPSHOT_VERSION: u32 = 5;
+/// 6: a notification template section (the edited templates, by name)
+/// follows the settlement section. Versions 1 to 5 are still read (no
+/// edits).
+pub const SNAPSHOT_VERSION: u32 = 6;
 
 /// Risk state, encoded after the main body (its own section, so the main
 /// body keeps the version 3 layout).
@@ -66,6 +70,13 @@ impl Default for SettleSnap {
             settlements: Vec::new(),
         }
     }
+}
+
+/// Edited notification templates by name, encoded after the settlement
+/// section.
+#[derive(Serialize, Deserialize, Default)]
+struct TemplateSnap {
+    templates: Vec<NotificationTemplate>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -460,6 +471,12 @@ impl Engine {
         }
     }
 
+    fn to_template_snap(&self) -> TemplateSnap {
+        TemplateSnap {
+            templates: self.templates.values().cloned().collect(),
+        }
+    }
+
     fn to_risk_snap(&self) -> RiskSnap {
         RiskSnap {
             next_rule_id: self.risk.next_rule_id,
@@ -478,6 +495,7 @@ impl Engine {
         bincode::serialize_into(&mut v, &self.to_state()).expect("state encodes");
         bincode::serialize_into(&mut v, &self.to_risk_snap()).expect("risk state encodes");
         bincode::serialize_into(&mut v, &self.to_settle_snap()).expect("settlements encode");
+        bincode::serialize_into(&mut v, &self.to_template_snap()).expect("templates encode");
         v
     }
 
@@ -493,6 +511,11 @@ impl Engine {
         bincode::serialize_into(&mut h, &st).expect("state encodes");
         bincode::serialize_into(&mut h, &self.to_risk_snap()).expect("risk state encodes");
         bincode::serialize_into(&mut h, &self.to_settle_snap()).expect("settlements encode");
+        // Only once a template was edited, so the hash of every state
+        // without edits stays what earlier builds computed.
+        if !self.templates.is_empty() {
+            bincode::serialize_into(&mut h, &self.to_template_snap()).expect("templates encode");
+        }
         h.finish()
     }
 
@@ -509,41 +532,58 @@ impl Engine {
             .allow_trailing_bytes();
         let malformed = |e: bincode::Error| SnapshotError::Malformed(e.to_string());
         let mut body = &bytes[12..];
-        let (st, risk, settle): (StateV3, RiskSnap, SettleSnap) = match version {
-            SNAPSHOT_VERSION => {
-                let st = opts.deserialize_from(&mut body).map_err(malformed)?;
-                let risk = opts.deserialize_from(&mut body).map_err(malformed)?;
-                (
-                    st,
-                    risk,
-                    opts.deserialize_from(&mut body).map_err(malformed)?,
-                )
-            }
-            4 => {
-                let st = opts.deserialize_from(&mut body).map_err(malformed)?;
-                (
-                    st,
-                    opts.deserialize_from(&mut body).map_err(malformed)?,
+        let (st, risk, settle, templates): (StateV3, RiskSnap, SettleSnap, TemplateSnap) =
+            match version {
+                SNAPSHOT_VERSION => {
+                    let st = opts.deserialize_from(&mut body).map_err(malformed)?;
+                    let risk = opts.deserialize_from(&mut body).map_err(malformed)?;
+                    let settle = opts.deserialize_from(&mut body).map_err(malformed)?;
+                    (
+                        st,
+                        risk,
+                        settle,
+                        opts.deserialize_from(&mut body).map_err(malformed)?,
+                    )
+                }
+                5 => {
+                    let st = opts.deserialize_from(&mut body).map_err(malformed)?;
+                    let risk = opts.deserialize_from(&mut body).map_err(malformed)?;
+                    (
+                        st,
+                        risk,
+                        opts.deserialize_from(&mut body).map_err(malformed)?,
+                        TemplateSnap::default(),
+                    )
+                }
+                4 => {
+                    let st = opts.deserialize_from(&mut body).map_err(malformed)?;
+                    (
+                        st,
+                        opts.deserialize_from(&mut body).map_err(malformed)?,
+                        SettleSnap::default(),
+                        TemplateSnap::default(),
+                    )
+                }
+                3 => (
+                    opts.deserialize(body).map_err(malformed)?,
+                    RiskSnap::default(),
                     SettleSnap::default(),
-                )
-            }
-            3 => (
-                opts.deserialize(body).map_err(malformed)?,
-                RiskSnap::default(),
-                SettleSnap::default(),
-            ),
-            2 => (
-                opts.deserialize::<StateV2>(body).map_err(malformed)?.into(),
-                RiskSnap::default(),
-                SettleSnap::default(),
-            ),
-            1 => (
-                StateV2::from(opts.deserialize::<v1::State1>(body).map_err(malformed)?).into(),
-                RiskSnap::default(),
-                SettleSnap::default(),
-            ),
-            _ => return Err(SnapshotError::Version(version)),
-        };
+                    TemplateSnap::default(),
+                ),
+                2 => (
+                    opts.deserialize::<StateV2>(body).map_err(malformed)?.into(),
+                    RiskSnap::default(),
+                    SettleSnap::default(),
+                    TemplateSnap::default(),
+                ),
+                1 => (
+                    StateV2::from(opts.deserialize::<v1::State1>(body).map_err(malformed)?).into(),
+                    RiskSnap::default(),
+                    SettleSnap::default(),
+                    TemplateSnap::default(),
+                ),
+                _ => return Err(SnapshotError::Version(version)),
+            };
         let open: usize = st
             .pairs
             .iter()
@@ -648,6 +688,13 @@ impl Engine {
         }
         e.restore_risk(risk)?;
         e.next_settlement_id = settle.next_settlement_id;
+        for t in templates.templates {
+            if e.templates.insert(t.name.clone(), t).is_some() {
+                return Err(SnapshotError::Malformed(
+                    "notification template held twice".into(),
+                ));
+            }
+        }
         for x in settle.settlements {
             if e.settlements.insert(x.date, x).is_some() {
                 return Err(SnapshotError::Malformed(format!(
@@ -832,5 +879,43 @@ mod tests {
             Engine::from_snapshot(&bad),
             Err(SnapshotError::Malformed(_))
         ));
+    }
+
+    /// A version 5 snapshot (written before template edits existed) loads
+    /// into the same state with no edits; a version 6 one keeps them.
+    #[test]
+    fn version_5_snapshots_still_load_and_templates_round_trip() {
+        let mut e = engine_with_user();
+        let mut v5 = SNAPSHOT_MAGIC.to_vec();
+        v5.extend_from_slice(&5u32.to_le_bytes());
+        bincode::serialize_into(&mut v5, &e.to_state()).unwrap();
+        bincode::serialize_into(&mut v5, &e.to_risk_snap()).unwrap();
+        bincode::serialize_into(&mut v5, &e.to_settle_snap()).unwrap();
+        let loaded = Engine::from_snapshot(&v5).unwrap();
+        assert_eq!(loaded.state_hash(), e.state_hash());
+        assert_eq!(loaded.notification_templates().count(), 0);
+        let mut out = Vec::new();
+        e.apply(
+            2,
+            20,
+            &Command::SetNotificationTemplate {
+                by: UserId(1),
+                name: "deposit_credited".into(),
+                subject: "Funds".into(),
+                content: "{amount}".into(),
+                active: true,
+            },
+            &mut out,
+        );
+        assert!(matches!(
+            out[..],
+            [crate::Event::NotificationTemplateSet(_)]
+        ));
+        let loaded = Engine::from_snapshot(&e.snapshot_bytes()).unwrap();
+        assert_eq!(loaded.state_hash(), e.state_hash());
+        assert_eq!(
+            loaded.notification_template("deposit_credited"),
+            e.notification_template("deposit_credited")
+        );
     }
 }

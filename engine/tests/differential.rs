@@ -210,7 +210,7 @@ fn act() -> impl Strategy<Value = Act> {
             pick,
             x
         }),
-        7 => (0u8..18, any::<u8>(), any::<u8>()).prop_map(|(what, x, y)| Act::Risk { what, x, y }),
+        7 => (0u8..20, any::<u8>(), any::<u8>()).prop_map(|(what, x, y)| Act::Risk { what, x, y }),
         1 => (prop_oneof![0u8..4, Just(255u8)], 0u8..40).prop_map(|(back, user)| Act::Settle { back, user }),
     ]
 }
@@ -997,10 +997,30 @@ impl Driver {
             16 => Command::GrantRole {
                 user: self.user(x % 40),
                 role: [1, 2, 4, 8, 16, 3, 0][y as usize % 7],
+                by: y.is_multiple_of(2).then(|| self.user(y % 40)),
             },
-            _ => Command::RevokeRole {
+            17 => Command::RevokeRole {
                 user: self.user(x % 40),
                 role: [1, 1, 2, 4, 8, 16, 32][y as usize % 7],
+                by: y.is_multiple_of(2).then(|| self.user(y % 40)),
+            },
+            // Template edits: a few names (one invalid), good and bad text.
+            _ => Command::SetNotificationTemplate {
+                by,
+                name: [
+                    "deposit_credited",
+                    "order_filled",
+                    "Bad Name",
+                    "kyc_approved",
+                ][y as usize % 4]
+                    .into(),
+                subject: ["Funds", "", "Done\n"][x as usize % 3].into(),
+                content: match y % 5 {
+                    0 => "x".repeat(engine::NOTIFY_TEMPLATE_CONTENT_MAX_LEN + 1),
+                    1 => "line\n{amount}".into(),
+                    _ => "{amount} {asset}".into(),
+                },
+                active: !y.is_multiple_of(6),
             },
         }
     }

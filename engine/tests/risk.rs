@@ -850,8 +850,16 @@ fn roles_are_granted_and_revoked_one_at_a_time() {
     let mut b = Both::new();
     let admin = b.admin;
     let alice = b.user("alice");
-    let grant = |user, role| Command::GrantRole { user, role };
-    let revoke = |user, role| Command::RevokeRole { user, role };
+    let grant = |user, role| Command::GrantRole {
+        user,
+        role,
+        by: Some(admin),
+    };
+    let revoke = |user, role| Command::RevokeRole {
+        user,
+        role,
+        by: Some(admin),
+    };
     for bad in [0, 3, 32, roles::ALL] {
         assert_eq!(b.reject(grant(alice, bad)), RejectReason::InvalidRole);
     }
@@ -1011,10 +1019,12 @@ fn new_commands_round_trip_through_the_journal_encoding() {
         Command::GrantRole {
             user: UserId(2),
             role: roles::AUDITOR,
+            by: Some(UserId(1)),
         },
         Command::RevokeRole {
             user: UserId(2),
             role: roles::AUDITOR,
+            by: None,
         },
     ];
     for c in cmds {

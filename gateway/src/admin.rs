@@ -478,16 +478,20 @@ struct RoleReq {
     role: String,
 }
 
-async fn change_roles(st: &AppState, u: UserView, bit: u32, grant: bool) -> Res {
+/// `by`: the acting admin, journaled for the audit log.
+async fn change_roles(st: &AppState, by: UserId, u: UserView, bit: u32, grant: bool) -> Res {
+    let by = Some(by);
     let cmd = if grant {
         Command::GrantRole {
             user: u.id,
             role: bit,
+            by,
         }
     } else {
         Command::RevokeRole {
             user: u.id,
             role: bit,
+            by,
         }
     };
     let o = execute(st, cmd).await?;
@@ -511,12 +515,12 @@ async fn grant_role(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, caller_roles) = authenticate(&st, &headers)?;
+    let (caller, caller_roles) = authenticate(&st, &headers)?;
     require(caller_roles, "roles:grant")?;
     let u = target_user(&st, path, caller_roles)?;
     let r: RoleReq = parse(body)?;
     let bit = role_bit(&r.role)?;
-    change_roles(&st, u, bit, true).await
+    change_roles(&st, caller, u, bit, true).await
 }
 
 async fn revoke_role(
@@ -524,12 +528,12 @@ async fn revoke_role(
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Res {
-    let (_, caller_roles) = authenticate(&st, &headers)?;
+    let (caller, caller_roles) = authenticate(&st, &headers)?;
     require(caller_roles, "roles:grant")?;
     let Path((id, role)) = path.map_err(|_| bad("Bad user id or role in the path."))?;
     let u = target_user(&st, Ok(Path(id)), caller_roles)?;
     let bit = role_bit(&role)?;
-    change_roles(&st, u, bit, false).await
+    change_roles(&st, caller, u, bit, false).await
 }
 
 #[derive(Deserialize)]

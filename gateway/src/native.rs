@@ -38,7 +38,7 @@
 //! | -4044 | 404 | unknown trading pair |
 //! | -4045 | 404 | unknown KYC record |
 //! | -4046 | 404 | unknown risk rule |
-//! | -4047 | 404 | unknown notification (or another user's) |
+//! | -4047 | 404 | unknown notification (or another user's), or unknown notification template |
 //! | -4048 | 404 | unknown settlement batch |
 //! | -4049 | 404 | unknown risk event |
 //! | -4090 | 409 | username taken |
@@ -371,6 +371,11 @@ pub(crate) fn rejected(reason: RejectReason) -> NativeError {
             StatusCode::BAD_REQUEST,
             codes::INVALID_PARAMETER,
             "Invalid webhook URL or notification ids.",
+        ),
+        InvalidNotificationTemplate => (
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_PARAMETER,
+            "Invalid notification template (name, subject or content).",
         ),
         LastActiveAdmin => (
             StatusCode::CONFLICT,

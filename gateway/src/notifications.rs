@@ -9,7 +9,8 @@
 //! | `GET /api/v1/notifications/webhook` | `notifications:read` | the caller's webhook URL (or null) |
 //! | `POST /api/v1/notifications/webhook` | `notifications:read` | {url}: register the caller's webhook |
 //! | `DELETE /api/v1/notifications/webhook` | `notifications:read` | remove it |
-//! | `GET /api/v1/admin/notifications/templates` | `notifications:read` | the built-in templates (not editable yet) |
+//! | `GET /api/v1/admin/notifications/templates` | `notifications:read` | every template with its current text and the placeholders it supports |
+//! | `PUT /api/v1/admin/notifications/templates/{name}` | `notifications:write` | {subject?, content?, is_active?}: edit a template |
 //!
 //! The notifications themselves are not journaled: they are a pure function
 //! of the journal (`persister::notify::derive`, shared with the persister's
@@ -18,9 +19,16 @@
 //! publisher derives each new record's. What the *user* changes is
 //! journaled, through two small engine commands: `MarkNotificationsRead`
 //! (read marks survive restarts and reach Postgres as status READ) and
-//! `SetNotificationWebhook`. The engine keeps no notification state (it
-//! checks the user and the bounds); this module checks ownership and the URL
-//! first, so every bad request is a 4xx that changes nothing.
+//! `SetNotificationWebhook`. The engine keeps no notification state for
+//! those (it checks the user and the bounds); this module checks ownership
+//! and the URL first, so every bad request is a 4xx that changes nothing.
+//!
+//! Template edits are journaled too (`SetNotificationTemplate`, kept as
+//! engine state so they survive snapshots): this module checks that the
+//! template exists, the lengths, and that the new text uses only the
+//! placeholders the template supports (`notify::check_placeholders`); the
+//! view's catalog follows the edit's event, so every notification of a
+//! later record, here and in Postgres, renders the new text.
 //!
 //! Webhooks: the publisher only `try_send`s each new notification of a user
 //! with a webhook onto a bounded queue (dropped, counted and logged when
@@ -45,10 +53,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
-use engine::{Command, Engine, Event, UserId, NOTIFY_WEBHOOK_MAX_LEN};
-use persister::notify::{self, CatalogView, Notification};
+use engine::{
+    Command, Engine, Event, NotificationTemplate, UserId, NOTIFY_TEMPLATE_CONTENT_MAX_LEN,
+    NOTIFY_TEMPLATE_SUBJECT_MAX_LEN, NOTIFY_WEBHOOK_MAX_LEN,
+};
+use persister::notify::{self, Catalog, CatalogView, Notification};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::native::{
@@ -67,6 +79,10 @@ pub fn routes() -> Router<AppState> {
             post(set_webhook).get(get_webhook).delete(delete_webhook),
         )
         .route("/api/v1/admin/notifications/templates", get(templates))
+        .route(
+            "/api/v1/admin/notifications/templates/{name}",
+            put(set_template),
+        )
 }
 
 /// Notifications kept per user (oldest dropped first).
@@ -206,6 +222,11 @@ impl NotificationsView {
 
     pub fn webhook(&self, user: UserId) -> Option<&str> {
         self.webhooks.get(&user).map(String::as_str)
+    }
+
+    /// The newest journaled edit of template `name` (None: built-in text).
+    pub fn template_edit(&self, name: &str) -> Option<&NotificationTemplate> {
+        self.catalog.template_edit(name)
     }
 }
 
@@ -651,24 +672,135 @@ async fn store_webhook(st: &AppState, user: UserId, url: String) -> Res {
     reply(StatusCode::OK, json!({ "url": view.webhook(user) }))
 }
 
+/// A template as the admin API shows it: its current text (the newest
+/// edit, else the built-in one) and the placeholders it supports.
+fn template_json(t: &notify::Template, edit: Option<&NotificationTemplate>) -> Value {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "type": "IN_APP",
+        "subject": edit.map_or(t.subject, |e| e.subject.as_str()),
+        "content": edit.map_or(t.content, |e| e.content.as_str()),
+        "is_active": edit.is_none_or(|e| e.active),
+        "editable": true,
+        "placeholders": t.placeholders,
+        "version": edit.map_or(0, |e| e.version),
+        "updated_at": edit.map(|e| e.updated_ms),
+        "updated_by": edit.map(|e| e.updated_by.0),
+    })
+}
+
 async fn templates(State(st): State<AppState>, headers: HeaderMap) -> Res {
     let (_, roles) = authenticate(&st, &headers)?;
     require(roles, "notifications:read")?;
+    let view = st.notifications.read().expect("notifications lock");
     let list: Vec<Value> = notify::TEMPLATES
         .iter()
-        .map(|t| {
-            json!({
-                "id": t.id,
-                "name": t.name,
-                "type": "IN_APP",
-                "subject": t.subject,
-                "content": t.content,
-                "is_active": true,
-                "editable": false,
-            })
-        })
+        .map(|t| template_json(t, view.template_edit(t.name)))
         .collect();
     reply(StatusCode::OK, Value::Array(list))
+}
+
+/// `PUT admin/notifications/templates/{name}`: any of the fields; the
+/// others keep their current value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateReq {
+    subject: Option<String>,
+    content: Option<String>,
+    is_active: Option<bool>,
+}
+
+/// The checks the engine makes too (bounds, control characters), as clear
+/// 400s, then the placeholders (which only this side knows).
+fn check_template_text(
+    t: &notify::Template,
+    subject: &str,
+    content: &str,
+) -> Result<(), NativeError> {
+    let bad = |msg: String| NativeError::bad(codes::INVALID_PARAMETER, &msg);
+    if subject.trim().is_empty() || subject.len() > NOTIFY_TEMPLATE_SUBJECT_MAX_LEN {
+        return Err(bad(format!(
+            "subject must be 1 to {NOTIFY_TEMPLATE_SUBJECT_MAX_LEN} bytes and not blank."
+        )));
+    }
+    if content.trim().is_empty() || content.len() > NOTIFY_TEMPLATE_CONTENT_MAX_LEN {
+        return Err(bad(format!(
+            "content must be 1 to {NOTIFY_TEMPLATE_CONTENT_MAX_LEN} bytes and not blank."
+        )));
+    }
+    if subject.chars().any(char::is_control) {
+        return Err(bad("subject must not contain control characters.".into()));
+    }
+    if content.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(bad(
+            "content must not contain control characters other than newlines.".into(),
+        ));
+    }
+    for (field, text) in [("subject", subject), ("content", content)] {
+        if let Err(key) = notify::check_placeholders(t, text) {
+            let supported: Vec<String> =
+                t.placeholders.iter().map(|p| format!("{{{p}}}")).collect();
+            return Err(bad(format!(
+                "{field} uses the placeholder {{{key}}}, which template {} does not support (supported: {}).",
+                t.name,
+                supported.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn set_template(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Res {
+    let (caller, roles) = authenticate(&st, &headers)?;
+    require(roles, "notifications:write")?;
+    let unknown = || {
+        NativeError::new(
+            StatusCode::NOT_FOUND,
+            codes::UNKNOWN_NOTIFICATION,
+            "Unknown notification template.",
+        )
+    };
+    let Path(name) = path.map_err(|_| unknown())?;
+    let t = notify::template(&name).ok_or_else(unknown)?;
+    let r: TemplateReq = parse(body)?;
+    if r.subject.is_none() && r.content.is_none() && r.is_active.is_none() {
+        return Err(NativeError::bad(
+            codes::BAD_REQUEST,
+            "Give at least one of subject, content, is_active.",
+        ));
+    }
+    let (subject, content, active) = {
+        let view = st.notifications.read().expect("notifications lock");
+        let edit = view.template_edit(t.name);
+        (
+            r.subject
+                .unwrap_or_else(|| edit.map_or(t.subject, |e| e.subject.as_str()).to_owned()),
+            r.content
+                .unwrap_or_else(|| edit.map_or(t.content, |e| e.content.as_str()).to_owned()),
+            r.is_active.unwrap_or(edit.is_none_or(|e| e.active)),
+        )
+    };
+    check_template_text(t, &subject, &content)?;
+    let o = execute(
+        &st,
+        Command::SetNotificationTemplate {
+            by: caller,
+            name: t.name.to_owned(),
+            subject,
+            content,
+            active,
+        },
+    )
+    .await?;
+    check(&o)?;
+    let view = st.notifications.read().expect("notifications lock");
+    reply(StatusCode::OK, template_json(t, view.template_edit(t.name)))
 }
 
 #[cfg(test)]

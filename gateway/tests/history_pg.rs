@@ -267,6 +267,76 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
             r.body
         );
     }
+    // Role changes and template edits name the acting admin (journaled
+    // with the command since format 7).
+    let h = format!("Bearer {admin}");
+    let auth = [
+        ("Authorization", h.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let admin_id = s.req("GET", "/api/v1/me", &auth, b"").json["id"].clone();
+    assert!(admin_id.as_u64().is_some(), "{admin_id}");
+    let users = s
+        .req("GET", "/api/v1/admin/users?limit=100", &auth, b"")
+        .json;
+    let bob_id = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "histbob")
+        .unwrap_or_else(|| panic!("{users}"))["id"]
+        .clone();
+    let r = s.req(
+        "POST",
+        &format!("/api/v1/admin/users/{bob_id}/roles"),
+        &auth,
+        br#"{"role":"AUDITOR"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.req(
+        "DELETE",
+        &format!("/api/v1/admin/users/{bob_id}/roles/AUDITOR"),
+        &auth,
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.req(
+        "PUT",
+        "/api/v1/admin/notifications/templates/order_filled",
+        &auth,
+        br#"{"subject":"Filled: {symbol}"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_persisted(&s);
+    let r = audit("?resource_type=ROLE", &admin);
+    let logs = r.json["logs"].as_array().unwrap();
+    let acts: Vec<(&str, &str, &Value)> = logs
+        .iter()
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap(),
+                l["resource_id"].as_str().unwrap(),
+                &l["user_id"],
+            )
+        })
+        .collect();
+    let bob = bob_id.to_string();
+    assert_eq!(
+        acts,
+        vec![
+            ("user.revoke_role", bob.as_str(), &admin_id),
+            ("user.grant_role", bob.as_str(), &admin_id),
+        ],
+        "{}",
+        r.body
+    );
+    let r = audit("?resource_type=NOTIFICATION_TEMPLATE", &admin);
+    let logs = r.json["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 1, "{}", r.body);
+    assert_eq!(logs[0]["action"], "notification_template.update");
+    assert_eq!(logs[0]["resource_id"], "order_filled");
+    assert_eq!(logs[0]["user_id"], admin_id);
+
     // A trader has no audit:read; no token is 401.
     let alice_token = login(&s, "histalice", "histalice-password-1");
     let r = audit("", &alice_token);

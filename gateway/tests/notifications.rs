@@ -344,3 +344,180 @@ fn admin_lists_the_built_in_templates() {
     let r = s.req("GET", "/api/v1/admin/notifications/templates", &[], b"");
     assert_eq!(err(&r), (401, -4010));
 }
+
+fn put(s: &Server, path: &str, token: Option<&str>, body: &[u8]) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut h = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        h.push(("Authorization", a.as_str()));
+    }
+    s.req("PUT", path, &h, body)
+}
+
+fn template<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing: {list}"))
+}
+
+/// `PUT admin/notifications/templates/{name}`: an edit is listed, renders
+/// every later notification (earlier ones keep their text), survives a
+/// SIGKILL restart, and deactivating a template stops its notifications;
+/// unknown names, unsupported placeholders, oversized text, unknown
+/// fields and callers without `notifications:write` are refused and change
+/// nothing.
+#[test]
+fn admin_edits_a_template_and_later_notifications_use_it() {
+    const PATH: &str = "/api/v1/admin/notifications/templates";
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), free_port());
+    let admin = login(&s, ADMIN, ADMIN_PW);
+    trader(&s, &admin, "dave", &[], &["READ"]);
+    let dt = login(&s, "dave", "dave-password-1");
+    deposit(&s, &admin, "dave", "1", "0xd1");
+
+    let edit = json!({
+        "subject": "Funds in: {asset}",
+        "content": "You got {amount} {asset} (deposit #{deposit_id}).",
+    });
+    let r = put(
+        &s,
+        &format!("{PATH}/deposit_credited"),
+        Some(&admin),
+        edit.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json["subject"], edit["subject"]);
+    assert_eq!(r.json["content"], edit["content"]);
+    assert_eq!(r.json["is_active"], true);
+    assert_eq!(r.json["version"], 1);
+    assert!(r.json["updated_by"].as_u64().unwrap() > 0, "{}", r.json);
+
+    let list = get(&s, PATH, &admin).json;
+    let t = template(&list, "deposit_credited");
+    assert_eq!(t["content"], edit["content"]);
+    assert_eq!(t["editable"], true);
+    assert!(t["placeholders"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("deposit_id")));
+    assert_eq!(
+        template(&list, "order_filled")["subject"],
+        "Order filled",
+        "other templates unchanged"
+    );
+
+    deposit(&s, &admin, "dave", "7", "0xd2");
+    let v = notifications(&s, &dt, "?limit=2");
+    let (new, old) = (&v["notifications"][0], &v["notifications"][1]);
+    assert_eq!(new["template"], "deposit_credited");
+    assert_eq!(new["title"], "Funds in: USDT");
+    let body = new["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("You got 7.00000000 USDT (deposit #"),
+        "{body}"
+    );
+    assert_eq!(old["title"], "Deposit credited", "earlier text stays");
+
+    // Refusals: each a contract error that changes nothing.
+    let before = get(&s, PATH, &admin).json;
+    let r = put(
+        &s,
+        &format!("{PATH}/no_such_template"),
+        Some(&admin),
+        b"{\"subject\":\"x\"}",
+    );
+    assert_eq!(err(&r), (404, -4047));
+    let r = put(
+        &s,
+        &format!("{PATH}/deposit_credited"),
+        Some(&admin),
+        br#"{"content":"Order {order_id} and {amount}"}"#,
+    );
+    assert_eq!(err(&r), (400, -4004));
+    assert!(
+        r.json["msg"].as_str().unwrap().contains("{order_id}"),
+        "{}",
+        r.body
+    );
+    let long = json!({ "content": "x".repeat(2001) });
+    let r = put(
+        &s,
+        &format!("{PATH}/deposit_credited"),
+        Some(&admin),
+        long.to_string().as_bytes(),
+    );
+    assert_eq!(err(&r), (400, -4004));
+    let long = json!({ "subject": "x".repeat(256) });
+    let r = put(
+        &s,
+        &format!("{PATH}/deposit_credited"),
+        Some(&admin),
+        long.to_string().as_bytes(),
+    );
+    assert_eq!(err(&r), (400, -4004));
+    for bad in [
+        &br#"{"title":"x"}"#[..],
+        b"{}",
+        b"{not json",
+        br#"{"is_active":"no"}"#,
+    ] {
+        let r = put(&s, &format!("{PATH}/deposit_credited"), Some(&admin), bad);
+        assert_eq!(err(&r), (400, -4000), "{}", String::from_utf8_lossy(bad));
+    }
+    // A trader has notifications:read but not notifications:write.
+    let r = put(
+        &s,
+        &format!("{PATH}/deposit_credited"),
+        Some(&dt),
+        br#"{"subject":"Hacked"}"#,
+    );
+    assert_eq!(err(&r), (403, -4030));
+    let r = put(
+        &s,
+        &format!("{PATH}/deposit_credited"),
+        None,
+        br#"{"subject":"x"}"#,
+    );
+    assert_eq!(err(&r), (401, -4010));
+    assert_eq!(
+        get(&s, PATH, &admin).json,
+        before,
+        "refusals changed nothing"
+    );
+
+    // SIGKILL and restart: the edit is journaled, so it is still in force.
+    s.kill();
+    let s = Server::start(dir.path(), free_port());
+    let admin = login(&s, ADMIN, ADMIN_PW);
+    let dt = login(&s, "dave", "dave-password-1");
+    assert_eq!(get(&s, PATH, &admin).json, before);
+    deposit(&s, &admin, "dave", "8", "0xd3");
+    let v = notifications(&s, &dt, "?limit=1");
+    assert_eq!(v["notifications"][0]["title"], "Funds in: USDT");
+
+    // Deactivated: deposits notify no more (only is_active given: the
+    // text stays).
+    let r = put(
+        &s,
+        &format!("{PATH}/deposit_credited"),
+        Some(&admin),
+        br#"{"is_active":false}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json["is_active"], false);
+    assert_eq!(r.json["content"], edit["content"]);
+    assert_eq!(r.json["version"], 2);
+    let count = notifications(&s, &dt, "")["notifications"]
+        .as_array()
+        .unwrap()
+        .len();
+    deposit(&s, &admin, "dave", "9", "0xd4");
+    let after = notifications(&s, &dt, "")["notifications"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(after, count, "an inactive template notifies nobody");
+}

@@ -10,9 +10,15 @@
 //!
 //! Titles and bodies are rendered from the built-in [`TEMPLATES`] (seeded
 //! into `notification_templates` by `0010_notification_templates.sql` with
-//! the same ids, names and texts; a unit test keeps the two equal).
-//! Templates are not editable yet: editing them would have to be journaled
-//! so that the derivation stays a function of the journal.
+//! the same ids, names and texts; a unit test keeps the two equal), unless
+//! an admin edited the template: edits are journaled
+//! (`Command::SetNotificationTemplate`) and kept as engine state, and the
+//! [`Catalog`] hands the newest edit to [`derive`], so a record after the
+//! edit's sequence number renders the new text everywhere (the gateway's
+//! read model, the persister's rows, any replay) and a record before it the
+//! old. An inactive template produces no notifications. Each template
+//! supports a fixed set of placeholders ([`Template::placeholders`]);
+//! [`check_placeholders`] refuses text using any other.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +38,31 @@ pub struct Template {
     pub subject: &'static str,
     /// The body (`content`).
     pub content: &'static str,
+    /// The `{name}`s [`derive`] fills for this template.
+    pub placeholders: &'static [&'static str],
 }
+
+const ORDER_VARS: &[&str] = &[
+    "order_id",
+    "symbol",
+    "status",
+    "qty",
+    "base",
+    "quote_qty",
+    "quote",
+];
+const DEPOSIT_VARS: &[&str] = &["deposit_id", "asset", "amount"];
+const WITHDRAWAL_VARS: &[&str] = &[
+    "withdrawal_id",
+    "asset",
+    "amount",
+    "fee",
+    "address",
+    "tx_hash",
+];
+const KYC_VARS: &[&str] = &["kyc_id", "level", "notes"];
+const LOGIN_VARS: &[&str] = &["locked_until", "failures"];
+const API_KEY_VARS: &[&str] = &["api_key", "label", "permissions"];
 
 pub const ORDER_FILLED: &str = "order_filled";
 pub const ORDER_EXPIRED: &str = "order_expired";
@@ -54,72 +84,113 @@ pub const TEMPLATES: &[Template] = &[
         name: ORDER_FILLED,
         subject: "Order filled",
         content: "Your order {order_id} on {symbol} was filled: {qty} {base} for {quote_qty} {quote}.",
+        placeholders: ORDER_VARS,
     },
     Template {
         id: 2,
         name: ORDER_EXPIRED,
         subject: "Order expired",
         content: "Your order {order_id} on {symbol} ended {status} after filling {qty} {base}.",
+        placeholders: ORDER_VARS,
     },
     Template {
         id: 3,
         name: ORDER_CANCELED,
         subject: "Order canceled",
         content: "Your order {order_id} on {symbol} was canceled by the exchange after filling {qty} {base}.",
+        placeholders: ORDER_VARS,
     },
     Template {
         id: 4,
         name: DEPOSIT_CREDITED,
         subject: "Deposit credited",
         content: "{amount} {asset} were credited to your account (deposit {deposit_id}).",
+        placeholders: DEPOSIT_VARS,
     },
     Template {
         id: 5,
         name: WITHDRAWAL_REQUESTED,
         subject: "Withdrawal requested",
         content: "Your withdrawal {withdrawal_id} of {amount} {asset} (fee {fee}) to {address} awaits approval.",
+        placeholders: WITHDRAWAL_VARS,
     },
     Template {
         id: 6,
         name: WITHDRAWAL_SENT,
         subject: "Withdrawal sent",
         content: "Your withdrawal {withdrawal_id} of {amount} {asset} to {address} was sent (transaction {tx_hash}).",
+        placeholders: WITHDRAWAL_VARS,
     },
     Template {
         id: 7,
         name: WITHDRAWAL_REJECTED,
         subject: "Withdrawal rejected",
         content: "Your withdrawal {withdrawal_id} of {amount} {asset} was rejected; the funds are available again.",
+        placeholders: WITHDRAWAL_VARS,
     },
     Template {
         id: 8,
         name: KYC_APPROVED,
         subject: "Verification approved",
         content: "Your KYC verification {kyc_id} was approved: your level is now {level}.",
+        placeholders: KYC_VARS,
     },
     Template {
         id: 9,
         name: KYC_REJECTED,
         subject: "Verification rejected",
         content: "Your KYC verification {kyc_id} (level {level}) was rejected: {notes}",
+        placeholders: KYC_VARS,
     },
     Template {
         id: 10,
         name: LOGIN_LOCKED,
         subject: "Password login locked",
         content: "Password login is locked until {locked_until} after {failures} failed attempts.",
+        placeholders: LOGIN_VARS,
     },
     Template {
         id: 11,
         name: API_KEY_CREATED,
         subject: "New API key",
         content: "API key {api_key} (\"{label}\", permissions {permissions}) was created.",
+        placeholders: API_KEY_VARS,
     },
 ];
 
 /// The built-in template called `name`.
 pub fn template(name: &str) -> Option<&'static Template> {
     TEMPLATES.iter().find(|t| t.name == name)
+}
+
+/// The `{key}`s of `text` that look like placeholders (a key of ASCII
+/// letters, digits and `_`), in order, found as [`render`] finds them.
+pub fn placeholders_in(text: &str) -> Vec<&str> {
+    let mut keys = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        if let Some(close) = after.find('}') {
+            let key = &after[..close];
+            if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                keys.push(key);
+            }
+        }
+        rest = after;
+    }
+    keys
+}
+
+/// Whether the built-in template `t` supports every placeholder of `text`;
+/// `Err` names the first one it does not.
+pub fn check_placeholders<'a>(t: &Template, text: &'a str) -> Result<(), &'a str> {
+    match placeholders_in(text)
+        .into_iter()
+        .find(|k| !t.placeholders.contains(k))
+    {
+        Some(k) => Err(k),
+        None => Ok(()),
+    }
 }
 
 /// `text` with every `{key}` of `vars` replaced by its value, in one pass:
@@ -172,12 +243,18 @@ impl Notification {
     }
 }
 
-/// What the derivation needs to know about assets and pairs.
+/// What the derivation needs to know about assets, pairs and edited
+/// templates.
 pub trait Catalog {
     /// (symbol, decimals).
     fn asset_info(&self, id: AssetId) -> Option<(&str, u8)>;
     /// (symbol, base, quote).
     fn pair_info(&self, id: PairId) -> Option<(&str, AssetId, AssetId)>;
+    /// The newest journaled edit of template `name` (None: the built-in
+    /// text applies).
+    fn template_edit(&self, _name: &str) -> Option<&NotificationTemplate> {
+        None
+    }
 }
 
 impl Catalog for Engine {
@@ -194,6 +271,9 @@ impl Catalog for Engine {
             )
         })
     }
+    fn template_edit(&self, name: &str) -> Option<&NotificationTemplate> {
+        self.notification_template(name)
+    }
 }
 
 /// A [`Catalog`] kept from the events themselves (for readers that have no
@@ -202,6 +282,7 @@ impl Catalog for Engine {
 pub struct CatalogView {
     assets: BTreeMap<AssetId, (String, u8)>,
     pairs: BTreeMap<PairId, (String, AssetId, AssetId)>,
+    templates: BTreeMap<String, NotificationTemplate>,
 }
 
 impl CatalogView {
@@ -215,6 +296,9 @@ impl CatalogView {
             let s = &p.pair.spec;
             c.pairs
                 .insert(p.pair.id, (s.symbol.clone(), s.base, s.quote));
+        }
+        for t in e.notification_templates() {
+            c.templates.insert(t.name.clone(), t.clone());
         }
         c
     }
@@ -231,6 +315,9 @@ impl CatalogView {
                     let s = &p.spec;
                     self.pairs.insert(p.id, (s.symbol.clone(), s.base, s.quote));
                 }
+                Event::NotificationTemplateSet(t) => {
+                    self.templates.insert(t.name.clone(), (**t).clone());
+                }
                 _ => {}
             }
         }
@@ -243,6 +330,9 @@ impl Catalog for CatalogView {
     }
     fn pair_info(&self, id: PairId) -> Option<(&str, AssetId, AssetId)> {
         self.pairs.get(&id).map(|(s, b, q)| (s.as_str(), *b, *q))
+    }
+    fn template_edit(&self, name: &str) -> Option<&NotificationTemplate> {
+        self.templates.get(name)
     }
 }
 
@@ -305,14 +395,25 @@ pub fn derive(
         let Some(t) = template(name) else {
             return;
         };
+        debug_assert!(
+            vars.iter()
+                .map(|(k, _)| *k)
+                .eq(t.placeholders.iter().copied()),
+            "{name}: the placeholders filled differ from the ones declared"
+        );
+        let (subject, content) = match catalog.template_edit(name) {
+            Some(e) if !e.active => return,
+            Some(e) => (e.subject.as_str(), e.content.as_str()),
+            None => (t.subject, t.content),
+        };
         let index = out.len() as u64;
         out.push(Notification {
             id: (seq << ROW_ID_SHIFT) | index,
             user,
             template_id: t.id,
             template: t.name,
-            title: render(t.subject, vars),
-            body: render(t.content, vars),
+            title: render(subject, vars),
+            body: render(content, vars),
             created_ms: ts_ms,
         });
     };
@@ -719,5 +820,130 @@ mod tests {
         assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc_text(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc_text(TS + 3_723_000), "2026-01-01 01:02:03 UTC");
+    }
+
+    /// Cat, plus one edit of `deposit_credited`.
+    struct Edited(NotificationTemplate);
+    impl Catalog for Edited {
+        fn asset_info(&self, id: AssetId) -> Option<(&str, u8)> {
+            Cat.asset_info(id)
+        }
+        fn pair_info(&self, id: PairId) -> Option<(&str, AssetId, AssetId)> {
+            Cat.pair_info(id)
+        }
+        fn template_edit(&self, name: &str) -> Option<&NotificationTemplate> {
+            (name == self.0.name).then_some(&self.0)
+        }
+    }
+
+    fn deposit_event() -> Event {
+        Event::Balance(BalanceChange {
+            user: U,
+            asset: AssetId(2),
+            available_before: 0,
+            available_after: 2_500_000,
+            frozen_before: 0,
+            frozen_after: 0,
+            cause: BalanceCause::Deposit(5),
+        })
+    }
+
+    fn edit(active: bool) -> NotificationTemplate {
+        NotificationTemplate {
+            name: DEPOSIT_CREDITED.into(),
+            subject: "Funds in: {asset}".into(),
+            content: "+{amount} {asset} (#{deposit_id}) {unknown}".into(),
+            active,
+            version: 1,
+            updated_by: UserId(1),
+            updated_ms: TS,
+        }
+    }
+
+    #[test]
+    fn an_edit_renders_its_text_and_an_inactive_template_renders_nothing() {
+        let cat = Edited(edit(true));
+        let n = derive(&cat, SEQ, TS, &cancel_cmd(U), &[deposit_event()]);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].title, "Funds in: USDT");
+        assert_eq!(n[0].body, "+2.500000 USDT (#5) {unknown}");
+        assert_eq!(n[0].template_id, 4);
+        // Other templates keep their built-in text.
+        let n = derive(
+            &cat,
+            SEQ,
+            TS,
+            &cancel_cmd(UserId(99)),
+            &[done(OrderStatus::Filled)],
+        );
+        assert_eq!(n[0].title, "Order filled");
+        let off = Edited(edit(false));
+        assert!(derive(&off, SEQ, TS, &cancel_cmd(U), &[deposit_event()]).is_empty());
+        // The index counts only the notifications produced.
+        let evs = [deposit_event(), done(OrderStatus::Filled)];
+        let n = derive(&off, SEQ, TS, &cancel_cmd(UserId(99)), &evs);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].id, SEQ << ROW_ID_SHIFT);
+    }
+
+    /// The gateway's view follows edits from events and from an engine;
+    /// the persister's replica (an `Engine`) renders the same text.
+    #[test]
+    fn catalog_view_and_engine_render_the_same_edit() {
+        let mut e = Engine::new();
+        let mut out = Vec::new();
+        e.apply(
+            1,
+            TS,
+            &Command::CreateUser {
+                username: "admin".into(),
+                email: String::new(),
+                password_hash: "x".into(),
+                roles: roles::ADMIN,
+            },
+            &mut out,
+        );
+        let mut view = CatalogView::from_engine(&e);
+        out.clear();
+        let t = edit(true);
+        e.apply(
+            2,
+            TS,
+            &Command::SetNotificationTemplate {
+                by: UserId(1),
+                name: t.name.clone(),
+                subject: t.subject.clone(),
+                content: t.content.clone(),
+                active: true,
+            },
+            &mut out,
+        );
+        view.observe(&out);
+        let a = derive(&view, 3, TS, &cancel_cmd(U), &[deposit_event()]);
+        let b = derive(&e, 3, TS, &cancel_cmd(U), &[deposit_event()]);
+        assert_eq!(a[0].title, "Funds in: #2");
+        assert_eq!(a, b);
+        let restarted = CatalogView::from_engine(&e);
+        assert_eq!(
+            derive(&restarted, 3, TS, &cancel_cmd(U), &[deposit_event()]),
+            a
+        );
+    }
+
+    #[test]
+    fn placeholders_are_checked_against_the_template() {
+        for t in TEMPLATES {
+            assert_eq!(check_placeholders(t, t.subject), Ok(()), "{}", t.name);
+            assert_eq!(check_placeholders(t, t.content), Ok(()), "{}", t.name);
+        }
+        let dep = template(DEPOSIT_CREDITED).unwrap();
+        assert_eq!(check_placeholders(dep, "{amount} of {asset}"), Ok(()));
+        assert_eq!(
+            check_placeholders(dep, "{amount} {order_id}"),
+            Err("order_id")
+        );
+        // Braces that are not placeholders are text.
+        assert_eq!(check_placeholders(dep, "{ x } {} {a-b} {"), Ok(()));
+        assert_eq!(placeholders_in("{{amount}} {x}"), vec!["amount", "x"]);
     }
 }

@@ -313,6 +313,13 @@ pub struct NoteReads {
     pub read_at: Vec<SystemTime>,
 }
 
+/// Edited notification templates: UPDATEs of `notification_templates` (by
+/// name), the last edit of each name in the batch.
+#[derive(Debug, Default)]
+pub struct TemplateEdits {
+    pub by_name: BTreeMap<String, NotificationTemplate>,
+}
+
 /// Rows of a run of consecutive journal records.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -344,6 +351,8 @@ pub struct Batch {
     /// In-app notifications (`crate::notify::derive`) and read marks.
     pub notifications: Notes,
     pub notification_reads: NoteReads,
+    /// Template edits (`Command::SetNotificationTemplate`).
+    pub notification_templates: TemplateEdits,
     /// Risk rules by id.
     pub risk_rules: BTreeMap<u64, RiskRuleTouch>,
     /// Risk events by id.
@@ -416,6 +425,11 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
         ),
         Command::GrantRole { user, .. } => ("user.grant_role", "ROLE", Some(user.to_string())),
         Command::RevokeRole { user, .. } => ("user.revoke_role", "ROLE", Some(user.to_string())),
+        Command::SetNotificationTemplate { name, .. } => (
+            "notification_template.update",
+            "NOTIFICATION_TEMPLATE",
+            Some(name.clone()),
+        ),
         Command::RunSettlement { date, .. } => (
             "settlement.run",
             "SETTLEMENT",
@@ -505,7 +519,10 @@ fn actor_of(cmd: &Command) -> Option<UserId> {
         Command::CreateRiskRule { by, .. }
         | Command::UpdateRiskRule { by, .. }
         | Command::DeleteRiskRule { by, .. }
-        | Command::SetRiskEventStatus { by, .. } => Some(*by),
+        | Command::SetRiskEventStatus { by, .. }
+        | Command::SetNotificationTemplate { by, .. } => Some(*by),
+        // None in records journaled before command format 7.
+        Command::GrantRole { by, .. } | Command::RevokeRole { by, .. } => *by,
         _ => None,
     }
 }
@@ -541,6 +558,7 @@ impl Batch {
             audit,
             notifications,
             notification_reads,
+            notification_templates,
         } = self;
         if !keep.contains(Domain::Core) {
             *users = Default::default();
@@ -569,6 +587,7 @@ impl Batch {
             *audit = Default::default();
             *notifications = Default::default();
             *notification_reads = Default::default();
+            *notification_templates = Default::default();
         }
     }
 
@@ -594,6 +613,7 @@ impl Batch {
             + self.outbox.id.len()
             + self.notifications.id.len()
             + self.notification_reads.id.len()
+            + self.notification_templates.by_name.len()
             + self.risk_rules.len()
             + self.risk_events.len()
             + self.settlements.len()
@@ -1020,6 +1040,11 @@ impl Batch {
                 }
                 Event::StopTriggered { order, .. } => touched.push(*order),
                 Event::NotificationWebhookSet { .. } => {}
+                Event::NotificationTemplateSet(tpl) => {
+                    self.notification_templates
+                        .by_name
+                        .insert(tpl.name.clone(), (**tpl).clone());
+                }
                 Event::NotificationsRead { user, ids, read_ms } => {
                     let r = &mut self.notification_reads;
                     for id in ids {

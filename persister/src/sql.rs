@@ -239,6 +239,15 @@ const NOTIFICATIONS_READ: &str = "UPDATE notifications n SET status = 'READ', re
     FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(id, uid, at)
     WHERE n.id = u.id AND n.user_id = u.uid AND n.status <> 'READ'";
 
+/// Template edits: the text, whether active, and the journal time of the
+/// edit (`mx.journal_time` keeps it). A name without a row (the gateway
+/// only journals edits of built-in templates) updates nothing.
+const NOTIFICATION_TEMPLATES: &str = "UPDATE notification_templates t SET subject = u.subject,
+        content = u.content, is_active = u.active, updated_at = u.at
+    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[])
+        AS u(name, subject, content, active, at)
+    WHERE t.name = u.name";
+
 const CHECKPOINT: &str = "UPDATE persister_checkpoints SET last_seq = $2, updated_at = now()
     WHERE writer = ANY($1::text[]) AND last_seq = $3";
 
@@ -1027,6 +1036,28 @@ pub async fn write_batch(
         p.push(
             NOTIFICATIONS_READ,
             vec![bx(&r.id), bx(&r.user), bx(&r.read_at)],
+        );
+    }
+
+    let t = &b.notification_templates.by_name;
+    if !t.is_empty() {
+        let mut c = (
+            Vec::<&str>::new(),
+            Vec::<&str>::new(),
+            Vec::<&str>::new(),
+            Vec::<bool>::new(),
+            Vec::<SystemTime>::new(),
+        );
+        for x in t.values() {
+            c.0.push(&x.name);
+            c.1.push(&x.subject);
+            c.2.push(&x.content);
+            c.3.push(x.active);
+            c.4.push(ts(x.updated_ms));
+        }
+        p.push(
+            NOTIFICATION_TEMPLATES,
+            vec![bx(c.0), bx(c.1), bx(c.2), bx(c.3), bx(c.4)],
         );
     }
 

@@ -204,3 +204,134 @@ async fn notification_rows_land_and_follow_read_marks() {
         .get(0);
     assert_eq!(partitions, 1, "rows live in the month's partition");
 }
+
+/// Journal of the template-edit test: alice (1) gets deposits, admin (2)
+/// edits `deposit_credited` between them, then deactivates it.
+fn edit_cmd(seq: u64) -> Command {
+    let edit = |content: &str, active| Command::SetNotificationTemplate {
+        by: UserId(2),
+        name: "deposit_credited".into(),
+        subject: "Funds in: {asset}".into(),
+        content: content.into(),
+        active,
+    };
+    match seq {
+        1 | 2 => cmd(seq),
+        3 => Command::CreateUser {
+            username: "admin".into(),
+            email: "admin@example.com".into(),
+            password_hash: "$argon2id$v=19$x".into(),
+            roles: roles::ADMIN,
+        },
+        4 => deposit("0xa", ONE),
+        5 => edit("+{amount} {asset} (#{deposit_id})", true),
+        6 => deposit("0xb", 2 * ONE),
+        7 => edit("+{amount} {asset} (#{deposit_id})", false),
+        _ => deposit("0xc", 3 * ONE),
+    }
+}
+
+async fn text_rows(c: &tokio_postgres::Client) -> Vec<(i64, Option<String>, String)> {
+    c.query(
+        "SELECT id, title, content FROM notifications ORDER BY id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+/// A journaled template edit renders every later notification with the new
+/// text (earlier ones keep the old), an inactive template produces none,
+/// the `notification_templates` row follows the edit (journal time as
+/// `updated_at`), each edit has an audit row naming the admin, and a replay
+/// into an empty database writes the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_edits_render_later_notifications_and_update_the_template_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    let db = TestDb::create_migrated().await;
+    let c = db.client();
+
+    append_journal(&data, 4, edit_cmd, ts_of);
+    let (url, d) = (db.url().to_owned(), data.clone());
+    tokio::task::spawn_blocking(move || write_to(&url, &d, 4))
+        .await
+        .unwrap();
+    append_journal(&data, 8, edit_cmd, ts_of);
+    let (url, d) = (db.url().to_owned(), data.clone());
+    tokio::task::spawn_blocking(move || write_to(&url, &d, 8))
+        .await
+        .unwrap();
+
+    let expected = vec![
+        (
+            nid(4) as i64,
+            Some("Deposit credited".to_owned()),
+            "1.00000000 USDT were credited to your account (deposit 1).".to_owned(),
+        ),
+        (
+            nid(6) as i64,
+            Some("Funds in: USDT".to_owned()),
+            "+2.00000000 USDT (#2)".to_owned(),
+        ),
+    ];
+    assert_eq!(text_rows(c).await, expected);
+
+    let t = c
+        .query_one(
+            "SELECT subject, content, is_active,
+                    (extract(epoch FROM updated_at) * 1000)::bigint
+             FROM notification_templates WHERE name = 'deposit_credited'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t.get::<_, Option<String>>(0).as_deref(),
+        Some("Funds in: {asset}")
+    );
+    assert_eq!(t.get::<_, String>(1), "+{amount} {asset} (#{deposit_id})");
+    assert!(!t.get::<_, bool>(2));
+    assert_eq!(t.get::<_, i64>(3), ts_of(7) as i64);
+    // The other templates are untouched.
+    let untouched: i64 = c
+        .query_one(
+            "SELECT count(*) FROM notification_templates WHERE is_active",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(untouched as usize, persister::notify::TEMPLATES.len() - 1);
+
+    let audit: Vec<String> = c
+        .query(
+            "SELECT id || ' ' || action || ' ' || resource_type || ' ' || resource_id || ' '
+                    || coalesce(user_id::text, '-')
+             FROM audit_logs WHERE resource_type = 'NOTIFICATION_TEMPLATE' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        audit,
+        vec![
+            "5 notification_template.update NOTIFICATION_TEMPLATE deposit_credited 2",
+            "7 notification_template.update NOTIFICATION_TEMPLATE deposit_credited 2",
+        ]
+    );
+
+    // Deterministic: a replay of the same journal in one go writes the same.
+    let db2 = TestDb::create_migrated().await;
+    let (url, d) = (db2.url().to_owned(), data.clone());
+    tokio::task::spawn_blocking(move || write_to(&url, &d, 8))
+        .await
+        .unwrap();
+    assert_eq!(text_rows(db2.client()).await, expected);
+}

@@ -194,13 +194,16 @@ fn commands() -> Vec<Command> {
             r#"{"k":[1,2]}"#,
             RiskAction::Alert,
         ),
+        // By an admin: the audit rows name them.
         Command::GrantRole {
             user: ALICE,
             role: roles::AUDITOR,
+            by: Some(ROOT),
         },
         Command::RevokeRole {
             user: ALICE,
             role: roles::AUDITOR,
+            by: Some(ROOT),
         },
     ]
 }
@@ -402,8 +405,8 @@ async fn risk_rules_and_events_land_in_postgres() {
                 "risk_rule.delete RISK_RULE 3 1",
                 "risk_rule.create RISK_RULE 5 1",
                 "risk_rule.create RISK_RULE 6 1",
-                "user.grant_role ROLE 2 -",
-                "user.revoke_role ROLE 2 -",
+                "user.grant_role ROLE 2 1",
+                "user.revoke_role ROLE 2 1",
             ]
         );
         let roles = rows(
