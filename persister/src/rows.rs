@@ -521,6 +521,8 @@ fn actor_of(cmd: &Command) -> Option<UserId> {
         | Command::DeleteRiskRule { by, .. }
         | Command::SetRiskEventStatus { by, .. }
         | Command::SetNotificationTemplate { by, .. } => Some(*by),
+        Command::ReviewKyc { reviewer, .. } => Some(*reviewer),
+        Command::RunSettlement { requested_by, .. } => Some(*requested_by),
         // None in records journaled before command format 7.
         Command::GrantRole { by, .. } | Command::RevokeRole { by, .. } => *by,
         _ => None,

@@ -262,5 +262,16 @@ async fn kyc_records_are_inserted_then_reviewed_with_ciphertext_only() {
         .await,
         2
     );
+    // Each review names its reviewer (records 5 and 6: admins 2 and 1).
+    let reviewers: String = c
+        .query_one(
+            "SELECT string_agg(user_id::text, ',' ORDER BY created_at, id) FROM audit_logs
+             WHERE action = 'kyc.review'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reviewers, "2,1");
     db.drop_db().await;
 }

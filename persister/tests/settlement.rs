@@ -787,6 +787,15 @@ async fn settles_scripted_days_exactly_and_deterministically() {
         .await,
         3
     );
+    // ... each naming the admin who ran it.
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM audit_logs WHERE action = 'settlement.run' AND user_id = 4"
+        )
+        .await,
+        3
+    );
 
     // The same journal one record per transaction, and with the writer
     // stopped and restarted after every record: the same rows.
