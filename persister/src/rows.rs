@@ -323,6 +323,11 @@ pub struct TemplateEdits {
 /// Rows of a run of consecutive journal records.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// Domains whose rows [`Batch::add`] does not build (a writer of other
+    /// domains; row ids are still drawn, so every writer gives a row the
+    /// same id). Only the costly rows are skipped (ledger, outbox,
+    /// notifications); [`Batch::retain`] drops the rest.
+    pub skip: Domains,
     /// First and last seq (0, 0 when empty).
     pub first_seq: u64,
     pub last_seq: u64,
@@ -488,7 +493,17 @@ impl Domain {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Domains(u8);
 
+impl Default for Domains {
+    fn default() -> Self {
+        Domains::NONE
+    }
+}
+
 impl Domains {
+    /// The domains not in `self`.
+    pub fn complement(self) -> Domains {
+        Domains(!self.0 & Domains::ALL.0)
+    }
     pub const NONE: Domains = Domains(0);
     pub const ALL: Domains = Domains(0b1111);
 
@@ -535,6 +550,7 @@ impl Batch {
     /// batch without giving it to a domain.
     pub fn retain(&mut self, keep: Domains) {
         let Batch {
+            skip: _,
             first_seq: _,
             last_seq: _,
             records: _,
@@ -739,8 +755,12 @@ impl Batch {
                         } else {
                             format!("-{}", dec((before - after) as u128, d))
                         };
+                        let id = next_id();
+                        if self.skip.contains(Domain::Core) {
+                            continue;
+                        }
                         let l = &mut self.ledger;
-                        l.id.push(next_id());
+                        l.id.push(id);
                         l.user.push(b.user.0 as i64);
                         l.asset.push(b.asset.0 as i64);
                         l.kind.push(kind);
@@ -855,10 +875,12 @@ impl Batch {
                 Event::Adjusted { .. } => {}
                 Event::KycSubmitted(k) => {
                     self.kyc.insert(k.id, (seq, ts_ms));
-                    let data = format!(
-                        "{{\"kyc_id\":{},\"user_id\":{},\"level\":{},\"status\":\"PENDING\"}}",
-                        k.id, k.user.0, k.level
-                    );
+                    let data = || {
+                        format!(
+                            "{{\"kyc_id\":{},\"user_id\":{},\"level\":{},\"status\":\"PENDING\"}}",
+                            k.id, k.user.0, k.level
+                        )
+                    };
                     self.push_outbox(next_id(), "KYC", k.id, "kyc.submitted", data, t);
                 }
                 Event::KycReviewed {
@@ -869,13 +891,15 @@ impl Batch {
                     ..
                 } => {
                     self.kyc.insert(*kyc, (seq, ts_ms));
-                    let data = format!(
-                        "{{\"kyc_id\":{},\"user_id\":{},\"level\":{},\"status\":\"{}\"}}",
-                        kyc,
-                        user.0,
-                        level,
-                        status.name()
-                    );
+                    let data = || {
+                        format!(
+                            "{{\"kyc_id\":{},\"user_id\":{},\"level\":{},\"status\":\"{}\"}}",
+                            kyc,
+                            user.0,
+                            level,
+                            status.name()
+                        )
+                    };
                     let ev = match status {
                         KycStatus::Approved => "kyc.approved",
                         _ => "kyc.rejected",
@@ -900,7 +924,8 @@ impl Batch {
                             updated_ms: r.updated_ms,
                         },
                     );
-                    let data = format!(
+                    let data = || {
+                        format!(
                         "{{\"risk_event_id\":{},\"rule_id\":{},\"user_id\":{},\"type\":\"{}\",\"level\":\"{}\",\"action\":\"{}\"}}",
                         r.id,
                         r.rule,
@@ -908,7 +933,8 @@ impl Batch {
                         r.kind.name(),
                         r.level.name(),
                         r.action.name()
-                    );
+                    )
+                    };
                     self.push_outbox(next_id(), "RISK", r.id, "risk.event_raised", data, t);
                 }
                 Event::RiskEventStatusChanged {
@@ -930,12 +956,14 @@ impl Batch {
                     e.handled_by = Some(*by);
                     e.updated_ms = *updated_ms;
                     e.changes.push((*status, *by, note.clone(), *updated_ms));
-                    let data = format!(
-                        "{{\"risk_event_id\":{},\"status\":\"{}\",\"by\":{}}}",
-                        event,
-                        status.name(),
-                        by.0
-                    );
+                    let data = || {
+                        format!(
+                            "{{\"risk_event_id\":{},\"status\":\"{}\",\"by\":{}}}",
+                            event,
+                            status.name(),
+                            by.0
+                        )
+                    };
                     self.push_outbox(
                         next_id(),
                         "RISK",
@@ -960,10 +988,12 @@ impl Batch {
                             seq,
                         },
                     );
-                    let data = format!(
-                        "{{\"order_id\":{},\"user_id\":{},\"pair_id\":{},\"status\":\"NEW\"}}",
-                        o.id.0, o.user.0, o.pair.0
-                    );
+                    let data = || {
+                        format!(
+                            "{{\"order_id\":{},\"user_id\":{},\"pair_id\":{},\"status\":\"NEW\"}}",
+                            o.id.0, o.user.0, o.pair.0
+                        )
+                    };
                     self.push_outbox(next_id(), "ORDER", o.id.0, "order.new", data, t);
                 }
                 Event::Trade(tr) => {
@@ -1028,7 +1058,8 @@ impl Batch {
                     x.maker_side
                         .push(if buyer_is_maker { "BUY" } else { "SELL" });
                     x.created.push(t);
-                    let data = format!(
+                    let data = || {
+                        format!(
                         "{{\"trade_id\":{},\"pair_id\":{},\"price\":\"{}\",\"qty\":\"{}\",\"buy_order_id\":{},\"sell_order_id\":{},\"maker_side\":\"{}\"}}",
                         tr.id.0,
                         tr.pair.0,
@@ -1037,7 +1068,8 @@ impl Batch {
                         buy_o.0,
                         sell_o.0,
                         if buyer_is_maker { "BUY" } else { "SELL" }
-                    );
+                    )
+                    };
                     self.push_outbox(next_id(), "TRADE", tr.id.0, "trade.executed", data, t);
                 }
                 Event::StopTriggered { order, .. } => touched.push(*order),
@@ -1097,13 +1129,15 @@ impl Batch {
                     // A release of a freeze this batch did not create is an
                     // UPDATE of the older row (no-op if the order froze nothing).
                     self.release(order_freeze_id(*order), *user, AssetId(0), ts_ms, seq);
-                    let data = format!(
-                        "{{\"order_id\":{},\"user_id\":{},\"pair_id\":{},\"status\":\"{}\"}}",
-                        order.0,
-                        user.0,
-                        pair.0,
-                        status.as_str()
-                    );
+                    let data = || {
+                        format!(
+                            "{{\"order_id\":{},\"user_id\":{},\"pair_id\":{},\"status\":\"{}\"}}",
+                            order.0,
+                            user.0,
+                            pair.0,
+                            status.as_str()
+                        )
+                    };
                     let ev = match status {
                         OrderStatus::Filled => "order.filled",
                         OrderStatus::Canceled => "order.canceled",
@@ -1116,7 +1150,12 @@ impl Batch {
                 }
             }
         }
-        for n in crate::notify::derive(engine, seq, ts_ms, cmd, events) {
+        let notifications = if self.skip.contains(Domain::Activity) {
+            Vec::new()
+        } else {
+            crate::notify::derive(engine, seq, ts_ms, cmd, events)
+        };
+        for n in notifications {
             let x = &mut self.notifications;
             x.id.push(n.id as i64);
             x.user.push(n.user.0 as i64);
@@ -1140,10 +1179,12 @@ impl Batch {
                 t_.status = status;
                 if started.contains(&id) && status == OrderStatus::PartiallyFilled {
                     started.retain(|x| *x != id);
-                    let data = format!(
+                    let data = || {
+                        format!(
                         "{{\"order_id\":{},\"user_id\":{},\"pair_id\":{},\"status\":\"PARTIALLY_FILLED\"}}",
                         id.0, user.0, pair.0
-                    );
+                    )
+                    };
                     self.push_outbox(next_id(), "ORDER", id.0, "order.partially_filled", data, t);
                 }
             }
@@ -1176,9 +1217,13 @@ impl Batch {
         aggregate: &'static str,
         aggregate_id: u64,
         event_type: &'static str,
-        data: String,
+        data: impl FnOnce() -> String,
         t: SystemTime,
     ) {
+        if self.skip.contains(Domain::Core) {
+            return;
+        }
+        let data = data();
         let o = &mut self.outbox;
         o.id.push(id);
         o.aggregate_type.push(aggregate);

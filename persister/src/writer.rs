@@ -525,7 +525,10 @@ async fn run_async(
             .iter()
             .filter(|(_, &c)| c == at)
             .fold(Domains::NONE, |k, (d, _)| k.with(*d));
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            skip: keep.complement(),
+            ..Batch::default()
+        };
         let building = Instant::now();
         while batch.records < limit {
             let Some((seq, ts_ms, cmd)) = source.next()? else {
