@@ -228,23 +228,43 @@ async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// How planned requests are given to connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Like a client's connection pool: one global schedule, and the next
+    /// planned request goes to whichever connection is free first. A slow
+    /// answer delays only its own request (latency still counts from the
+    /// planned time, so a request that waits for a free connection shows
+    /// it).
+    Pool,
+    /// Connection `i` owns every `conns`-th slot of the schedule and sends
+    /// its next request only when its previous answer is in: one slow
+    /// answer delays every later request of that connection (head-of-line
+    /// blocking), even while the other connections are idle.
+    Fixed,
+}
+
 /// Open-loop paced load: `conns` keep-alive connections driven by one
 /// tokio thread (the server has the other core), `rate` orders/s in total,
-/// for `duration`. Each connection sends its next request when the
-/// previous answer is in and its planned time has come.
+/// for `duration`. A connection sends a request when its previous answer
+/// is in and the request's planned time has come; `dispatch` decides which
+/// planned request a free connection takes.
 pub fn run(
     addr: &str,
     accounts: &[Account],
     conns: usize,
     rate: u64,
     duration: Duration,
+    dispatch: Dispatch,
 ) -> Result<LoadResult> {
     use tokio::io::AsyncWriteExt;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
+        let interval_ns = 1_000_000_000 / rate.max(1);
         let per_conn_interval_ns = (conns as u64 * 1_000_000_000) / rate.max(1);
+        let next_slot = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let start = Instant::now() + Duration::from_millis(200);
         let mut tasks = Vec::new();
         for i in 0..conns {
@@ -253,6 +273,7 @@ pub fn run(
                 .await
                 .with_context(|| format!("connect {addr}"))?;
             stream.set_nodelay(true)?;
+            let next_slot = next_slot.clone();
             tasks.push(tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut r = tokio::io::BufReader::new(r);
@@ -264,7 +285,14 @@ pub fn run(
                 let offset = per_conn_interval_ns * i as u64 / conns as u64;
                 let mut k = 0u64;
                 loop {
-                    let planned = start + Duration::from_nanos(offset + k * per_conn_interval_ns);
+                    let at_ns = match dispatch {
+                        Dispatch::Fixed => offset + k * per_conn_interval_ns,
+                        Dispatch::Pool => {
+                            k = next_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            k * interval_ns
+                        }
+                    };
+                    let planned = start + Duration::from_nanos(at_ns);
                     if planned.duration_since(start) >= duration {
                         break;
                     }

@@ -120,7 +120,9 @@ enum Cmd {
         admin_user: String,
         #[arg(long, env = "MX_ADMIN_PASSWORD")]
         admin_password: String,
-        #[arg(long, default_value_t = 32)]
+        /// Keep-alive connections (HTTP/1.1: one request in flight on
+        /// each, so rate x round trip must stay well below this).
+        #[arg(long, default_value_t = 64)]
         connections: usize,
         /// Planned orders per second, all connections together.
         #[arg(long, default_value_t = 30_000)]
@@ -129,6 +131,12 @@ enum Cmd {
         duration_secs: u64,
         #[arg(long, default_value_t = 32)]
         traders: usize,
+        /// How planned requests go to connections: `pool` (the next
+        /// planned request goes to the first free connection, as in a
+        /// client's connection pool) or `fixed` (connection i owns every
+        /// N-th slot and queues behind its own slow answers).
+        #[arg(long, value_enum, default_value_t = DispatchArg::Pool)]
+        dispatch: DispatchArg,
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
     },
@@ -270,8 +278,14 @@ enum Cmd {
 /// Which W4 order-entry client to run.
 #[derive(Debug, Clone, Copy)]
 enum OrderEntry {
-    Rest,
+    Rest(benches::rest_bench::Dispatch),
     Ws,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DispatchArg {
+    Pool,
+    Fixed,
 }
 
 /// W4 order entry over REST or the WebSocket API: fund traders through
@@ -285,8 +299,13 @@ fn order_entry(
     machine: &str,
 ) -> Result<()> {
     use benches::{rest_bench, ws_bench};
+    let dispatch = match kind {
+        OrderEntry::Rest(rest_bench::Dispatch::Pool) => "\"dispatch\":\"pool\",",
+        OrderEntry::Rest(rest_bench::Dispatch::Fixed) => "\"dispatch\":\"fixed\",",
+        OrderEntry::Ws => "",
+    };
     let (name, prefix, label, title) = match kind {
-        OrderEntry::Rest => ("rest", "bench", "REST", "REST"),
+        OrderEntry::Rest(_) => ("rest", "bench", "REST", "REST"),
         OrderEntry::Ws => ("ws", "wsb", "WS API", "WebSocket API"),
     };
     let mut c = rest_bench::Conn::open(addr)?;
@@ -299,7 +318,7 @@ fn order_entry(
     eprintln!("{name}: {connections} connections, {rate} orders/s planned, {duration_secs} s ...");
     let duration = std::time::Duration::from_secs(duration_secs);
     let r = match kind {
-        OrderEntry::Rest => rest_bench::run(addr, &accounts, connections, rate, duration)?,
+        OrderEntry::Rest(d) => rest_bench::run(addr, &accounts, connections, rate, duration, d)?,
         OrderEntry::Ws => ws_bench::run(addr, &accounts, connections, rate, duration)?,
     };
     if let Some(e) = &r.first_error {
@@ -313,7 +332,7 @@ fn order_entry(
         )?;
     }
     println!(
-        "{{\"bench\":\"{name}\",\"workload\":\"W4\",\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"machine\":\"{machine}\"}}",
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"machine\":\"{machine}\"}}",
         r.sent,
         r.ok,
         r.errors,
@@ -561,9 +580,13 @@ fn main() -> Result<()> {
             rate,
             duration_secs,
             traders,
+            dispatch,
             plot,
         } => order_entry(
-            OrderEntry::Rest,
+            OrderEntry::Rest(match dispatch {
+                DispatchArg::Pool => benches::rest_bench::Dispatch::Pool,
+                DispatchArg::Fixed => benches::rest_bench::Dispatch::Fixed,
+            }),
             &addr,
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
