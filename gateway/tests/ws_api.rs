@@ -841,3 +841,278 @@ fn sigterm_says_server_shutdown_and_closes_sessions() {
     let st = s.child.wait().unwrap();
     assert_eq!(st.code(), Some(0));
 }
+
+/// A small deterministic generator (xorshift64*), so a failure names its
+/// seed and replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+}
+
+fn hostile_value(r: &mut Rng) -> Value {
+    const TEXT: &[&str] = &[
+        "",
+        "0",
+        "-1",
+        "1",
+        "0.001",
+        "30000",
+        "1e400",
+        "NaN",
+        "inf",
+        "-0",
+        "0x10",
+        " 1",
+        "99999999999999999999999999999999999",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "0.000000000000000000000001",
+        "BTCUSDT",
+        "btcusdt",
+        "ETHBTC",
+        "NOPE",
+        "BUY",
+        "SELL",
+        "LIMIT",
+        "MARKET",
+        "LIMIT_MAKER",
+        "STOP_LOSS_LIMIT",
+        "GTC",
+        "IOC",
+        "FOK",
+        "ACK",
+        "FULL",
+        "EXPIRE_BOTH",
+        "STOP_ON_FAILURE",
+        "\u{0}",
+        "\u{202e}",
+        "😀",
+        "%zz",
+        "' OR 1=1 --",
+        "../../etc/passwd",
+        "true",
+        "null",
+        "[]",
+        "1m",
+        "1M",
+        "7x",
+    ];
+    match r.below(10) {
+        0..=5 => json!(r.pick(TEXT)),
+        6 => json!(r.pick(&[0i64, -1, 1, i64::MAX, i64::MIN])),
+        7 => json!(r.pick(&[1e308, -0.5, 0.1, 1e-30])),
+        8 => r
+            .pick(&[json!(true), json!(false), Value::Null, json!([]), json!({})])
+            .clone(),
+        _ => json!("A".repeat(r.below(6000))),
+    }
+}
+
+/// A valid request's params, its method under `_method`.
+fn valid_params(r: &mut Rng) -> Map<String, Value> {
+    let side = *r.pick(&["BUY", "SELL"]);
+    let price = format!("{}", 29_990 + r.below(20));
+    let v = match r.below(8) {
+        0 | 1 => json!({"_method": "order.place", "symbol": "BTCUSDT", "side": side,
+            "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001", "price": price}),
+        2 => json!({"_method": "order.place", "symbol": "BTCUSDT", "side": side,
+            "type": "MARKET", "quoteOrderQty": "50"}),
+        3 => json!({"_method": "order.cancel", "symbol": "BTCUSDT", "orderId": r.below(50)}),
+        4 => json!({"_method": "order.cancelReplace", "symbol": "BTCUSDT", "side": side,
+            "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.002", "price": price,
+            "cancelReplaceMode": "ALLOW_FAILURE", "cancelOrderId": r.below(50)}),
+        5 => json!({"_method": "order.status", "symbol": "BTCUSDT", "orderId": r.below(50)}),
+        6 => json!({"_method": "myTrades", "symbol": "BTCUSDT", "limit": 5}),
+        _ => json!({"_method": "openOrders.cancelAll", "symbol": "BTCUSDT"}),
+    };
+    v.as_object().unwrap().clone()
+}
+
+/// Seeded random hostile requests: every method (and unknown ones), ids of
+/// every JSON type, parameters with hostile values, signed and unsigned,
+/// and text that is not a request at all. Each gets exactly one answer with
+/// a status and either a result or Binance's error object, never a 5xx
+/// other than the documented ones; the session stays open; the server
+/// still trades afterwards.
+#[test]
+fn seeded_hostile_requests_each_get_one_well_formed_answer() {
+    const METHODS: &[&str] = &[
+        "order.place",
+        "order.test",
+        "order.cancel",
+        "order.cancelReplace",
+        "order.status",
+        "openOrders.status",
+        "openOrders.cancelAll",
+        "account.status",
+        "myTrades",
+        "allOrders",
+        "time",
+        "ping",
+        "exchangeInfo",
+        "depth",
+        "trades.recent",
+        "trades.aggregate",
+        "klines",
+        "avgPrice",
+        "ticker.24hr",
+        "ticker.price",
+        "ticker.book",
+        "userDataStream.subscribe.signature",
+        "userDataStream.unsubscribe",
+        "session.logon",
+        "session.status",
+        "session.logout",
+        "nope",
+        "",
+    ];
+    const NAMES: &[&str] = &[
+        "symbol",
+        "side",
+        "type",
+        "quantity",
+        "price",
+        "timeInForce",
+        "newClientOrderId",
+        "origClientOrderId",
+        "orderId",
+        "quoteOrderQty",
+        "stopPrice",
+        "icebergQty",
+        "selfTradePreventionMode",
+        "newOrderRespType",
+        "cancelReplaceMode",
+        "cancelOrderId",
+        "limit",
+        "fromId",
+        "startTime",
+        "endTime",
+        "interval",
+        "symbols",
+        "recvWindow",
+        "timestamp",
+        "subscriptionId",
+        "apiKey",
+        "signature",
+        "returnRateLimits",
+        "x",
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), free_port());
+    let (alice, _) = setup(&s);
+    let mut ws = Ws::connect(s.port, "/ws-api/v3");
+    for seed in [1u64, 2, 3] {
+        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        for n in 0..1_500 {
+            let text = if r.below(20) == 0 {
+                r.pick(&[
+                    "{",
+                    "[]",
+                    "null",
+                    "1",
+                    "\"x\"",
+                    "{\"id\":1}",
+                    "{\"method\":7}",
+                ])
+                .to_string()
+            } else {
+                // Half the time a valid request of its method with one or
+                // two fields made hostile, so the deep checks run too.
+                let template = r.below(2) == 0;
+                let mut params = if template {
+                    valid_params(&mut r)
+                } else {
+                    Map::new()
+                };
+                let method = if template {
+                    params
+                        .remove("_method")
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                } else {
+                    r.pick(METHODS).to_string()
+                };
+                for _ in 0..if template { 1 + r.below(2) } else { r.below(8) } {
+                    params.insert(r.pick(NAMES).to_string(), hostile_value(&mut r));
+                }
+                if !template && r.below(3) > 0 {
+                    params.insert("symbol".into(), json!("BTCUSDT"));
+                }
+                let params = match r.below(if template { 8 } else { 4 }) {
+                    0 => Value::Object(params),
+                    1 => hostile_value(&mut r),
+                    _ => sign(&alice, Value::Object(params)),
+                };
+                let id = match r.below(5) {
+                    0 => json!(n),
+                    1 => json!(format!("req-{n}")),
+                    2 => Value::Null,
+                    3 => hostile_value(&mut r),
+                    _ => json!(n as i64 * -7),
+                };
+                let mut req = Map::new();
+                req.insert("id".into(), id);
+                req.insert("method".into(), json!(method));
+                if r.below(10) > 0 {
+                    req.insert("params".into(), params);
+                }
+                Value::Object(req).to_string()
+            };
+            ws.send_text(&text);
+            let answer = loop {
+                match ws.next(Duration::from_secs(10)) {
+                    // User data events of a subscription the fuzz opened.
+                    Some(In::Json(v)) if v.get("event").is_some() && v.get("status").is_none() => {
+                        continue
+                    }
+                    Some(In::Json(v)) => break v,
+                    other => panic!("seed {seed} request {n} {text:.300}: got {other:?}"),
+                }
+            };
+            let status = answer["status"].as_u64().unwrap_or_else(|| {
+                panic!("seed {seed} request {n} {text:.300}: no status in {answer}")
+            });
+            assert!(
+                status < 500 || status == 503,
+                "seed {seed} request {n} {text:.300}: {answer}"
+            );
+            if status != 200 {
+                assert!(
+                    answer["error"]["code"].is_i64() && answer["error"]["msg"].is_string(),
+                    "seed {seed} request {n} {text:.300}: {answer}"
+                );
+            } else {
+                assert!(answer.get("result").is_some(), "{answer}");
+            }
+        }
+        // The session is still open and answers.
+        assert_eq!(ok(&ws, 1, "ping", json!({})), json!({}));
+        ws = Ws::connect(s.port, "/ws-api/v3");
+    }
+    // The exchange still trades.
+    let placed = ok(
+        &ws,
+        2,
+        "order.place",
+        sign(
+            &alice,
+            json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                   "quantity": "0.001", "price": "20000"}),
+        ),
+    );
+    assert_eq!(placed["status"], "NEW", "{placed}");
+}
