@@ -222,6 +222,106 @@ pub enum ExecuteError {
     Pipeline(PipelineError),
 }
 
+/// A bounded single-producer, single-consumer hand-off between two
+/// pipeline threads that blocks at once instead of spinning. Crossbeam's
+/// blocking `recv` first spins and then calls `sched_yield` up to ten
+/// times; with more busy threads than the two cores this pipeline targets,
+/// every yield is a context switch to another runnable thread, paid once
+/// per group commit on each hop. Here an idle receiver sleeps on a condition
+/// variable and the sender wakes it (one futex call per batch).
+struct Handoff<T> {
+    state: std::sync::Mutex<HandoffState<T>>,
+    not_empty: std::sync::Condvar,
+    not_full: std::sync::Condvar,
+    capacity: usize,
+}
+
+struct HandoffState<T> {
+    queue: std::collections::VecDeque<T>,
+    /// The sender is gone: the receiver drains what is queued, then stops.
+    closed: bool,
+    /// The receiver is gone: sends fail.
+    abandoned: bool,
+}
+
+struct HandoffTx<T>(Arc<Handoff<T>>);
+struct HandoffRx<T>(Arc<Handoff<T>>);
+
+fn handoff<T>(capacity: usize) -> (HandoffTx<T>, HandoffRx<T>) {
+    let h = Arc::new(Handoff {
+        state: std::sync::Mutex::new(HandoffState {
+            queue: std::collections::VecDeque::with_capacity(capacity),
+            closed: false,
+            abandoned: false,
+        }),
+        not_empty: std::sync::Condvar::new(),
+        not_full: std::sync::Condvar::new(),
+        capacity: capacity.max(1),
+    });
+    (HandoffTx(h.clone()), HandoffRx(h))
+}
+
+impl<T> HandoffTx<T> {
+    /// Queue `v`, waiting while the queue is full (back-pressure). `Err`
+    /// when the receiver is gone.
+    fn send(&self, v: T) -> Result<(), T> {
+        let h = &self.0;
+        let mut st = h.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.queue.len() >= h.capacity && !st.abandoned {
+            st = h.not_full.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if st.abandoned {
+            return Err(v);
+        }
+        let was_empty = st.queue.is_empty();
+        st.queue.push_back(v);
+        drop(st);
+        if was_empty {
+            h.not_empty.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl<T> Drop for HandoffTx<T> {
+    fn drop(&mut self) {
+        let h = &self.0;
+        h.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        h.not_empty.notify_one();
+    }
+}
+
+impl<T> HandoffRx<T> {
+    /// The next item, waiting for one; `None` once the sender is gone and
+    /// the queue is drained.
+    fn recv(&self) -> Option<T> {
+        let h = &self.0;
+        let mut st = h.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(v) = st.queue.pop_front() {
+                let was_full = st.queue.len() + 1 >= h.capacity;
+                drop(st);
+                if was_full {
+                    h.not_full.notify_one();
+                }
+                return Some(v);
+            }
+            if st.closed {
+                return None;
+            }
+            st = h.not_empty.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl<T> Drop for HandoffRx<T> {
+    fn drop(&mut self) {
+        let h = &self.0;
+        h.state.lock().unwrap_or_else(|p| p.into_inner()).abandoned = true;
+        h.not_full.notify_one();
+    }
+}
+
 /// The running pipeline.
 pub struct Pipeline {
     shared: Arc<Shared>,
@@ -249,11 +349,12 @@ fn idle_wait(wait: WaitStrategy, idle_rounds: &mut u32) {
     *idle_rounds += 1;
     match wait {
         WaitStrategy::Spin => std::hint::spin_loop(),
+        // No `sched_yield` phase: on a machine with more busy threads than
+        // cores every yield is a context switch; a submitter unparks this
+        // thread anyway.
         WaitStrategy::Park => {
             if *idle_rounds < 64 {
                 std::hint::spin_loop();
-            } else if *idle_rounds < 128 {
-                std::thread::yield_now();
             } else {
                 std::thread::park_timeout(Duration::from_millis(5));
             }
@@ -296,9 +397,8 @@ impl Pipeline {
             journaler: std::sync::OnceLock::new(),
         });
         let durable = writer.durable_handle();
-        let (batch_tx, batch_rx) = crossbeam::channel::bounded::<Batch>(64);
-        let (pub_tx, pub_rx) =
-            crossbeam::channel::bounded::<Vec<(Arc<Outcome>, Option<Reply>)>>(256);
+        let (batch_tx, batch_rx) = handoff::<Batch>(64);
+        let (pub_tx, pub_rx) = handoff::<Vec<(Arc<Outcome>, Option<Reply>)>>(256);
 
         // The publisher answers each command after `publish` ran for it, so
         // a caller that gets its outcome can read its own write in every
@@ -307,7 +407,7 @@ impl Pipeline {
         let publisher = std::thread::Builder::new()
             .name("mx-publisher".into())
             .spawn(move || {
-                while let Ok(batch) = pub_rx.recv() {
+                while let Some(batch) = pub_rx.recv() {
                     for (o, reply) in batch {
                         publish(o.clone());
                         if let Some(r) = reply {
@@ -328,7 +428,7 @@ impl Pipeline {
                 }
                 let mut engine = engine;
                 let mut out: Vec<Event> = Vec::with_capacity(4096);
-                while let Ok(batch) = batch_rx.recv() {
+                while let Some(batch) = batch_rx.recv() {
                     let mut published = Vec::with_capacity(batch.subs.len());
                     for (i, sub) in batch.subs.into_iter().enumerate() {
                         let seq = batch.first_seq + i as u64;
