@@ -18,7 +18,7 @@ pub mod command;
 pub mod decimal;
 mod engine;
 pub mod event;
-mod fxhash;
+pub mod fxhash;
 mod invariants;
 pub mod model;
 pub mod reference;

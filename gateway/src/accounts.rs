@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::ledger::{WalletBook, LEDGER_ROWS_PER_USER};
+use engine::fxhash::FxHashMap;
 use engine::{
     AssetId, Balance, ClientOrderId, Engine, Event, Order, OrderId, OrderStatus, PairId, Side,
     UserId,
@@ -70,10 +71,10 @@ impl UserAccount {
 
 #[derive(Debug)]
 pub struct Accounts {
-    pub users: HashMap<UserId, UserAccount>,
-    owner: HashMap<u64, UserId>,
+    pub users: FxHashMap<UserId, UserAccount>,
+    owner: FxHashMap<u64, UserId>,
     /// Pair -> (base, quote) for commission assets.
-    pair_assets: HashMap<PairId, (AssetId, AssetId)>,
+    pair_assets: FxHashMap<PairId, (AssetId, AssetId)>,
     pub last_seq: u64,
     /// Closed orders kept per user.
     orders_kept: usize,
@@ -94,9 +95,9 @@ impl Accounts {
     /// per user (at least 1 each).
     pub fn with_retention(orders: usize, trades: usize) -> Accounts {
         Accounts {
-            users: HashMap::new(),
-            owner: HashMap::new(),
-            pair_assets: HashMap::new(),
+            users: FxHashMap::default(),
+            owner: FxHashMap::default(),
+            pair_assets: FxHashMap::default(),
             last_seq: 0,
             orders_kept: orders.max(1),
             trades_kept: trades.max(1),

@@ -9,6 +9,7 @@
 //! key, once, when it is built or when the key's event arrives, and keeps
 //! them only in memory as a ready-to-use [`SigningKey`].
 
+use engine::fxhash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::VerifyingKey;
@@ -57,7 +58,7 @@ pub struct ApiKeyView {
 
 #[derive(Debug, Default)]
 pub struct IdentityView {
-    pub users: HashMap<UserId, UserView>,
+    pub users: FxHashMap<UserId, UserView>,
     /// Lower-cased username -> id.
     pub by_name: HashMap<String, UserId>,
     /// Lower-cased email -> id.

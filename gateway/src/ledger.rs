@@ -11,7 +11,8 @@
 //! journal rebuilds the same ids; deposits and withdrawals are the engine's
 //! records as of their last `DepositUpdated` / `WithdrawalUpdated`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use engine::fxhash::FxHashMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use engine::{AssetId, BalanceCause, BalanceChange, Deposit, Engine, UserId, Withdrawal};
 
@@ -80,7 +81,7 @@ pub struct UserWallet {
 
 #[derive(Debug)]
 pub struct WalletBook {
-    pub users: HashMap<UserId, UserWallet>,
+    pub users: FxHashMap<UserId, UserWallet>,
     pub deposits: BTreeMap<u64, Deposit>,
     pub withdrawals: BTreeMap<u64, Withdrawal>,
     rows_kept: usize,
@@ -98,7 +99,7 @@ impl WalletBook {
     /// Empty, keeping at most `rows` ledger rows per user (at least 1).
     pub fn with_retention(rows: usize) -> WalletBook {
         WalletBook {
-            users: HashMap::new(),
+            users: FxHashMap::default(),
             deposits: BTreeMap::new(),
             withdrawals: BTreeMap::new(),
             rows_kept: rows.max(1),

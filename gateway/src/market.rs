@@ -24,6 +24,7 @@
 //! exist; empty ones are never stored); depth answers (REST and partial
 //! book streams) are cut at `depth_max_levels` levels per side.
 
+use engine::fxhash::FxHashMap;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use engine::{Asset, AssetId, Engine, Event, Order, OrderType, Pair, PairId, Side, Trade};
@@ -571,7 +572,7 @@ pub struct Market {
     pub assets: BTreeMap<AssetId, Asset>,
     pub pairs: BTreeMap<PairId, PairView>,
     pub pair_by_symbol: HashMap<String, PairId>,
-    orders: HashMap<u64, OrderTrack>,
+    orders: FxHashMap<u64, OrderTrack>,
     pub last_seq: u64,
     touched: Vec<u64>,
     /// The (pair, side, price ticks) levels the last applied command

@@ -43,7 +43,8 @@
 //! same request, timeout and retries; a certificate that does not verify is
 //! a failed attempt like any other.
 
-use std::collections::{HashMap, VecDeque};
+use engine::fxhash::FxHashMap;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -117,8 +118,8 @@ pub struct Delivery {
 #[derive(Debug)]
 pub struct NotificationsView {
     catalog: CatalogView,
-    by_user: HashMap<UserId, VecDeque<NotificationEntry>>,
-    webhooks: HashMap<UserId, String>,
+    by_user: FxHashMap<UserId, VecDeque<NotificationEntry>>,
+    webhooks: FxHashMap<UserId, String>,
     kept_per_user: usize,
     pub last_seq: u64,
 }
@@ -127,8 +128,8 @@ impl NotificationsView {
     pub fn new(kept_per_user: usize) -> NotificationsView {
         NotificationsView {
             catalog: CatalogView::default(),
-            by_user: HashMap::new(),
-            webhooks: HashMap::new(),
+            by_user: FxHashMap::default(),
+            webhooks: FxHashMap::default(),
             kept_per_user: kept_per_user.max(1),
             last_seq: 0,
         }

@@ -17,6 +17,7 @@
 //! is `try_send` into each connection's bounded queue; a full queue closes
 //! that connection (1008, slow consumer) without slowing anyone else.
 
+use engine::fxhash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -77,7 +78,7 @@ struct Inner {
     keys: HashMap<String, KeyEntry>,
     by_api_key: HashMap<String, String>,
     /// Connections per user, by connection id.
-    subs: HashMap<UserId, HashMap<u64, UserConn>>,
+    subs: FxHashMap<UserId, FxHashMap<u64, UserConn>>,
 }
 
 /// Where live listen keys are kept across restarts: a JSON file in the
@@ -655,7 +656,7 @@ fn taker_want(pair: &engine::Pair, taker: &Order, price: u64) -> u64 {
 /// within the taker's limit. (The engine's event for the taker does not
 /// name it; it is always the taker's own order, so the user's open orders
 /// as of this event decide.)
-fn stp_counter(acc: &Accounts, orders: &HashMap<u64, Order>, taker: &Order) -> Option<Order> {
+fn stp_counter(acc: &Accounts, orders: &FxHashMap<u64, Order>, taker: &Order) -> Option<Order> {
     let crosses = |o: &Order| {
         o.pair == taker.pair
             && o.side != taker.side
@@ -699,11 +700,11 @@ fn stp_counter(acc: &Accounts, orders: &HashMap<u64, Order>, taker: &Order) -> O
 fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared {
     let ts = o.ts_ms;
     let watched = |u: UserId| users.contains(&u);
-    let mut orders: HashMap<u64, Order> = HashMap::new();
+    let mut orders: FxHashMap<u64, Order> = FxHashMap::default();
     let mut out: BTreeMap<UserId, Vec<Arc<str>>> = BTreeMap::new();
     let mut moved: BTreeMap<UserId, BTreeMap<engine::AssetId, (u64, u64)>> = BTreeMap::new();
     let mut push = |u: UserId, v: Value| out.entry(u).or_default().push(Arc::from(v.to_string()));
-    let known = |orders: &mut HashMap<u64, Order>, user: UserId, id: u64| -> bool {
+    let known = |orders: &mut FxHashMap<u64, Order>, user: UserId, id: u64| -> bool {
         if orders.contains_key(&id) {
             return true;
         }
@@ -718,8 +719,8 @@ fn build(o: &Outcome, m: &Market, acc: &Accounts, users: &[UserId]) -> Prepared 
     // Where each order ends within this command and its last fill: an
     // order's last TRADE says FILLED when its end is FILLED; an order
     // that ends here is not on the book afterwards.
-    let mut done_at: HashMap<u64, OrderStatus> = HashMap::new();
-    let mut last_trade: HashMap<u64, usize> = HashMap::new();
+    let mut done_at: FxHashMap<u64, OrderStatus> = FxHashMap::default();
+    let mut last_trade: FxHashMap<u64, usize> = FxHashMap::default();
     for (i, e) in o.events.iter().enumerate() {
         match e {
             Event::Trade(t) => {
