@@ -215,9 +215,25 @@ impl IdentityView {
         self.users.values().any(|u| u.roles & role_bits != 0)
     }
 
+    /// The events this view applies (the publisher takes its write lock
+    /// only for commands that have one; `apply` filters with it too, so the
+    /// two cannot disagree).
+    pub fn wants(ev: &Event) -> bool {
+        matches!(
+            ev,
+            Event::UserCreated { .. }
+                | Event::UserStatusChanged { .. }
+                | Event::UserRolesChanged { .. }
+                | Event::KycLevelSet { .. }
+                | Event::ApiKeyCreated { .. }
+                | Event::ApiKeyRevoked { .. }
+                | Event::LoginRecorded { .. }
+        )
+    }
+
     pub fn apply(&mut self, seq: u64, events: &[Event]) {
         self.last_seq = seq;
-        for ev in events {
+        for ev in events.iter().filter(|e| Self::wants(e)) {
             match ev {
                 Event::UserCreated {
                     user,

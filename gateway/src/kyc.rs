@@ -168,9 +168,14 @@ impl KycView {
         self.records.insert(k.id, entry);
     }
 
+    /// The events this view applies (see `IdentityView::wants`).
+    pub fn wants(ev: &Event) -> bool {
+        matches!(ev, Event::KycSubmitted(_) | Event::KycReviewed { .. })
+    }
+
     pub fn apply(&mut self, seq: u64, events: &[Event]) {
         self.last_seq = seq;
-        for ev in events {
+        for ev in events.iter().filter(|e| Self::wants(e)) {
             match ev {
                 Event::KycSubmitted(k) => self.insert(k),
                 Event::KycReviewed {

@@ -103,8 +103,20 @@ impl RiskView {
         }
     }
 
+    /// The events this view applies (see `IdentityView::wants`).
+    pub fn wants(ev: &Event) -> bool {
+        matches!(
+            ev,
+            Event::RiskRuleCreated(_)
+                | Event::RiskRuleUpdated(_)
+                | Event::RiskRuleDeleted { .. }
+                | Event::RiskEventRaised(_)
+                | Event::RiskEventStatusChanged { .. }
+        )
+    }
+
     pub fn apply(&mut self, seq: u64, events: &[Event]) {
-        for ev in events {
+        for ev in events.iter().filter(|e| Self::wants(e)) {
             match ev {
                 Event::RiskRuleCreated(r) | Event::RiskRuleUpdated(r) => {
                     self.rules.insert(r.id, (**r).clone());

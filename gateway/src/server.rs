@@ -643,8 +643,15 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             // read lock nothing changes: fan-out sees exactly the state
             // (and `level_changes`) this command left.
             h2.on_outcome(&m2.read().expect("market lock"), &o);
-            i2.write().expect("identity lock").apply(o.seq, &o.events);
-            k2.write().expect("kyc lock").apply(o.seq, &o.events);
+            // Views that no trading event touches are locked only for
+            // commands that change them: signed requests read `identity`
+            // on every call, and an order must not make them wait.
+            if o.events.iter().any(IdentityView::wants) {
+                i2.write().expect("identity lock").apply(o.seq, &o.events);
+            }
+            if o.events.iter().any(crate::kyc::KycView::wants) {
+                k2.write().expect("kyc lock").apply(o.seq, &o.events);
+            }
             // Webhook deliveries are queued with try_send: never waits.
             let deliveries = n2
                 .write()
@@ -653,8 +660,12 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             if !deliveries.is_empty() {
                 deliverer.offer(deliveries);
             }
-            r2.write().expect("risk lock").apply(o.seq, &o.events);
-            s2.write().expect("settlements lock").apply(&o.events);
+            if o.events.iter().any(crate::risk::RiskView::wants) {
+                r2.write().expect("risk lock").apply(o.seq, &o.events);
+            }
+            if o.events.iter().any(crate::settlement::Batches::wants) {
+                s2.write().expect("settlements lock").apply(&o.events);
+            }
             // User data streams: built from the state before the command,
             // delivered once every read model has applied it.
             let user_events = u2.prepare(&o, &m2, &a2);

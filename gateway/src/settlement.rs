@@ -73,8 +73,13 @@ impl Batches {
         }
     }
 
+    /// The events this view applies (see `IdentityView::wants`).
+    pub fn wants(ev: &Event) -> bool {
+        matches!(ev, Event::SettlementRequested { .. })
+    }
+
     pub fn apply(&mut self, events: &[Event]) {
-        for ev in events {
+        for ev in events.iter().filter(|e| Self::wants(e)) {
             if let Event::SettlementRequested {
                 id,
                 date,
