@@ -81,26 +81,35 @@ fn commands() -> Vec<Command> {
         roles,
     };
     vec![
-        Command::AddAsset(asset("BTC")),
-        Command::AddAsset(asset("USDT")),
-        Command::AddPair(PairSpec {
-            symbol: "BTCUSDT".into(),
-            base: AssetId(1),
-            quote: AssetId(2),
-            tick_units: 1_000_000,
-            step_units: 1_000,
-            min_qty_units: 1_000,
-            max_qty_units: 9_000 * ONE,
-            market_max_qty_units: 9_000 * ONE,
-            min_notional_units: 5 * ONE,
-            max_notional_units: 0,
-            min_price_ticks: 1,
-            max_price_ticks: 100_000_000_000,
-            maker_fee_e8: 100_000,
-            taker_fee_e8: 100_000,
-            price_band_pct: 50,
-            status: PairStatus::Trading,
-        }),
+        Command::AddAsset {
+            spec: asset("BTC"),
+            by: None,
+        },
+        Command::AddAsset {
+            spec: asset("USDT"),
+            by: None,
+        },
+        Command::AddPair {
+            spec: Box::new(PairSpec {
+                symbol: "BTCUSDT".into(),
+                base: AssetId(1),
+                quote: AssetId(2),
+                tick_units: 1_000_000,
+                step_units: 1_000,
+                min_qty_units: 1_000,
+                max_qty_units: 9_000 * ONE,
+                market_max_qty_units: 9_000 * ONE,
+                min_notional_units: 5 * ONE,
+                max_notional_units: 0,
+                min_price_ticks: 1,
+                max_price_ticks: 100_000_000_000,
+                maker_fee_e8: 100_000,
+                taker_fee_e8: 100_000,
+                price_band_pct: 50,
+                status: PairStatus::Trading,
+            }),
+            by: None,
+        },
         user("root", roles::ADMIN),
         user("alice", roles::TRADER),
         Command::Deposit {
@@ -109,6 +118,7 @@ fn commands() -> Vec<Command> {
             amount: 500_000 * ONE,
             tx_hash: "fund-usdt".into(),
             confirmations: 1,
+            by: None,
         },
         Command::Deposit {
             user: ALICE,
@@ -116,10 +126,12 @@ fn commands() -> Vec<Command> {
             amount: 50 * ONE,
             tx_hash: "fund-btc".into(),
             confirmations: 1,
+            by: None,
         },
         Command::SetKycLevel {
             user: ALICE,
             level: 2,
+            by: None,
         },
         // Rules 1..=4.
         rule(
