@@ -540,6 +540,22 @@ fn actor_of(cmd: &Command) -> Option<UserId> {
         Command::RunSettlement { requested_by, .. } => Some(*requested_by),
         // None in records journaled before command format 7.
         Command::GrantRole { by, .. } | Command::RevokeRole { by, .. } => *by,
+        // None in records journaled before command format 8, and in the
+        // bootstrap the server issues itself from config.
+        Command::AddAsset { by, .. }
+        | Command::UpdateAsset { by, .. }
+        | Command::AddPair { by, .. }
+        | Command::UpdatePair { by, .. }
+        | Command::SetPairStatus { by, .. }
+        | Command::SetFeeAccount { by, .. }
+        | Command::SetLimits { by, .. }
+        | Command::SetUserStatus { by, .. }
+        | Command::SetUserRoles { by, .. }
+        | Command::SetKycLevel { by, .. }
+        | Command::Deposit { by, .. }
+        | Command::CompleteWithdrawal { by, .. }
+        | Command::RejectWithdrawal { by, .. }
+        | Command::Adjust { by, .. } => *by,
         _ => None,
     }
 }
