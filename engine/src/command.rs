@@ -60,8 +60,8 @@ pub fn valid_webhook_shape(url: &str) -> bool {
 
 /// Variant index of `SetLimits` in the bincode encoding (every version).
 const SET_LIMITS_TAG: u32 = 6;
-/// Variant indexes past the head that versions 1 to 7 encoded without an
-/// actor (`CommandV7Head`): tags below this one take that path.
+/// The first variant index after `CommandV7Head` (`PlaceOrder`): records of
+/// versions 1 to 7 with a lower tag decode through that copy.
 const V7_HEAD_END_TAG: u32 = 16;
 /// Variant indexes of `GrantRole` and `RevokeRole` (versions 5 on).
 const GRANT_ROLE_TAG: u32 = 32;
