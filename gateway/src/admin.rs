@@ -463,7 +463,9 @@ async fn set_status(
     reply(StatusCode::OK, admin_user_json(&user_view(&st, u.id)?))
 }
 
-/// SUSPENDED: password login, JWTs, API keys and new orders are refused.
+/// SUSPENDED: password login, JWTs, API keys and new orders are refused,
+/// and the user's open orders on every pair are canceled in the same
+/// command (`cancel_orders`; the unlock touches no order).
 async fn lock_user(
     State(st): State<AppState>,
     headers: HeaderMap,
