@@ -202,19 +202,27 @@ pub fn generate(seed: u64, trades: u64, mut progress: impl FnMut(u64)) -> Stream
         trades: 0,
         events: 0,
     };
-    g.push(&Command::SetLimits(Limits {
-        max_open_orders_per_user: 100_000,
-        max_open_orders_total: 10_000_000,
-        max_api_keys_per_user: 30,
-        ..Limits::default()
-    }));
-    g.push(&Command::AddAsset(asset("BTC", 8)));
-    g.push(&Command::AddAsset(asset("USDT", 8)));
-    g.push(&Command::AddPair(pair_spec(
-        "BTCUSDT",
-        AssetId(1),
-        AssetId(2),
-    )));
+    g.push(&Command::SetLimits {
+        limits: Limits {
+            max_open_orders_per_user: 100_000,
+            max_open_orders_total: 10_000_000,
+            max_api_keys_per_user: 30,
+            ..Limits::default()
+        },
+        by: None,
+    });
+    g.push(&Command::AddAsset {
+        spec: asset("BTC", 8),
+        by: None,
+    });
+    g.push(&Command::AddAsset {
+        spec: asset("USDT", 8),
+        by: None,
+    });
+    g.push(&Command::AddPair {
+        spec: Box::new(pair_spec("BTCUSDT", AssetId(1), AssetId(2))),
+        by: None,
+    });
     for i in 0..USERS {
         g.push(&Command::CreateUser {
             username: format!("pbench{i}"),
@@ -231,6 +239,7 @@ pub fn generate(seed: u64, trades: u64, mut progress: impl FnMut(u64)) -> Stream
                 amount,
                 credit: true,
                 reason: "bench funding".into(),
+                by: None,
             });
         }
     }

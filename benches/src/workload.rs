@@ -310,6 +310,7 @@ fn fund(sim: &mut Sim, user: UserId, asset: AssetId, amount: u64) {
         amount,
         credit: true,
         reason: "bench funding".into(),
+        by: None,
     });
 }
 
@@ -328,19 +329,27 @@ fn create_users(sim: &mut Sim, n: usize) {
 pub fn w1(seed: u64, commands: usize) -> Workload {
     let mut rng = Rng::new(seed);
     let mut sim = Sim::new(4096);
-    sim.apply(&Command::SetLimits(Limits {
-        max_open_orders_per_user: 100_000,
-        max_open_orders_total: 10_000_000,
-        max_api_keys_per_user: 30,
-        ..Limits::default()
-    }));
-    sim.apply(&Command::AddAsset(asset("BTC", 8)));
-    sim.apply(&Command::AddAsset(asset("USDT", 8)));
-    sim.apply(&Command::AddPair(pair_spec(
-        "BTCUSDT",
-        AssetId(1),
-        AssetId(2),
-    )));
+    sim.apply(&Command::SetLimits {
+        limits: Limits {
+            max_open_orders_per_user: 100_000,
+            max_open_orders_total: 10_000_000,
+            max_api_keys_per_user: 30,
+            ..Limits::default()
+        },
+        by: None,
+    });
+    sim.apply(&Command::AddAsset {
+        spec: asset("BTC", 8),
+        by: None,
+    });
+    sim.apply(&Command::AddAsset {
+        spec: asset("USDT", 8),
+        by: None,
+    });
+    sim.apply(&Command::AddPair {
+        spec: Box::new(pair_spec("BTCUSDT", AssetId(1), AssetId(2))),
+        by: None,
+    });
     create_users(&mut sim, 1_000);
     for u in 1..=1_000u64 {
         fund(&mut sim, UserId(u), AssetId(1), 100_000 * ONE);
@@ -395,27 +404,35 @@ pub fn w2(seed: u64, commands: usize, scale: W2Scale) -> Workload {
     let n_pairs = pairs_side * pairs_side;
     let mut rng = Rng::new(seed);
     let mut sim = Sim::new(resting + resting / 4);
-    sim.apply(&Command::SetLimits(Limits {
-        max_open_orders_per_user: 100_000,
-        max_open_orders_total: 100_000_000,
-        max_api_keys_per_user: 30,
-        ..Limits::default()
-    }));
+    sim.apply(&Command::SetLimits {
+        limits: Limits {
+            max_open_orders_per_user: 100_000,
+            max_open_orders_total: 100_000_000,
+            max_api_keys_per_user: 30,
+            ..Limits::default()
+        },
+        by: None,
+    });
     for i in 0..pairs_side {
-        sim.apply(&Command::AddAsset(asset(&format!("B{i}"), 8)));
+        sim.apply(&Command::AddAsset {
+            spec: asset(&format!("B{i}"), 8),
+            by: None,
+        });
     }
     for j in 0..pairs_side {
-        sim.apply(&Command::AddAsset(asset(&format!("Q{j}"), 8)));
+        sim.apply(&Command::AddAsset {
+            spec: asset(&format!("Q{j}"), 8),
+            by: None,
+        });
     }
     for i in 0..pairs_side {
         for j in 0..pairs_side {
             let base = AssetId(i as u32 + 1);
             let quote = AssetId((pairs_side + j) as u32 + 1);
-            sim.apply(&Command::AddPair(pair_spec(
-                &format!("B{i}Q{j}"),
-                base,
-                quote,
-            )));
+            sim.apply(&Command::AddPair {
+                spec: Box::new(pair_spec(&format!("B{i}Q{j}"), base, quote)),
+                by: None,
+            });
         }
     }
     create_users(&mut sim, users);
@@ -535,20 +552,32 @@ impl Default for W2Scale {
 /// equal the stream's ids.
 pub fn w3_commands(ops: &[W3Op]) -> Workload {
     let mut sim = Sim::new(1 << 16);
-    sim.apply(&Command::SetLimits(Limits {
-        max_open_orders_per_user: 1_000_000,
-        max_open_orders_total: 10_000_000,
-        max_api_keys_per_user: 30,
-        ..Limits::default()
-    }));
-    sim.apply(&Command::AddAsset(asset("W3B", 0)));
-    sim.apply(&Command::AddAsset(asset("W3Q", 0)));
+    sim.apply(&Command::SetLimits {
+        limits: Limits {
+            max_open_orders_per_user: 1_000_000,
+            max_open_orders_total: 10_000_000,
+            max_api_keys_per_user: 30,
+            ..Limits::default()
+        },
+        by: None,
+    });
+    sim.apply(&Command::AddAsset {
+        spec: asset("W3B", 0),
+        by: None,
+    });
+    sim.apply(&Command::AddAsset {
+        spec: asset("W3Q", 0),
+        by: None,
+    });
     let mut spec = pair_spec("W3", AssetId(1), AssetId(2));
     spec.tick_units = 1;
     spec.step_units = 1;
     spec.min_qty_units = 1;
     spec.price_band_pct = 0;
-    sim.apply(&Command::AddPair(spec));
+    sim.apply(&Command::AddPair {
+        spec: Box::new(spec),
+        by: None,
+    });
     const USERS: u64 = 100;
     create_users(&mut sim, USERS as usize);
     for u in 1..=USERS {

@@ -439,6 +439,7 @@ impl Engine {
                 amount,
                 tx_hash,
                 confirmations,
+                ..
             } => self.deposit(*user, *asset, *amount, tx_hash, *confirmations, ts, out),
             Command::RequestWithdrawal {
                 user,
@@ -449,8 +450,9 @@ impl Engine {
             Command::CompleteWithdrawal {
                 withdrawal,
                 tx_hash,
+                ..
             } => self.complete_withdrawal(*withdrawal, tx_hash, ts, out),
-            Command::RejectWithdrawal { withdrawal } => {
+            Command::RejectWithdrawal { withdrawal, .. } => {
                 self.reject_withdrawal(*withdrawal, ts, out)
             }
             Command::Adjust {
@@ -459,24 +461,25 @@ impl Engine {
                 amount,
                 credit,
                 reason,
+                ..
             } => self.adjust(*user, *asset, *amount, *credit, reason, out),
-            Command::AddAsset(spec) => self.add_asset(spec, out),
-            Command::UpdateAsset { asset, spec } => self.update_asset(*asset, spec, out),
-            Command::AddPair(spec) => self.add_pair(spec, out),
-            Command::UpdatePair { pair, spec } => self.update_pair(*pair, spec, out),
-            Command::SetPairStatus { pair, status } => {
+            Command::AddAsset { spec, .. } => self.add_asset(spec, out),
+            Command::UpdateAsset { asset, spec, .. } => self.update_asset(*asset, spec, out),
+            Command::AddPair { spec, .. } => self.add_pair(spec, out),
+            Command::UpdatePair { pair, spec, .. } => self.update_pair(*pair, spec, out),
+            Command::SetPairStatus { pair, status, .. } => {
                 let p = self.pair_mut(*pair)?;
                 p.pair.spec.status = *status;
                 out.push(Event::PairUpdated(Box::new(p.pair.clone())));
                 Ok(())
             }
-            Command::SetFeeAccount { user } => {
+            Command::SetFeeAccount { user, .. } => {
                 self.user_ref(*user)?;
                 self.fee_account = *user;
                 out.push(Event::FeeAccountSet { user: *user });
                 Ok(())
             }
-            Command::SetLimits(l) => {
+            Command::SetLimits { limits: l, .. } => {
                 if l.max_open_orders_per_user == 0 || l.max_open_orders_total == 0 {
                     return Err(RejectReason::InvalidAmount);
                 }
@@ -490,16 +493,24 @@ impl Engine {
                 password_hash,
                 roles,
             } => self.create_user(username, email, password_hash, *roles, ts, out),
-            Command::SetUserStatus { user, status } => {
+            Command::SetUserStatus {
+                user,
+                status,
+                cancel_orders,
+                ..
+            } => {
                 let u = self.user_mut(*user)?;
                 u.status = *status;
                 out.push(Event::UserStatusChanged {
                     user: *user,
                     status: *status,
                 });
+                if *cancel_orders && *status == UserStatus::Suspended {
+                    self.cancel_everywhere(*user, out);
+                }
                 Ok(())
             }
-            Command::SetUserRoles { user, roles } => {
+            Command::SetUserRoles { user, roles, .. } => {
                 if *roles & !roles::ALL != 0 {
                     return Err(RejectReason::InvalidOrderParams);
                 }
@@ -511,7 +522,7 @@ impl Engine {
                 });
                 Ok(())
             }
-            Command::SetKycLevel { user, level } => {
+            Command::SetKycLevel { user, level, .. } => {
                 if *level > 3 {
                     return Err(RejectReason::InvalidKycLevel);
                 }
@@ -2117,6 +2128,32 @@ impl Engine {
         self.pair_ref(pair)?;
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
+        self.collect_open(user, pair, &mut ids);
+        self.cancel_ids(&mut ids, out);
+        self.scratch = ids;
+        Ok(())
+    }
+
+    /// A suspension's cancels (`Command::SetUserStatus`): every open order
+    /// of `user` on every pair, in ascending order id, each as `CancelOrder`
+    /// ends it (funds released, `OrderDone` Canceled).
+    fn cancel_everywhere(&mut self, user: UserId, out: &mut Vec<Event>) {
+        if self.users[user.0 as usize].open_orders == 0 {
+            return;
+        }
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        for i in 0..self.pairs.len() {
+            self.collect_open(user, PairId(i as u32 + 1), &mut ids);
+        }
+        self.cancel_ids(&mut ids, out);
+        debug_assert_eq!(self.users[user.0 as usize].open_orders, 0);
+        self.scratch = ids;
+    }
+
+    /// Append the ids of `user`'s open orders on `pair` (resting, then
+    /// waiting stops; unsorted).
+    fn collect_open(&self, user: UserId, pair: PairId, ids: &mut Vec<u64>) {
         let ps = &self.pairs[pair.0 as usize - 1];
         for side in [&ps.bids, &ps.asks] {
             for l in side.levels.iter() {
@@ -2133,13 +2170,15 @@ impl Engine {
                 ids.push(id);
             }
         }
+    }
+
+    /// Cancel the open orders `ids`, in ascending id order (sorts `ids`).
+    fn cancel_ids(&mut self, ids: &mut [u64], out: &mut Vec<Event>) {
         ids.sort_unstable();
-        for &id in &ids {
+        for &id in ids.iter() {
             let idx = self.order_index[&id];
             self.remove_open(idx, OrderStatus::Canceled, out);
         }
-        self.scratch = ids;
-        Ok(())
     }
 
     fn cancel_replace(

@@ -406,8 +406,8 @@ impl ReferenceEngine {
 
     fn dispatch(&mut self, ts: u64, cmd: &Command, out: &mut Vec<Event>) -> R<()> {
         match cmd {
-            Command::AddAsset(spec) => self.add_asset(spec, out),
-            Command::UpdateAsset { asset, spec } => {
+            Command::AddAsset { spec, .. } => self.add_asset(spec, out),
+            Command::UpdateAsset { asset, spec, .. } => {
                 let cur = self.asset(*asset)?;
                 if cur.spec.symbol != spec.symbol || cur.spec.decimals != spec.decimals {
                     return Err(RejectReason::InvalidAssetConfig);
@@ -417,13 +417,13 @@ impl ReferenceEngine {
                 out.push(Event::AssetUpdated(a.clone()));
                 Ok(())
             }
-            Command::AddPair(spec) => {
+            Command::AddPair { spec, .. } => {
                 if self.pairs.iter().any(|p| p.pair.spec.symbol == spec.symbol) {
                     return Err(RejectReason::PairExists);
                 }
                 let decimals = self.validate_pair(spec)?;
                 let id = PairId(self.pairs.len() as u32 + 1);
-                let pair = Pair::new(id, spec.clone(), decimals);
+                let pair = Pair::new(id, (**spec).clone(), decimals);
                 self.pairs.push(RefPair {
                     pair: pair.clone(),
                     last_price: 0,
@@ -432,7 +432,7 @@ impl ReferenceEngine {
                 out.push(Event::PairListed(Box::new(pair)));
                 Ok(())
             }
-            Command::UpdatePair { pair, spec } => {
+            Command::UpdatePair { pair, spec, .. } => {
                 let cur = &self.pair(*pair).ok_or(RejectReason::UnknownPair)?.pair.spec;
                 let fixed_changed = cur.symbol != spec.symbol
                     || cur.base != spec.base
@@ -444,23 +444,23 @@ impl ReferenceEngine {
                 }
                 self.validate_pair(spec)?;
                 let p = self.pair_mut(*pair)?;
-                p.pair.spec = spec.clone();
+                p.pair.spec = (**spec).clone();
                 out.push(Event::PairUpdated(Box::new(p.pair.clone())));
                 Ok(())
             }
-            Command::SetPairStatus { pair, status } => {
+            Command::SetPairStatus { pair, status, .. } => {
                 let p = self.pair_mut(*pair)?;
                 p.pair.spec.status = *status;
                 out.push(Event::PairUpdated(Box::new(p.pair.clone())));
                 Ok(())
             }
-            Command::SetFeeAccount { user } => {
+            Command::SetFeeAccount { user, .. } => {
                 self.user(*user)?;
                 self.fee_account = *user;
                 out.push(Event::FeeAccountSet { user: *user });
                 Ok(())
             }
-            Command::SetLimits(l) => {
+            Command::SetLimits { limits: l, .. } => {
                 if l.max_open_orders_per_user == 0 || l.max_open_orders_total == 0 {
                     return Err(RejectReason::InvalidAmount);
                 }
@@ -474,15 +474,34 @@ impl ReferenceEngine {
                 password_hash,
                 roles,
             } => self.create_user(username, email, password_hash, *roles, out),
-            Command::SetUserStatus { user, status } => {
+            Command::SetUserStatus {
+                user,
+                status,
+                cancel_orders,
+                ..
+            } => {
                 self.user_mut(*user)?.status = *status;
                 out.push(Event::UserStatusChanged {
                     user: *user,
                     status: *status,
                 });
+                if *cancel_orders && *status == UserStatus::Suspended {
+                    // Every open order of the user, any pair, by id.
+                    let mut ids: Vec<OrderId> = self
+                        .orders
+                        .iter()
+                        .filter(|o| o.order.user == *user)
+                        .map(|o| o.order.id)
+                        .collect();
+                    ids.sort();
+                    for id in ids {
+                        let i = self.index_of(id).expect("collected above");
+                        self.cancel_at(i, out);
+                    }
+                }
                 Ok(())
             }
-            Command::SetUserRoles { user, roles } => {
+            Command::SetUserRoles { user, roles, .. } => {
                 if roles & !roles::ALL != 0 {
                     return Err(RejectReason::InvalidOrderParams);
                 }
@@ -493,7 +512,7 @@ impl ReferenceEngine {
                 });
                 Ok(())
             }
-            Command::SetKycLevel { user, level } => {
+            Command::SetKycLevel { user, level, .. } => {
                 if *level > 3 {
                     return Err(RejectReason::InvalidKycLevel);
                 }
@@ -510,6 +529,7 @@ impl ReferenceEngine {
                 amount,
                 tx_hash,
                 confirmations,
+                ..
             } => self.deposit(*user, *asset, *amount, tx_hash, *confirmations, ts, out),
             Command::RequestWithdrawal {
                 user,
@@ -520,8 +540,9 @@ impl ReferenceEngine {
             Command::CompleteWithdrawal {
                 withdrawal,
                 tx_hash,
+                ..
             } => self.complete_withdrawal(*withdrawal, tx_hash, ts, out),
-            Command::RejectWithdrawal { withdrawal } => {
+            Command::RejectWithdrawal { withdrawal, .. } => {
                 self.reject_withdrawal(*withdrawal, ts, out)
             }
             Command::Adjust {
@@ -530,6 +551,7 @@ impl ReferenceEngine {
                 amount,
                 credit,
                 reason,
+                ..
             } => self.adjust(*user, *asset, *amount, *credit, reason, out),
             Command::PlaceOrder(o) => self.place(o, ts, out),
             Command::CancelOrder { user, pair, target } => {

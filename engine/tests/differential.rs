@@ -313,6 +313,9 @@ struct Stats {
     risk_events_raised: usize,
     risk_events_handled: usize,
     settlements: usize,
+    /// Orders canceled by a suspension (`SetUserStatus` with
+    /// `cancel_orders`).
+    suspension_cancels: usize,
 }
 
 struct Driver {
@@ -436,6 +439,16 @@ impl Driver {
     fn observe(&mut self) {
         let st = &mut self.stats;
         st.commands += 1;
+        if let Some(Event::UserStatusChanged {
+            status: UserStatus::Suspended,
+            ..
+        }) = self.ev_e.first()
+        {
+            st.suspension_cancels += self.ev_e[1..]
+                .iter()
+                .filter(|e| matches!(e, Event::OrderDone { .. }))
+                .count();
+        }
         let mut rejected_part = false;
         for ev in &self.ev_e {
             match ev {
@@ -757,6 +770,7 @@ impl Driver {
                     _ => "f".repeat(200),
                 },
                 confirmations: conf as u32,
+                by: None,
             },
             Act::Withdraw {
                 user,
@@ -780,9 +794,11 @@ impl Driver {
                 } else {
                     String::new()
                 },
+                by: None,
             },
             Act::RejectWithdrawal { pick } => Command::RejectWithdrawal {
                 withdrawal: self.withdrawal(pick),
+                by: None,
             },
             Act::Adjust {
                 user,
@@ -800,6 +816,7 @@ impl Driver {
                 } else {
                     String::new()
                 },
+                by: None,
             },
             Act::Admin { what, x, y } => self.admin(what, x, y),
             Act::Identity { what, user, key, x } => self.identity(what, user, key, x),
@@ -1105,6 +1122,7 @@ impl Driver {
                     13 | 14 => PairStatus::Halt,
                     _ => PairStatus::CancelOnly,
                 },
+                by: Some(UserId(1)),
             },
             3 | 4 => Command::SetUserStatus {
                 user: self.user(x % 40),
@@ -1113,10 +1131,15 @@ impl Driver {
                 } else {
                     UserStatus::Active
                 },
+                // Both a format 8 suspension (cancels the user's orders)
+                // and one replayed from format 7 or before (keeps them).
+                cancel_orders: !y.is_multiple_of(16),
+                by: None,
             },
             5 => Command::SetKycLevel {
                 user: self.user(x % 40),
                 level: y % 5,
+                by: None,
             },
             6 => Command::SetUserRoles {
                 user: self.user(x % 40),
@@ -1125,42 +1148,47 @@ impl Driver {
                 } else {
                     y as u32 % 32
                 },
+                by: None,
             },
-            7 => Command::SetLimits(Limits {
-                max_open_orders_per_user: match x % 10 {
-                    0 => 0,
-                    1 => 4,
-                    2 => 12,
-                    _ => 1_000,
+            7 => Command::SetLimits {
+                limits: Limits {
+                    max_open_orders_per_user: match x % 10 {
+                        0 => 0,
+                        1 => 4,
+                        2 => 12,
+                        _ => 1_000,
+                    },
+                    max_open_orders_total: match y % 10 {
+                        0 => 0,
+                        1 => 15,
+                        2 => 60,
+                        _ => 10_000_000,
+                    },
+                    max_api_keys_per_user: match y % 7 {
+                        0 => 0,
+                        1 | 2 => 2,
+                        _ => 30,
+                    },
+                    max_failed_logins: match x % 7 {
+                        0 => 0,
+                        1 | 2 => 2,
+                        _ => 5,
+                    },
+                    lockout_ms: match y % 5 {
+                        0 => 0,
+                        1 => 1_000,
+                        _ => 900_000,
+                    },
                 },
-                max_open_orders_total: match y % 10 {
-                    0 => 0,
-                    1 => 15,
-                    2 => 60,
-                    _ => 10_000_000,
-                },
-                max_api_keys_per_user: match y % 7 {
-                    0 => 0,
-                    1 | 2 => 2,
-                    _ => 30,
-                },
-                max_failed_logins: match x % 7 {
-                    0 => 0,
-                    1 | 2 => 2,
-                    _ => 5,
-                },
-                lockout_ms: match y % 5 {
-                    0 => 0,
-                    1 => 1_000,
-                    _ => 900_000,
-                },
-            }),
+                by: None,
+            },
             8 => Command::SetFeeAccount {
                 user: if x.is_multiple_of(3) {
                     UserId(0)
                 } else {
                     self.user(x % 40)
                 },
+                by: None,
             },
             9 | 10 => self.update_pair(self.pair(x % 40), y),
             11 | 15 => self.update_asset(self.asset(x % 8), y),
@@ -1177,16 +1205,19 @@ impl Driver {
                     }
                     _ => a.symbol = String::new(),
                 }
-                Command::AddAsset(a)
+                Command::AddAsset { spec: a, by: None }
             }
-            13 => Command::AddPair(match y % 6 {
-                0 => pair_ethbtcx(),
-                1 => default_pair_spec("BTCUSDT").expect("known"),
-                2 => pair("BTCETH", BTC, ETH, 0, 1_000, 1),
-                3 => pair("XYZUSDT", AssetId(99), USDT, 1, 1, 1),
-                4 => pair("BTCBTC", BTC, BTC, 1, 1, 1),
-                _ => default_pair_spec("SOLUSDT").expect("known"),
-            }),
+            13 => Command::AddPair {
+                spec: Box::new(match y % 6 {
+                    0 => pair_ethbtcx(),
+                    1 => default_pair_spec("BTCUSDT").expect("known"),
+                    2 => pair("BTCETH", BTC, ETH, 0, 1_000, 1),
+                    3 => pair("XYZUSDT", AssetId(99), USDT, 1, 1, 1),
+                    4 => pair("BTCBTC", BTC, BTC, 1, 1, 1),
+                    _ => default_pair_spec("SOLUSDT").expect("known"),
+                }),
+                by: None,
+            },
             _ => {
                 let (username, email, roles) = match y % 8 {
                     0..=3 => (
@@ -1217,7 +1248,8 @@ impl Driver {
         let Some(p) = self.pair_info(id) else {
             return Command::UpdatePair {
                 pair: id,
-                spec: default_pair_spec("BTCUSDT").expect("known"),
+                spec: Box::new(default_pair_spec("BTCUSDT").expect("known")),
+                by: None,
             };
         };
         let mut s = p.spec.clone();
@@ -1239,7 +1271,11 @@ impl Driver {
             13 => s.market_max_qty_units = (5 * unit).max(s.min_qty_units),
             _ => s = default_pair_spec(&s.symbol).unwrap_or(s),
         }
-        Command::UpdatePair { pair: id, spec: s }
+        Command::UpdatePair {
+            pair: id,
+            spec: Box::new(s),
+            by: Some(UserId(1)),
+        }
     }
 
     fn update_asset(&self, id: AssetId, y: u8) -> Command {
@@ -1261,7 +1297,11 @@ impl Driver {
             10 => s.symbol.push('X'),
             _ => s.decimals += 1,
         }
-        Command::UpdateAsset { asset: id, spec: s }
+        Command::UpdateAsset {
+            asset: id,
+            spec: s,
+            by: None,
+        }
     }
 
     // ------------------------------------------------------------ running
@@ -1270,21 +1310,27 @@ impl Driver {
         // Lockouts that outlast the clock's day jumps, so attempts during a
         // lock happen (SetLimits in the stream brings short ones), and few
         // keys per user, so the limit is reached.
-        self.setup(Command::SetLimits(Limits {
-            lockout_ms: 30 * DAY_MS,
-            max_api_keys_per_user: 3,
-            ..Limits::default()
-        }))?;
+        self.setup(Command::SetLimits {
+            limits: Limits {
+                lockout_ms: 30 * DAY_MS,
+                max_api_keys_per_user: 3,
+                ..Limits::default()
+            },
+            by: None,
+        })?;
         for sym in ["BTC", "ETH", "USDT"] {
             let mut spec = asset(sym);
             if sym == "ETH" {
                 // 3 ETH a day at KYC level 1, 30 at level 2.
                 spec.daily_withdraw_limit_units = 3 * ONE;
             }
-            self.setup(Command::AddAsset(spec))?;
+            self.setup(Command::AddAsset { spec, by: None })?;
         }
         for sym in ["BTCUSDT", "ETHUSDT", "ETHBTC"] {
-            self.setup(Command::AddPair(default_pair_spec(sym).expect("known")))?;
+            self.setup(Command::AddPair {
+                spec: Box::new(default_pair_spec(sym).expect("known")),
+                by: None,
+            })?;
         }
         for i in 1..=self.users {
             self.setup(Command::CreateUser {
@@ -1300,18 +1346,23 @@ impl Driver {
                     amount,
                     tx_hash: format!("setup-{i}-{}", a.0),
                     confirmations: 6,
+                    by: None,
                 })?;
             }
             if i % 2 == 1 || i == 2 {
                 self.setup(Command::SetKycLevel {
                     user: UserId(i),
                     level: if i == 2 { 2 } else { 1 },
+                    by: None,
                 })?;
             }
         }
         let mut pairs = vec![BTCUSDT, ETHUSDT, ETHBTC];
         if s.extra_pair {
-            self.setup(Command::AddPair(pair_ethbtcx()))?;
+            self.setup(Command::AddPair {
+                spec: Box::new(pair_ethbtcx()),
+                by: None,
+            })?;
             pairs.push(PairId(4));
         }
         for (k, pair) in pairs.into_iter().enumerate() {
@@ -1515,6 +1566,7 @@ fn generator_covers_the_rules() {
         total.risk_events_raised += st.risk_events_raised;
         total.risk_events_handled += st.risk_events_handled;
         total.settlements += st.settlements;
+        total.suspension_cancels += st.suspension_cancels;
         for (k, v) in st.rejects {
             *total.rejects.entry(k).or_default() += v;
         }
@@ -1558,6 +1610,7 @@ fn generator_covers_the_rules() {
         total.risk_events_handled
     );
     assert!(total.settlements > 5, "{}", total.settlements);
+    assert!(total.suspension_cancels > 5, "{}", total.suspension_cancels);
     for kind in OrderType::ALL {
         assert!(
             total.accepted.get(&kind).copied().unwrap_or(0) > 5,

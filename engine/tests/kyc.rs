@@ -42,6 +42,7 @@ fn setup() -> (Harness, UserId, UserId) {
     h.ok(Command::SetUserRoles {
         user: op,
         roles: roles::OPERATOR,
+        by: None,
     });
     (h, alice, op)
 }
@@ -146,6 +147,8 @@ fn only_active_registered_users_submit() {
     h.ok(Command::SetUserStatus {
         user: alice,
         status: UserStatus::Suspended,
+        cancel_orders: true,
+        by: None,
     });
     assert_eq!(h.reject(submit(alice, 1)), RejectReason::UserSuspended);
 }
@@ -239,6 +242,8 @@ fn only_pending_records_are_reviewed_by_someone_else() {
     h.ok(Command::SetUserStatus {
         user: op,
         status: UserStatus::Suspended,
+        cancel_orders: true,
+        by: None,
     });
     assert_eq!(
         h.reject(review(k.id, op, true, "")),
@@ -247,6 +252,8 @@ fn only_pending_records_are_reviewed_by_someone_else() {
     h.ok(Command::SetUserStatus {
         user: op,
         status: UserStatus::Active,
+        cancel_orders: true,
+        by: None,
     });
     h.ok(review(k.id, op, true, "ok"));
     // Reviewed already, either way.
@@ -273,6 +280,7 @@ fn approved_level_gates_withdrawals() {
     h.ok(Command::UpdateAsset {
         asset: BTC,
         spec: btc,
+        by: None,
     });
     h.fund(alice, BTC, 10 * ONE);
     let w = |amount| Command::RequestWithdrawal {
@@ -342,6 +350,7 @@ fn kyc_commands_round_trip_and_version_2_records_still_decode() {
     let c = Command::SetKycLevel {
         user: UserId(3),
         level: 1,
+        by: None,
     };
     let mut old = c.encode();
     old[..2].copy_from_slice(&2u16.to_le_bytes());

@@ -23,12 +23,30 @@ impl Both {
         let mut r = ReferenceEngine::new();
         // Replay the harness's setup into the reference.
         let setup: Vec<Command> = vec![
-            Command::AddAsset(asset("BTC")),
-            Command::AddAsset(asset("ETH")),
-            Command::AddAsset(asset("USDT")),
-            Command::AddPair(pair("BTCUSDT", BTC, USDT, 1_000_000, 1_000, 5 * ONE)),
-            Command::AddPair(pair("ETHUSDT", ETH, USDT, 1_000_000, 10_000, 5 * ONE)),
-            Command::AddPair(pair("ETHBTC", ETH, BTC, 100, 100_000, 10_000)),
+            Command::AddAsset {
+                spec: asset("BTC"),
+                by: None,
+            },
+            Command::AddAsset {
+                spec: asset("ETH"),
+                by: None,
+            },
+            Command::AddAsset {
+                spec: asset("USDT"),
+                by: None,
+            },
+            Command::AddPair {
+                spec: Box::new(pair("BTCUSDT", BTC, USDT, 1_000_000, 1_000, 5 * ONE)),
+                by: None,
+            },
+            Command::AddPair {
+                spec: Box::new(pair("ETHUSDT", ETH, USDT, 1_000_000, 10_000, 5 * ONE)),
+                by: None,
+            },
+            Command::AddPair {
+                spec: Box::new(pair("ETHBTC", ETH, BTC, 100, 100_000, 10_000)),
+                by: None,
+            },
         ];
         let mut out = Vec::new();
         for (i, c) in setup.iter().enumerate() {
@@ -94,6 +112,7 @@ impl Both {
             amount,
             tx_hash: tx,
             confirmations: 100,
+            by: None,
         });
     }
 
@@ -353,6 +372,7 @@ fn large_withdrawal_alert_and_block() {
     b.ok(Command::SetKycLevel {
         user: alice,
         level: 2,
+        by: None,
     });
     let withdraw = |amount| Command::RequestWithdrawal {
         user: alice,
@@ -755,6 +775,8 @@ fn rules_are_validated_updated_and_deleted() {
     b.ok(Command::SetUserStatus {
         user: alice,
         status: UserStatus::Suspended,
+        cancel_orders: true,
+        by: None,
     });
     assert_eq!(
         b.reject(Command::DeleteRiskRule {
@@ -906,6 +928,8 @@ fn roles_are_granted_and_revoked_one_at_a_time() {
     b.ok(Command::SetUserStatus {
         user: alice,
         status: UserStatus::Suspended,
+        cancel_orders: true,
+        by: None,
     });
     assert_eq!(
         b.reject(revoke(admin, roles::ADMIN)),
@@ -916,6 +940,8 @@ fn roles_are_granted_and_revoked_one_at_a_time() {
     b.ok(Command::SetUserStatus {
         user: alice,
         status: UserStatus::Active,
+        cancel_orders: true,
+        by: None,
     });
     b.ok(revoke(admin, roles::ADMIN));
     assert_eq!(

@@ -413,6 +413,7 @@ fn filters_and_reject_order() {
     h.ok(Command::SetPairStatus {
         pair: BTCUSDT,
         status: PairStatus::Halt,
+        by: None,
     });
     assert_eq!(
         h.reject(Command::PlaceOrder(limit(
@@ -427,10 +428,13 @@ fn filters_and_reject_order() {
     h.ok(Command::SetPairStatus {
         pair: BTCUSDT,
         status: PairStatus::Trading,
+        by: None,
     });
     h.ok(Command::SetUserStatus {
         user: a,
         status: UserStatus::Suspended,
+        cancel_orders: true,
+        by: None,
     });
     assert_eq!(
         h.reject(Command::PlaceOrder(limit(
@@ -444,6 +448,183 @@ fn filters_and_reject_order() {
     );
 }
 
+/// Alice with resting orders on BTCUSDT (a bid, and a stop) and ETHUSDT
+/// (an ask), beside Bob's orders at the same prices; the last BTCUSDT price
+/// is 30000. Returns her order ids in placement order.
+fn suspension_setup() -> (Harness, UserId, UserId, Vec<OrderId>) {
+    let mut h = Harness::new();
+    let (a, b) = (h.user("alice"), h.user("bob"));
+    h.fund(a, USDT, 100_000 * ONE);
+    h.fund(a, BTC, 3 * ONE);
+    h.fund(a, ETH, 10 * ONE);
+    h.fund(b, USDT, 100_000 * ONE);
+    h.fund(b, BTC, 3 * ONE);
+    h.fund(b, ETH, 10 * ONE);
+    // A trade at 30000 sets BTCUSDT's last price, so a stop may rest.
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Sell,
+        P30K,
+        ONE,
+    )));
+    h.ok(Command::PlaceOrder(limit(a, BTCUSDT, Side::Buy, P30K, ONE)));
+    let mut ids = Vec::new();
+    for o in [
+        limit(a, BTCUSDT, Side::Buy, 2_900_000, ONE / 2),
+        limit(a, ETHUSDT, Side::Sell, 200_000, 4 * ONE),
+        limit(a, BTCUSDT, Side::Buy, 2_900_000, ONE / 4),
+    ] {
+        ids.push(accepted_id(&h.ok(Command::PlaceOrder(o))));
+    }
+    let mut sl = limit(a, BTCUSDT, Side::Sell, 2_800_000, ONE / 2);
+    sl.kind = OrderType::StopLossLimit;
+    sl.stop_price = Price(2_850_000);
+    ids.push(accepted_id(&h.ok(Command::PlaceOrder(sl))));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        BTCUSDT,
+        Side::Buy,
+        2_900_000,
+        ONE,
+    )));
+    h.ok(Command::PlaceOrder(limit(
+        b,
+        ETHUSDT,
+        Side::Sell,
+        200_000,
+        ONE,
+    )));
+    (h, a, b, ids)
+}
+
+fn suspend(user: UserId, cancel_orders: bool) -> Command {
+    Command::SetUserStatus {
+        user,
+        status: UserStatus::Suspended,
+        cancel_orders,
+        by: Some(UserId(1)),
+    }
+}
+
+/// Format 8: suspending a user cancels their open orders on every pair,
+/// resting and waiting stops, in ascending id, with the events of their own
+/// cancels; funds unfreeze to the unit and the book keeps only others'.
+#[test]
+fn suspending_a_user_cancels_their_orders_on_every_pair() {
+    let (mut h, a, b, ids) = suspension_setup();
+    let free = |h: &Harness| [BTC, ETH, USDT].map(|x| h.bal(a, x).0 + h.bal(a, x).1);
+    let totals = free(&h);
+    assert_ne!(h.bal(a, USDT).1, 0);
+    assert_ne!(h.bal(a, BTC).1, 0);
+    assert_ne!(h.bal(a, ETH).1, 0);
+    let bob_before = [BTC, ETH, USDT].map(|x| h.bal(b, x));
+    let ev = h.ok(suspend(a, true));
+    assert_eq!(
+        ev[0],
+        Event::UserStatusChanged {
+            user: a,
+            status: UserStatus::Suspended
+        }
+    );
+    let done: Vec<OrderId> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::OrderDone {
+                order,
+                user,
+                status: OrderStatus::Canceled,
+                ..
+            } if *user == a => Some(*order),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(done, sorted, "every order, by id");
+    // Each cancel as a user cancel emits it: the release, then the end.
+    let mut own = suspension_setup().0;
+    let mut expected = vec![ev[0].clone()];
+    for (id, pair) in sorted.iter().zip([BTCUSDT, ETHUSDT, BTCUSDT, BTCUSDT]) {
+        expected.extend(own.ok(Command::CancelOrder {
+            user: a,
+            pair,
+            target: OrderRef::Id(*id),
+        }));
+    }
+    assert_eq!(ev, expected);
+    for id in &ids {
+        assert!(h.e.order(*id).is_none(), "{id:?} still open");
+    }
+    assert_eq!(h.e.user(a).unwrap().open_orders, 0);
+    for x in [BTC, ETH, USDT] {
+        assert_eq!(h.bal(a, x).1, 0, "{x:?} still frozen");
+    }
+    assert_eq!(free(&h), totals, "nothing but freezes moved");
+    assert_eq!([BTC, ETH, USDT].map(|x| h.bal(b, x)), bob_before);
+    // The book holds Bob's orders only.
+    assert_eq!(h.e.depth(BTCUSDT, Side::Buy, 10), vec![(2_900_000, ONE)]);
+    assert_eq!(h.e.depth(ETHUSDT, Side::Sell, 10), vec![(200_000, ONE)]);
+    for pair in [BTCUSDT, ETHUSDT, ETHBTC] {
+        for side in [Side::Buy, Side::Sell] {
+            assert!(h.e.book_orders(pair, side).iter().all(|o| o.user == b));
+        }
+    }
+    // Unlocking touches no order; Bob's stay.
+    let open = h.e.open_order_count();
+    let ev = h.ok(Command::SetUserStatus {
+        user: a,
+        status: UserStatus::Active,
+        cancel_orders: true,
+        by: Some(UserId(1)),
+    });
+    assert_eq!(ev.len(), 1);
+    assert_eq!(h.e.open_order_count(), open);
+    // Suspending a user without orders emits the status change alone.
+    assert_eq!(h.ok(suspend(a, true)).len(), 1);
+    h.e.assert_invariants();
+}
+
+/// Regression guard for replay: a format 7 `SetUserStatus` record (no
+/// `cancel_orders`) suspended without canceling, and replays that way.
+#[test]
+fn a_format_7_suspension_replayed_keeps_the_orders() {
+    let (mut h, a, _, ids) = suspension_setup();
+    let mut v7 = vec![7u8, 0];
+    v7.extend_from_slice(&8u32.to_le_bytes()); // SetUserStatus
+    v7.extend_from_slice(&a.0.to_le_bytes());
+    v7.extend_from_slice(&1u32.to_le_bytes()); // Suspended
+    let cmd = Command::decode(&v7).unwrap();
+    assert_eq!(
+        cmd,
+        Command::SetUserStatus {
+            user: a,
+            status: UserStatus::Suspended,
+            cancel_orders: false,
+            by: None
+        }
+    );
+    let frozen = [BTC, ETH, USDT].map(|x| h.bal(a, x));
+    let open = h.e.open_order_count();
+    let ev = h.ok(cmd);
+    assert_eq!(
+        ev,
+        vec![Event::UserStatusChanged {
+            user: a,
+            status: UserStatus::Suspended
+        }]
+    );
+    assert_eq!(h.e.open_order_count(), open);
+    for id in &ids {
+        assert!(h.e.order(*id).is_some());
+    }
+    assert_eq!([BTC, ETH, USDT].map(|x| h.bal(a, x)), frozen);
+    // The same state as a format 8 suspension that keeps orders.
+    let mut new = suspension_setup().0;
+    new.ok(suspend(a, false));
+    assert_eq!(new.e.state_hash(), h.e.state_hash());
+}
+
 #[test]
 fn deposits_are_idempotent_and_wait_for_confirmations() {
     let mut h = Harness::new();
@@ -454,6 +635,7 @@ fn deposits_are_idempotent_and_wait_for_confirmations() {
         amount: ONE,
         tx_hash: "0xabc".into(),
         confirmations: c,
+        by: None,
     };
     h.ok(dep(1));
     assert_eq!(h.bal(a, BTC), (0, 0));
@@ -469,7 +651,8 @@ fn deposits_are_idempotent_and_wait_for_confirmations() {
             asset: BTC,
             amount: ONE,
             tx_hash: "0xabc".into(),
-            confirmations: 5
+            confirmations: 5,
+            by: None
         }),
         RejectReason::DepositUserMismatch
     );
@@ -487,22 +670,31 @@ fn withdrawal_lifecycle_conserves() {
         address: "bc1q".into(),
     };
     assert_eq!(h.reject(w.clone()), RejectReason::KycRequired);
-    h.ok(Command::SetKycLevel { user: a, level: 1 });
+    h.ok(Command::SetKycLevel {
+        user: a,
+        level: 1,
+        by: None,
+    });
     h.ok(w.clone());
     assert_eq!(h.bal(a, BTC), (ONE / 2 - 500, ONE / 2 + 500));
-    h.ok(Command::RejectWithdrawal { withdrawal: 1 });
+    h.ok(Command::RejectWithdrawal {
+        withdrawal: 1,
+        by: None,
+    });
     assert_eq!(h.bal(a, BTC), (ONE, 0));
     h.ok(w);
     h.ok(Command::CompleteWithdrawal {
         withdrawal: 2,
         tx_hash: "0xdead".into(),
+        by: None,
     });
     assert_eq!(h.bal(a, BTC), (ONE / 2 - 500, 0));
     assert_eq!(h.bal(h.e.fee_account(), BTC), (500, 0));
     assert_eq!(
         h.reject(Command::CompleteWithdrawal {
             withdrawal: 2,
-            tx_hash: "0xdead".into()
+            tx_hash: "0xdead".into(),
+            by: None
         }),
         RejectReason::WithdrawalNotPending
     );
@@ -562,10 +754,13 @@ fn limit_maker_with_ioc_tif_counts_against_open_order_limit() {
     let mut h = Harness::new();
     let a = h.user("alice");
     h.fund(a, USDT, 100_000 * ONE);
-    h.ok(Command::SetLimits(Limits {
-        max_open_orders_per_user: 2,
-        ..Limits::default()
-    }));
+    h.ok(Command::SetLimits {
+        limits: Limits {
+            max_open_orders_per_user: 2,
+            ..Limits::default()
+        },
+        by: None,
+    });
     h.ok(Command::PlaceOrder(limit(
         a,
         BTCUSDT,
@@ -834,20 +1029,26 @@ fn failed_logins_lock_password_login_until_the_lockout_ends() {
 fn lockout_policy_comes_from_the_limits() {
     let mut h = Harness::new();
     let a = h.user("alice");
-    h.ok(Command::SetLimits(Limits {
-        max_failed_logins: 2,
-        lockout_ms: 1_000,
-        ..Limits::default()
-    }));
+    h.ok(Command::SetLimits {
+        limits: Limits {
+            max_failed_logins: 2,
+            lockout_ms: 1_000,
+            ..Limits::default()
+        },
+        by: None,
+    });
     h.ok(login(a, false));
     let (_, n, until) = login_result(&h.ok(login(a, false)));
     assert_eq!((n, until), (2, h.ts + 1_000));
     // 0 = never lock.
     let b = h.user("bob");
-    h.ok(Command::SetLimits(Limits {
-        max_failed_logins: 0,
-        ..Limits::default()
-    }));
+    h.ok(Command::SetLimits {
+        limits: Limits {
+            max_failed_logins: 0,
+            ..Limits::default()
+        },
+        by: None,
+    });
     for n in 1..=20 {
         assert_eq!(login_result(&h.ok(login(b, false))), (false, n, 0));
     }
@@ -868,10 +1069,13 @@ fn new_key(user: UserId, api_key: &str, kind: ApiKeyKind) -> Command {
 fn api_keys_are_bounded_unique_and_revocable() {
     let mut h = Harness::new();
     let (a, b) = (h.user("alice"), h.user("bob"));
-    h.ok(Command::SetLimits(Limits {
-        max_api_keys_per_user: 2,
-        ..Limits::default()
-    }));
+    h.ok(Command::SetLimits {
+        limits: Limits {
+            max_api_keys_per_user: 2,
+            ..Limits::default()
+        },
+        by: None,
+    });
     let ev = h.ok(new_key(a, "KeyA1", ApiKeyKind::Hmac));
     let created = h.ts;
     assert_eq!(
@@ -975,6 +1179,8 @@ fn api_keys_are_bounded_unique_and_revocable() {
     h.ok(Command::SetUserStatus {
         user: a,
         status: UserStatus::Suspended,
+        cancel_orders: true,
+        by: None,
     });
     assert_eq!(
         h.reject(new_key(a, "KeyA4", ApiKeyKind::Hmac)),
@@ -997,12 +1203,15 @@ fn version_1_journal_records_still_decode() {
     }
     assert_eq!(
         Command::decode(&v1).unwrap(),
-        Command::SetLimits(Limits {
-            max_open_orders_per_user: 7,
-            max_open_orders_total: 8,
-            max_api_keys_per_user: 9,
-            ..Limits::default()
-        })
+        Command::SetLimits {
+            limits: Limits {
+                max_open_orders_per_user: 7,
+                max_open_orders_total: 8,
+                max_api_keys_per_user: 9,
+                ..Limits::default()
+            },
+            by: None
+        }
     );
     assert!(Command::decode(&v1[..10]).is_err());
     // Every other version 1 record is encoded as today.
@@ -1012,7 +1221,10 @@ fn version_1_journal_records_still_decode() {
     assert_eq!(Command::decode(&old).unwrap(), c);
     // The current encoding round-trips, new commands included.
     for c in [
-        Command::SetLimits(Limits::default()),
+        Command::SetLimits {
+            limits: Limits::default(),
+            by: None,
+        },
         new_key(UserId(3), "Key", ApiKeyKind::Ed25519),
         login(UserId(3), false),
     ] {

@@ -281,6 +281,7 @@ async fn approve_withdrawal(
         Command::CompleteWithdrawal {
             withdrawal: id,
             tx_hash: r.tx_hash,
+            by: Some(caller),
         },
     )
     .await?;
@@ -296,11 +297,18 @@ async fn reject_withdrawal(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, roles) = authenticate(&st, &headers)?;
+    let (caller, roles) = authenticate(&st, &headers)?;
     require(roles, "withdrawals:approve")?;
     let id = path_id(path, "withdrawal")?;
     empty_body(body)?;
-    let o = execute(&st, Command::RejectWithdrawal { withdrawal: id }).await?;
+    let o = execute(
+        &st,
+        Command::RejectWithdrawal {
+            withdrawal: id,
+            by: Some(caller),
+        },
+    )
+    .await?;
     check(&o)?;
     withdrawal_reply(&st, &o.events)
 }
@@ -440,12 +448,24 @@ async fn set_status(
     if u.id == caller && status != UserStatus::Active {
         return Err(conflict("You cannot lock your own account."));
     }
-    let o = execute(&st, Command::SetUserStatus { user: u.id, status }).await?;
+    let o = execute(
+        &st,
+        Command::SetUserStatus {
+            user: u.id,
+            status,
+            // A suspension ends the user's open orders in the same command.
+            cancel_orders: status == UserStatus::Suspended,
+            by: Some(caller),
+        },
+    )
+    .await?;
     check(&o)?;
     reply(StatusCode::OK, admin_user_json(&user_view(&st, u.id)?))
 }
 
-/// SUSPENDED: password login, JWTs, API keys and new orders are refused.
+/// SUSPENDED: password login, JWTs, API keys and new orders are refused,
+/// and the user's open orders on every pair are canceled in the same
+/// command (`cancel_orders`; the unlock touches no order).
 async fn lock_user(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -549,7 +569,7 @@ async fn set_kyc_level(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, caller_roles) = authenticate(&st, &headers)?;
+    let (caller, caller_roles) = authenticate(&st, &headers)?;
     require(caller_roles, "kyc:review")?;
     let id = UserId(path_id(path, "user")?);
     user_view(&st, id)?;
@@ -562,6 +582,7 @@ async fn set_kyc_level(
         Command::SetKycLevel {
             user: id,
             level: r.level,
+            by: Some(caller),
         },
     )
     .await?;
@@ -749,14 +770,21 @@ async fn create_pair(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, roles) = authenticate(&st, &headers)?;
+    let (caller, roles) = authenticate(&st, &headers)?;
     require(roles, "pairs:write")?;
     let obj = body_object(body)?;
     require_fees_if_sent(roles, &obj)?;
     let cfg: PairConfig = from_object(obj)?;
     let specs = asset_specs(&st);
     let spec = pair_spec(cfg, &specs, st.default_price_band_pct)?;
-    let o = execute(&st, Command::AddPair(spec)).await?;
+    let o = execute(
+        &st,
+        Command::AddPair {
+            spec: Box::new(spec),
+            by: Some(caller),
+        },
+    )
+    .await?;
     check(&o)?;
     let p = o
         .events
@@ -788,9 +816,10 @@ struct PairUpdate {
     status: Option<PairStatusConfig>,
 }
 
-/// Validate `cfg` and journal it as the pair's new spec.
+/// Validate `cfg` and journal it as the pair's new spec, by admin `by`.
 async fn submit_pair_update(
     st: &AppState,
+    by: UserId,
     current: &Pair,
     cfg: PairConfig,
     specs: &[AssetSpec],
@@ -800,7 +829,8 @@ async fn submit_pair_update(
         st,
         Command::UpdatePair {
             pair: current.id,
-            spec,
+            spec: Box::new(spec),
+            by: Some(by),
         },
     )
     .await?;
@@ -821,7 +851,7 @@ async fn update_pair(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, roles) = authenticate(&st, &headers)?;
+    let (caller, roles) = authenticate(&st, &headers)?;
     require(roles, "pairs:write")?;
     let current = find_pair(&st, &path_key(path)?)?;
     let obj = body_object(body)?;
@@ -849,7 +879,7 @@ async fn update_pair(
         let zero = engine::decimal::parse_units(v.as_str(), 18).is_ok_and(|x| x == 0);
         cfg.max_notional = if zero { None } else { Some(v) };
     }
-    let p = submit_pair_update(&st, &current, cfg, &specs).await?;
+    let p = submit_pair_update(&st, caller, &current, cfg, &specs).await?;
     reply(StatusCode::OK, pair_json(&p, &specs))
 }
 
@@ -866,7 +896,7 @@ async fn set_pair_status(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, roles) = authenticate(&st, &headers)?;
+    let (caller, roles) = authenticate(&st, &headers)?;
     require(roles, "pairs:write")?;
     let current = find_pair(&st, &path_key(path)?)?;
     let r: StatusReq = parse(body)?;
@@ -875,6 +905,7 @@ async fn set_pair_status(
         Command::SetPairStatus {
             pair: current.id,
             status: r.status.into(),
+            by: Some(caller),
         },
     )
     .await?;
@@ -908,7 +939,7 @@ async fn set_fees(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, roles) = authenticate(&st, &headers)?;
+    let (caller, roles) = authenticate(&st, &headers)?;
     require(roles, "fees:write")?;
     let current = find_pair(&st, &path_key(path)?)?;
     let r: FeesReq = parse(body)?;
@@ -923,7 +954,7 @@ async fn set_fees(
     if let Some(v) = r.taker_fee {
         cfg.taker_fee = v;
     }
-    let p = submit_pair_update(&st, &current, cfg, &specs).await?;
+    let p = submit_pair_update(&st, caller, &current, cfg, &specs).await?;
     reply(StatusCode::OK, fee_json(&p))
 }
 
@@ -1011,11 +1042,18 @@ async fn create_asset(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, roles) = authenticate(&st, &headers)?;
+    let (caller, roles) = authenticate(&st, &headers)?;
     require(roles, "assets:write")?;
     let cfg: AssetConfig = parse(body)?;
     let spec = asset_spec(cfg)?;
-    let o = execute(&st, Command::AddAsset(spec)).await?;
+    let o = execute(
+        &st,
+        Command::AddAsset {
+            spec,
+            by: Some(caller),
+        },
+    )
+    .await?;
     check(&o)?;
     let a = o
         .events
@@ -1046,7 +1084,7 @@ async fn update_asset(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, roles) = authenticate(&st, &headers)?;
+    let (caller, roles) = authenticate(&st, &headers)?;
     require(roles, "assets:write")?;
     let (id, current) = find_asset(&st, &path_key(path)?)?;
     let u: AssetUpdate = parse(body)?;
@@ -1070,7 +1108,15 @@ async fn update_asset(
         cfg.active = v;
     }
     let spec = asset_spec(cfg)?;
-    let o = execute(&st, Command::UpdateAsset { asset: id, spec }).await?;
+    let o = execute(
+        &st,
+        Command::UpdateAsset {
+            asset: id,
+            spec,
+            by: Some(caller),
+        },
+    )
+    .await?;
     check(&o)?;
     let a = o
         .events

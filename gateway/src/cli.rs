@@ -499,9 +499,21 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
     let pairs = cfg
         .pair_specs(&assets)
         .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    let mut bootstrap = vec![engine::Command::SetLimits(cfg.engine_limits())];
-    bootstrap.extend(assets.into_iter().map(engine::Command::AddAsset));
-    bootstrap.extend(pairs.into_iter().map(engine::Command::AddPair));
+    // Issued by the server itself at first start: no acting admin.
+    let by = None;
+    let mut bootstrap = vec![engine::Command::SetLimits {
+        limits: cfg.engine_limits(),
+        by,
+    }];
+    bootstrap.extend(
+        assets
+            .into_iter()
+            .map(|spec| engine::Command::AddAsset { spec, by }),
+    );
+    bootstrap.extend(pairs.into_iter().map(|spec| engine::Command::AddPair {
+        spec: Box::new(spec),
+        by,
+    }));
     let rl = &cfg.rate_limits;
     let opts = crate::server::ServeOptions {
         addr: cfg.http.addr,

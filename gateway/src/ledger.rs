@@ -211,16 +211,19 @@ mod tests {
         run(
             &mut e,
             &mut w,
-            Command::AddAsset(AssetSpec {
-                symbol: "BTC".into(),
-                name: "Bitcoin".into(),
-                decimals: 8,
-                min_withdraw_units: 10,
-                withdraw_fee_units: 2,
-                daily_withdraw_limit_units: 0,
-                confirmations: 1,
-                active: true,
-            }),
+            Command::AddAsset {
+                spec: AssetSpec {
+                    symbol: "BTC".into(),
+                    name: "Bitcoin".into(),
+                    decimals: 8,
+                    min_withdraw_units: 10,
+                    withdraw_fee_units: 2,
+                    daily_withdraw_limit_units: 0,
+                    confirmations: 1,
+                    active: true,
+                },
+                by: None,
+            },
         );
         run(
             &mut e,
@@ -239,6 +242,7 @@ mod tests {
             Command::SetKycLevel {
                 user: alice,
                 level: 1,
+                by: None,
             },
         );
         run(
@@ -250,6 +254,7 @@ mod tests {
                 amount: 1_000,
                 tx_hash: "t1".into(),
                 confirmations: 1,
+                by: None,
             },
         );
         run(
@@ -278,7 +283,14 @@ mod tests {
         assert_eq!(rows[2].kind(), ("FREEZE", Some(("WITHDRAWAL", 1))));
         assert_eq!(a.deposits, vec![1]);
         assert_eq!(a.withdrawals, vec![1]);
-        run(&mut e, &mut w, Command::RejectWithdrawal { withdrawal: 1 });
+        run(
+            &mut e,
+            &mut w,
+            Command::RejectWithdrawal {
+                withdrawal: 1,
+                by: None,
+            },
+        );
         let a = w.user(alice).unwrap();
         assert_eq!(a.ledger.len(), 3);
         assert!(a.ledger_truncated);

@@ -985,7 +985,7 @@ async fn admin_deposit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
-    let (_, roles) = authenticate(&st, &headers)?;
+    let (caller, roles) = authenticate(&st, &headers)?;
     require(roles, "deposits:write")?;
     let r: DepositReq = parse(body)?;
     let user = st
@@ -1039,6 +1039,7 @@ async fn admin_deposit(
             amount,
             tx_hash: r.tx_hash,
             confirmations: r.confirmations,
+            by: Some(caller),
         },
     )
     .await?;

@@ -1,7 +1,8 @@
 //! Black-box tests of the native administration API (`/api/v1/admin/*`)
 //! against a real `mini-exchange serve` process: RBAC (no token, a TRADER,
 //! an OPERATOR without `roles:grant`), users (paged list, lock: password
-//! login, bearer tokens, API keys and orders refused; unlock; grant and
+//! login, bearer tokens, API keys and orders refused, open orders on every
+//! pair canceled and their funds freed; unlock; grant and
 //! revoke roles; the last ADMIN kept), trading pairs (HALT and CANCEL_ONLY
 //! refuse new orders over the Binance REST API, filters and the fee
 //! schedule change what exchangeInfo, /api/v3/account and trades show, a
@@ -224,6 +225,37 @@ fn users_pairs_assets_rbac_errors_and_restart() {
         "{r}"
     );
 
+    // Alice rests bids on two pairs; bob's book stays empty.
+    let mut resting = Vec::new();
+    for o in [
+        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.5&price=20000",
+        "symbol=ETHUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=2&price=1500",
+        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.25&price=19000",
+    ] {
+        let o = alice_key.order(&s, o);
+        assert_eq!(o["status"], "NEW", "{o}");
+        resting.push(o["orderId"].as_u64().unwrap());
+    }
+    let usdt = |key: &Trader| {
+        let r = key.call(&s, "GET", "/api/v3/account", "");
+        assert_eq!(r.status, 200, "{}", r.json);
+        let b = r.json["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["asset"] == "USDT")
+            .cloned()
+            .unwrap();
+        (
+            b["free"].as_str().unwrap().to_string(),
+            b["locked"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(
+        usdt(&alice_key),
+        ("82250.00000000".into(), "17750.00000000".into())
+    );
+
     // Lock alice: login, her token, her API key and her orders are refused.
     let r = ok(send(
         &s,
@@ -265,6 +297,25 @@ fn users_pairs_assets_rbac_errors_and_restart() {
         b"",
     ));
     assert_eq!(r["status"], "ACTIVE");
+    // The lock canceled her open orders, every pair, and freed their funds
+    // (to the unit: nothing traded); the books no longer show them.
+    let r = alice_key.call(&s, "GET", "/api/v3/openOrders", "");
+    assert_eq!((r.status, r.json.clone()), (200, json!([])));
+    assert_eq!(
+        usdt(&alice_key),
+        ("100000.00000000".into(), "0.00000000".into())
+    );
+    for (id, symbol) in resting.iter().zip(["BTCUSDT", "ETHUSDT", "BTCUSDT"]) {
+        let r = alice_key.call(
+            &s,
+            "GET",
+            "/api/v3/order",
+            &format!("symbol={symbol}&orderId={id}"),
+        );
+        assert_eq!(r.json["status"], "CANCELED", "{}", r.json);
+        let d = s.req("GET", &format!("/api/v3/depth?symbol={symbol}"), &[], b"");
+        assert_eq!(d.json["bids"], json!([]), "{symbol}: {}", d.json);
+    }
     ok(get(&s, "/api/v1/wallet/balances", &alice));
     login(&s, "alice", "alice-password-1");
     let o = alice_key.order(&s, order);
@@ -381,6 +432,15 @@ fn users_pairs_assets_rbac_errors_and_restart() {
         json!({}),
     ));
     let alice = login(&s, "alice", "alice-password-1");
+    // That lock canceled her bid too; she bids again.
+    let r = alice_key.call(
+        &s,
+        "GET",
+        "/api/v3/order",
+        &format!("symbol=BTCUSDT&orderId={buy_id}"),
+    );
+    assert_eq!(r.json["status"], "CANCELED", "{}", r.json);
+    let buy_id = alice_key.order(&s, order)["orderId"].as_u64().unwrap();
     // Granting again changes nothing.
     let r = ok(send(
         &s,

@@ -44,26 +44,35 @@ fn populate(data: &DataDir) -> u64 {
         active: true,
     };
     let mut cmds = vec![
-        Command::AddAsset(asset("BTC")),
-        Command::AddAsset(asset("USDT")),
-        Command::AddPair(PairSpec {
-            symbol: "BTCUSDT".into(),
-            base: AssetId(1),
-            quote: AssetId(2),
-            tick_units: 1_000_000,
-            step_units: 1_000,
-            min_qty_units: 1_000,
-            max_qty_units: 900_000_000_000,
-            market_max_qty_units: 900_000_000_000,
-            min_notional_units: 500_000_000,
-            max_notional_units: 0,
-            min_price_ticks: 1,
-            max_price_ticks: 100_000_000_000,
-            maker_fee_e8: 100_000,
-            taker_fee_e8: 100_000,
-            price_band_pct: 50,
-            status: PairStatus::Trading,
-        }),
+        Command::AddAsset {
+            spec: asset("BTC"),
+            by: None,
+        },
+        Command::AddAsset {
+            spec: asset("USDT"),
+            by: None,
+        },
+        Command::AddPair {
+            spec: Box::new(PairSpec {
+                symbol: "BTCUSDT".into(),
+                base: AssetId(1),
+                quote: AssetId(2),
+                tick_units: 1_000_000,
+                step_units: 1_000,
+                min_qty_units: 1_000,
+                max_qty_units: 900_000_000_000,
+                market_max_qty_units: 900_000_000_000,
+                min_notional_units: 500_000_000,
+                max_notional_units: 0,
+                min_price_ticks: 1,
+                max_price_ticks: 100_000_000_000,
+                maker_fee_e8: 100_000,
+                taker_fee_e8: 100_000,
+                price_band_pct: 50,
+                status: PairStatus::Trading,
+            }),
+            by: None,
+        },
     ];
     for u in 1..=4u64 {
         cmds.push(Command::CreateUser {
@@ -79,6 +88,7 @@ fn populate(data: &DataDir) -> u64 {
                 amount: 1_000_000_000_000_000,
                 tx_hash: format!("tx{u}{a}"),
                 confirmations: 1,
+                by: None,
             });
         }
     }

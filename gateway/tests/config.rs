@@ -184,9 +184,15 @@ fn default_specs_are_accepted_by_the_engine() {
     let mut seq = 0;
     let cmds = assets
         .into_iter()
-        .map(Command::AddAsset)
-        .chain(pairs.into_iter().map(Command::AddPair))
-        .chain([Command::SetLimits(c.engine_limits())]);
+        .map(|spec| Command::AddAsset { spec, by: None })
+        .chain(pairs.into_iter().map(|spec| Command::AddPair {
+            spec: Box::new(spec),
+            by: None,
+        }))
+        .chain([Command::SetLimits {
+            limits: c.engine_limits(),
+            by: None,
+        }]);
     for cmd in cmds {
         seq += 1;
         out.clear();

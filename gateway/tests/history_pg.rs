@@ -268,7 +268,8 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
         );
     }
     // Role changes and template edits name the acting admin (journaled
-    // with the command since format 7).
+    // with the command since format 7), and since format 8 so do the other
+    // admin commands: deposits, a lock and an unlock.
     let h = format!("Bearer {admin}");
     let auth = [
         ("Authorization", h.as_str()),
@@ -307,7 +308,43 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
         br#"{"subject":"Filled: {symbol}"}"#,
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    for path in ["lock", "unlock"] {
+        let r = s.req(
+            "POST",
+            &format!("/api/v1/admin/users/{bob_id}/{path}"),
+            &auth,
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     wait_persisted(&s);
+    let r = audit("?action=deposit.post", &admin);
+    let logs = r.json["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 2, "{}", r.body);
+    assert!(logs.iter().all(|l| l["user_id"] == admin_id), "{}", r.body);
+    let r = audit("?resource_type=USER", &admin);
+    let logs = r.json["logs"].as_array().unwrap();
+    let acts: Vec<(&str, &Value)> = logs
+        .iter()
+        .map(|l| (l["action"].as_str().unwrap(), &l["user_id"]))
+        .collect();
+    assert_eq!(
+        acts,
+        vec![
+            ("user.set_status", &admin_id),
+            ("user.set_status", &admin_id)
+        ],
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        logs[1]["new_values"]["SetUserStatus"]["status"],
+        "Suspended"
+    );
+    assert_eq!(
+        logs[1]["new_values"]["SetUserStatus"]["cancel_orders"],
+        true
+    );
     let r = audit("?resource_type=ROLE", &admin);
     let logs = r.json["logs"].as_array().unwrap();
     let acts: Vec<(&str, &str, &Value)> = logs

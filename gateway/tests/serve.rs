@@ -258,9 +258,19 @@ fn write_journal(data: &Path, users: u64, orders: u64, segment_size: u64) -> u64
     let cfg = gateway::config::load(None, &|_: &str| None).unwrap();
     let assets = cfg.asset_specs().unwrap();
     let pairs = cfg.pair_specs(&assets).unwrap();
-    let mut cmds = vec![Cmd::SetLimits(cfg.engine_limits())];
-    cmds.extend(assets.into_iter().map(Cmd::AddAsset));
-    cmds.extend(pairs.into_iter().map(Cmd::AddPair));
+    let mut cmds = vec![Cmd::SetLimits {
+        limits: cfg.engine_limits(),
+        by: None,
+    }];
+    cmds.extend(
+        assets
+            .into_iter()
+            .map(|spec| Cmd::AddAsset { spec, by: None }),
+    );
+    cmds.extend(pairs.into_iter().map(|spec| Cmd::AddPair {
+        spec: Box::new(spec),
+        by: None,
+    }));
     for u in 0..users {
         cmds.push(Cmd::CreateUser {
             username: format!("gen{u}"),
@@ -299,6 +309,7 @@ fn write_journal(data: &Path, users: u64, orders: u64, segment_size: u64) -> u64
                 amount,
                 credit: true,
                 reason: "test funding".into(),
+                by: None,
             });
         }
     }

@@ -357,8 +357,8 @@ fn write_past_day(dir: &std::path::Path) {
         ..journal::JournalConfig::new(data.journal())
     })
     .unwrap();
-    let asset = |symbol: &str| {
-        Command::AddAsset(AssetSpec {
+    let asset = |symbol: &str| Command::AddAsset {
+        spec: AssetSpec {
             symbol: symbol.into(),
             name: symbol.into(),
             decimals: 8,
@@ -367,7 +367,8 @@ fn write_past_day(dir: &std::path::Path) {
             daily_withdraw_limit_units: 0,
             confirmations: 1,
             active: true,
-        })
+        },
+        by: None,
     };
     let user = |name: &str| Command::CreateUser {
         username: name.into(),
@@ -381,6 +382,7 @@ fn write_past_day(dir: &std::path::Path) {
         amount,
         tx_hash: format!("past-{user}-{asset}"),
         confirmations: 1,
+        by: None,
     };
     let order = |user: u64, side: Side, tif: TimeInForce, qty: u64| {
         Command::PlaceOrder(NewOrder {
@@ -400,24 +402,27 @@ fn write_past_day(dir: &std::path::Path) {
     let commands = [
         asset("BTC"),
         asset("USDT"),
-        Command::AddPair(PairSpec {
-            symbol: "BTCUSDT".into(),
-            base: AssetId(1),
-            quote: AssetId(2),
-            tick_units: 1_000_000,
-            step_units: 1_000,
-            min_qty_units: 1_000,
-            max_qty_units: 9_000 * ONE,
-            market_max_qty_units: 9_000 * ONE,
-            min_notional_units: 5 * ONE,
-            max_notional_units: 0,
-            min_price_ticks: 1,
-            max_price_ticks: 1_000_000_000,
-            maker_fee_e8: 100_000,
-            taker_fee_e8: 100_000,
-            price_band_pct: 0,
-            status: PairStatus::Trading,
-        }),
+        Command::AddPair {
+            spec: Box::new(PairSpec {
+                symbol: "BTCUSDT".into(),
+                base: AssetId(1),
+                quote: AssetId(2),
+                tick_units: 1_000_000,
+                step_units: 1_000,
+                min_qty_units: 1_000,
+                max_qty_units: 9_000 * ONE,
+                market_max_qty_units: 9_000 * ONE,
+                min_notional_units: 5 * ONE,
+                max_notional_units: 0,
+                min_price_ticks: 1,
+                max_price_ticks: 1_000_000_000,
+                maker_fee_e8: 100_000,
+                taker_fee_e8: 100_000,
+                price_band_pct: 0,
+                status: PairStatus::Trading,
+            }),
+            by: None,
+        },
         user("pastalice"),
         user("pastbob"),
         deposit(1, 1, ONE),

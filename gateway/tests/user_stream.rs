@@ -7,7 +7,8 @@
 //! Binance types it; stop orders reported at placement, trigger, fill and
 //! end; the STP fields of prevented matches (EXPIRE_TAKER, EXPIRE_MAKER,
 //! EXPIRE_BOTH); REJECTED with `r` for a cancelReplace's refused new
-//! order; and a seeded random flow of two users whose executionReports
+//! order; CANCELED for every open order of a user an admin locks; and a
+//! seeded random flow of two users whose executionReports
 //! replay to exactly the orders GET /api/v3/allOrders reports.
 #![allow(dead_code)]
 
@@ -764,6 +765,70 @@ fn cancel_replace_with_a_refused_new_order_reports_rejected() {
     assert_eq!(num(&rej["q"]), 100.0);
     assert!(rej.get("W").is_none());
     assert_eq!(reps[1]["C"], "old-1");
+}
+
+/// Locking a user (native admin API) cancels their open orders on every
+/// pair in the same command: the stream reports each CANCELED, in order id
+/// order, and its balances end where GET /api/v3/account does, all free.
+#[test]
+fn locking_a_user_reports_their_orders_canceled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), free_port());
+    let (admin, alice, _) = setup(&s);
+    let key = listen_key(&s, &alice);
+    let ws = Ws::connect(s.port, &format!("/ws/{key}"));
+    let mut ids = Vec::new();
+    for o in [
+        format!("{GTC}&side=BUY&quantity=0.1&price=20000"),
+        "symbol=ETHUSDT&type=LIMIT&timeInForce=GTC&side=BUY&quantity=1&price=1500".into(),
+        format!("{GTC}&side=SELL&quantity=2&price=90000"),
+    ] {
+        ids.push(alice.order(&s, &o)["orderId"].as_u64().unwrap());
+    }
+    let alice_id = common::native::user_id(&s, &admin, "alice");
+    let r = s.json_post(
+        &format!("/api/v1/admin/users/{alice_id}/lock"),
+        Some(&admin),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    // Three reports, then the balances they freed.
+    let evs = collect(&ws, |e| {
+        let canceled: Vec<usize> = (0..e.len())
+            .filter(|&i| e[i]["e"] == "executionReport" && e[i]["x"] == "CANCELED")
+            .collect();
+        canceled.len() == 3
+            && e[canceled[2]..]
+                .iter()
+                .any(|v| v["e"] == "outboundAccountPosition")
+    });
+    let canceled: Vec<Value> = reports(&evs)
+        .into_iter()
+        .filter(|r| r["x"] == "CANCELED")
+        .collect();
+    for r in &canceled {
+        check_report(r);
+        assert_eq!(r["X"], "CANCELED", "{r}");
+        assert_eq!(num(&r["z"]), 0.0, "{r}");
+    }
+    let got: Vec<u64> = canceled.iter().map(|r| r["i"].as_u64().unwrap()).collect();
+    assert_eq!(got, ids);
+    let symbols: Vec<&str> = canceled.iter().map(|r| r["s"].as_str().unwrap()).collect();
+    assert_eq!(symbols, ["BTCUSDT", "ETHUSDT", "BTCUSDT"]);
+    // Unlocked, her API key reads again: nothing open, nothing locked.
+    let r = s.json_post(
+        &format!("/api/v1/admin/users/{alice_id}/unlock"),
+        Some(&admin),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    let open = alice.call(&s, "GET", "/api/v3/openOrders", "");
+    assert_eq!((open.status, open.json), (200, json!([])));
+    let acct = alice.call(&s, "GET", "/api/v3/account", "");
+    for b in acct.json["balances"].as_array().unwrap() {
+        assert_eq!(num(&b["locked"]), 0.0, "{b}");
+    }
+    positions_match_account(&s, &alice, &evs);
 }
 
 /// A small deterministic generator (the flows must replay).

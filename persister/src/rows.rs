@@ -384,15 +384,15 @@ fn ledger_kind(cause: BalanceCause) -> (&'static str, Option<(&'static str, u64)
 /// Audit row for an admin command that changed something.
 fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>)> {
     Some(match cmd {
-        Command::AddAsset(s) => ("asset.add", "ASSET", Some(s.symbol.clone())),
+        Command::AddAsset { spec: s, .. } => ("asset.add", "ASSET", Some(s.symbol.clone())),
         Command::UpdateAsset { asset, .. } => ("asset.update", "ASSET", Some(asset.to_string())),
-        Command::AddPair(s) => ("pair.add", "TRADING_PAIR", Some(s.symbol.clone())),
+        Command::AddPair { spec: s, .. } => ("pair.add", "TRADING_PAIR", Some(s.symbol.clone())),
         Command::UpdatePair { pair, .. } => ("pair.update", "TRADING_PAIR", Some(pair.to_string())),
         Command::SetPairStatus { pair, .. } => {
             ("pair.set_status", "TRADING_PAIR", Some(pair.to_string()))
         }
-        Command::SetFeeAccount { user } => ("fee_account.set", "FEE", Some(user.to_string())),
-        Command::SetLimits(_) => ("limits.set", "SYSTEM", None),
+        Command::SetFeeAccount { user, .. } => ("fee_account.set", "FEE", Some(user.to_string())),
+        Command::SetLimits { .. } => ("limits.set", "SYSTEM", None),
         Command::SetUserStatus { user, .. } => ("user.set_status", "USER", Some(user.to_string())),
         Command::SetUserRoles { user, .. } => ("user.set_roles", "ROLE", Some(user.to_string())),
         Command::SetKycLevel { user, .. } => ("user.set_kyc_level", "KYC", Some(user.to_string())),
@@ -404,7 +404,7 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
             "WITHDRAWAL",
             Some(withdrawal.to_string()),
         ),
-        Command::RejectWithdrawal { withdrawal } => (
+        Command::RejectWithdrawal { withdrawal, .. } => (
             "withdrawal.reject",
             "WITHDRAWAL",
             Some(withdrawal.to_string()),
@@ -540,6 +540,22 @@ fn actor_of(cmd: &Command) -> Option<UserId> {
         Command::RunSettlement { requested_by, .. } => Some(*requested_by),
         // None in records journaled before command format 7.
         Command::GrantRole { by, .. } | Command::RevokeRole { by, .. } => *by,
+        // None in records journaled before command format 8, and in the
+        // bootstrap the server issues itself from config.
+        Command::AddAsset { by, .. }
+        | Command::UpdateAsset { by, .. }
+        | Command::AddPair { by, .. }
+        | Command::UpdatePair { by, .. }
+        | Command::SetPairStatus { by, .. }
+        | Command::SetFeeAccount { by, .. }
+        | Command::SetLimits { by, .. }
+        | Command::SetUserStatus { by, .. }
+        | Command::SetUserRoles { by, .. }
+        | Command::SetKycLevel { by, .. }
+        | Command::Deposit { by, .. }
+        | Command::CompleteWithdrawal { by, .. }
+        | Command::RejectWithdrawal { by, .. }
+        | Command::Adjust { by, .. } => *by,
         _ => None,
     }
 }

@@ -29,6 +29,7 @@ fn deposit(tx: &str, amount: u64) -> Command {
         amount,
         tx_hash: tx.into(),
         confirmations: 1,
+        by: None,
     }
 }
 
@@ -43,16 +44,19 @@ fn user(name: &str) -> Command {
 
 fn cmd(seq: u64) -> Command {
     match seq {
-        1 => Command::AddAsset(AssetSpec {
-            symbol: "USDT".into(),
-            name: "Tether".into(),
-            decimals: 8,
-            min_withdraw_units: 0,
-            withdraw_fee_units: 0,
-            daily_withdraw_limit_units: 0,
-            confirmations: 1,
-            active: true,
-        }),
+        1 => Command::AddAsset {
+            spec: AssetSpec {
+                symbol: "USDT".into(),
+                name: "Tether".into(),
+                decimals: 8,
+                min_withdraw_units: 0,
+                withdraw_fee_units: 0,
+                daily_withdraw_limit_units: 0,
+                confirmations: 1,
+                active: true,
+            },
+            by: None,
+        },
         2 => user("alice"),
         3 => deposit("0xa", 100 * ONE),
         4 => Command::MarkNotificationsRead {

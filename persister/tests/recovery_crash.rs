@@ -45,26 +45,35 @@ fn cmd_for(seq: u64) -> Command {
         active: true,
     };
     match seq {
-        1 => Command::AddAsset(asset("BTC")),
-        2 => Command::AddAsset(asset("USDT")),
-        3 => Command::AddPair(PairSpec {
-            symbol: "BTCUSDT".into(),
-            base: AssetId(1),
-            quote: AssetId(2),
-            tick_units: 1_000_000,
-            step_units: 100_000,
-            min_qty_units: 100_000,
-            max_qty_units: 1_000 * ONE,
-            market_max_qty_units: 1_000 * ONE,
-            min_notional_units: 0,
-            max_notional_units: 0,
-            min_price_ticks: 1,
-            max_price_ticks: 1_000_000_000,
-            maker_fee_e8: 100_000,
-            taker_fee_e8: 200_000,
-            price_band_pct: 0,
-            status: PairStatus::Trading,
-        }),
+        1 => Command::AddAsset {
+            spec: asset("BTC"),
+            by: None,
+        },
+        2 => Command::AddAsset {
+            spec: asset("USDT"),
+            by: None,
+        },
+        3 => Command::AddPair {
+            spec: Box::new(PairSpec {
+                symbol: "BTCUSDT".into(),
+                base: AssetId(1),
+                quote: AssetId(2),
+                tick_units: 1_000_000,
+                step_units: 100_000,
+                min_qty_units: 100_000,
+                max_qty_units: 1_000 * ONE,
+                market_max_qty_units: 1_000 * ONE,
+                min_notional_units: 0,
+                max_notional_units: 0,
+                min_price_ticks: 1,
+                max_price_ticks: 1_000_000_000,
+                maker_fee_e8: 100_000,
+                taker_fee_e8: 200_000,
+                price_band_pct: 0,
+                status: PairStatus::Trading,
+            }),
+            by: None,
+        },
         4..=11 => Command::CreateUser {
             username: format!("crash{}", seq - 3),
             email: String::new(),
@@ -79,6 +88,7 @@ fn cmd_for(seq: u64) -> Command {
                 amount: 1_000_000 * ONE,
                 tx_hash: format!("fund-{seq}"),
                 confirmations: 1,
+                by: None,
             }
         }
         _ => {

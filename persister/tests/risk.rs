@@ -4,7 +4,9 @@
 //! LOGIN_FAILURE rules, acknowledged, resolved and dismissed, and role
 //! grants. The writer puts them into `risk_rules` / `risk_events` (every
 //! CHECK holds, or the batch would fail), with audit rows naming the acting
-//! admin; written in small batches and in one, the tables are identical.
+//! admin, as for a deposit, an asset and a pair change and a user lock
+//! (command format 8); written in small batches and in one, the tables are
+//! identical.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -81,26 +83,35 @@ fn commands() -> Vec<Command> {
         roles,
     };
     vec![
-        Command::AddAsset(asset("BTC")),
-        Command::AddAsset(asset("USDT")),
-        Command::AddPair(PairSpec {
-            symbol: "BTCUSDT".into(),
-            base: AssetId(1),
-            quote: AssetId(2),
-            tick_units: 1_000_000,
-            step_units: 1_000,
-            min_qty_units: 1_000,
-            max_qty_units: 9_000 * ONE,
-            market_max_qty_units: 9_000 * ONE,
-            min_notional_units: 5 * ONE,
-            max_notional_units: 0,
-            min_price_ticks: 1,
-            max_price_ticks: 100_000_000_000,
-            maker_fee_e8: 100_000,
-            taker_fee_e8: 100_000,
-            price_band_pct: 50,
-            status: PairStatus::Trading,
-        }),
+        Command::AddAsset {
+            spec: asset("BTC"),
+            by: None,
+        },
+        Command::AddAsset {
+            spec: asset("USDT"),
+            by: None,
+        },
+        Command::AddPair {
+            spec: Box::new(PairSpec {
+                symbol: "BTCUSDT".into(),
+                base: AssetId(1),
+                quote: AssetId(2),
+                tick_units: 1_000_000,
+                step_units: 1_000,
+                min_qty_units: 1_000,
+                max_qty_units: 9_000 * ONE,
+                market_max_qty_units: 9_000 * ONE,
+                min_notional_units: 5 * ONE,
+                max_notional_units: 0,
+                min_price_ticks: 1,
+                max_price_ticks: 100_000_000_000,
+                maker_fee_e8: 100_000,
+                taker_fee_e8: 100_000,
+                price_band_pct: 50,
+                status: PairStatus::Trading,
+            }),
+            by: None,
+        },
         user("root", roles::ADMIN),
         user("alice", roles::TRADER),
         Command::Deposit {
@@ -109,6 +120,7 @@ fn commands() -> Vec<Command> {
             amount: 500_000 * ONE,
             tx_hash: "fund-usdt".into(),
             confirmations: 1,
+            by: None,
         },
         Command::Deposit {
             user: ALICE,
@@ -116,10 +128,12 @@ fn commands() -> Vec<Command> {
             amount: 50 * ONE,
             tx_hash: "fund-btc".into(),
             confirmations: 1,
+            by: None,
         },
         Command::SetKycLevel {
             user: ALICE,
             level: 2,
+            by: None,
         },
         // Rules 1..=4.
         rule(
@@ -203,6 +217,35 @@ fn commands() -> Vec<Command> {
         Command::RevokeRole {
             user: ALICE,
             role: roles::AUDITOR,
+            by: Some(ROOT),
+        },
+        // Format 8 admin commands name their admin too (the bootstrap
+        // above names nobody). The lock cancels Alice's resting bid.
+        Command::Deposit {
+            user: ALICE,
+            asset: AssetId(1),
+            amount: ONE,
+            tx_hash: "admin-btc".into(),
+            confirmations: 1,
+            by: Some(ROOT),
+        },
+        Command::UpdateAsset {
+            asset: AssetId(1),
+            spec: AssetSpec {
+                name: "Bitcoin".into(),
+                ..asset("BTC")
+            },
+            by: Some(ROOT),
+        },
+        Command::SetPairStatus {
+            pair: PairId(1),
+            status: PairStatus::Trading,
+            by: Some(ROOT),
+        },
+        Command::SetUserStatus {
+            user: ALICE,
+            status: UserStatus::Suspended,
+            cancel_orders: true,
             by: Some(ROOT),
         },
     ]
@@ -409,6 +452,36 @@ async fn risk_rules_and_events_land_in_postgres() {
                 "user.revoke_role ROLE 2 1",
             ]
         );
+        let audit = rows(
+            c,
+            "SELECT action || ' ' || resource_type || ' ' || coalesce(resource_id, '-') || ' '
+                || coalesce(user_id::text, '-') FROM audit_logs
+                WHERE resource_type NOT IN ('RISK_RULE', 'RISK_EVENT', 'ROLE') ORDER BY id",
+        )
+        .await;
+        assert_eq!(
+            audit,
+            vec![
+                "asset.add ASSET BTC -",
+                "asset.add ASSET USDT -",
+                "pair.add TRADING_PAIR BTCUSDT -",
+                "deposit.post DEPOSIT 2 -",
+                "deposit.post DEPOSIT 2 -",
+                "user.set_kyc_level KYC 2 -",
+                "deposit.post DEPOSIT 2 1",
+                "asset.update ASSET 1 1",
+                "pair.set_status TRADING_PAIR 1 1",
+                "user.set_status USER 2 1",
+            ]
+        );
+        // The lock canceled Alice's one open order, in the same record.
+        let alice_orders = rows(
+            c,
+            "SELECT status FROM orders WHERE user_id = 2 AND status NOT IN ('REJECTED')
+                ORDER BY id",
+        )
+        .await;
+        assert_eq!(alice_orders, vec!["CANCELED"]);
         let roles = rows(
             c,
             "SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id

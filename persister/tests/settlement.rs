@@ -120,6 +120,7 @@ fn deposit(user: u64, asset: AssetId, amount: u64, tx: &str) -> Command {
         amount,
         tx_hash: tx.into(),
         confirmations: 1,
+        by: None,
     }
 }
 
@@ -440,20 +441,39 @@ fn script() -> Vec<(u64, Command)> {
     let day = |ms: u64| ms / DAY;
     vec![
         // ---- D0 2024-01-14
-        (D0 + HOUR, Command::AddAsset(asset("BTC", 10_000))), // 1
-        (D0 + HOUR, Command::AddAsset(asset("USDT", ONE))),   // 2
-        (D0 + HOUR, Command::AddPair(btcusdt())),             // 3
-        (D0 + HOUR, user("alice", roles::TRADER)),            // 4
-        (D0 + HOUR, user("bob", roles::TRADER)),              // 5
-        (D0 + HOUR, user("carol", roles::TRADER)),            // 6
-        (D0 + HOUR, user("root", roles::ADMIN)),              // 7
-        (D0 + 2 * HOUR, deposit(1, BTC, 10 * ONE, "a-btc")),  // 8
+        (
+            D0 + HOUR,
+            Command::AddAsset {
+                spec: asset("BTC", 10_000),
+                by: None,
+            },
+        ), // 1
+        (
+            D0 + HOUR,
+            Command::AddAsset {
+                spec: asset("USDT", ONE),
+                by: None,
+            },
+        ), // 2
+        (
+            D0 + HOUR,
+            Command::AddPair {
+                spec: Box::new(btcusdt()),
+                by: None,
+            },
+        ), // 3
+        (D0 + HOUR, user("alice", roles::TRADER)), // 4
+        (D0 + HOUR, user("bob", roles::TRADER)),   // 5
+        (D0 + HOUR, user("carol", roles::TRADER)), // 6
+        (D0 + HOUR, user("root", roles::ADMIN)),   // 7
+        (D0 + 2 * HOUR, deposit(1, BTC, 10 * ONE, "a-btc")), // 8
         (D0 + 2 * HOUR, deposit(2, USDT, 100_000 * ONE, "b-usdt")), // 9
         (
             D0 + 2 * HOUR,
             Command::SetKycLevel {
                 user: UserId(1),
                 level: 1,
+                by: None,
             },
         ), // 10
         (
@@ -461,6 +481,7 @@ fn script() -> Vec<(u64, Command)> {
             Command::SetKycLevel {
                 user: UserId(2),
                 level: 1,
+                by: None,
             },
         ), // 11
         // Bob bids 2 BTC at 30000 (60000 USDT frozen); it rests across midnight.
@@ -507,6 +528,7 @@ fn script() -> Vec<(u64, Command)> {
             Command::CompleteWithdrawal {
                 withdrawal: 1,
                 tx_hash: "tx-w1".into(),
+                by: None,
             },
         ), // 20
         (
@@ -517,6 +539,7 @@ fn script() -> Vec<(u64, Command)> {
                 amount: ONE,
                 credit: true,
                 reason: "goodwill".into(),
+                by: None,
             },
         ), // 21
         // Bob asks to withdraw 100 USDT (+1 fee frozen); sent tomorrow.
@@ -537,6 +560,7 @@ fn script() -> Vec<(u64, Command)> {
                 amount: 450_000_000,
                 credit: false,
                 reason: "correction".into(),
+                by: None,
             },
         ), // 23
         // ---- D2 2024-01-16
@@ -550,6 +574,7 @@ fn script() -> Vec<(u64, Command)> {
             Command::CompleteWithdrawal {
                 withdrawal: 2,
                 tx_hash: "tx-w2".into(),
+                by: None,
             },
         ), // 25
         (d2 + 3 * HOUR, settle(day(d1), 4)),      // 26: batch 2
@@ -1027,9 +1052,18 @@ fn gen_cmd(seq: u64) -> Command {
     let first_of_day = gen_ts(seq - 1) / DAY != day;
     let day_of_prev = gen_ts(seq.saturating_sub(2)) / DAY;
     match seq {
-        1 => Command::AddAsset(asset("BTC", 10_000)),
-        2 => Command::AddAsset(asset("USDT", ONE)),
-        3 => Command::AddPair(btcusdt()),
+        1 => Command::AddAsset {
+            spec: asset("BTC", 10_000),
+            by: None,
+        },
+        2 => Command::AddAsset {
+            spec: asset("USDT", ONE),
+            by: None,
+        },
+        3 => Command::AddPair {
+            spec: Box::new(btcusdt()),
+            by: None,
+        },
         4..=11 => user(&format!("trader{}", seq - 3), roles::TRADER),
         12..=27 => {
             let i = seq - 12;
@@ -1043,6 +1077,7 @@ fn gen_cmd(seq: u64) -> Command {
         28..=35 => Command::SetKycLevel {
             user: UserId(seq - 27),
             level: 1,
+            by: None,
         },
         _ if first_of_day => settle(day - 1, 1 + seq % USERS),
         _ if day_of_prev != day && gen_ts(seq - 1) / DAY == day => settle(day - 1, 1),
@@ -1065,6 +1100,7 @@ fn gen_cmd(seq: u64) -> Command {
                         amount: 5 * ONE + r % 1000,
                         credit: (r >> 5) & 1 == 0,
                         reason: format!("correction {seq}"),
+                        by: None,
                     }
                 }
                 7 => {
@@ -1081,11 +1117,13 @@ fn gen_cmd(seq: u64) -> Command {
                     return Command::CompleteWithdrawal {
                         withdrawal: seq / 41,
                         tx_hash: format!("tx-{seq}"),
+                        by: None,
                     }
                 }
                 19 | 30 => {
                     return Command::RejectWithdrawal {
                         withdrawal: seq / 41,
+                        by: None,
                     }
                 }
                 33 => {

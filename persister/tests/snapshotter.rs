@@ -11,16 +11,19 @@ use persister::replica::{self, DataDir, SnapshotPolicy, Snapshotter};
 
 fn cmd(seq: u64) -> Command {
     match seq {
-        1 => Command::AddAsset(AssetSpec {
-            symbol: "BTC".into(),
-            name: "Bitcoin".into(),
-            decimals: 8,
-            min_withdraw_units: 0,
-            withdraw_fee_units: 0,
-            daily_withdraw_limit_units: 0,
-            confirmations: 1,
-            active: true,
-        }),
+        1 => Command::AddAsset {
+            spec: AssetSpec {
+                symbol: "BTC".into(),
+                name: "Bitcoin".into(),
+                decimals: 8,
+                min_withdraw_units: 0,
+                withdraw_fee_units: 0,
+                daily_withdraw_limit_units: 0,
+                confirmations: 1,
+                active: true,
+            },
+            by: None,
+        },
         n if n % 3 == 0 => Command::CreateUser {
             username: format!("snap{n}"),
             email: String::new(),
@@ -33,6 +36,7 @@ fn cmd(seq: u64) -> Command {
             amount: n,
             tx_hash: format!("t{n}"),
             confirmations: 1,
+            by: None,
         },
     }
 }

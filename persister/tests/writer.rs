@@ -46,26 +46,35 @@ fn cmd_for(seq: u64) -> Command {
         active: true,
     };
     match seq {
-        1 => Command::AddAsset(asset("BTC", 10_000)),
-        2 => Command::AddAsset(asset("USDT", ONE)),
-        3 => Command::AddPair(PairSpec {
-            symbol: "BTCUSDT".into(),
-            base: AssetId(1),
-            quote: AssetId(2),
-            tick_units: 1_000_000,
-            step_units: 100_000,
-            min_qty_units: 100_000,
-            max_qty_units: 1_000 * ONE,
-            market_max_qty_units: 1_000 * ONE,
-            min_notional_units: 0,
-            max_notional_units: 0,
-            min_price_ticks: 1,
-            max_price_ticks: 1_000_000_000,
-            maker_fee_e8: 100_000,
-            taker_fee_e8: 200_000,
-            price_band_pct: 0,
-            status: PairStatus::Trading,
-        }),
+        1 => Command::AddAsset {
+            spec: asset("BTC", 10_000),
+            by: None,
+        },
+        2 => Command::AddAsset {
+            spec: asset("USDT", ONE),
+            by: None,
+        },
+        3 => Command::AddPair {
+            spec: Box::new(PairSpec {
+                symbol: "BTCUSDT".into(),
+                base: AssetId(1),
+                quote: AssetId(2),
+                tick_units: 1_000_000,
+                step_units: 100_000,
+                min_qty_units: 100_000,
+                max_qty_units: 1_000 * ONE,
+                market_max_qty_units: 1_000 * ONE,
+                min_notional_units: 0,
+                max_notional_units: 0,
+                min_price_ticks: 1,
+                max_price_ticks: 1_000_000_000,
+                maker_fee_e8: 100_000,
+                taker_fee_e8: 200_000,
+                price_band_pct: 0,
+                status: PairStatus::Trading,
+            }),
+            by: None,
+        },
         4..=11 => Command::CreateUser {
             username: format!("trader{}", seq - 3),
             email: format!("t{}@example.com", seq - 3),
@@ -82,6 +91,7 @@ fn cmd_for(seq: u64) -> Command {
                 amount: 1_000_000 * ONE,
                 tx_hash: format!("fund-{i}"),
                 confirmations: 1 + ((seq - 12) % 2) as u32,
+                by: None,
             }
         }
         _ => {
@@ -102,6 +112,7 @@ fn cmd_for(seq: u64) -> Command {
                         amount: 5 * ONE,
                         credit: (r >> 5) & 1 == 0,
                         reason: format!("correction {seq}"),
+                        by: None,
                     }
                 }
                 13 => {
@@ -116,23 +127,27 @@ fn cmd_for(seq: u64) -> Command {
                     return Command::CompleteWithdrawal {
                         withdrawal: 1 + (seq / 97) % 20,
                         tx_hash: format!("tx-{seq}"),
+                        by: None,
                     }
                 }
                 70 => {
                     return Command::RejectWithdrawal {
                         withdrawal: 1 + (seq / 97 + 3) % 20,
+                        by: None,
                     }
                 }
                 80 => {
                     return Command::SetPairStatus {
                         pair: PairId(1),
                         status: PairStatus::Trading,
+                        by: None,
                     }
                 }
                 90 => {
                     return Command::SetKycLevel {
                         user,
                         level: 1 + (r % 3) as u8,
+                        by: None,
                     }
                 }
                 _ => {}

@@ -75,30 +75,26 @@ impl Harness {
             out: Vec::new(),
         };
         for s in ["BTC", "ETH", "USDT"] {
-            h.ok(Command::AddAsset(asset(s)));
+            h.ok(Command::AddAsset {
+                spec: asset(s),
+                by: None,
+            });
         }
         // BTCUSDT tick 0.01, step 0.00001, minNotional 5
-        h.ok(Command::AddPair(pair(
-            "BTCUSDT",
-            BTC,
-            USDT,
-            1_000_000,
-            1_000,
-            5 * ONE,
-        )));
+        h.ok(Command::AddPair {
+            spec: Box::new(pair("BTCUSDT", BTC, USDT, 1_000_000, 1_000, 5 * ONE)),
+            by: None,
+        });
         // ETHUSDT tick 0.01, step 0.0001, minNotional 5
-        h.ok(Command::AddPair(pair(
-            "ETHUSDT",
-            ETH,
-            USDT,
-            1_000_000,
-            10_000,
-            5 * ONE,
-        )));
+        h.ok(Command::AddPair {
+            spec: Box::new(pair("ETHUSDT", ETH, USDT, 1_000_000, 10_000, 5 * ONE)),
+            by: None,
+        });
         // ETHBTC tick 0.000001, step 0.001, minNotional 0.0001
-        h.ok(Command::AddPair(pair(
-            "ETHBTC", ETH, BTC, 100, 100_000, 10_000,
-        )));
+        h.ok(Command::AddPair {
+            spec: Box::new(pair("ETHBTC", ETH, BTC, 100, 100_000, 10_000)),
+            by: None,
+        });
         h
     }
 
@@ -150,6 +146,7 @@ impl Harness {
             amount,
             tx_hash: tx,
             confirmations: 100,
+            by: None,
         });
     }
 
