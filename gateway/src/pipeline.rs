@@ -494,7 +494,7 @@ impl Pipeline {
                         }
                     }
                     if failure.is_none() {
-                        if let Err(e) = writer.commit() {
+                        if let Err(e) = writer.commit_batch() {
                             failure = Some(e.to_string());
                         }
                     }
@@ -531,6 +531,9 @@ impl Pipeline {
                     {
                         break;
                     }
+                    // The periodic watermark fsync, after the batch is on
+                    // its way to the engine rather than before.
+                    writer.store_watermark_if_due();
                 }
                 writer
             })

@@ -382,6 +382,17 @@ impl Writer {
     /// returns the durable seq. A no-op when nothing is pending. If the
     /// flush fails the writer is poisoned and the batch is not published.
     pub fn commit(&mut self) -> Result<u64, JournalError> {
+        let seq = self.commit_batch()?;
+        self.store_watermark_if_due();
+        Ok(seq)
+    }
+
+    /// [`Writer::commit`] without the periodic watermark update, for a
+    /// caller that first hands the durable batch on and then calls
+    /// [`Writer::store_watermark_if_due`], so that the watermark's own
+    /// fdatasync (every `watermark_interval` commits) is not on the batch's
+    /// reply path.
+    pub fn commit_batch(&mut self) -> Result<u64, JournalError> {
         self.check_poison()?;
         if self.last_seq == self.committed_seq {
             return Ok(self.committed_seq);
@@ -410,18 +421,26 @@ impl Writer {
         self.batch_start = self.write_pos;
         self.durable.publish(self.committed_seq);
         self.commits_since_watermark += 1;
+        Ok(self.committed_seq)
+    }
+
+    /// Store the durable seq as the watermark when `watermark_interval`
+    /// commits have passed since the last store. The batch itself is
+    /// already durable and published, so a failure here does not undo it;
+    /// the failed fsync still poisons every later call.
+    pub fn store_watermark_if_due(&mut self) {
+        if self.poisoned.is_some() {
+            return;
+        }
         if self.cfg.durability != Durability::None
             && self.commits_since_watermark >= self.cfg.watermark_interval
         {
             self.commits_since_watermark = 0;
             let sync = self.cfg.durability == Durability::Fsync;
             if let Err(e) = self.watermark.store(self.committed_seq, sync) {
-                // The batch itself is durable and published, so this commit
-                // succeeded; the failed fsync still poisons later calls.
                 let _ = self.poison("storing the watermark".into(), e);
             }
         }
-        Ok(self.committed_seq)
     }
 
     /// Highest seq that is durable (committed and flushed per policy).
@@ -602,6 +621,35 @@ mod tests {
             durability,
             ..JournalConfig::new(dir)
         }
+    }
+
+    /// `commit_batch` makes the batch durable and published but leaves the
+    /// periodic watermark to `store_watermark_if_due`; `commit` does both.
+    #[test]
+    fn commit_batch_defers_the_watermark_to_store_watermark_if_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stored = || Watermark::load(dir.path(), false).expect("load").0.seq();
+        let (mut w, _) = Writer::open(JournalConfig {
+            watermark_interval: 2,
+            ..cfg(dir.path(), Durability::Fsync)
+        })
+        .expect("open");
+        for seq in 1..=2u64 {
+            w.append(seq, b"x").expect("append");
+            assert_eq!(w.commit_batch().expect("commit"), seq);
+            assert_eq!(w.durable_seq(), seq);
+        }
+        assert_eq!(stored(), 0, "commit_batch stored the watermark");
+        w.store_watermark_if_due();
+        assert_eq!(stored(), 2);
+        // Not due again until two more commits.
+        w.append(3, b"x").expect("append");
+        w.commit_batch().expect("commit");
+        w.store_watermark_if_due();
+        assert_eq!(stored(), 2);
+        w.append(4, b"x").expect("append");
+        assert_eq!(w.commit().expect("commit"), 4);
+        assert_eq!(stored(), 4);
     }
 
     #[test]
