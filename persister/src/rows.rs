@@ -766,15 +766,15 @@ impl Batch {
                         if before == after {
                             continue;
                         }
+                        let id = next_id();
+                        if self.skip.contains(Domain::Core) {
+                            continue;
+                        }
                         let amount = if after > before {
                             dec((after - before) as u128, d)
                         } else {
                             format!("-{}", dec((before - after) as u128, d))
                         };
-                        let id = next_id();
-                        if self.skip.contains(Domain::Core) {
-                            continue;
-                        }
                         let l = &mut self.ledger;
                         l.id.push(id);
                         l.user.push(b.user.0 as i64);
