@@ -67,6 +67,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_notification_templates"),
     migration!(11, "0011_settlement"),
     migration!(12, "0012_lean_hot_tables"),
+    migration!(13, "0013_ledger_writer"),
 ];
 
 /// A migration applied by this run.

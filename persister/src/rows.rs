@@ -450,8 +450,8 @@ fn audit_of(cmd: &Command) -> Option<(&'static str, &'static str, Option<String>
 /// checkpoint row named after its domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Domain {
-    /// Identity, assets, pairs, balances, the ledger, freezes, deposits
-    /// and withdrawals, KYC, risk rules and events, settlement batches, the
+    /// Identity, assets, pairs, balances, freezes, deposits and
+    /// withdrawals, KYC, risk rules and events, settlement batches, the
     /// outbox.
     Core,
     /// Orders and trades.
@@ -460,14 +460,18 @@ pub enum Domain {
     MarketData,
     /// Audit log and notifications.
     Activity,
+    /// The double-entry ledger (`transactions`): about half of all rows,
+    /// so split writers give it its own connection and Postgres backend.
+    Ledger,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 4] = [
+    pub const ALL: [Domain; 5] = [
         Domain::Core,
         Domain::Trading,
         Domain::MarketData,
         Domain::Activity,
+        Domain::Ledger,
     ];
 
     /// The checkpoint row's name.
@@ -477,6 +481,7 @@ impl Domain {
             Domain::Trading => "trading",
             Domain::MarketData => "market_data",
             Domain::Activity => "activity",
+            Domain::Ledger => "ledger",
         }
     }
 
@@ -505,7 +510,7 @@ impl Domains {
         Domains(!self.0 & Domains::ALL.0)
     }
     pub const NONE: Domains = Domains(0);
-    pub const ALL: Domains = Domains(0b1111);
+    pub const ALL: Domains = Domains(0b1_1111);
 
     pub fn only(d: Domain) -> Domains {
         Domains(d.bit())
@@ -605,7 +610,6 @@ impl Batch {
             *assets = Default::default();
             *pairs = Default::default();
             *accounts = Default::default();
-            *ledger = Default::default();
             *freezes = Default::default();
             *dw = Default::default();
             *outbox = Default::default();
@@ -616,6 +620,9 @@ impl Batch {
         }
         if !keep.contains(Domain::MarketData) {
             *klines = Default::default();
+        }
+        if !keep.contains(Domain::Ledger) {
+            *ledger = Default::default();
         }
         if !keep.contains(Domain::Activity) {
             *audit = Default::default();
@@ -767,7 +774,7 @@ impl Batch {
                             continue;
                         }
                         let id = next_id();
-                        if self.skip.contains(Domain::Core) {
+                        if self.skip.contains(Domain::Ledger) {
                             continue;
                         }
                         let amount = if after > before {

@@ -402,12 +402,12 @@ async fn read_checkpoints(
         .collect())
 }
 
-/// The trading writer's checkpoint.
-async fn trading_at(c: &Client) -> Result<u64, tokio_postgres::Error> {
+/// Another writer's checkpoint.
+async fn checkpoint_at(c: &Client, d: Domain) -> Result<u64, tokio_postgres::Error> {
     let row = c
         .query_one(
             "SELECT coalesce(max(last_seq), 0) FROM persister_checkpoints WHERE writer = $1",
-            &[&Domain::Trading.name()],
+            &[&d.name()],
         )
         .await?;
     Ok(row.get::<_, i64>(0) as u64)
@@ -577,23 +577,43 @@ async fn run_async(
                 );
                 return Ok(());
             };
-            // Two writes read `trades`: the 24 h ticker's first trade id
-            // (market data) and a settlement's gross amounts and fees
-            // (core). Such a batch waits until the trading writer has
-            // committed the same records (in one writer they share the
-            // transaction).
-            let reads_trades = keep.contains(Domain::MarketData)
-                || (keep.contains(Domain::Core) && !batch.settlements.is_empty());
-            if reads_trades && !keep.contains(Domain::Trading) {
-                match trading_at(c).await {
-                    Ok(t) if t >= batch.last_seq => {}
-                    Ok(t) => {
+            // Some writes read other domains' tables: the 24 h ticker's
+            // first trade id (market data reads `trades`) and a
+            // settlement's gross amounts, fees and opening balances (core
+            // reads `trades` and `transactions`). Such a batch waits until
+            // those writers have committed the same records (in one writer
+            // they share the transaction).
+            let settles = keep.contains(Domain::Core) && !batch.settlements.is_empty();
+            let reads = [
+                (
+                    Domain::Trading,
+                    keep.contains(Domain::MarketData) || settles,
+                ),
+                (Domain::Ledger, settles),
+            ];
+            let mut behind = None;
+            for (d, reads) in reads {
+                if !reads || keep.contains(d) {
+                    continue;
+                }
+                match checkpoint_at(c, d).await {
+                    Ok(at) if at >= batch.last_seq => {}
+                    other => {
+                        behind = Some(other.map(|at| (d, at)));
+                        break;
+                    }
+                }
+            }
+            if let Some(behind) = behind {
+                match behind {
+                    Ok((d, at)) => {
                         if waited.elapsed() >= Duration::from_secs(10) {
                             waited = Instant::now();
                             tracing::warn!(
-                                trading = t,
+                                writer = d.name(),
+                                at,
                                 batch = batch.last_seq,
-                                "persister: a batch that reads trades waits for the trading writer (is it running?)"
+                                "persister: a batch that reads another writer's table waits for that writer (is it running?)"
                             );
                         }
                         if stop.load(Ordering::Acquire) {

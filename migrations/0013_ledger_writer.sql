@@ -1,0 +1,15 @@
+-- The ledger (`transactions`) gets its own persister writer: about half of
+-- the rows a trade writes are ledger rows, and with split writers
+-- (`mini-exchange persist --split`, or `serve` with persister.split) it now
+-- commits on its own connection, so a second Postgres backend shares the
+-- work of the `core` writer (see migrations/README.md "Writers and foreign
+-- keys"; the new checkpoint row `ledger` starts at `core`'s seq, which is
+-- where the core writer left the ledger).
+--
+-- Foreign keys stay inside a domain, so the ledger's last one across
+-- domains goes: `created_by -> users`. The persister never sets it (the
+-- acting admin of an adjustment is in `audit_logs.user_id`), yet every
+-- ledger row queued a deferred trigger for it at COMMIT (about a tenth of a
+-- ledger row's Postgres time). Its partial index stays for back-office
+-- queries.
+ALTER TABLE transactions DROP CONSTRAINT IF EXISTS transactions_created_by_fkey;
