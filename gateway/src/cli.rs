@@ -46,9 +46,9 @@ pub enum Cmd {
         #[command(flatten)]
         data: DataArgs,
         /// Write only this domain's tables, with its own checkpoint: core,
-        /// trading, market_data or activity (several processes, one per
-        /// domain, may run side by side). Default: every table.
-        #[arg(long, value_parser = ["core", "trading", "market_data", "activity"])]
+        /// ledger, trading, market_data or activity (several processes, one
+        /// per domain, may run side by side). Default: every table.
+        #[arg(long, value_parser = ["core", "ledger", "trading", "market_data", "activity"])]
         domain: Option<String>,
         /// Run one writer thread per domain in this process.
         #[arg(long, conflicts_with = "domain")]

@@ -74,8 +74,8 @@ fn persists_and_reconciles(writers: &str) {
     let ws = h.json["persister"]["writers"].as_object().unwrap();
     let names: Vec<&str> = ws.keys().map(|k| k.as_str()).collect();
     if writers == "split" {
-        assert_eq!(names.len(), 4, "{}", h.json);
-        for n in ["core", "trading", "market_data", "activity"] {
+        assert_eq!(names.len(), 5, "{}", h.json);
+        for n in ["core", "ledger", "trading", "market_data", "activity"] {
             assert_eq!(ws[n]["lag_seq"], 0, "{}", h.json);
         }
     } else {
@@ -127,7 +127,7 @@ fn persists_and_reconciles(writers: &str) {
             .query("SELECT writer, last_seq FROM persister_checkpoints", &[])
             .await
             .unwrap();
-        assert_eq!(cps.len(), 4);
+        assert_eq!(cps.len(), 5);
         let seqs: Vec<i64> = cps.iter().map(|r| r.get(1)).collect();
         assert!(seqs.iter().all(|&q| q == seqs[0] && q > 0), "{seqs:?}");
     });
