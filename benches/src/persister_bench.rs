@@ -41,7 +41,7 @@ use persister::rows::Batch;
 use persister::writer::{self, Follow, PersisterStatus, WriterConfig};
 
 use crate::w3::Rng;
-use crate::workload::{asset, pair_spec, ONE};
+use crate::workload::ONE;
 
 /// 2026-01-01T00:00:00Z: journal time of the catch-up stream's first record.
 pub const T0_MS: u64 = 1_767_225_600_000;
@@ -202,27 +202,9 @@ pub fn generate(seed: u64, trades: u64, mut progress: impl FnMut(u64)) -> Stream
         trades: 0,
         events: 0,
     };
-    g.push(&Command::SetLimits {
-        limits: Limits {
-            max_open_orders_per_user: 100_000,
-            max_open_orders_total: 10_000_000,
-            max_api_keys_per_user: 30,
-            ..Limits::default()
-        },
-        by: None,
-    });
-    g.push(&Command::AddAsset {
-        spec: asset("BTC", 8),
-        by: None,
-    });
-    g.push(&Command::AddAsset {
-        spec: asset("USDT", 8),
-        by: None,
-    });
-    g.push(&Command::AddPair {
-        spec: Box::new(pair_spec("BTCUSDT", AssetId(1), AssetId(2))),
-        by: None,
-    });
+    for c in crate::workload::btcusdt_setup() {
+        g.push(&c);
+    }
     for i in 0..USERS {
         g.push(&Command::CreateUser {
             username: format!("pbench{i}"),

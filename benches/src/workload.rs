@@ -325,31 +325,42 @@ fn create_users(sim: &mut Sim, n: usize) {
     }
 }
 
+/// Limits large enough for the benchmarks, BTC and USDT (ids 1, 2) and
+/// the BTCUSDT pair (id 1): the first commands of W1 and of the persister
+/// stream.
+pub fn btcusdt_setup() -> [Command; 4] {
+    [
+        Command::SetLimits {
+            limits: Limits {
+                max_open_orders_per_user: 100_000,
+                max_open_orders_total: 10_000_000,
+                max_api_keys_per_user: 30,
+                ..Limits::default()
+            },
+            by: None,
+        },
+        Command::AddAsset {
+            spec: asset("BTC", 8),
+            by: None,
+        },
+        Command::AddAsset {
+            spec: asset("USDT", 8),
+            by: None,
+        },
+        Command::AddPair {
+            spec: Box::new(pair_spec("BTCUSDT", AssetId(1), AssetId(2))),
+            by: None,
+        },
+    ]
+}
+
 /// W1: one pair, 1,000 users, ~1,000 resting orders (500 a side).
 pub fn w1(seed: u64, commands: usize) -> Workload {
     let mut rng = Rng::new(seed);
     let mut sim = Sim::new(4096);
-    sim.apply(&Command::SetLimits {
-        limits: Limits {
-            max_open_orders_per_user: 100_000,
-            max_open_orders_total: 10_000_000,
-            max_api_keys_per_user: 30,
-            ..Limits::default()
-        },
-        by: None,
-    });
-    sim.apply(&Command::AddAsset {
-        spec: asset("BTC", 8),
-        by: None,
-    });
-    sim.apply(&Command::AddAsset {
-        spec: asset("USDT", 8),
-        by: None,
-    });
-    sim.apply(&Command::AddPair {
-        spec: Box::new(pair_spec("BTCUSDT", AssetId(1), AssetId(2))),
-        by: None,
-    });
+    for c in btcusdt_setup() {
+        sim.apply(&c);
+    }
     create_users(&mut sim, 1_000);
     for u in 1..=1_000u64 {
         fund(&mut sim, UserId(u), AssetId(1), 100_000 * ONE);
