@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use engine::*;
 
-use crate::rows::{dec, ROW_ID_SHIFT};
+use crate::rows::{push_dec, ROW_ID_SHIFT};
 
 /// A built-in in-app notification template. `{name}` placeholders are
 /// replaced by [`render`].
@@ -193,11 +193,37 @@ pub fn check_placeholders<'a>(t: &Template, text: &'a str) -> Result<(), &'a str
     }
 }
 
+/// A placeholder's value, written by [`render`] straight into the text (no
+/// string per value: notifications are derived for every filled order).
+#[derive(Debug, Clone, Copy)]
+pub enum Var<'a> {
+    Text(&'a str),
+    Int(u64),
+    /// Asset units with the asset's decimals ([`dec`]).
+    Amount(u128, u8),
+    /// An unknown asset or pair, shown as `#id`.
+    Id(u32),
+}
+
+impl Var<'_> {
+    fn push_to(&self, out: &mut String) {
+        match *self {
+            Var::Text(t) => out.push_str(t),
+            Var::Int(n) => push_dec(out, u128::from(n), 0),
+            Var::Amount(units, decimals) => push_dec(out, units, decimals),
+            Var::Id(id) => {
+                out.push('#');
+                push_dec(out, u128::from(id), 0);
+            }
+        }
+    }
+}
+
 /// `text` with every `{key}` of `vars` replaced by its value, in one pass:
 /// a value that itself contains `{key}` is not expanded again. Unknown
 /// placeholders stay as they are.
-pub fn render(text: &str, vars: &[(&str, String)]) -> String {
-    let mut out = String::with_capacity(text.len() + 32);
+pub fn render(text: &str, vars: &[(&str, Var<'_>)]) -> String {
+    let mut out = String::with_capacity(text.len() + 48);
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
@@ -209,7 +235,7 @@ pub fn render(text: &str, vars: &[(&str, String)]) -> String {
                 .map(|(_, v)| (v, close))
         }) {
             Some((v, close)) => {
-                out.push_str(v);
+                v.push_to(&mut out);
                 rest = &after[close + 1..];
             }
             None => {
@@ -385,13 +411,19 @@ pub fn derive(
     if matches!(events.first(), Some(Event::Rejected { .. })) {
         return out;
     }
-    let asset = |a: AssetId| -> (String, u8) {
+    // An unknown asset shows as `#id` with 8 decimals.
+    let asset = |a: AssetId| -> Var<'_> {
         catalog
             .asset_info(a)
-            .map_or((format!("#{}", a.0), 8), |(s, d)| (s.to_owned(), d))
+            .map_or(Var::Id(a.0), |(s, _)| Var::Text(s))
     };
-    let amount = |a: AssetId, units: u64| dec(units as u128, asset(a).1);
-    let mut push = |user: UserId, name: &'static str, vars: &[(&str, String)]| {
+    let amount = |a: AssetId, units: u64| {
+        Var::Amount(
+            u128::from(units),
+            catalog.asset_info(a).map_or(8, |(_, d)| d),
+        )
+    };
+    let mut push = |user: UserId, name: &'static str, vars: &[(&str, Var<'_>)]| {
         let Some(t) = template(name) else {
             return;
         };
@@ -433,21 +465,22 @@ pub fn derive(
                     OrderStatus::Canceled if !own_cancel(cmd, *user) => ORDER_CANCELED,
                     _ => continue,
                 };
-                let (symbol, base, quote) = catalog.pair_info(*pair).map_or(
-                    (format!("#{}", pair.0), AssetId(0), AssetId(0)),
-                    |(s, b, q)| (s.to_owned(), b, q),
-                );
+                let (symbol, base, quote) = catalog
+                    .pair_info(*pair)
+                    .map_or((Var::Id(pair.0), AssetId(0), AssetId(0)), |(s, b, q)| {
+                        (Var::Text(s), b, q)
+                    });
                 push(
                     *user,
                     name,
                     &[
-                        ("order_id", order.0.to_string()),
+                        ("order_id", Var::Int(order.0)),
                         ("symbol", symbol),
-                        ("status", status.as_str().to_owned()),
+                        ("status", Var::Text(status.as_str())),
                         ("qty", amount(base, filled.0)),
-                        ("base", asset(base).0),
+                        ("base", asset(base)),
                         ("quote_qty", amount(quote, *cum_quote)),
-                        ("quote", asset(quote).0),
+                        ("quote", asset(quote)),
                     ],
                 );
             }
@@ -458,8 +491,8 @@ pub fn derive(
                         b.user,
                         DEPOSIT_CREDITED,
                         &[
-                            ("deposit_id", d.to_string()),
-                            ("asset", asset(b.asset).0),
+                            ("deposit_id", Var::Int(d)),
+                            ("asset", asset(b.asset)),
                             ("amount", amount(b.asset, credited)),
                         ],
                     );
@@ -475,12 +508,12 @@ pub fn derive(
                     w.user,
                     name,
                     &[
-                        ("withdrawal_id", w.id.to_string()),
-                        ("asset", asset(w.asset).0),
+                        ("withdrawal_id", Var::Int(w.id)),
+                        ("asset", asset(w.asset)),
                         ("amount", amount(w.asset, w.amount)),
                         ("fee", amount(w.asset, w.fee)),
-                        ("address", w.address.clone()),
-                        ("tx_hash", w.tx_hash.clone()),
+                        ("address", Var::Text(&w.address)),
+                        ("tx_hash", Var::Text(&w.tx_hash)),
                     ],
                 );
             }
@@ -501,9 +534,9 @@ pub fn derive(
                     *user,
                     name,
                     &[
-                        ("kyc_id", kyc.to_string()),
-                        ("level", level.to_string()),
-                        ("notes", notes.clone()),
+                        ("kyc_id", Var::Int(*kyc)),
+                        ("level", Var::Int(u64::from(*level))),
+                        ("notes", Var::Text(notes)),
                     ],
                 );
             }
@@ -519,8 +552,8 @@ pub fn derive(
                     *user,
                     LOGIN_LOCKED,
                     &[
-                        ("locked_until", utc_text(*locked_until_ms)),
-                        ("failures", failed_logins.to_string()),
+                        ("locked_until", Var::Text(&utc_text(*locked_until_ms))),
+                        ("failures", Var::Int(u64::from(*failed_logins))),
                     ],
                 );
             }
@@ -540,9 +573,9 @@ pub fn derive(
                     *user,
                     API_KEY_CREATED,
                     &[
-                        ("api_key", api_key.clone()),
-                        ("label", label.clone()),
-                        ("permissions", perms.join(",")),
+                        ("api_key", Var::Text(api_key)),
+                        ("label", Var::Text(label)),
+                        ("permissions", Var::Text(&perms.join(","))),
                     ],
                 );
             }
@@ -795,7 +828,7 @@ mod tests {
 
     #[test]
     fn render_replaces_known_placeholders_once() {
-        let v = [("a", "x{b}".to_string()), ("b", "y".to_string())];
+        let v = [("a", Var::Text("x{b}")), ("b", Var::Text("y"))];
         assert_eq!(render("{a}-{b}-{c}-{", &v), "x{b}-y-{c}-{");
     }
 
