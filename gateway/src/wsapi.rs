@@ -42,7 +42,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, Notify};
 
 use crate::binance::errors::BinanceError;
-use crate::binance::params::Params;
+use crate::binance::params::{JsonParam, Params};
 use crate::binance::ratelimit::{request_weight, RateLimiter, Usage};
 use crate::server::{error_response, json_response, now_ms, AppState};
 use crate::trade::{self, Authed, PERM_READ, PERM_TRADE};
@@ -248,7 +248,9 @@ impl Session {
             method,
             params: obj,
         } = req;
-        let return_limits = !matches!(obj.get("returnRateLimits"), Some(Value::Bool(false)));
+        let return_limits = !obj
+            .iter()
+            .any(|(k, v)| k == "returnRateLimits" && *v == JsonParam::Json("false".into()));
         let (params, api_key) = match Params::from_json(obj) {
             Ok(p) => p,
             Err(e) => return Dispatch::Now(error_reply(&id, &e, None, None)),
@@ -471,19 +473,24 @@ enum Dispatch {
     Later(Reply),
 }
 
-struct Request {
-    id: Value,
-    method: String,
-    params: Map<String, Value>,
-}
+type Request = crate::binance::ws_frame::Frame;
 
 fn invalid_json(msg: &str) -> BinanceError {
     BinanceError::new(-1135, msg, 400)
 }
 
 /// Decode a request frame. On error, the id to answer with (null when it
-/// could not be read) and the error.
+/// could not be read) and the error. Plain requests take the one-pass
+/// decoder; everything else (and every error) the general one below.
 fn decode(text: &str) -> Result<Request, (Value, BinanceError)> {
+    match crate::binance::ws_frame::decode_fast(text, MAX_ID_LEN) {
+        Some(r) => Ok(r),
+        None => decode_value(text),
+    }
+}
+
+/// The general decoder, through a `serde_json::Value`.
+fn decode_value(text: &str) -> Result<Request, (Value, BinanceError)> {
     let v: Value = serde_json::from_str(text)
         .map_err(|_| (Value::Null, invalid_json("Invalid JSON Request")))?;
     let Value::Object(mut obj) = v else {
@@ -532,7 +539,11 @@ fn decode(text: &str) -> Result<Request, (Value, BinanceError)> {
             invalid_json(&format!("Unknown field '{}' in JSON request.", truncate(k))),
         ));
     }
-    Ok(Request { id, method, params })
+    Ok(Request {
+        id,
+        method,
+        params: crate::binance::params::json_members(params),
+    })
 }
 
 fn truncate(s: &str) -> &str {
@@ -701,18 +712,22 @@ fn push_limits_json(
     windows: &[crate::binance::ratelimit::WindowLimit],
     usage: &Usage,
 ) {
-    use std::fmt::Write;
+    use engine::decimal::push_units;
     for (w, count) in windows.iter().zip(usage.as_slice()) {
         if !out.is_empty() {
             out.push(',');
         }
-        let _ = write!(
-            out,
-            "{{\"rateLimitType\":\"{kind}\",\"interval\":\"{}\",\"intervalNum\":{},\"limit\":{},\"count\":{count}}}",
-            w.unit.as_str(),
-            w.interval_num,
-            w.limit
-        );
+        out.push_str("{\"rateLimitType\":\"");
+        out.push_str(kind);
+        out.push_str("\",\"interval\":\"");
+        out.push_str(w.unit.as_str());
+        out.push_str("\",\"intervalNum\":");
+        push_units(out, u128::from(w.interval_num), 0);
+        out.push_str(",\"limit\":");
+        push_units(out, u128::from(w.limit), 0);
+        out.push_str(",\"count\":");
+        push_units(out, u128::from(*count), 0);
+        out.push('}');
     }
 }
 
@@ -724,7 +739,14 @@ fn reply(id: &Value, r: Result<Value, BinanceError>, limits: Option<Limits>) -> 
 }
 
 fn ok_reply(id: &Value, result: &Value, limits: Option<Limits>) -> String {
-    let mut out = format!("{{\"id\":{id},\"status\":200,\"result\":{result}");
+    // serde_json's writer, not `Display` (which goes through `fmt` in small
+    // pieces); a `Value` always serializes.
+    let result = serde_json::to_string(result).unwrap_or_default();
+    let mut out = String::with_capacity(result.len() + 48 + limits.as_ref().map_or(0, String::len));
+    out.push_str("{\"id\":");
+    out.push_str(&serde_json::to_string(id).unwrap_or_default());
+    out.push_str(",\"status\":200,\"result\":");
+    out.push_str(&result);
     push_limits(&mut out, limits);
     out
 }
@@ -770,13 +792,126 @@ mod tests {
             .unwrap_or_else(|_| panic!("decodes"));
         assert_eq!(r.id, json!("a-1"));
         assert_eq!(r.method, "order.place");
-        assert_eq!(r.params.get("symbol"), Some(&json!("X")));
+        assert_eq!(r.params, vec![("symbol".to_string(), JsonParam::Str("X".into()))]);
         let r = decode(r#"{"id":7,"method":"ping"}"#).unwrap_or_else(|_| panic!("decodes"));
         assert_eq!(r.id, json!(7));
         assert!(r.params.is_empty());
         let r = decode(r#"{"id":null,"method":"time","params":null}"#)
             .unwrap_or_else(|_| panic!("decodes"));
         assert_eq!(r.id, Value::Null);
+    }
+
+    /// The one-pass decoder answers only where the general one accepts,
+    /// and then with the same request; plain requests do take it.
+    #[test]
+    fn fast_decoder_agrees_with_the_general_one() {
+        use crate::binance::ws_frame::decode_fast;
+        let plain = [
+            r#"{"id":"a-1","method":"v3/order.place","params":{"symbol":"BTCUSDT","side":"BUY","quantity":"0.1","price":1.50,"timestamp":1700000000000,"recvWindow":5000,"newOrderRespType":null,"returnRateLimits":false,"x":true,"y":-0,"z":1e5,"big":18446744073709551615,"neg":-9223372036854775808}}"#,
+            r#"{"id":7,"method":"ping"}"#,
+            r#" {"method":"time","params":null,"id":null} "#,
+            r#"{"id":"\u0041\n","method":"v3\/x","params":{"b\u00e9":"\"q\"","a":"\u00e9t\u00e9"}}"#,
+            r#"{"params":{},"method":"depth","id":18446744073709551615}"#,
+        ];
+        let hostile = [
+            "{",
+            "[1,2]",
+            "\"x\"",
+            "null",
+            "",
+            " ",
+            "{}",
+            r#"{"id":1.5,"method":"ping"}"#,
+            r#"{"id":{"a":1},"method":"ping"}"#,
+            r#"{"id":1,"method":5}"#,
+            r#"{"id":1}"#,
+            r#"{"id":"x","method":"ping","params":[1]}"#,
+            r#"{"id":2,"method":"ping","extra":1}"#,
+            r#"{"id":2,"id":3,"method":"ping"}"#,
+            r#"{"id":null,"id":null,"method":"ping"}"#,
+            r#"{"id":2,"method":"ping","method":"time"}"#,
+            r#"{"id":2,"method":"ping","params":{"a":1,"a":2}}"#,
+            r#"{"id":2,"method":"ping","params":{"a":[1,{"b":2}]}}"#,
+            r#"{"id":2,"method":"ping","params":{"a":{"b":null}}}"#,
+            r#"{"id":2,"method":"ping","params":{},"params":{}}"#,
+            r#"{"id":2,"method":"ping"} trailing"#,
+            r#"{"id":2,"method":"ping","params":{"a":1e999}}"#,
+            r#"{"id":-1,"method":"ping"}"#,
+        ];
+        let check = |frame: &str| -> bool {
+            match decode_fast(frame, MAX_ID_LEN) {
+                Some(fast) => {
+                    let general = decode_value(frame).unwrap_or_else(|(_, e)| {
+                        panic!("{frame}: fast accepts, general says {}", e.msg)
+                    });
+                    assert_eq!(fast, general, "{frame}");
+                    true
+                }
+                None => false,
+            }
+        };
+        for f in plain {
+            assert!(check(f), "{f} should take the fast path");
+        }
+        for f in hostile {
+            check(f);
+        }
+        let long_id = format!(
+            r#"{{"id":"{}","method":"ping"}}"#,
+            "x".repeat(MAX_ID_LEN + 1)
+        );
+        assert!(!check(&long_id));
+        // Seeded mutations of the plain frames: cut, duplicated or replaced
+        // bytes.
+        let mut x: u64 = 0x243F_6A88_85A3_08D3;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let pieces = [
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"",
+            "null",
+            "1",
+            "-",
+            ".",
+            "e",
+            "\\",
+            "\"id\"",
+            "\"params\"",
+            " ",
+        ];
+        for round in 0..20_000 {
+            let base = plain[round % plain.len()];
+            let mut bytes = base.as_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(bytes.len() + 1);
+                match next(3) {
+                    0 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    1 => {
+                        let p = pieces[next(pieces.len())].as_bytes();
+                        bytes.splice(at..at, p.iter().copied());
+                    }
+                    _ => {
+                        let end = (at + next(8)).min(bytes.len());
+                        let seg = bytes[at.min(end)..end].to_vec();
+                        bytes.splice(at..at, seg);
+                    }
+                }
+            }
+            if let Ok(frame) = std::str::from_utf8(&bytes) {
+                check(frame);
+            }
+        }
     }
 
     #[test]

@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 
 use engine::*;
 
-use crate::rows::{push_dec, ROW_ID_SHIFT};
+use engine::decimal::push_units;
+
+use crate::rows::ROW_ID_SHIFT;
 
 /// A built-in in-app notification template. `{name}` placeholders are
 /// replaced by [`render`].
@@ -209,11 +211,11 @@ impl Var<'_> {
     fn push_to(&self, out: &mut String) {
         match *self {
             Var::Text(t) => out.push_str(t),
-            Var::Int(n) => push_dec(out, u128::from(n), 0),
-            Var::Amount(units, decimals) => push_dec(out, units, decimals),
+            Var::Int(n) => push_units(out, u128::from(n), 0),
+            Var::Amount(units, decimals) => push_units(out, units, u32::from(decimals)),
             Var::Id(id) => {
                 out.push('#');
-                push_dec(out, u128::from(id), 0);
+                push_units(out, u128::from(id), 0);
             }
         }
     }

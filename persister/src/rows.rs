@@ -17,37 +17,7 @@ pub const ROW_ID_SHIFT: u32 = 16;
 
 /// `units` base units of an asset with `decimals` decimals, as a decimal string.
 pub fn dec(units: u128, decimals: u8) -> String {
-    let mut out = String::with_capacity(24);
-    push_dec(&mut out, units, decimals);
-    out
-}
-
-/// Appends [`dec`]`(units, decimals)` to `out` without the `fmt` machinery
-/// (it runs for every amount the persister and the notifications write).
-pub fn push_dec(out: &mut String, units: u128, decimals: u8) {
-    // u128::MAX has 39 digits; with the leading "0" of a fraction below one
-    // and up to 255 decimals, digits fit in 256 + 1 bytes.
-    let mut digits = [b'0'; 257];
-    let mut n = units;
-    let mut len = 0;
-    loop {
-        digits[digits.len() - 1 - len] = b'0' + (n % 10) as u8;
-        n /= 10;
-        len += 1;
-        if n == 0 {
-            break;
-        }
-    }
-    // At least one integer digit before the point.
-    let len = len.max(usize::from(decimals) + 1);
-    let start = digits.len() - len;
-    let point = digits.len() - usize::from(decimals);
-    let int = std::str::from_utf8(&digits[start..point]).unwrap_or("0");
-    out.push_str(int);
-    if decimals > 0 {
-        out.push('.');
-        out.push_str(std::str::from_utf8(&digits[point..]).unwrap_or(""));
-    }
+    engine::decimal::format_units_u128(units, u32::from(decimals))
 }
 
 /// Journal milliseconds as a timestamp.
@@ -1342,41 +1312,6 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dec_places_the_point_like_format_does() {
-        let reference = |units: u128, d: u8| {
-            if d == 0 {
-                return units.to_string();
-            }
-            let scale = 10u128.pow(u32::from(d));
-            format!(
-                "{}.{:0w$}",
-                units / scale,
-                units % scale,
-                w = usize::from(d)
-            )
-        };
-        assert_eq!(dec(0, 8), "0.00000000");
-        assert_eq!(dec(1, 8), "0.00000001");
-        assert_eq!(dec(150_000_000, 8), "1.50000000");
-        assert_eq!(dec(42, 0), "42");
-        assert_eq!(dec(0, 0), "0");
-        assert_eq!(dec(u128::MAX, 0), u128::MAX.to_string());
-        let mut x: u128 = 0x9e37_79b9_7f4a_7c15;
-        for d in 0..=38u8 {
-            for units in [0, 1, 9, 10, 99, 12_345, u64::MAX as u128, u128::MAX, x] {
-                assert_eq!(dec(units, d), reference(units, d), "{units} {d}");
-            }
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-        }
-        let mut s = String::from("x=");
-        push_dec(&mut s, 5, 255);
-        assert_eq!(s.len(), 2 + 2 + 255);
-        assert!(s.starts_with("x=0.000") && s.ends_with('5'));
-    }
 
     #[test]
     fn kyc_document_text_is_the_ciphertext_in_hex() {

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod params;
 pub mod ratelimit;
 pub mod sign;
+pub mod ws_frame;
 
 pub use errors::BinanceError;
 pub use params::Params;

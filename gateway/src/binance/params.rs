@@ -44,6 +44,48 @@ pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 /// Name of the signature parameter, which `signed_payload` leaves out.
 pub const SIGNATURE: &str = "signature";
 
+/// One member of a WebSocket API request's `params` object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonParam {
+    /// `null`: counts as not sent (but is signed as `null`).
+    Null,
+    /// A JSON string, unescaped.
+    Str(String),
+    /// Any other value as its compact JSON text: numbers, booleans, arrays
+    /// and objects.
+    Json(String),
+}
+
+impl JsonParam {
+    pub fn from_value(v: serde_json::Value) -> JsonParam {
+        match v {
+            serde_json::Value::Null => JsonParam::Null,
+            serde_json::Value::String(s) => JsonParam::Str(s),
+            other => JsonParam::Json(other.to_string()),
+        }
+    }
+
+    /// The value as the signing payload renders it.
+    pub fn text(&self) -> &str {
+        match self {
+            JsonParam::Null => "null",
+            JsonParam::Str(s) | JsonParam::Json(s) => s,
+        }
+    }
+}
+
+/// A `params` object as sorted, unique members.
+pub fn json_members(obj: serde_json::Map<String, serde_json::Value>) -> Vec<(String, JsonParam)> {
+    let mut members: Vec<(String, JsonParam)> = obj
+        .into_iter()
+        .map(|(k, v)| (k, JsonParam::from_value(v)))
+        .collect();
+    // Sorted explicitly: serde_json's map keeps insertion order when another
+    // crate enables `preserve_order`.
+    members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    members
+}
+
 /// Where a parameter was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -123,28 +165,29 @@ impl Params {
     /// apart, not as a parameter, and `returnRateLimits` is left to the
     /// session; the signed payload is every pair but
     /// `signature`, sorted by name (web-socket-api.md), `apiKey` included.
+    /// `members` are sorted by name, names unique (as [`json_members`]
+    /// and the WebSocket decoder give them).
     pub fn from_json(
-        obj: serde_json::Map<String, serde_json::Value>,
+        members: Vec<(String, JsonParam)>,
     ) -> Result<(Params, Option<String>), BinanceError> {
-        if obj.len() > MAX_PARAMS {
+        if members.len() > MAX_PARAMS {
             return Err(BinanceError::too_many_parameters());
         }
         // Only signed requests need the payload (public methods skip it).
-        let signed_payload = if obj.contains_key(SIGNATURE) {
-            super::sign::ws_signing_payload(&obj)
+        let signed_payload = if members.iter().any(|(k, _)| k == SIGNATURE) {
+            super::sign::ws_signing_payload_of(members.iter().map(|(k, v)| (k.as_str(), v.text())))
         } else {
             String::new()
         };
-        let mut entries = Vec::with_capacity(obj.len());
+        let mut entries = Vec::with_capacity(members.len());
         let mut api_key = None;
-        for (name, v) in obj {
+        for (name, v) in members {
             if !is_param_name(&name) {
                 return Err(BinanceError::illegal_chars());
             }
             let value = match v {
-                serde_json::Value::Null => continue,
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
+                JsonParam::Null => continue,
+                JsonParam::Str(s) | JsonParam::Json(s) => s,
             };
             if value.len() > MAX_VALUE_BYTES {
                 return Err(BinanceError::illegal_chars_in(

@@ -221,9 +221,8 @@ pub fn verify_request(params: &Params, key: &SigningKey) -> Result<(), BinanceEr
 /// they are, numbers and booleans as their JSON text (`5000`, `6000.346`,
 /// `true`), null as `null`, arrays and objects as compact JSON.
 pub fn ws_signing_payload(params: &serde_json::Map<String, serde_json::Value>) -> String {
-    let mut pairs: Vec<(&str, std::borrow::Cow<'_, str>)> = params
+    let texts: Vec<(&str, std::borrow::Cow<'_, str>)> = params
         .iter()
-        .filter(|(k, _)| k.as_str() != super::params::SIGNATURE)
         .map(|(k, v)| {
             let text = match v {
                 serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
@@ -232,11 +231,20 @@ pub fn ws_signing_payload(params: &serde_json::Map<String, serde_json::Value>) -
             (k.as_str(), text)
         })
         .collect();
+    let mut pairs: Vec<(&str, &str)> = texts.iter().map(|(k, v)| (*k, v.as_ref())).collect();
     // Sorted explicitly: serde_json's map keeps insertion order when another
     // crate enables `preserve_order`.
     pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut out = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
-    for (i, (k, v)) in pairs.iter().enumerate() {
+    ws_signing_payload_of(pairs.into_iter())
+}
+
+/// [`ws_signing_payload`] of `(name, text)` pairs already sorted by name.
+pub fn ws_signing_payload_of<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> String {
+    let pairs = pairs.filter(|(k, _)| *k != super::params::SIGNATURE);
+    let mut out = String::with_capacity(pairs.clone().map(|(k, v)| k.len() + v.len() + 2).sum());
+    for (i, (k, v)) in pairs.enumerate() {
         if i > 0 {
             out.push('&');
         }
