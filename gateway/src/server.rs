@@ -163,7 +163,14 @@ async fn weigh(
     next: Next,
 ) -> Response {
     let path = req.uri().path().to_string();
-    let params = Params::parse(req.uri().query().unwrap_or(""), b"").ok();
+    // Only GET endpoints and order/test weigh by their parameters; order
+    // entry and cancels skip parsing the query twice (the handler parses it).
+    let query = if req.method() == axum::http::Method::GET || path.ends_with("/order/test") {
+        req.uri().query().unwrap_or("")
+    } else {
+        ""
+    };
+    let params = Params::parse(query, b"").ok();
     let weight = params
         .as_ref()
         .and_then(|p| request_weight(req.method().as_str(), &path, p))

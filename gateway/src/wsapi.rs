@@ -792,7 +792,10 @@ mod tests {
             .unwrap_or_else(|_| panic!("decodes"));
         assert_eq!(r.id, json!("a-1"));
         assert_eq!(r.method, "order.place");
-        assert_eq!(r.params, vec![("symbol".to_string(), JsonParam::Str("X".into()))]);
+        assert_eq!(
+            r.params,
+            vec![("symbol".to_string(), JsonParam::Str("X".into()))]
+        );
         let r = decode(r#"{"id":7,"method":"ping"}"#).unwrap_or_else(|_| panic!("decodes"));
         assert_eq!(r.id, json!(7));
         assert!(r.params.is_empty());
