@@ -12,10 +12,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::native::{call, err_code as err};
 use common::*;
 use serde_json::{json, Value};
 
 const DOC: &str = "P1234567";
+
+fn get(s: &Server, path: &str, token: Option<&str>) -> Resp {
+    call(s, "GET", path, token, b"")
+}
+
+/// POST a raw body (any bytes, not necessarily JSON).
+fn post_raw(s: &Server, path: &str, token: Option<&str>, body: &[u8]) -> Resp {
+    call(s, "POST", path, token, body)
+}
 
 fn register(s: &Server, name: &str) -> String {
     let pw = format!("{name}-password-1");
@@ -26,36 +36,6 @@ fn register(s: &Server, name: &str) -> String {
     );
     assert_eq!(r.status, 201, "register {name}: {}", r.json);
     login(s, name, &pw)
-}
-
-fn get(s: &Server, path: &str, token: Option<&str>) -> Resp {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let h: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| vec![("Authorization", a)])
-        .unwrap_or_default();
-    s.req("GET", path, &h, b"")
-}
-
-/// POST a raw body (any bytes, not necessarily JSON).
-fn post_raw(s: &Server, path: &str, token: Option<&str>, body: &[u8]) -> Resp {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        h.push(("Authorization", a.as_str()));
-    }
-    s.req("POST", path, &h, body)
-}
-
-/// (status, code) of an error answer, which must be JSON `{code, msg}`.
-fn err(r: &Resp) -> (u16, i64) {
-    assert!(
-        r.head.contains("content-type: application/json"),
-        "{}",
-        r.head
-    );
-    assert!(r.json["msg"].is_string(), "{}", r.body);
-    (r.status, r.json["code"].as_i64().unwrap_or(0))
 }
 
 fn submit(s: &Server, token: &str, body: Value) -> Resp {

@@ -14,33 +14,14 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::native::{call, err_code as err, get};
 use common::*;
 use serde_json::{json, Value};
 
 const ALLOW_PRIVATE: (&str, &str) = ("MX_HTTP__WEBHOOK_ALLOW_PRIVATE", "true");
 
-fn get(s: &Server, path: &str, token: &str) -> Resp {
-    let auth = format!("Bearer {token}");
-    s.req("GET", path, &[("Authorization", &auth)], b"")
-}
-
 fn post(s: &Server, path: &str, token: Option<&str>, body: &[u8]) -> Resp {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut h = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        h.push(("Authorization", a.as_str()));
-    }
-    s.req("POST", path, &h, body)
-}
-
-fn err(r: &Resp) -> (u16, i64) {
-    assert!(
-        r.head.contains("content-type: application/json"),
-        "{}",
-        r.head
-    );
-    assert!(r.json["msg"].is_string(), "{}", r.body);
-    (r.status, r.json["code"].as_i64().unwrap_or(0))
+    call(s, "POST", path, token, body)
 }
 
 fn notifications(s: &Server, token: &str, query: &str) -> Value {

@@ -15,16 +15,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn post_raw(s: &Server, path: &str, token: &str, body: &[u8]) -> Resp {
-    let auth = bearer(token);
-    s.req(
-        "POST",
-        path,
-        &[
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    )
+    call(s, "POST", path, Some(token), body)
 }
 
 /// Exact units (8 decimals) of a signed decimal string.

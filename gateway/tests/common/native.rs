@@ -53,6 +53,18 @@ pub fn assert_err(r: &Resp, status: u16, code: i64, what: &str) {
     assert!(r.json["msg"].is_string(), "{what}: {}", r.body);
 }
 
+/// (status, code) of an error answer, which must be JSON `{code, msg}`.
+#[track_caller]
+pub fn err_code(r: &Resp) -> (u16, i64) {
+    assert!(
+        r.head.contains("content-type: application/json"),
+        "{}",
+        r.head
+    );
+    assert!(r.json["msg"].is_string(), "{}", r.body);
+    (r.status, r.json["code"].as_i64().unwrap_or(0))
+}
+
 /// A user's id, looked up by name through the admin API.
 pub fn user_id(s: &Server, admin: &str, name: &str) -> u64 {
     let r = ok(get(s, "/api/v1/admin/users?limit=1000", admin));
