@@ -19,6 +19,18 @@
 //!   backoff (logged at WARN); the journal keeps growing, the exchange keeps
 //!   trading, and the writer catches up with bigger batches when it returns.
 //!   A commit whose outcome was lost is resolved by re-reading the checkpoint.
+//! * Asynchronous commit: writer connections run with
+//!   `synchronous_commit = off` ([`SESSION_SETTINGS`]), so a COMMIT does not
+//!   wait for the WAL fsync (a wait per batch, which bounds a writer that
+//!   follows the live journal in small batches). Exactly-once still holds:
+//!   a Postgres crash may lose the last few acknowledged commits, but each
+//!   lost commit takes its own checkpoint move with it (same transaction),
+//!   and the journal, not Postgres, is the truth, so on restart the writer
+//!   reads the older checkpoint and writes those records again. A lost
+//!   commit is never torn (Postgres recovers to a consistent prefix of its
+//!   WAL) and the window is short (at most about three
+//!   `wal_writer_delay`s). Nothing takes the checkpoint as a durability
+//!   promise: journal retention follows snapshots, not the checkpoint.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -286,6 +298,9 @@ pub fn spawn(
         })
 }
 
+/// Settings of every writer connection (run once per connection).
+pub const SESSION_SETTINGS: &str = "SET synchronous_commit = off";
+
 async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(async move {
@@ -336,6 +351,17 @@ impl Conn {
                             }
                             Err(err) => return Err(err.into()),
                         }
+                    }
+                    // Asynchronous commit (see the module docs): a batch's
+                    // COMMIT returns without waiting for its WAL flush. Safe
+                    // because the checkpoint commits in the same transaction
+                    // as the rows and the journal is the truth: a Postgres
+                    // crash that loses the last commits loses their
+                    // checkpoint moves with them, and the writer rewrites
+                    // those records on restart (no gap, no duplicate).
+                    if let Err(err) = c.batch_execute(SESSION_SETTINGS).await {
+                        self.failed(&migrate::describe(&err), stop).await;
+                        continue;
                     }
                     if let Err(err) = c.batch_execute("SELECT create_monthly_partitions()").await {
                         self.failed(&migrate::describe(&err), stop).await;

@@ -710,6 +710,55 @@ async fn klines_merged_across_small_batches_equal_the_trades() {
     big.drop_db().await;
 }
 
+/// The writer's own connection commits asynchronously
+/// (`synchronous_commit = off`, see `writer::SESSION_SETTINGS`): a trigger
+/// on the checkpoint row records the setting of the session that moves it,
+/// inside each batch's transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_session_commits_asynchronously() {
+    const N: u64 = 300;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    write_journal(&data, N);
+    let db = TestDb::create_migrated().await;
+    db.client()
+        .batch_execute(
+            "CREATE TABLE seen_sync (setting text NOT NULL);
+             CREATE FUNCTION record_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO seen_sync VALUES (current_setting('synchronous_commit'));
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER record_sync AFTER UPDATE ON persister_checkpoints
+                 FOR EACH ROW EXECUTE FUNCTION record_sync();",
+        )
+        .await
+        .unwrap();
+    // This test's own session keeps the server default.
+    let own: String = db
+        .client()
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(own, "on", "server default (the test expects it unchanged)");
+    let cfg = config(db.url(), &data, 50);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    let seen: Vec<String> = db
+        .client()
+        .query("SELECT DISTINCT setting FROM seen_sync", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, ["off"]);
+    assert!(count(db.client(), "SELECT count(*) FROM seen_sync").await >= (N / 50) as i64);
+    db.drop_db().await;
+}
+
 #[test]
 fn writer_child_entry() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
