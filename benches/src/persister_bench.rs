@@ -38,7 +38,7 @@ use hdrhistogram::Histogram;
 use journal::{Durability, JournalConfig};
 use persister::replica::DataDir;
 use persister::rows::Batch;
-use persister::writer::{self, Follow, PersisterStatus, WriterConfig};
+use persister::writer::{self, Follow, PersisterGroup, PersisterStatus, WriterConfig};
 
 use crate::w3::Rng;
 use crate::workload::ONE;
@@ -593,9 +593,6 @@ pub fn paced(
     durability: Durability,
     knobs: Knobs,
 ) -> Result<Paced> {
-    if knobs.split {
-        bail!("--split is measured in catch-up mode only");
-    }
     let last = s.len() as u64;
     let setup = s.setup as u64;
     let mut w = open_journal(data, durability)?;
@@ -607,18 +604,29 @@ pub fn paced(
     w.commit()?;
     let durable = w.durable_handle();
     let stop = Arc::new(AtomicBool::new(false));
-    let status = Arc::new(PersisterStatus::default());
-    let h = writer::spawn(
-        bench_writer_config(url, data, knobs),
-        Follow::Durable(durable.clone()),
-        stop.clone(),
-        status.clone(),
-    )?;
-    eprintln!("persister: paced: writing the setup ({setup} records) ...");
-    while status.written_seq.load(Ordering::Relaxed) < setup {
-        if h.is_finished() {
-            bail!("writer stopped: {:?}", h.join());
+    // One writer, or one per domain (`--split`): the group's written seq is
+    // the lowest, its counters the sums.
+    let mut status = PersisterGroup::default();
+    let mut handles = Vec::new();
+    for cfg in bench_writers(url, data, knobs) {
+        let st = Arc::new(PersisterStatus::default());
+        status.writers.push((cfg.writer.clone(), st.clone()));
+        handles.push(writer::spawn(
+            cfg,
+            Follow::Durable(durable.clone()),
+            stop.clone(),
+            st,
+        )?);
+    }
+    let finished = |handles: &mut Vec<std::thread::JoinHandle<_>>| -> Result<()> {
+        if let Some(i) = handles.iter().position(|h| h.is_finished()) {
+            bail!("writer stopped: {:?}", handles.swap_remove(i).join());
         }
+        Ok(())
+    };
+    eprintln!("persister: paced: writing the setup ({setup} records) ...");
+    while status.written_seq() < setup {
+        finished(&mut handles)?;
         std::thread::sleep(Duration::from_millis(5));
     }
     let steady = last - setup;
@@ -632,10 +640,10 @@ pub fn paced(
     let commits: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::with_capacity(1 << 16));
     let behind_max_ns = AtomicU64::new(0);
     let done = AtomicBool::new(false);
-    let rows0 = status.rows.load(Ordering::Relaxed);
-    let batches0 = status.batches.load(Ordering::Relaxed);
-    let build0 = status.build_ns.load(Ordering::Relaxed);
-    let flush0 = status.flush_ns.load(Ordering::Relaxed);
+    let rows0 = status.total(|s| &s.rows);
+    let batches0 = status.total(|s| &s.batches);
+    let build0 = status.total(|s| &s.build_ns);
+    let flush0 = status.total(|s| &s.flush_ns);
     let mut probe = CpuProbe::new(db_name);
     let (pg0, w0) = probe.sample();
     let start = Instant::now();
@@ -655,22 +663,22 @@ pub fn paced(
     })?;
     let (pg1, w1) = probe.sample();
     // Rows are counted just after `written_seq` moves: read them first.
-    let rows = status.rows.load(Ordering::Relaxed) - rows0;
-    let written = status.written_seq.load(Ordering::Relaxed).max(setup);
-    let batches = status.batches.load(Ordering::Relaxed) - batches0;
-    let build = status.build_ns.load(Ordering::Relaxed) - build0;
-    let flush = status.flush_ns.load(Ordering::Relaxed) - flush0;
+    let rows = status.total(|s| &s.rows) - rows0;
+    let written = status.written_seq().max(setup);
+    let batches = status.total(|s| &s.batches) - batches0;
+    let build = status.total(|s| &s.build_ns) - build0;
+    let flush = status.total(|s| &s.flush_ns) - flush0;
     let drain_from = Instant::now();
-    while status.written_seq.load(Ordering::Relaxed) < last {
-        if h.is_finished() {
-            bail!("writer stopped before the end: {:?}", h.join());
-        }
+    while status.written_seq() < last {
+        finished(&mut handles)?;
         std::thread::sleep(Duration::from_millis(1));
     }
     let drain = drain_from.elapsed();
     stop.store(true, Ordering::Release);
-    h.join()
-        .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    }
     Ok(Paced {
         records: steady,
         trades,
@@ -736,7 +744,7 @@ type LagSamples = (Histogram<u64>, Histogram<u64>, Duration);
 
 /// Sample lag every 5 ms until the producer is done; progress every 2 s.
 fn sample(
-    status: &PersisterStatus,
+    status: &PersisterGroup,
     durable: &journal::DurableSeq,
     commits: &Mutex<Vec<(u64, u64)>>,
     done: &AtomicBool,
@@ -750,7 +758,7 @@ fn sample(
     let (mut worst_us, mut worst_seq) = (0u64, 0u64);
     while !done.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(5));
-        let written = status.written_seq.load(Ordering::Relaxed);
+        let written = status.written_seq();
         let d = durable.get();
         let now_ns = start.elapsed().as_nanos() as u64;
         let (us, seqs) = if written >= d {
