@@ -203,8 +203,8 @@ enum Cmd {
         /// writer's; 18446744073709551615 = never).
         #[arg(long)]
         copy_min_rows: Option<usize>,
-        /// catch-up: one writer per table domain in parallel
-        /// (`persister.writers = "split"`).
+        /// One writer per table domain in parallel (`persister.writers =
+        /// "split"`), in catch-up and paced mode.
         #[arg(long)]
         split: bool,
         /// paced: journal durability of the producer.
