@@ -554,7 +554,9 @@ fn hostile_clients_get_errors_or_are_disconnected() {
             Some(In::Closed(c)) => break c,
             None => panic!("sleeper not closed after {n} messages"),
         }
-        if t0.elapsed() > Duration::from_secs(20) {
+        // Generous: a loaded CI host drains the buffered backlog slowly
+        // (10,461 messages in 20 s once); what matters is that it ends.
+        if t0.elapsed() > Duration::from_secs(90) {
             panic!("sleeper still receiving after {n} messages");
         }
     };
