@@ -248,9 +248,9 @@ impl Session {
             method,
             params: obj,
         } = req;
-        let return_limits = !obj
-            .iter()
-            .any(|(k, v)| k == "returnRateLimits" && *v == JsonParam::Json("false".into()));
+        let return_limits = !obj.iter().any(|(k, v)| {
+            k == "returnRateLimits" && matches!(v, JsonParam::Json(t) if t == "false")
+        });
         let (params, api_key) = match Params::from_json(obj) {
             Ok(p) => p,
             Err(e) => return Dispatch::Now(error_reply(&id, &e, None, None)),
