@@ -536,6 +536,8 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             retain_journal: cfg.snapshot.retain_journal,
         },
         max_body_bytes: cfg.http.max_body_bytes,
+        max_connections: cfg.http.max_connections as usize,
+        send_buffer_bytes: cfg.http.send_buffer_bytes,
         bootstrap,
         weight_limit: LimiterConfig {
             kind: LimiterKind::RequestWeight,

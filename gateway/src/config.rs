@@ -281,6 +281,9 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     pub max_body_bytes: usize,
     pub max_connections: u32,
+    /// Socket send buffer of every connection in bytes (0: the kernel's
+    /// autotuning, up to net.ipv4.tcp_wmem's maximum).
+    pub send_buffer_bytes: u32,
     pub request_timeout_ms: u64,
     /// Slots of the gateway -> sequencer ring (power of two).
     pub ring_capacity: usize,
@@ -309,6 +312,7 @@ impl Default for HttpConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 << 10,
             max_connections: 10_000,
+            send_buffer_bytes: 256 << 10,
             request_timeout_ms: 30_000,
             ring_capacity: 1 << 16,
             ws_max_connections: 10_000,

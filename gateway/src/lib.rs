@@ -12,6 +12,7 @@ pub mod history;
 pub mod identity;
 pub mod kyc;
 pub mod ledger;
+pub mod listener;
 pub mod market;
 pub mod native;
 pub mod notifications;

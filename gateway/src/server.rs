@@ -44,6 +44,11 @@ pub struct ServeOptions {
     pub pipeline: PipelineConfig,
     pub snapshot: SnapshotPolicy,
     pub max_body_bytes: usize,
+    /// Open connections, REST and WebSocket (`http.max_connections`).
+    pub max_connections: usize,
+    /// Socket send buffer per connection, 0: autotuned
+    /// (`http.send_buffer_bytes`).
+    pub send_buffer_bytes: u32,
     /// Commands journaled once, when the engine has no assets yet.
     pub bootstrap: Vec<Command>,
     pub weight_limit: LimiterConfig,
@@ -124,6 +129,8 @@ pub struct Shared {
     pub risk: Arc<RwLock<crate::risk::RiskView>>,
     /// Settlement batches the engine accepted (settlement.rs).
     pub settlements: Arc<RwLock<crate::settlement::Batches>>,
+    /// Open and refused connections (`http.max_connections`).
+    pub connections: Arc<crate::listener::Stats>,
 }
 
 pub fn now_ms() -> u64 {
@@ -372,6 +379,18 @@ async fn metrics(State(st): State<AppState>) -> Response {
             p.total(|s| &s.flush_ns) as f64 / 1e9,
         );
     }
+    metric(
+        "mx_http_connections",
+        "Open connections, REST and WebSocket (bounded by http.max_connections).",
+        "gauge",
+        st.connections.open() as f64,
+    );
+    metric(
+        "mx_http_connections_refused_total",
+        "Connections answered 503 because http.max_connections were open.",
+        "counter",
+        st.connections.refused() as f64,
+    );
     metric(
         "mx_websocket_connections",
         "Open WebSocket connections (streams, user data, WebSocket API).",
@@ -723,6 +742,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         hub: hub.clone(),
         persister: None,
         user_streams,
+        connections: crate::listener::Stats::new(opts.max_connections),
     };
     // The persister follows the journal (never the engine thread), so a slow
     // or absent Postgres never blocks trading.
@@ -792,18 +812,20 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             deliveries,
             opts.webhooks.clone(),
         ));
-        let listener = tokio::net::TcpListener::bind(opts.addr)
-            .await
-            .with_context(|| {
+        let listener =
+            crate::listener::bind(opts.addr, opts.send_buffer_bytes).with_context(|| {
                 format!(
                     "cannot listen on {} (set MX_HTTP_ADDR to another address)",
                     opts.addr
                 )
             })?;
         tracing::info!(addr = %opts.addr, "listening");
+        let listener = crate::listener::Bounded::new(listener, st.connections.clone());
         let app = router(st, opts.max_body_bytes);
         axum::serve(
-            listener,
+            // tap_io: axum's ConnectInfo<SocketAddr> comes with it for any
+            // listener whose address is a SocketAddr.
+            axum::serve::ListenerExt::tap_io(listener, |_| {}),
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown_signal(stop.clone(), closing_tx))

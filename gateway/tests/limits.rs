@@ -202,3 +202,83 @@ fn an_ip_that_keeps_hammering_after_429_is_banned_with_418_until_the_ban_expires
     );
     assert_eq!(retry_after(&r.head), 3);
 }
+
+/// A kept-alive connection that has been served once (so it holds one of the
+/// server's connection slots).
+fn open_conn(port: u16) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    c.write_all(b"GET /api/v3/ping HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"{}") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    c
+}
+
+#[test]
+fn connections_over_max_connections_get_503_and_a_freed_slot_is_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start_with(tmp.path(), port, &[("MX_HTTP__MAX_CONNECTIONS", "3")]);
+    // Readiness polling may leave a closing connection behind: wait until
+    // three kept-alive connections are in.
+    let mut held = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while held.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "3 slots never free");
+        match s.try_req("GET", "/api/v3/ping", &[], b"") {
+            Ok(r) if r.status == 200 => held.push(open_conn(port)),
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    // Full: the next one is answered 503 with the contract's JSON error
+    // and closed, and the held connections still work.
+    let r = s.req("GET", "/api/v3/ping", &[], b"");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json["code"], -1008, "{}", r.body);
+    assert!(r.json["msg"]
+        .as_str()
+        .unwrap()
+        .contains("http.max_connections"));
+    assert!(r.head.contains("retry-after: 1"), "{}", r.head);
+    {
+        use std::io::{Read, Write};
+        let c = &mut held[0];
+        c.write_all(b"GET /api/v3/time HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
+    }
+    // A closed connection frees its slot: /metrics, on it, counts the
+    // refusal and three open connections (two held and its own).
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let metrics = loop {
+        let r = s.req("GET", "/metrics", &[], b"");
+        if r.status == 200 {
+            break r.body;
+        }
+        assert_eq!(r.status, 503);
+        assert!(std::time::Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("mx_http_connections_refused_total") >= 1.0);
+    assert_eq!(value("mx_http_connections"), 3.0);
+}

@@ -427,6 +427,11 @@ fn hostile_clients_get_errors_or_are_disconnected() {
         free_port(),
         &[
             ("MX_HTTP__WS_SEND_QUEUE", "256"),
+            // A small socket buffer: the sleeper is cut off after 256
+            // queued messages and at most ~32 KiB of kernel buffer, long
+            // before the end (with an autotuned 4 MiB buffer it once
+            // absorbed every message and was never cut off).
+            ("MX_HTTP__SEND_BUFFER_BYTES", "16384"),
             ("MX_HTTP__WS_MAX_SUBSCRIPTIONS", "32"),
             ("MX_HTTP__WS_MAX_MESSAGES_PER_SEC", "20"),
         ],
@@ -554,15 +559,13 @@ fn hostile_clients_get_errors_or_are_disconnected() {
             Some(In::Closed(c)) => break c,
             None => panic!("sleeper not closed after {n} messages"),
         }
-        // Generous: a loaded CI host drains the buffered backlog slowly
-        // (10,461 messages in 20 s once); what matters is that it ends.
-        if t0.elapsed() > Duration::from_secs(90) {
-            panic!("sleeper still receiving after {n} messages");
+        if t0.elapsed() > Duration::from_secs(20) {
+            panic!("sleeper still receiving after {n} of {total} messages");
         }
     };
     assert!(
-        n < total,
-        "the sleeper was cut off: {n} of {total} messages"
+        n < total / 2,
+        "the sleeper was cut off early: {n} of {total} messages"
     );
     if let Some((code, reason)) = closed {
         assert_eq!(code, 1008);
