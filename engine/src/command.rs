@@ -571,6 +571,38 @@ pub enum Command {
 const _: () = assert!(std::mem::size_of::<Command>() <= 136);
 
 impl Command {
+    /// The acting user a command names, for `audit_logs.user_id`.
+    pub fn actor(&self) -> Option<UserId> {
+        match self {
+            Command::CreateRiskRule { by, .. }
+            | Command::UpdateRiskRule { by, .. }
+            | Command::DeleteRiskRule { by, .. }
+            | Command::SetRiskEventStatus { by, .. }
+            | Command::SetNotificationTemplate { by, .. } => Some(*by),
+            Command::ReviewKyc { reviewer, .. } => Some(*reviewer),
+            Command::RunSettlement { requested_by, .. } => Some(*requested_by),
+            // None in records journaled before command format 7.
+            Command::GrantRole { by, .. } | Command::RevokeRole { by, .. } => *by,
+            // None in records journaled before command format 8, and in the
+            // bootstrap the server issues itself from config.
+            Command::AddAsset { by, .. }
+            | Command::UpdateAsset { by, .. }
+            | Command::AddPair { by, .. }
+            | Command::UpdatePair { by, .. }
+            | Command::SetPairStatus { by, .. }
+            | Command::SetFeeAccount { by, .. }
+            | Command::SetLimits { by, .. }
+            | Command::SetUserStatus { by, .. }
+            | Command::SetUserRoles { by, .. }
+            | Command::SetKycLevel { by, .. }
+            | Command::Deposit { by, .. }
+            | Command::CompleteWithdrawal { by, .. }
+            | Command::RejectWithdrawal { by, .. }
+            | Command::Adjust { by, .. } => *by,
+            _ => None,
+        }
+    }
+
     /// Journal payload encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(128);

@@ -524,38 +524,6 @@ impl Domains {
     }
 }
 
-/// The acting user a command names, for `audit_logs.user_id`.
-fn actor_of(cmd: &Command) -> Option<UserId> {
-    match cmd {
-        Command::CreateRiskRule { by, .. }
-        | Command::UpdateRiskRule { by, .. }
-        | Command::DeleteRiskRule { by, .. }
-        | Command::SetRiskEventStatus { by, .. }
-        | Command::SetNotificationTemplate { by, .. } => Some(*by),
-        Command::ReviewKyc { reviewer, .. } => Some(*reviewer),
-        Command::RunSettlement { requested_by, .. } => Some(*requested_by),
-        // None in records journaled before command format 7.
-        Command::GrantRole { by, .. } | Command::RevokeRole { by, .. } => *by,
-        // None in records journaled before command format 8, and in the
-        // bootstrap the server issues itself from config.
-        Command::AddAsset { by, .. }
-        | Command::UpdateAsset { by, .. }
-        | Command::AddPair { by, .. }
-        | Command::UpdatePair { by, .. }
-        | Command::SetPairStatus { by, .. }
-        | Command::SetFeeAccount { by, .. }
-        | Command::SetLimits { by, .. }
-        | Command::SetUserStatus { by, .. }
-        | Command::SetUserRoles { by, .. }
-        | Command::SetKycLevel { by, .. }
-        | Command::Deposit { by, .. }
-        | Command::CompleteWithdrawal { by, .. }
-        | Command::RejectWithdrawal { by, .. }
-        | Command::Adjust { by, .. } => *by,
-        _ => None,
-    }
-}
-
 impl Batch {
     /// Drop the rows of tables outside `keep` (other writers write them).
     /// Every field is named here, so a new table cannot be added to the
@@ -1214,7 +1182,7 @@ impl Batch {
                 });
                 let a = &mut self.audit;
                 a.id.push(seq as i64);
-                a.user.push(actor_of(cmd).map(|u| u.0 as i64));
+                a.user.push(cmd.actor().map(|u| u.0 as i64));
                 a.action.push(action);
                 a.resource_type.push(resource_type);
                 a.resource_id.push(resource_id);

@@ -8,6 +8,8 @@
 //! (command format 8); written in small batches and in one, the tables are
 //! identical.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,22 +95,15 @@ fn commands() -> Vec<Command> {
         },
         Command::AddPair {
             spec: Box::new(PairSpec {
-                symbol: "BTCUSDT".into(),
-                base: AssetId(1),
-                quote: AssetId(2),
-                tick_units: 1_000_000,
                 step_units: 1_000,
                 min_qty_units: 1_000,
                 max_qty_units: 9_000 * ONE,
                 market_max_qty_units: 9_000 * ONE,
                 min_notional_units: 5 * ONE,
-                max_notional_units: 0,
-                min_price_ticks: 1,
                 max_price_ticks: 100_000_000_000,
-                maker_fee_e8: 100_000,
                 taker_fee_e8: 100_000,
                 price_band_pct: 50,
-                status: PairStatus::Trading,
+                ..common::btcusdt()
             }),
             by: None,
         },

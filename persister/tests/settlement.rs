@@ -68,22 +68,9 @@ fn asset(symbol: &str, withdraw_fee_units: u64) -> AssetSpec {
 /// BTCUSDT: tick 0.01, step 0.00001, maker 0.1 %, taker 0.2 %.
 fn btcusdt() -> PairSpec {
     PairSpec {
-        symbol: "BTCUSDT".into(),
-        base: BTC,
-        quote: USDT,
-        tick_units: 1_000_000,
         step_units: 1_000,
         min_qty_units: 1_000,
-        max_qty_units: 1_000 * ONE,
-        market_max_qty_units: 1_000 * ONE,
-        min_notional_units: 0,
-        max_notional_units: 0,
-        min_price_ticks: 1,
-        max_price_ticks: 1_000_000_000,
-        maker_fee_e8: 100_000,
-        taker_fee_e8: 200_000,
-        price_band_pct: 0,
-        status: PairStatus::Trading,
+        ..common::btcusdt()
     }
 }
 

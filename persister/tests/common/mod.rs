@@ -143,3 +143,28 @@ pub fn btc_order(
         stp,
     })
 }
+
+/// BTCUSDT (base asset 1, quote asset 2): tick 0.01, step 0.001, maker
+/// 0.1 %, taker 0.2 %, no notional or band limits. Tests change fields with
+/// `PairSpec { .., ..btcusdt() }`.
+pub fn btcusdt() -> engine::PairSpec {
+    const ONE: u64 = 100_000_000;
+    engine::PairSpec {
+        symbol: "BTCUSDT".into(),
+        base: engine::AssetId(1),
+        quote: engine::AssetId(2),
+        tick_units: 1_000_000,
+        step_units: 100_000,
+        min_qty_units: 100_000,
+        max_qty_units: 1_000 * ONE,
+        market_max_qty_units: 1_000 * ONE,
+        min_notional_units: 0,
+        max_notional_units: 0,
+        min_price_ticks: 1,
+        max_price_ticks: 1_000_000_000,
+        maker_fee_e8: 100_000,
+        taker_fee_e8: 200_000,
+        price_band_pct: 0,
+        status: engine::PairStatus::Trading,
+    }
+}
