@@ -74,7 +74,8 @@ pub fn run(
         let mut sockets = Vec::new();
         for _ in 0..conns {
             let url = format!("ws://{addr}/ws-api/v3");
-            let (ws, _) = tokio_tungstenite::connect_async(&url)
+            // TCP_NODELAY, as trading clients set it (asyncio does).
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true)
                 .await
                 .with_context(|| format!("connect {url}"))?;
             sockets.push(ws);
