@@ -702,7 +702,7 @@ fn weight_limits(l: &RateLimiter<IpAddr>, usage: &Usage) -> Limits {
 
 /// Append the ORDERS entries of API key `key`.
 fn add_order_limits(out: &mut Limits, l: &RateLimiter<String>, key: &str) {
-    let usage = l.usage(&key.to_string(), now_ms());
+    let usage = l.usage(key, now_ms());
     push_limits_json(out, "ORDERS", &l.config().windows, &usage);
 }
 

@@ -329,7 +329,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             .zip(usage.as_slice().iter().copied())
     }
 
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K>> {
         let h = self.hasher.hash_one(key) as usize;
         let shard = &self.shards[h & (self.shards.len() - 1)];
         shard
@@ -362,8 +362,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.apply(entry, weight, now_ms)
     }
 
-    /// Current counts for `key` without counting anything.
-    pub fn usage(&self, key: &K, now_ms: u64) -> Usage {
+    /// Current counts for `key` without counting anything (a `&str` for a
+    /// `String`-keyed limiter: nothing is allocated).
+    pub fn usage<Q>(&self, key: &Q, now_ms: u64) -> Usage
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let shard = self.shard(key);
         match shard.map.get(key) {
             Some(entry) => self.current(entry, now_ms),
@@ -722,6 +727,8 @@ mod tests {
             [1, 1]
         );
         let usage = rl.usage(&key, t + 86_400_000);
+        // Looked up by `&str`, a String key is the same entry.
+        assert_eq!(rl.usage(key.as_str(), t + 86_400_000), usage);
         let headers: Vec<(&str, u64)> = rl.headers(&usage).collect();
         assert_eq!(
             headers,
