@@ -126,6 +126,45 @@ pub struct PipelineStats {
     pub applied: AtomicU64,
     pub last_batch_size: AtomicU64,
     pub last_commit_us: AtomicU64,
+    /// Durations of the group commits (append + flush).
+    pub commit_time: CommitHistogram,
+}
+
+/// Upper bounds (microseconds) of the commit-time histogram's buckets; one
+/// more bucket counts everything slower.
+pub const COMMIT_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+
+/// A Prometheus-style histogram of group-commit durations: one relaxed
+/// atomic add per commit, so the journaler never waits for a reader.
+#[derive(Debug, Default)]
+pub struct CommitHistogram {
+    buckets: [AtomicU64; COMMIT_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl CommitHistogram {
+    pub fn record(&self, us: u64) {
+        let i = COMMIT_BUCKETS_US.partition_point(|&b| b < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound (`le`), the last one `+Inf`.
+    pub fn cumulative(&self) -> [u64; COMMIT_BUCKETS_US.len() + 1] {
+        let mut out = [0; COMMIT_BUCKETS_US.len() + 1];
+        let mut total = 0;
+        for (o, b) in out.iter_mut().zip(&self.buckets) {
+            total += b.load(Ordering::Relaxed);
+            *o = total;
+        }
+        out
+    }
+
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
 }
 
 struct Batch {
@@ -521,6 +560,9 @@ impl Pipeline {
                     sh.stats
                         .last_commit_us
                         .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    sh.stats
+                        .commit_time
+                        .record(started.elapsed().as_micros() as u64);
                     if batch_tx
                         .send(Batch {
                             first_seq,
@@ -583,6 +625,25 @@ mod tests {
         journal::Writer::open(journal::JournalConfig::new(dir))
             .unwrap()
             .0
+    }
+
+    #[test]
+    fn commit_times_land_in_their_bucket() {
+        let h = CommitHistogram::default();
+        // A bound is inclusive (Prometheus `le`); past the last, +Inf.
+        for us in [0, 50, 51, 100, 1_000, 250_000, 250_001, u64::MAX / 4] {
+            h.record(us);
+        }
+        let c = h.cumulative();
+        assert_eq!(c[0], 2, "0 and 50 us are <= 50 us");
+        assert_eq!(c[1], 4, "51 and 100 us are <= 100 us");
+        assert_eq!(c[4], 5, "1 ms");
+        assert_eq!(c[11], 6, "250 ms");
+        assert_eq!(c[12], 8, "+Inf counts everything");
+        assert_eq!(
+            h.sum_us(),
+            50 + 51 + 100 + 1_000 + 250_000 + 250_001 + u64::MAX / 4
+        );
     }
 
     fn create_user(i: u64) -> Command {

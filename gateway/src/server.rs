@@ -409,6 +409,26 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "gauge",
         st.durable.get().saturating_sub(m.last_seq) as f64,
     );
+    {
+        use std::fmt::Write as _;
+        let name = "mx_journal_commit_seconds";
+        let _ = write!(
+            out,
+            "# HELP {name} Group commit durations (append and flush to disk).\n# TYPE {name} histogram\n"
+        );
+        let counts = s.commit_time.cumulative();
+        for (bound, count) in crate::pipeline::COMMIT_BUCKETS_US.iter().zip(&counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {count}",
+                *bound as f64 / 1e6
+            );
+        }
+        let total = counts[counts.len() - 1];
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum {}", s.commit_time.sum_us() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {total}");
+    }
     (
         StatusCode::OK,
         [(

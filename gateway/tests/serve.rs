@@ -198,6 +198,29 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
     assert_eq!(st, 200);
     assert!(body.contains("mx_journal_durable_seq 8"), "{body}");
     assert!(body.contains("mx_websocket_connections 0"), "{body}");
+    // Every group commit is in the commit-time histogram: its count is the
+    // batch counter, and its buckets are cumulative up to +Inf.
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing: {body}"))
+            .parse::<f64>()
+            .unwrap() as u64
+    };
+    let batches = value("mx_journal_batches_total");
+    assert!(batches >= 1);
+    assert_eq!(value("mx_journal_commit_seconds_count"), batches);
+    assert_eq!(
+        value("mx_journal_commit_seconds_bucket{le=\"+Inf\"}"),
+        batches
+    );
+    let buckets: Vec<u64> = body
+        .lines()
+        .filter(|l| l.starts_with("mx_journal_commit_seconds_bucket"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 13);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
 
     // SIGTERM: drain, snapshot, exit 0.
     s.signal("-TERM");
