@@ -127,33 +127,37 @@ pub struct PipelineStats {
     pub last_batch_size: AtomicU64,
     pub last_commit_us: AtomicU64,
     /// Durations of the group commits (append + flush).
-    pub commit_time: CommitHistogram,
+    pub commit_time: LatencyHistogram,
+    /// From a command's push onto the ring to its submitter resuming with
+    /// the durable, applied outcome (journal, engine, publisher and the
+    /// wake-up of the waiting task).
+    pub ack_time: LatencyHistogram,
 }
 
-/// Upper bounds (microseconds) of the commit-time histogram's buckets; one
-/// more bucket counts everything slower.
-pub const COMMIT_BUCKETS_US: [u64; 12] = [
+/// Upper bounds (microseconds) of the latency histograms' buckets; one more
+/// bucket counts everything slower.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
 ];
 
-/// A Prometheus-style histogram of group-commit durations: one relaxed
-/// atomic add per commit, so the journaler never waits for a reader.
+/// A Prometheus-style latency histogram: two relaxed atomic adds per
+/// sample, so the recording thread never waits for a reader.
 #[derive(Debug, Default)]
-pub struct CommitHistogram {
-    buckets: [AtomicU64; COMMIT_BUCKETS_US.len() + 1],
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     sum_us: AtomicU64,
 }
 
-impl CommitHistogram {
+impl LatencyHistogram {
     pub fn record(&self, us: u64) {
-        let i = COMMIT_BUCKETS_US.partition_point(|&b| b < us);
+        let i = LATENCY_BUCKETS_US.partition_point(|&b| b < us);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Cumulative counts per bound (`le`), the last one `+Inf`.
-    pub fn cumulative(&self) -> [u64; COMMIT_BUCKETS_US.len() + 1] {
-        let mut out = [0; COMMIT_BUCKETS_US.len() + 1];
+    pub fn cumulative(&self) -> [u64; LATENCY_BUCKETS_US.len() + 1] {
+        let mut out = [0; LATENCY_BUCKETS_US.len() + 1];
         let mut total = 0;
         for (o, b) in out.iter_mut().zip(&self.buckets) {
             total += b.load(Ordering::Relaxed);
@@ -229,6 +233,7 @@ impl Submitter {
         cancel_client_id: Option<ClientOrderId>,
     ) -> Result<Arc<Outcome>, ExecuteError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = std::time::Instant::now();
         self.submit(Submission {
             command,
             reply: Some(tx),
@@ -236,7 +241,13 @@ impl Submitter {
         })
         .map_err(ExecuteError::Submit)?;
         match rx.await {
-            Ok(Ok(o)) => Ok(o),
+            Ok(Ok(o)) => {
+                self.shared
+                    .stats
+                    .ack_time
+                    .record(started.elapsed().as_micros() as u64);
+                Ok(o)
+            }
             Ok(Err(e)) => Err(ExecuteError::Pipeline(e)),
             Err(_) => Err(ExecuteError::Pipeline(PipelineError::ShuttingDown)),
         }
@@ -629,7 +640,7 @@ mod tests {
 
     #[test]
     fn commit_times_land_in_their_bucket() {
-        let h = CommitHistogram::default();
+        let h = LatencyHistogram::default();
         // A bound is inclusive (Prometheus `le`); past the last, +Inf.
         for us in [0, 50, 51, 100, 1_000, 250_000, 250_001, u64::MAX / 4] {
             h.record(us);

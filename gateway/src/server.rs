@@ -409,15 +409,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "gauge",
         st.durable.get().saturating_sub(m.last_seq) as f64,
     );
-    {
+    let mut histogram = |name: &str, help: &str, h: &crate::pipeline::LatencyHistogram| {
         use std::fmt::Write as _;
-        let name = "mx_journal_commit_seconds";
-        let _ = write!(
-            out,
-            "# HELP {name} Group commit durations (append and flush to disk).\n# TYPE {name} histogram\n"
-        );
-        let counts = s.commit_time.cumulative();
-        for (bound, count) in crate::pipeline::COMMIT_BUCKETS_US.iter().zip(&counts) {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let counts = h.cumulative();
+        for (bound, count) in crate::pipeline::LATENCY_BUCKETS_US.iter().zip(&counts) {
             let _ = writeln!(
                 out,
                 "{name}_bucket{{le=\"{}\"}} {count}",
@@ -426,9 +422,19 @@ async fn metrics(State(st): State<AppState>) -> Response {
         }
         let total = counts[counts.len() - 1];
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-        let _ = writeln!(out, "{name}_sum {}", s.commit_time.sum_us() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_sum {}", h.sum_us() as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {total}");
-    }
+    };
+    histogram(
+        "mx_journal_commit_seconds",
+        "Group commit durations (append and flush to disk).",
+        &s.commit_time,
+    );
+    histogram(
+        "mx_command_ack_seconds",
+        "From a command's push onto the ring to its request resuming with the durable outcome.",
+        &s.ack_time,
+    );
     (
         StatusCode::OK,
         [(

@@ -220,6 +220,9 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
         .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(buckets.len(), 13);
+    // Every command the server executed and waited for is in the ack
+    // histogram (the bootstrap and the first admin at least).
+    assert!(value("mx_command_ack_seconds_count") >= 8);
     assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
 
     // SIGTERM: drain, snapshot, exit 0.
