@@ -350,3 +350,80 @@ pub fn run(
         })
     })
 }
+
+/// The cumulative buckets `(upper bound in seconds, count)` of histogram
+/// `name` in a Prometheus text page, `+Inf` last (as `f64::INFINITY`).
+pub fn scrape_histogram(page: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    page.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The server's `mx_command_ack_seconds` histogram now (empty when the
+/// page cannot be read: an older server).
+pub fn server_acks(addr: &str) -> Vec<(f64, u64)> {
+    Conn::open(addr)
+        .and_then(|mut c| c.call("GET", "/metrics", &[], b""))
+        .map(|(_, page)| scrape_histogram(&page, "mx_command_ack_seconds"))
+        .unwrap_or_default()
+}
+
+/// The upper bound (ns) of the bucket holding quantile `q` of the samples
+/// counted between two scrapes of one cumulative histogram; `None` when
+/// nothing was counted, or the quantile lies past the last finite bound.
+pub fn bucket_quantile_ns(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<u64> {
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+            (le, n.saturating_sub(was))
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let want = (q * total as f64).ceil() as u64;
+    let (le, _) = delta.iter().find(|(_, n)| *n >= want.max(1))?;
+    le.is_finite().then(|| (le * 1e9).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = "# TYPE mx_command_ack_seconds histogram\n\
+        mx_command_ack_seconds_bucket{le=\"0.001\"} 10\n\
+        mx_command_ack_seconds_bucket{le=\"0.005\"} 90\n\
+        mx_command_ack_seconds_bucket{le=\"0.01\"} 99\n\
+        mx_command_ack_seconds_bucket{le=\"+Inf\"} 100\n\
+        mx_command_ack_seconds_sum 0.5\n\
+        mx_other_bucket{le=\"1\"} 5\n";
+
+    #[test]
+    fn server_histogram_quantiles_come_from_the_scrape_difference() {
+        let after = scrape_histogram(PAGE, "mx_command_ack_seconds");
+        assert_eq!(
+            after,
+            vec![(0.001, 10), (0.005, 90), (0.01, 99), (f64::INFINITY, 100)]
+        );
+        let before = vec![(0.001, 10), (0.005, 10), (0.01, 10), (f64::INFINITY, 10)];
+        // Between the scrapes: 0 under 1 ms, 80 under 5 ms, 89 under 10 ms,
+        // 90 in all.
+        assert_eq!(bucket_quantile_ns(&before, &after, 0.5), Some(5_000_000));
+        assert_eq!(bucket_quantile_ns(&before, &after, 0.98), Some(10_000_000));
+        assert_eq!(bucket_quantile_ns(&before, &after, 0.999), None, "+Inf");
+        assert_eq!(bucket_quantile_ns(&after, &after, 0.5), None, "nothing new");
+        assert_eq!(bucket_quantile_ns(&[], &[], 0.5), None);
+    }
+}

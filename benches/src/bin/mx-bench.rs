@@ -317,6 +317,7 @@ fn order_entry(
         .collect::<Result<_>>()?;
     eprintln!("{name}: {connections} connections, {rate} orders/s planned, {duration_secs} s ...");
     let duration = std::time::Duration::from_secs(duration_secs);
+    let acks_before = rest_bench::server_acks(addr);
     let r = match kind {
         OrderEntry::Rest(d) => rest_bench::run(addr, &accounts, connections, rate, duration, d)?,
         OrderEntry::Ws => ws_bench::run(addr, &accounts, connections, rate, duration)?,
@@ -324,6 +325,14 @@ fn order_entry(
     if let Some(e) = &r.first_error {
         eprintln!("{name}: first error: {e}");
     }
+    // The server's own view (ring push to durable outcome), bucket upper
+    // bounds: what the client saw beyond it is sockets, request handling
+    // and the client's own queueing.
+    let acks_after = rest_bench::server_acks(addr);
+    let server_ack = |q| {
+        rest_bench::bucket_quantile_ns(&acks_before, &acks_after, q)
+            .map_or_else(|| "null".to_string(), |v| v.to_string())
+    };
     if let Some(path) = plot {
         let title = format!("W4 {title} order ack latency at {rate}/s planned ({machine})");
         std::fs::write(
@@ -332,7 +341,7 @@ fn order_entry(
         )?;
     }
     println!(
-        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"machine\":\"{machine}\"}}",
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},\"machine\":\"{machine}\"}}",
         r.sent,
         r.ok,
         r.errors,
@@ -341,6 +350,8 @@ fn order_entry(
         r.rtt.value_at_quantile(0.5),
         r.rtt.value_at_quantile(0.99),
         r.rtt.max(),
+        server_ack(0.5),
+        server_ack(0.99),
     );
     Ok(())
 }
