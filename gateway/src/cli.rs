@@ -537,6 +537,7 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
         },
         max_body_bytes: cfg.http.max_body_bytes,
         max_connections: cfg.http.max_connections as usize,
+        request_timeout: std::time::Duration::from_millis(cfg.http.request_timeout_ms),
         send_buffer_bytes: cfg.http.send_buffer_bytes,
         bootstrap,
         weight_limit: LimiterConfig {

@@ -46,6 +46,9 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Open connections, REST and WebSocket (`http.max_connections`).
     pub max_connections: usize,
+    /// A request not answered within this time gets 503
+    /// (`http.request_timeout_ms`).
+    pub request_timeout: Duration,
     /// Socket send buffer per connection, 0: autotuned
     /// (`http.send_buffer_bytes`).
     pub send_buffer_bytes: u32,
@@ -131,6 +134,8 @@ pub struct Shared {
     pub settlements: Arc<RwLock<crate::settlement::Batches>>,
     /// Open and refused connections (`http.max_connections`).
     pub connections: Arc<crate::listener::Stats>,
+    /// `http.request_timeout_ms`.
+    pub request_timeout: Duration,
 }
 
 pub fn now_ms() -> u64 {
@@ -193,7 +198,19 @@ async fn weigh(
             return resp;
         }
     };
-    let mut resp = next.run(req).await;
+    // Past the deadline the request is answered 503 and its future dropped:
+    // a command already on the ring still executes (status unknown, as
+    // Binance's -1007 says); a WebSocket upgrade answers at once and its
+    // connection lives on in its own task.
+    let native = path.starts_with("/api/v1/");
+    let mut resp = match tokio::time::timeout(st.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) if native => crate::native::NativeError::unavailable(
+            "The request timed out (http.request_timeout_ms); its outcome is unknown: check before retrying.",
+        )
+        .into_response(),
+        Err(_) => error_response(&BinanceError::timeout()),
+    };
     // Framework-generated errors (body too large, bad method) get the
     // contract's JSON body too.
     let is_json = resp
@@ -769,6 +786,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         persister: None,
         user_streams,
         connections: crate::listener::Stats::new(opts.max_connections),
+        request_timeout: opts.request_timeout,
     };
     // The persister follows the journal (never the engine thread), so a slow
     // or absent Postgres never blocks trading.

@@ -282,3 +282,91 @@ fn connections_over_max_connections_get_503_and_a_freed_slot_is_reused() {
     assert!(value("mx_http_connections_refused_total") >= 1.0);
     assert_eq!(value("mx_http_connections"), 3.0);
 }
+
+/// A TCP server that accepts connections and never answers: a PostgreSQL
+/// that hangs.
+fn black_hole() -> u16 {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming() {
+            held.push(c);
+        }
+    });
+    port
+}
+
+#[test]
+fn requests_not_answered_within_request_timeout_get_503() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // History and audit reads go to a database that never answers; the
+    // request deadline (1.5 s) comes before the pool's own (2 s).
+    let db = format!("postgres://postgres@127.0.0.1:{}/hangs", black_hole());
+    let s = Server::start_with(
+        tmp.path(),
+        port,
+        &[
+            ("DATABASE_URL", db.as_str()),
+            ("MX_HTTP__REQUEST_TIMEOUT_MS", "1500"),
+            ("MX_MARKET_DATA__ORDERS_KEPT_PER_USER", "1"),
+        ],
+    );
+    // Logins hash with argon2id: about 35 ms in a test build.
+    let admin = login(&s, ADMIN, ADMIN_PW);
+    let trader = trader(
+        &s,
+        &admin,
+        "patient",
+        &[("USDT", "1000")],
+        &["READ", "TRADE"],
+    );
+    // Two orders placed and canceled: memory keeps one closed order, so
+    // allOrders needs Postgres for the other.
+    for price in ["20000", "20001"] {
+        let o = trader.order(
+            &s,
+            &format!(
+                "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price={price}"
+            ),
+        );
+        let id = o["orderId"].as_u64().unwrap();
+        let r = trader.call(
+            &s,
+            "DELETE",
+            "/api/v3/order",
+            &format!("symbol=BTCUSDT&orderId={id}"),
+        );
+        assert_eq!(r.status, 200, "{}", r.json);
+    }
+    let t = Instant::now();
+    let r = trader.call(&s, "GET", "/api/v3/allOrders", "symbol=BTCUSDT");
+    let took = t.elapsed();
+    assert_eq!(r.status, 503, "{}", r.json);
+    assert_eq!(r.json["code"], -1007, "{}", r.json);
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    // The native API answers its own error form.
+    let r = s.req(
+        "GET",
+        "/api/v1/admin/audit-logs",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        b"",
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.json["msg"]
+            .as_str()
+            .unwrap()
+            .contains("http.request_timeout_ms"),
+        "{}",
+        r.json
+    );
+    // Requests that do not wait on the database are served as before.
+    let r = s.req("GET", "/api/v3/time", &[], b"");
+    assert_eq!(r.status, 200);
+}
