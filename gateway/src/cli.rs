@@ -580,6 +580,7 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
             .persister_enabled()
             .then(|| cfg.database.url.as_ref().map(|u| u.expose().to_owned()))
             .flatten(),
+        database_pool_size: cfg.database.pool_size as usize,
         persister: cfg.persister.clone(),
         market_data: cfg.market_data.limits(),
         default_price_band_pct: cfg.engine.price_band_pct,

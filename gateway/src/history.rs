@@ -189,6 +189,12 @@ impl PgHistory {
         Ok(PgHistory { pool })
     }
 
+    /// (most connections, open connections) of the pool.
+    pub fn pool_sizes(&self) -> (usize, usize) {
+        let st = self.pool.status();
+        (st.max_size, st.size)
+    }
+
     /// A user's orders on a pair: from `from_id` upwards (ascending), else
     /// the newest; at most `limit`.
     pub async fn orders(&self, user: u64, pair: u64, p: Page) -> anyhow::Result<Vec<PgOrder>> {

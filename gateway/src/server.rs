@@ -65,6 +65,8 @@ pub struct ServeOptions {
     pub ws: crate::ws::WsConfig,
     /// Postgres of the in-process persister (None: no persister).
     pub database_url: Option<String>,
+    /// Connections of the history/admin read pool (`database.pool_size`).
+    pub database_pool_size: usize,
     /// Its batch size, flush interval and writer split (`[persister]`).
     pub persister: crate::config::PersisterConfig,
     /// Bounds of the market-data projection (`[market_data]`).
@@ -408,6 +410,21 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "counter",
         st.connections.refused() as f64,
     );
+    if let Some(h) = &st.history {
+        let (max, open) = h.pool_sizes();
+        metric(
+            "mx_history_pool_max_connections",
+            "Most connections of the history/admin Postgres pool (database.pool_size).",
+            "gauge",
+            max as f64,
+        );
+        metric(
+            "mx_history_pool_connections",
+            "Open connections of the history/admin Postgres pool.",
+            "gauge",
+            open as f64,
+        );
+    }
     metric(
         "mx_websocket_connections",
         "Open WebSocket connections (streams, user data, WebSocket API).",
@@ -756,7 +773,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let history = match &opts.database_url {
         Some(url) => Some(Arc::new(
-            crate::history::PgHistory::new(url, 4)
+            crate::history::PgHistory::new(url, opts.database_pool_size)
                 .context("DATABASE_URL is not a valid PostgreSQL URL")?,
         )),
         None => None,

@@ -34,6 +34,7 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
             ("DATABASE_URL", url.as_str()),
             ("MX_MARKET_DATA__ORDERS_KEPT_PER_USER", "3"),
             ("MX_MARKET_DATA__TRADES_KEPT_PER_USER", "3"),
+            ("MX_DATABASE__POOL_SIZE", "5"),
         ],
     );
     let admin = login(&s, ADMIN, ADMIN_PW);
@@ -72,6 +73,11 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
     let m = s.req("GET", "/metrics", &[], b"");
     assert!(m.body.contains("mx_persister_lag_seq 0"), "{}", m.body);
     assert!(m.body.contains("mx_persister_lag_seconds 0"), "{}", m.body);
+    assert!(
+        m.body.contains("mx_history_pool_max_connections 5"),
+        "database.pool_size sizes the read pool: {}",
+        m.body
+    );
     let rows: f64 = m
         .body
         .lines()
