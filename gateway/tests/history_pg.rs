@@ -78,12 +78,7 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
         "database.pool_size sizes the read pool: {}",
         m.body
     );
-    let rows: f64 = m
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("mx_persister_rows_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let rows = metric(&m.body, "mx_persister_rows_total");
     assert!(rows > 50.0, "{}", m.body);
 
     // Every order, oldest first, as it was answered when placed.

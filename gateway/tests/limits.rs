@@ -271,14 +271,7 @@ fn connections_over_max_connections_get_503_and_a_freed_slot_is_reused() {
         assert!(std::time::Instant::now() < deadline, "slot never freed");
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .parse()
-            .unwrap()
-    };
+    let value = |name: &str| metric(&metrics, name);
     assert!(value("mx_http_connections_refused_total") >= 1.0);
     assert_eq!(value("mx_http_connections"), 3.0);
 }

@@ -7,6 +7,8 @@
 //! start retention deleted. An ignored test times startup on a journal of
 //! about a million commands.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -200,13 +202,7 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
     assert!(body.contains("mx_websocket_connections 0"), "{body}");
     // Every group commit is in the commit-time histogram: its count is the
     // batch counter, and its buckets are cumulative up to +Inf.
-    let value = |name: &str| -> u64 {
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} missing: {body}"))
-            .parse::<f64>()
-            .unwrap() as u64
-    };
+    let value = |name: &str| common::metric(&body, name) as u64;
     let batches = value("mx_journal_batches_total");
     assert!(batches >= 1);
     assert_eq!(value("mx_journal_commit_seconds_count"), batches);

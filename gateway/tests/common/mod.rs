@@ -297,3 +297,13 @@ pub fn wait_persisted(s: &Server) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The value of sample `name` (with its labels, if any, as written) in a
+/// Prometheus text page; panics with the page when it is missing.
+pub fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} missing: {page}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
