@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use engine::{Event, PairId, Side};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
@@ -708,6 +709,18 @@ struct Conn {
 /// The close code and reason a connection ends with.
 type Close = Option<(u16, &'static str)>;
 
+/// Most queued stream messages written with one flush.
+const MAX_WRITE_BATCH: usize = 64;
+
+/// A stream message as sent: its data, or the combined wrapper.
+fn stream_text(combined: bool, msg: &StreamMsg) -> String {
+    if combined {
+        format!("{{\"stream\":\"{}\",\"data\":{}}}", msg.stream, msg.data)
+    } else {
+        msg.data.clone()
+    }
+}
+
 impl Conn {
     fn new(
         hub: Arc<Hub>,
@@ -783,13 +796,26 @@ impl Conn {
                 _ = kill.notify.notified() => return Some(SLOW),
                 msg = self.rx.recv() => {
                     let msg = msg?;
-                    let text = if self.combined {
-                        format!("{{\"stream\":\"{}\",\"data\":{}}}", msg.stream, msg.data)
-                    } else {
-                        msg.data.clone()
+                    // Messages already queued behind it leave in the same
+                    // write (one flush): with TCP_NODELAY each flush is a
+                    // packet, and a burst of stream updates should not be
+                    // one packet per message.
+                    let combined = self.combined;
+                    let rx = &mut self.rx;
+                    let write = async {
+                        let mut next = Some(msg);
+                        let mut fed = 0;
+                        while let Some(m) = next.take() {
+                            socket.feed(Message::Text(stream_text(combined, &m).into())).await?;
+                            fed += 1;
+                            if fed < MAX_WRITE_BATCH {
+                                next = rx.try_recv().ok();
+                            }
+                        }
+                        socket.flush().await
                     };
                     tokio::select! {
-                        r = socket.send(Message::Text(text.into())) => if r.is_err() { return None },
+                        r = write => if r.is_err() { return None },
                         _ = kill.notify.notified() => return Some(SLOW),
                     }
                 }
