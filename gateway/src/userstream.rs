@@ -1197,8 +1197,10 @@ async fn serve(
             _ = kill.notify.notified() => return Some(SLOW),
             msg = rx.recv() => {
                 let msg = msg?;
+                // A fill's executionReport and account position leave together.
+                let write = crate::ws::write_queued(socket, msg, &mut rx, |m| m.to_string());
                 tokio::select! {
-                    r = socket.send(Message::Text(msg.as_ref().into())) => if r.is_err() { return None },
+                    r = write => if r.is_err() { return None },
                     _ = kill.notify.notified() => return Some(SLOW),
                 }
             }

@@ -712,6 +712,27 @@ type Close = Option<(u16, &'static str)>;
 /// Most queued stream messages written with one flush.
 const MAX_WRITE_BATCH: usize = 64;
 
+/// Write `first` and every message already queued behind it (up to
+/// `MAX_WRITE_BATCH`), then flush once: one write, and with TCP_NODELAY
+/// one packet, for a burst instead of one per message.
+pub(crate) async fn write_queued<T>(
+    socket: &mut WebSocket,
+    first: T,
+    rx: &mut mpsc::Receiver<T>,
+    text: impl Fn(&T) -> String,
+) -> Result<(), axum::Error> {
+    let mut next = Some(first);
+    let mut fed = 0;
+    while let Some(m) = next.take() {
+        socket.feed(Message::Text(text(&m).into())).await?;
+        fed += 1;
+        if fed < MAX_WRITE_BATCH {
+            next = rx.try_recv().ok();
+        }
+    }
+    socket.flush().await
+}
+
 /// A stream message as sent: its data, or the combined wrapper.
 fn stream_text(combined: bool, msg: &StreamMsg) -> String {
     if combined {
@@ -801,19 +822,7 @@ impl Conn {
                     // packet, and a burst of stream updates should not be
                     // one packet per message.
                     let combined = self.combined;
-                    let rx = &mut self.rx;
-                    let write = async {
-                        let mut next = Some(msg);
-                        let mut fed = 0;
-                        while let Some(m) = next.take() {
-                            socket.feed(Message::Text(stream_text(combined, &m).into())).await?;
-                            fed += 1;
-                            if fed < MAX_WRITE_BATCH {
-                                next = rx.try_recv().ok();
-                            }
-                        }
-                        socket.flush().await
-                    };
+                    let write = write_queued(socket, msg, &mut self.rx, |m| stream_text(combined, m));
                     tokio::select! {
                         r = write => if r.is_err() { return None },
                         _ = kill.notify.notified() => return Some(SLOW),
