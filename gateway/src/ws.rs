@@ -733,12 +733,13 @@ pub(crate) async fn write_queued<T>(
     socket.flush().await
 }
 
-/// A stream message as sent: its data, or the combined wrapper.
-fn stream_text(combined: bool, msg: &StreamMsg) -> String {
+/// A stream message as sent: its data, or the combined wrapper
+/// `{"stream":..,"data":..}` of `/stream?streams=`.
+fn stream_text(combined: bool, stream: &str, data: &str) -> String {
     if combined {
-        format!("{{\"stream\":\"{}\",\"data\":{}}}", msg.stream, msg.data)
+        format!("{{\"stream\":\"{stream}\",\"data\":{data}}}")
     } else {
-        msg.data.clone()
+        data.to_owned()
     }
 }
 
@@ -822,7 +823,7 @@ impl Conn {
                     // packet, and a burst of stream updates should not be
                     // one packet per message.
                     let combined = self.combined;
-                    let write = write_queued(socket, msg, &mut self.rx, |m| stream_text(combined, m));
+                    let write = write_queued(socket, msg, &mut self.rx, |m| stream_text(combined, &m.stream, &m.data));
                     tokio::select! {
                         r = write => if r.is_err() { return None },
                         _ = kill.notify.notified() => return Some(SLOW),
@@ -836,8 +837,8 @@ impl Conn {
                         KeyEvent::Event(m) => (m, false),
                     };
                     let text = match &self.user {
-                        Some(u) if self.combined => format!("{{\"stream\":\"{}\",\"data\":{}}}", u.key(), data),
-                        _ => data.to_string(),
+                        Some(u) => stream_text(self.combined, u.key(), &data),
+                        None => data.to_string(),
                     };
                     if end {
                         self.user = None;
