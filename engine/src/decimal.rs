@@ -134,30 +134,55 @@ pub fn format_units_u128(units: u128, decimals: u32) -> String {
 pub fn push_units(out: &mut String, units: u128, decimals: u32) {
     // u128::MAX has 39 digits.
     let mut buf = [0u8; 39];
-    let mut n = units;
     let mut first = buf.len();
-    loop {
-        first -= 1;
-        buf[first] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+    // u64 arithmetic when the value fits (every amount of a u64 balance):
+    // u128 division is a library call per digit.
+    match u64::try_from(units) {
+        Ok(mut n) => loop {
+            first -= 1;
+            buf[first] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        },
+        Err(_) => {
+            let mut n = units;
+            loop {
+                first -= 1;
+                buf[first] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
         }
     }
     let digits = &buf[first..];
     let decimals = decimals as usize;
     if decimals == 0 {
-        out.extend(digits.iter().map(|&d| char::from(d)));
+        push_ascii(out, digits);
     } else if digits.len() > decimals {
         let (int, frac) = digits.split_at(digits.len() - decimals);
-        out.extend(int.iter().map(|&d| char::from(d)));
+        push_ascii(out, int);
         out.push('.');
-        out.extend(frac.iter().map(|&d| char::from(d)));
+        push_ascii(out, frac);
     } else {
+        const ZEROS: &str = "0000000000000000000000000000000000000000";
         out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', decimals - digits.len()));
-        out.extend(digits.iter().map(|&d| char::from(d)));
+        let mut pad = decimals - digits.len();
+        while pad > 0 {
+            let n = pad.min(ZEROS.len());
+            out.push_str(&ZEROS[..n]);
+            pad -= n;
+        }
+        push_ascii(out, digits);
     }
+}
+
+/// Appends ASCII digits in one copy (not char by char).
+fn push_ascii(out: &mut String, digits: &[u8]) {
+    out.push_str(std::str::from_utf8(digits).unwrap_or_default());
 }
 
 /// Base units as an exact `Decimal` (for SQL NUMERIC and JSON edges).

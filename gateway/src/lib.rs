@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod history;
 pub mod identity;
+pub mod json_text;
 pub mod kyc;
 pub mod ledger;
 pub mod listener;

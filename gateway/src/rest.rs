@@ -43,7 +43,11 @@ pub fn signed_routes() -> Router<AppState> {
 }
 
 fn ok(v: Value) -> Response {
-    json_response(StatusCode::OK, v.to_string())
+    // serde_json's writer, not `Display` (which goes through `fmt`).
+    json_response(
+        StatusCode::OK,
+        serde_json::to_string(&v).unwrap_or_default(),
+    )
 }
 
 async fn ping() -> Response {

@@ -594,16 +594,18 @@ enum Call {
     Account,
 }
 
-type CallResult = Result<Value, (BinanceError, Option<Value>)>;
+/// The result as JSON text, or the error and its `data`.
+type CallResult = Result<String, (BinanceError, Option<Value>)>;
 
 impl Call {
     async fn run(self, st: &AppState, a: &Authed) -> CallResult {
-        let plain = |r: Result<Value, BinanceError>| r.map_err(|e| (e, None));
+        let plain =
+            |r: Result<Value, BinanceError>| r.map(|v| json_text(&v)).map_err(|e| (e, None));
         match self {
-            Call::Place => plain(trade::place(st, a).await),
+            Call::Place => trade::place(st, a).await.map_err(|e| (e, None)),
             Call::Test => plain(trade::test(st, a)),
             Call::Cancel => plain(trade::cancel(st, a).await),
-            Call::Replace => trade::replace(st, a).await,
+            Call::Replace => trade::replace(st, a).await.map(|v| json_text(&v)),
             Call::Status => plain(trade::status(st, a)),
             Call::Open => plain(trade::open(st, a)),
             Call::CancelAll => plain(trade::cancel_all(st, a).await),
@@ -733,20 +735,24 @@ fn push_limits_json(
 
 fn reply(id: &Value, r: Result<Value, BinanceError>, limits: Option<Limits>) -> String {
     match r {
-        Ok(v) => ok_reply(id, &v, limits),
+        Ok(v) => ok_reply(id, &json_text(&v), limits),
         Err(e) => error_reply(id, &e, None, limits),
     }
 }
 
-fn ok_reply(id: &Value, result: &Value, limits: Option<Limits>) -> String {
-    // serde_json's writer, not `Display` (which goes through `fmt` in small
-    // pieces); a `Value` always serializes.
-    let result = serde_json::to_string(result).unwrap_or_default();
+/// `v` as JSON text: serde_json's writer, not `Display` (which goes through
+/// `fmt` in small pieces); a `Value` always serializes.
+fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A success reply; `result` is JSON text.
+fn ok_reply(id: &Value, result: &str, limits: Option<Limits>) -> String {
     let mut out = String::with_capacity(result.len() + 48 + limits.as_ref().map_or(0, String::len));
     out.push_str("{\"id\":");
     out.push_str(&serde_json::to_string(id).unwrap_or_default());
     out.push_str(",\"status\":200,\"result\":");
-    out.push_str(&result);
+    out.push_str(result);
     push_limits(&mut out, limits);
     out
 }
@@ -951,7 +957,7 @@ mod tests {
 
     #[test]
     fn reply_shapes() {
-        let ok = parse(&ok_reply(&json!(3), &json!({"a": 1}), None));
+        let ok = parse(&ok_reply(&json!(3), r#"{"a":1}"#, None));
         assert_eq!(ok, json!({"id": 3, "status": 200, "result": {"a": 1}}));
         let e = BinanceError::invalid_symbol();
         let err = parse(&error_reply(
