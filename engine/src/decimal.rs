@@ -135,27 +135,21 @@ pub fn push_units(out: &mut String, units: u128, decimals: u32) {
     // u128::MAX has 39 digits.
     let mut buf = [0u8; 39];
     let mut first = buf.len();
-    // u64 arithmetic when the value fits (every amount of a u64 balance):
-    // u128 division is a library call per digit.
-    match u64::try_from(units) {
-        Ok(mut n) => loop {
-            first -= 1;
-            buf[first] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        },
-        Err(_) => {
-            let mut n = units;
-            loop {
-                first -= 1;
-                buf[first] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
+    // u128 division is a library call per digit: only the digits above
+    // u64::MAX take it, the rest (every amount of a u64 balance) is u64.
+    let mut wide = units;
+    while wide > u128::from(u64::MAX) {
+        first -= 1;
+        buf[first] = b'0' + (wide % 10) as u8;
+        wide /= 10;
+    }
+    let mut n = wide as u64;
+    loop {
+        first -= 1;
+        buf[first] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
     let digits = &buf[first..];

@@ -6,6 +6,13 @@
 
 pub use crate::binance::errors::push_json_string as push_str_lit;
 
+/// A `serde_json::Value` as JSON text, through serde_json's writer (not
+/// `Display`, which goes through `fmt` in small pieces). A `Value` always
+/// serializes.
+pub fn of_value(v: &serde_json::Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
 /// An object being written: `{` on creation, members separated by commas,
 /// `}` from [`Obj::end`].
 #[derive(Debug)]

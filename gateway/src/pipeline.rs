@@ -568,12 +568,9 @@ impl Pipeline {
                     sh.stats.batches.fetch_add(1, Ordering::Relaxed);
                     sh.stats.journaled.fetch_add(n, Ordering::Relaxed);
                     sh.stats.last_batch_size.store(n, Ordering::Relaxed);
-                    sh.stats
-                        .last_commit_us
-                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    sh.stats
-                        .commit_time
-                        .record(started.elapsed().as_micros() as u64);
+                    let commit_us = started.elapsed().as_micros() as u64;
+                    sh.stats.last_commit_us.store(commit_us, Ordering::Relaxed);
+                    sh.stats.commit_time.record(commit_us);
                     if batch_tx
                         .send(Batch {
                             first_seq,

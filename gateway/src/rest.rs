@@ -7,7 +7,6 @@
 //! rolling windows (24 h ticker, 5 min average price) at request time.
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -19,7 +18,7 @@ use crate::binance::enums::KlineInterval;
 use crate::binance::errors::BinanceError;
 use crate::binance::params::Params;
 use crate::market::{vwap_quote_units, AggTrade, Kline, Market, PairView, AVG_PRICE_MINS};
-use crate::server::{error_response, json_response, now_ms, AppState};
+use crate::server::{error_response, now_ms, ok_response as ok, AppState};
 
 pub fn public_routes() -> Router<AppState> {
     Router::new()
@@ -40,14 +39,6 @@ pub fn public_routes() -> Router<AppState> {
 /// Signed (TRADE / USER_DATA) endpoints: see `trade.rs`.
 pub fn signed_routes() -> Router<AppState> {
     crate::trade::routes()
-}
-
-fn ok(v: Value) -> Response {
-    // serde_json's writer, not `Display` (which goes through `fmt`).
-    json_response(
-        StatusCode::OK,
-        serde_json::to_string(&v).unwrap_or_default(),
-    )
 }
 
 async fn ping() -> Response {

@@ -159,6 +159,11 @@ pub fn error_response(e: &BinanceError) -> Response {
 }
 
 /// A JSON body with the right content type.
+/// 200 with `v` as the JSON body.
+pub fn ok_response(v: serde_json::Value) -> Response {
+    json_response(StatusCode::OK, crate::json_text::of_value(&v))
+}
+
 pub fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,

@@ -27,7 +27,7 @@ use crate::binance::params::Params;
 use crate::binance::sign::{check_request_time, verify_request};
 use crate::market::Market;
 use crate::pipeline::{ExecuteError, Outcome, SubmitError};
-use crate::server::{error_response, json_response, now_ms, AppState};
+use crate::server::{error_response, json_response, now_ms, ok_response as ok, AppState};
 
 pub const PERM_READ: u8 = 1;
 pub const PERM_TRADE: u8 = 2;
@@ -51,15 +51,6 @@ pub fn routes() -> Router<AppState> {
 }
 
 type R<T> = Result<T, BinanceError>;
-
-fn ok(v: Value) -> Response {
-    // serde_json's writer, not `Display` (which goes through `fmt` in small
-    // pieces); a `Value` always serializes.
-    json_response(
-        StatusCode::OK,
-        serde_json::to_string(&v).unwrap_or_default(),
-    )
-}
 
 fn respond(r: R<Value>) -> Response {
     match r {
@@ -199,8 +190,12 @@ impl PairInfo {
         }
         Ok(u / self.tick_units)
     }
+    /// A price in ticks as quote-asset units.
+    fn price_units(&self, ticks: u64) -> u64 {
+        ticks.saturating_mul(self.tick_units)
+    }
     fn price(&self, ticks: u64) -> String {
-        format_units(ticks.saturating_mul(self.tick_units), self.quote_dec)
+        format_units(self.price_units(ticks), self.quote_dec)
     }
     fn qty(&self, u: u64) -> String {
         format_units(u, self.base_dec)
@@ -547,8 +542,7 @@ fn new_order_json(
         .str("clientOrderId", ord.client_id.as_str())
         .u64("transactTime", o.ts_ms);
     if resp != T::Ack {
-        let price = |ticks: u64| ticks.saturating_mul(p.tick_units);
-        v.units("price", price(ord.price.0), p.quote_dec)
+        v.units("price", p.price_units(ord.price.0), p.quote_dec)
             .units("origQty", ord.qty.0, p.base_dec)
             .units("executedQty", ord.filled.0, p.base_dec)
             .units("origQuoteOrderQty", ord.quote_qty, p.quote_dec)
@@ -567,7 +561,7 @@ fn new_order_json(
             )
             .str("selfTradePreventionMode", ord.stp.as_str());
         if ord.kind.is_stop() {
-            v.units("stopPrice", price(ord.stop_price.0), p.quote_dec);
+            v.units("stopPrice", p.price_units(ord.stop_price.0), p.quote_dec);
         }
         if resp == T::Full {
             let mut fills = String::from("[");
@@ -580,7 +574,7 @@ fn new_order_json(
                 }
                 let buys = t.taker_side == Side::Buy;
                 let mut f = Obj::new(&mut fills);
-                f.units("price", price(t.price.0), p.quote_dec)
+                f.units("price", p.price_units(t.price.0), p.quote_dec)
                     .units("qty", t.qty.0, p.base_dec)
                     .units(
                         "commission",

@@ -599,13 +599,17 @@ type CallResult = Result<String, (BinanceError, Option<Value>)>;
 
 impl Call {
     async fn run(self, st: &AppState, a: &Authed) -> CallResult {
-        let plain =
-            |r: Result<Value, BinanceError>| r.map(|v| json_text(&v)).map_err(|e| (e, None));
+        let plain = |r: Result<Value, BinanceError>| {
+            r.map(|v| crate::json_text::of_value(&v))
+                .map_err(|e| (e, None))
+        };
         match self {
             Call::Place => trade::place(st, a).await.map_err(|e| (e, None)),
             Call::Test => plain(trade::test(st, a)),
             Call::Cancel => plain(trade::cancel(st, a).await),
-            Call::Replace => trade::replace(st, a).await.map(|v| json_text(&v)),
+            Call::Replace => trade::replace(st, a)
+                .await
+                .map(|v| crate::json_text::of_value(&v)),
             Call::Status => plain(trade::status(st, a)),
             Call::Open => plain(trade::open(st, a)),
             Call::CancelAll => plain(trade::cancel_all(st, a).await),
@@ -735,15 +739,9 @@ fn push_limits_json(
 
 fn reply(id: &Value, r: Result<Value, BinanceError>, limits: Option<Limits>) -> String {
     match r {
-        Ok(v) => ok_reply(id, &json_text(&v), limits),
+        Ok(v) => ok_reply(id, &crate::json_text::of_value(&v), limits),
         Err(e) => error_reply(id, &e, None, limits),
     }
-}
-
-/// `v` as JSON text: serde_json's writer, not `Display` (which goes through
-/// `fmt` in small pieces); a `Value` always serializes.
-fn json_text(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
 }
 
 /// A success reply; `result` is JSON text.

@@ -141,17 +141,51 @@ fn trading_flows_errors_and_crash_recovery() {
 
     // Stop: Alice places a stop-loss-limit sell that fires when price falls
     // to 29000; Bob bids 29000 and Alice's... Bob then sells into it.
-    let o = alice.order(&s, "symbol=BTCUSDT&side=SELL&type=STOP_LOSS_LIMIT&timeInForce=GTC&quantity=0.1&price=28000&stopPrice=29000");
+    let o = alice.order(&s, "symbol=BTCUSDT&side=SELL&type=STOP_LOSS_LIMIT&timeInForce=GTC&quantity=0.1&price=28000&stopPrice=29000&newOrderRespType=FULL");
     let stop_id = o["orderId"].as_u64().unwrap();
-    bob.order(
+    // An untriggered stop's reply (FULL; a stop defaults to ACK, as on
+    // Binance): its stop price, and no working time yet.
+    assert_eq!(o["type"], "STOP_LOSS_LIMIT", "{o}");
+    assert_eq!(o["stopPrice"], "29000.00000000", "{o}");
+    assert_eq!(o["workingTime"], -1, "{o}");
+    assert_eq!(o["status"], "NEW", "{o}");
+    assert_eq!(o["orderListId"], -1, "{o}");
+    assert_eq!(o["fills"], json!([]), "{o}");
+    // ACK: the order's identity only.
+    let ack = bob.order(
         &s,
-        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.2&price=29000",
+        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.2&price=29000&newOrderRespType=ACK&newClientOrderId=bob-29k",
     );
+    let keys: Vec<&str> = ack
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "clientOrderId",
+            "orderId",
+            "orderListId",
+            "symbol",
+            "transactTime"
+        ],
+        "{ack}"
+    );
+    assert_eq!(ack["clientOrderId"], "bob-29k");
+    assert_eq!(ack["symbol"], "BTCUSDT");
     // Alice sells 0.05 at 29000 -> last price 29000 -> stop fires and fills.
-    alice.order(
+    // A seller's fill pays its commission in the quote asset.
+    let sold = alice.order(
         &s,
-        "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.05&price=29000",
+        "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.05&price=29000&newOrderRespType=FULL",
     );
+    assert_eq!(sold["fills"][0]["qty"], "0.05000000", "{sold}");
+    assert_eq!(sold["fills"][0]["commission"], "1.45000000", "{sold}");
+    assert_eq!(sold["fills"][0]["commissionAsset"], "USDT", "{sold}");
+    assert!(sold["fills"][0]["tradeId"].as_u64().is_some(), "{sold}");
+    assert_eq!(sold["origQuoteOrderQty"], "0.00000000", "{sold}");
     let q = alice.call(
         &s,
         "GET",
