@@ -179,6 +179,8 @@ pub struct LoadResult {
     /// round trip without the client's own pacing delay (timer granularity,
     /// a connection still busy with its previous request).
     pub rtt: Histogram<u64>,
+    /// Worst latency per window of planned time (where the tail came from).
+    pub timeline: crate::run::Timeline,
 }
 
 /// One order request of connection `conn`, number `k`: sides alternate at
@@ -282,6 +284,7 @@ pub fn run(
                 let mut rtt = h.clone();
                 let (mut ok, mut errors) = (0u64, 0u64);
                 let mut first_error = None;
+                let mut timeline = crate::run::Timeline::default();
                 let offset = per_conn_interval_ns * i as u64 / conns as u64;
                 let mut k = 0u64;
                 loop {
@@ -306,7 +309,9 @@ pub fn run(
                         Ok(()) => read_response(&mut r).await,
                         Err(e) => Err(e.into()),
                     };
-                    h.saturating_record((planned.elapsed().as_nanos() as u64).max(1_000));
+                    let lat = planned.elapsed().as_nanos() as u64;
+                    h.saturating_record(lat.max(1_000));
+                    timeline.record(at_ns, lat);
                     rtt.saturating_record((sent.elapsed().as_nanos() as u64).max(1_000));
                     match res {
                         Ok((200, _)) => ok += 1,
@@ -322,15 +327,17 @@ pub fn run(
                     }
                     k += 1;
                 }
-                (ok, errors, h, rtt, first_error)
+                (ok, errors, h, rtt, first_error, timeline)
             }));
         }
         let mut total = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
         let mut rtt = total.clone();
         let (mut ok, mut errors) = (0, 0);
         let mut first_error = None;
+        let mut timeline = crate::run::Timeline::default();
         for t in tasks {
-            let (o, e, hist, r, fe) = t.await?;
+            let (o, e, hist, r, fe, tl) = t.await?;
+            timeline.merge(&tl);
             ok += o;
             errors += e;
             total.add(&hist)?;
@@ -347,6 +354,7 @@ pub fn run(
             elapsed: start.elapsed(),
             hist: total,
             rtt,
+            timeline,
         })
     })
 }

@@ -106,3 +106,90 @@ pub fn rss_bytes() -> u64 {
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
+
+/// Worst latency per window of planned send time, to tell a few stalls
+/// (a burst of late answers in one or two windows) from a slow steady state
+/// (late answers spread over the run). Windows are `WINDOW_MS` long.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Worst latency (us) of the requests planned in each window.
+    worst_us: Vec<u32>,
+}
+
+impl Timeline {
+    pub const WINDOW_MS: u64 = 10;
+
+    /// A request planned `planned_ns` after the start was answered after
+    /// `latency_ns`.
+    pub fn record(&mut self, planned_ns: u64, latency_ns: u64) {
+        let w = (planned_ns / (Self::WINDOW_MS * 1_000_000)) as usize;
+        if w >= self.worst_us.len() {
+            self.worst_us.resize(w + 1, 0);
+        }
+        let us = (latency_ns / 1_000).min(u64::from(u32::MAX)) as u32;
+        self.worst_us[w] = self.worst_us[w].max(us);
+    }
+
+    pub fn merge(&mut self, other: &Timeline) {
+        for (w, &us) in other.worst_us.iter().enumerate() {
+            self.record(
+                w as u64 * Self::WINDOW_MS * 1_000_000,
+                u64::from(us) * 1_000,
+            );
+        }
+    }
+
+    /// JSON members: how many windows had a request later than `slow_ms`,
+    /// and the `top` worst windows as `[start_ms, worst_ms]`, worst first.
+    pub fn json(&self, slow_ms: u64, top: usize) -> String {
+        let slow = self
+            .worst_us
+            .iter()
+            .filter(|&&us| u64::from(us) > slow_ms * 1_000)
+            .count();
+        let mut worst: Vec<(usize, u32)> = self.worst_us.iter().copied().enumerate().collect();
+        worst.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let list: Vec<String> = worst
+            .iter()
+            .take(top)
+            .map(|&(w, us)| {
+                format!(
+                    "[{},{:.1}]",
+                    w as u64 * Self::WINDOW_MS,
+                    f64::from(us) / 1_000.0
+                )
+            })
+            .collect();
+        format!(
+            "\"windows_{}ms\":{},\"windows_over_{slow_ms}ms\":{slow},\"worst_windows_ms\":[{}]",
+            Self::WINDOW_MS,
+            self.worst_us.len(),
+            list.join(",")
+        )
+    }
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use super::Timeline;
+
+    #[test]
+    fn keeps_the_worst_latency_of_each_window_and_lists_the_worst_first() {
+        let mut a = Timeline::default();
+        a.record(0, 1_000_000); // window 0: 1 ms
+        a.record(5_000_000, 3_000_000); // window 0: 3 ms
+        a.record(25_000_000, 9_000_000); // window 2: 9 ms
+        let mut b = Timeline::default();
+        b.record(12_000_000, 7_500_000); // window 1: 7.5 ms
+        b.record(26_000_000, 2_000_000); // window 2 stays 9 ms after the merge
+        a.merge(&b);
+        assert_eq!(
+            a.json(5, 2),
+            "\"windows_10ms\":3,\"windows_over_5ms\":2,\"worst_windows_ms\":[[20,9.0],[10,7.5]]"
+        );
+        assert_eq!(
+            Timeline::default().json(5, 3),
+            "\"windows_10ms\":0,\"windows_over_5ms\":0,\"worst_windows_ms\":[]"
+        );
+    }
+}

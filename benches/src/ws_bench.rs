@@ -54,6 +54,7 @@ struct ConnResult {
     first_error: Option<String>,
     hist: Histogram<u64>,
     rtt: Histogram<u64>,
+    timeline: crate::run::Timeline,
 }
 
 /// Open-loop paced load: `conns` connections, `rate` orders/s in total,
@@ -133,6 +134,7 @@ pub fn run(
                         .expect("histogram bounds"),
                     rtt: Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
                         .expect("histogram bounds"),
+                    timeline: crate::run::Timeline::default(),
                 };
                 let deadline = start + duration + Duration::from_secs(30);
                 while r.ok + r.errors < total_per_conn {
@@ -147,6 +149,7 @@ pub fn run(
                     };
                     let lat = planned(id).elapsed().as_nanos() as u64;
                     r.hist.saturating_record(lat.max(1_000));
+                    r.timeline.record(offset + id * interval_ns, lat);
                     if let Some(at) = sent_at.get(id as usize) {
                         let sent = start + Duration::from_nanos(at.load(Ordering::Relaxed));
                         r.rtt
@@ -167,6 +170,7 @@ pub fn run(
         let mut rtt = total.clone();
         let (mut ok, mut errors, mut sent) = (0, 0, 0);
         let mut first_error = None;
+        let mut timeline = crate::run::Timeline::default();
         for (s, r) in tasks {
             sent += s.await?;
             let r = r.await?;
@@ -174,6 +178,7 @@ pub fn run(
             errors += r.errors;
             total.add(&r.hist)?;
             rtt.add(&r.rtt)?;
+            timeline.merge(&r.timeline);
             if first_error.is_none() {
                 first_error = r.first_error;
             }
@@ -190,6 +195,7 @@ pub fn run(
             elapsed: start.elapsed(),
             hist: total,
             rtt,
+            timeline,
         })
     })
 }

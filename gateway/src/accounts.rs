@@ -7,7 +7,7 @@
 //! rendered (the handler waits for `last_seq` to reach its command).
 //! The wallet's ledger, deposits and withdrawals (`ledger.rs`) ride along.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::ledger::{WalletBook, LEDGER_ROWS_PER_USER};
 use engine::fxhash::FxHashMap;
@@ -25,6 +25,77 @@ pub const TRADES_PER_USER: usize = 10_000;
 pub struct OrderRecord {
     pub order: Order,
     pub update_ms: u64,
+}
+
+impl OrderRecord {
+    /// The order as its `OrderAccepted` event describes it.
+    pub fn accepted(o: Order, ts: u64) -> OrderRecord {
+        OrderRecord {
+            order: o,
+            update_ms: ts,
+        }
+    }
+
+    /// Apply one event about this order (events about other orders and
+    /// the ones that do not change an order are ignored). The only place
+    /// where an order's state follows the engine's events, for the read
+    /// model and for the reply to the command that placed the order.
+    pub fn apply(&mut self, ev: &Event, ts: u64) {
+        let id = self.order.id;
+        match ev {
+            Event::Trade(t) if t.maker_order == id || t.taker_order == id => {
+                self.order.filled = if t.maker_order == id {
+                    t.maker_filled
+                } else {
+                    t.taker_filled
+                };
+                self.order.cum_quote += t.quote_qty;
+                self.order.status = OrderStatus::PartiallyFilled;
+                self.update_ms = ts;
+            }
+            Event::OrderAmended { order, qty, .. } if *order == id => {
+                self.order.qty = *qty;
+                self.update_ms = ts;
+            }
+            Event::StopTriggered { order, .. } if *order == id => {
+                self.order.triggered = true;
+                self.order.working_ms = ts;
+                self.update_ms = ts;
+            }
+            Event::OrderDone {
+                order,
+                status,
+                filled,
+                cum_quote,
+                ..
+            } if *order == id => {
+                self.order.status = *status;
+                self.order.filled = *filled;
+                self.order.cum_quote = *cum_quote;
+                self.order.frozen = 0;
+                self.update_ms = ts;
+            }
+            _ => {}
+        }
+    }
+
+    /// Order `id` as the events of one command leave it, if that command
+    /// placed it: what the command's reply reports, whatever later
+    /// commands did to the order since (and whether or not the read model
+    /// still keeps it).
+    pub fn placed_by(events: &[Event], id: OrderId, ts: u64) -> Option<OrderRecord> {
+        let start = events
+            .iter()
+            .position(|ev| matches!(ev, Event::OrderAccepted(a) if a.id == id))?;
+        let Event::OrderAccepted(a) = &events[start] else {
+            return None;
+        };
+        let mut r = OrderRecord::accepted(a.to_order(), ts);
+        for ev in &events[start + 1..] {
+            r.apply(ev, ts);
+        }
+        Some(r)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +116,7 @@ pub struct TradeRecord {
 #[derive(Debug, Default)]
 pub struct UserAccount {
     pub orders: BTreeMap<u64, OrderRecord>,
-    pub by_client: HashMap<ClientOrderId, u64>,
+    pub by_client: FxHashMap<ClientOrderId, u64>,
     closed: VecDeque<u64>,
     pub trades: VecDeque<TradeRecord>,
     pub balances: BTreeMap<AssetId, Balance>,
@@ -72,7 +143,6 @@ impl UserAccount {
 #[derive(Debug)]
 pub struct Accounts {
     pub users: FxHashMap<UserId, UserAccount>,
-    owner: FxHashMap<u64, UserId>,
     /// Pair -> (base, quote) for commission assets.
     pair_assets: FxHashMap<PairId, (AssetId, AssetId)>,
     pub last_seq: u64,
@@ -96,7 +166,6 @@ impl Accounts {
     pub fn with_retention(orders: usize, trades: usize) -> Accounts {
         Accounts {
             users: FxHashMap::default(),
-            owner: FxHashMap::default(),
             pair_assets: FxHashMap::default(),
             last_seq: 0,
             orders_kept: orders.max(1),
@@ -144,43 +213,49 @@ impl Accounts {
     }
 
     fn insert_order(&mut self, o: Order, ts: u64) {
-        self.owner.insert(o.id.0, o.user);
         let acc = self.users.entry(o.user).or_default();
         if !o.client_id.is_none() {
             acc.by_client.insert(o.client_id, o.id.0);
         }
-        acc.orders.insert(
-            o.id.0,
-            OrderRecord {
-                order: o,
-                update_ms: ts,
-            },
-        );
+        acc.orders.insert(o.id.0, OrderRecord::accepted(o, ts));
     }
 
-    fn with_order(&mut self, id: u64, f: impl FnOnce(&mut OrderRecord)) {
-        if let Some(u) = self.owner.get(&id) {
-            if let Some(r) = self.users.get_mut(u).and_then(|a| a.orders.get_mut(&id)) {
-                f(r);
+    /// Apply `ev` to order `id` of `user` (events carry the owner, so no
+    /// order -> user index is needed); false if the order is not kept.
+    fn update_order(&mut self, user: UserId, id: OrderId, ev: &Event, ts: u64) -> bool {
+        match self
+            .users
+            .get_mut(&user)
+            .and_then(|a| a.orders.get_mut(&id.0))
+        {
+            Some(r) => {
+                r.apply(ev, ts);
+                true
             }
+            None => false,
         }
     }
 
-    fn close(&mut self, id: u64) {
-        let Some(user) = self.owner.get(&id).copied() else {
+    /// Order `id` of `user` ended: it joins the user's closed history, and
+    /// the oldest closed orders beyond the retention fall off.
+    fn close(&mut self, user: UserId, id: OrderId) {
+        let kept = self.orders_kept;
+        let Some(acc) = self.users.get_mut(&user) else {
             return;
         };
-        let acc = self.users.entry(user).or_default();
-        acc.closed.push_back(id);
-        while acc.closed.len() > self.orders_kept {
+        acc.closed.push_back(id.0);
+        while acc.closed.len() > kept {
             acc.orders_truncated = true;
             if let Some(old) = acc.closed.pop_front() {
                 if let Some(r) = acc.orders.remove(&old) {
-                    if acc.by_client.get(&r.order.client_id) == Some(&old) {
-                        acc.by_client.remove(&r.order.client_id);
+                    if let std::collections::hash_map::Entry::Occupied(e) =
+                        acc.by_client.entry(r.order.client_id)
+                    {
+                        if *e.get() == old {
+                            e.remove();
+                        }
                     }
                 }
-                self.owner.remove(&old);
             }
         }
     }
@@ -210,24 +285,18 @@ impl Accounts {
                         .copied()
                         .unwrap_or((AssetId(0), AssetId(0)));
                     let taker_buys = t.taker_side == Side::Buy;
-                    for (id, filled, is_maker) in [
-                        (t.maker_order.0, t.maker_filled, true),
-                        (t.taker_order.0, t.taker_filled, false),
+                    for (id, user, is_maker) in [
+                        (t.maker_order, t.maker_user, true),
+                        (t.taker_order, t.taker_user, false),
                     ] {
-                        self.with_order(id, |r| {
-                            r.order.filled = filled;
-                            r.order.cum_quote += t.quote_qty;
-                            r.order.status = OrderStatus::PartiallyFilled;
-                            r.update_ms = ts;
-                        });
+                        self.update_order(user, id, ev, ts);
                         let is_buyer = is_maker != taker_buys;
-                        let user = if is_maker { t.maker_user } else { t.taker_user };
                         self.push_trade(
                             user,
                             TradeRecord {
                                 id: t.id.0,
                                 pair: t.pair,
-                                order: OrderId(id),
+                                order: id,
                                 price_ticks: t.price.0,
                                 qty_units: t.qty.0,
                                 quote_units: t.quote_qty,
@@ -240,30 +309,14 @@ impl Accounts {
                         );
                     }
                 }
-                Event::OrderAmended { order, qty, .. } => self.with_order(order.0, |r| {
-                    r.order.qty = *qty;
-                    r.update_ms = ts;
-                }),
-                Event::StopTriggered { order, .. } => self.with_order(order.0, |r| {
-                    r.order.triggered = true;
-                    r.order.working_ms = ts;
-                    r.update_ms = ts;
-                }),
-                Event::OrderDone {
-                    order,
-                    status,
-                    filled,
-                    cum_quote,
-                    ..
-                } => {
-                    self.with_order(order.0, |r| {
-                        r.order.status = *status;
-                        r.order.filled = *filled;
-                        r.order.cum_quote = *cum_quote;
-                        r.order.frozen = 0;
-                        r.update_ms = ts;
-                    });
-                    self.close(order.0);
+                Event::OrderAmended { order, user, .. }
+                | Event::StopTriggered { order, user, .. } => {
+                    self.update_order(*user, *order, ev, ts);
+                }
+                Event::OrderDone { order, user, .. } => {
+                    if self.update_order(*user, *order, ev, ts) {
+                        self.close(*user, *order);
+                    }
                 }
                 Event::Balance(b) => {
                     let acc = self.users.entry(b.user).or_default();
@@ -282,5 +335,198 @@ impl Accounts {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{
+        roles, AssetSpec, Command, NewOrder, OrderType, PairSpec, PairStatus, Price, Qty, StpMode,
+        TimeInForce,
+    };
+
+    const ONE: u64 = 100_000_000;
+
+    struct Run {
+        e: Engine,
+        a: Accounts,
+        seq: u64,
+    }
+
+    impl Run {
+        fn new(orders_kept: usize) -> Run {
+            let mut r = Run {
+                e: Engine::new(),
+                a: Accounts::with_retention(orders_kept, 100),
+                seq: 0,
+            };
+            for s in ["BTC", "USDT"] {
+                r.ok(Command::AddAsset {
+                    spec: AssetSpec {
+                        symbol: s.into(),
+                        name: s.into(),
+                        decimals: 8,
+                        min_withdraw_units: 1,
+                        withdraw_fee_units: 0,
+                        daily_withdraw_limit_units: 0,
+                        confirmations: 1,
+                        active: true,
+                    },
+                    by: None,
+                });
+            }
+            r.ok(Command::AddPair {
+                spec: Box::new(PairSpec {
+                    symbol: "BTCUSDT".into(),
+                    base: AssetId(1),
+                    quote: AssetId(2),
+                    tick_units: 1_000_000,
+                    step_units: 1_000,
+                    min_qty_units: 1_000,
+                    max_qty_units: 9_000 * ONE,
+                    market_max_qty_units: 9_000 * ONE,
+                    min_notional_units: ONE,
+                    max_notional_units: 0,
+                    min_price_ticks: 1,
+                    max_price_ticks: 100_000_000_000,
+                    maker_fee_e8: 100_000,
+                    taker_fee_e8: 100_000,
+                    price_band_pct: 0,
+                    status: PairStatus::Trading,
+                }),
+                by: None,
+            });
+            for name in ["maker", "taker"] {
+                r.ok(Command::CreateUser {
+                    username: name.into(),
+                    email: String::new(),
+                    password_hash: "x".into(),
+                    roles: roles::TRADER,
+                });
+            }
+            for (user, asset) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+                r.ok(Command::Deposit {
+                    user: UserId(user),
+                    asset: AssetId(asset),
+                    amount: 1_000 * ONE,
+                    tx_hash: format!("t{user}{asset}"),
+                    confirmations: 1,
+                    by: None,
+                });
+            }
+            r
+        }
+
+        /// Apply to the engine and the read model, as the publisher does.
+        fn ok(&mut self, cmd: Command) -> Vec<Event> {
+            self.seq += 1;
+            let mut out = Vec::new();
+            self.e.apply(self.seq, 1_000 + self.seq, &cmd, &mut out);
+            assert!(
+                !matches!(out.first(), Some(Event::Rejected { .. })),
+                "{cmd:?}: {out:?}"
+            );
+            self.a.apply(self.seq, 1_000 + self.seq, &out);
+            out
+        }
+
+        /// Place an order and check that the reply's record (folded from
+        /// the command's events) is the read model's record right after it.
+        fn place(&mut self, user: u64, side: Side, price: u64, qty: u64, cid: &str) -> OrderId {
+            let out = self.ok(Command::PlaceOrder(NewOrder {
+                user: UserId(user),
+                pair: PairId(1),
+                side,
+                kind: OrderType::Limit,
+                tif: TimeInForce::Gtc,
+                price: Price(price),
+                qty: Qty(qty),
+                quote_qty: 0,
+                stop_price: Price(0),
+                client_id: ClientOrderId::new(cid).unwrap(),
+                stp: StpMode::None,
+            }));
+            let id = out
+                .iter()
+                .find_map(|ev| match ev {
+                    Event::OrderAccepted(a) => Some(a.id),
+                    _ => None,
+                })
+                .expect("accepted");
+            let folded = OrderRecord::placed_by(&out, id, 1_000 + self.seq).expect("folded");
+            let kept = *self.a.user(UserId(user)).unwrap().order(id.0).unwrap();
+            assert_eq!(format!("{folded:?}"), format!("{kept:?}"));
+            id
+        }
+
+        fn cancel(&mut self, user: u64, id: OrderId) {
+            self.ok(Command::CancelOrder {
+                user: UserId(user),
+                pair: PairId(1),
+                target: engine::OrderRef::Id(id),
+            });
+        }
+    }
+
+    #[test]
+    fn the_reply_record_is_the_read_model_record_after_the_command() {
+        let mut r = Run::new(100);
+        let m1 = r.place(1, Side::Sell, 100, 2 * ONE, "m1");
+        let m2 = r.place(1, Side::Sell, 101, ONE, "m2");
+        // Takes all of m1 and half of m2, rests the rest: fills, a maker
+        // done, the taker partially filled.
+        let t = r.place(2, Side::Buy, 101, 4 * ONE, "t1");
+        let u = r.a.user(UserId(1)).unwrap();
+        assert_eq!(u.order(m1.0).unwrap().order.status, OrderStatus::Filled);
+        assert_eq!(
+            u.order(m2.0).unwrap().order.status,
+            OrderStatus::Filled,
+            "m2 was taken whole"
+        );
+        let tr = *r.a.user(UserId(2)).unwrap().order(t.0).unwrap();
+        assert_eq!(tr.order.status, OrderStatus::PartiallyFilled);
+        assert_eq!(tr.order.filled, Qty(3 * ONE));
+        // A later command changes the kept record, not what the placing
+        // command's events say.
+        let later = r.place(1, Side::Sell, 101, ONE, "m3");
+        let kept = *r.a.user(UserId(2)).unwrap().order(t.0).unwrap();
+        assert_eq!(kept.order.status, OrderStatus::Filled);
+        assert!(later.0 > t.0);
+        assert_eq!(r.a.user(UserId(1)).unwrap().trades.len(), 3);
+        assert_eq!(r.a.user(UserId(2)).unwrap().trades.len(), 3);
+    }
+
+    #[test]
+    fn closed_orders_fall_off_with_their_client_ids_beyond_the_retention() {
+        let mut r = Run::new(2);
+        let a = r.place(1, Side::Buy, 150, ONE, "a");
+        let b = r.place(1, Side::Buy, 150, ONE, "b");
+        let open = r.place(1, Side::Buy, 150, ONE, "open");
+        r.cancel(1, a);
+        r.cancel(1, b);
+        // "a" again, for a new order, while the old "a" is still kept.
+        let a2 = r.place(1, Side::Buy, 150, ONE, "a");
+        r.cancel(1, a2);
+        // Three closed orders, two kept: the first "a" fell off, and the
+        // client id "a" still finds the newer order.
+        let u = r.a.user(UserId(1)).unwrap();
+        assert!(u.order(a.0).is_none());
+        assert!(u.orders_truncated);
+        assert_eq!(u.order(b.0).unwrap().order.status, OrderStatus::Canceled);
+        let cid = |s| ClientOrderId::new(s).unwrap();
+        assert_eq!(u.order_by_client(&cid("a")).unwrap().order.id, a2);
+        assert_eq!(u.order_by_client(&cid("b")).unwrap().order.id, b);
+        // The open order is never dropped, however many close after it.
+        for i in 0..5 {
+            let id = r.place(1, Side::Buy, 150, ONE, &format!("x{i}"));
+            r.cancel(1, id);
+        }
+        let u = r.a.user(UserId(1)).unwrap();
+        assert!(u.order(b.0).is_none() && u.order_by_client(&cid("b")).is_none());
+        assert!(u.order_by_client(&cid("a")).is_none());
+        assert_eq!(u.order_by_client(&cid("open")).unwrap().order.id, open);
+        assert_eq!(u.open_orders().count(), 1);
+        assert_eq!(u.orders.len(), 3);
     }
 }

@@ -619,16 +619,12 @@ fn record(st: &AppState, user: UserId, id: OrderId) -> Option<OrderRecord> {
         .and_then(|a| a.order(id.0).copied())
 }
 
-/// The state of an order placed by the command of `o`, after it. The
-/// history read model may already have dropped it (a busy user's closed
-/// orders fall off once it keeps more than it may); the command's own
-/// events always describe it, so fold them into a scratch read model.
-fn placed_record(st: &AppState, o: &Outcome, user: UserId, id: OrderId) -> Option<OrderRecord> {
-    record(st, user, id).or_else(|| {
-        let mut scratch = crate::accounts::Accounts::default();
-        scratch.apply(o.seq, o.ts_ms, &o.events);
-        scratch.user(user).and_then(|a| a.order(id.0).copied())
-    })
+/// The state of an order placed by the command of `o`, right after it:
+/// folded from the command's own events, which always describe it (the
+/// history read model may have dropped it already, or hold a later state
+/// from a command published since), without taking the read model's lock.
+fn placed_record(o: &Outcome, id: OrderId) -> Option<OrderRecord> {
+    OrderRecord::placed_by(&o.events, id, o.ts_ms)
 }
 
 async fn new_order(
@@ -659,7 +655,7 @@ pub(crate) async fn place(st: &AppState, a: &Authed) -> R<String> {
         return Err(order_reject(r));
     }
     let id = accepted_id(&o).ok_or_else(BinanceError::unknown)?;
-    let rec = placed_record(st, &o, a.user, id);
+    let rec = placed_record(&o, id);
     new_order_json(&pair, &o, op.resp, rec.as_ref()).ok_or_else(BinanceError::unknown)
 }
 
@@ -988,7 +984,7 @@ pub(crate) async fn replace(
     };
     let new_resp = if accepted {
         accepted_id(&o)
-            .and_then(|id| placed_record(st, &o, user, id))
+            .and_then(|id| placed_record(&o, id))
             .and_then(|r| new_order_json(&pair, &o, resp, Some(&r)))
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or(Value::Null)
