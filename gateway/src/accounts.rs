@@ -314,7 +314,8 @@ impl Accounts {
                     self.update_order(*user, *order, ev, ts);
                 }
                 Event::OrderDone { order, user, .. } => {
-                    if self.update_order(*user, *order, ev, ts) {
+                    let kept = self.update_order(*user, *order, ev, ts);
+                    if kept {
                         self.close(*user, *order);
                     }
                 }
