@@ -7,8 +7,9 @@
 //! rendered (the handler waits for `last_seq` to reach its command).
 //! The wallet's ledger, deposits and withdrawals (`ledger.rs`) ride along.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
+use crate::bounded::{self, History};
 use crate::ledger::{WalletBook, LEDGER_ROWS_PER_USER};
 use engine::fxhash::FxHashMap;
 use engine::{
@@ -117,8 +118,8 @@ pub struct TradeRecord {
 pub struct UserAccount {
     pub orders: BTreeMap<u64, OrderRecord>,
     pub by_client: FxHashMap<ClientOrderId, u64>,
-    closed: VecDeque<u64>,
-    pub trades: VecDeque<TradeRecord>,
+    closed: History<u64>,
+    pub trades: History<TradeRecord>,
     pub balances: BTreeMap<AssetId, Balance>,
     pub update_ms: u64,
     /// Older closed orders fell off (or were never loaded): the full
@@ -215,6 +216,12 @@ impl Accounts {
     fn insert_order(&mut self, o: Order, ts: u64) {
         let acc = self.users.entry(o.user).or_default();
         if !o.client_id.is_none() {
+            // As the histories (crate::bounded): reserve for the whole
+            // retention once, instead of rehashing every table of every
+            // busy user at about the same moment.
+            if acc.by_client.len() == bounded::EARLY {
+                acc.by_client.reserve(self.orders_kept + bounded::EARLY);
+            }
             acc.by_client.insert(o.client_id, o.id.0);
         }
         acc.orders.insert(o.id.0, OrderRecord::accepted(o, ts));
@@ -243,17 +250,14 @@ impl Accounts {
         let Some(acc) = self.users.get_mut(&user) else {
             return;
         };
-        acc.closed.push_back(id.0);
-        while acc.closed.len() > kept {
+        if let Some(old) = acc.closed.push(id.0, kept) {
             acc.orders_truncated = true;
-            if let Some(old) = acc.closed.pop_front() {
-                if let Some(r) = acc.orders.remove(&old) {
-                    if let std::collections::hash_map::Entry::Occupied(e) =
-                        acc.by_client.entry(r.order.client_id)
-                    {
-                        if *e.get() == old {
-                            e.remove();
-                        }
+            if let Some(r) = acc.orders.remove(&old) {
+                if let std::collections::hash_map::Entry::Occupied(e) =
+                    acc.by_client.entry(r.order.client_id)
+                {
+                    if *e.get() == old {
+                        e.remove();
                     }
                 }
             }
@@ -262,11 +266,9 @@ impl Accounts {
 
     fn push_trade(&mut self, user: UserId, t: TradeRecord) {
         let acc = self.users.entry(user).or_default();
-        if acc.trades.len() >= self.trades_kept {
-            acc.trades.pop_front();
+        if acc.trades.push(t, self.trades_kept).is_some() {
             acc.trades_truncated = true;
         }
-        acc.trades.push_back(t);
     }
 
     /// Apply one command's events.

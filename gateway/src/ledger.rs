@@ -12,7 +12,7 @@
 //! records as of their last `DepositUpdated` / `WithdrawalUpdated`.
 
 use engine::fxhash::FxHashMap;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use engine::{AssetId, BalanceCause, BalanceChange, Deposit, Engine, UserId, Withdrawal};
 
@@ -71,7 +71,7 @@ impl LedgerRow {
 #[derive(Debug, Default)]
 pub struct UserWallet {
     /// Oldest first.
-    pub ledger: VecDeque<LedgerRow>,
+    pub ledger: crate::bounded::History<LedgerRow>,
     /// Older rows fell off (or were never loaded).
     pub ledger_truncated: bool,
     /// Ids of the user's deposits and withdrawals, in creation order.
@@ -167,11 +167,9 @@ impl WalletBook {
                 time_ms: ts,
             };
             let w = self.users.entry(b.user).or_default();
-            if w.ledger.len() >= self.rows_kept {
-                w.ledger.pop_front();
+            if w.ledger.push(row, self.rows_kept).is_some() {
                 w.ledger_truncated = true;
             }
-            w.ledger.push_back(row);
         }
     }
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod binance;
+pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod history;

@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use engine::{Asset, AssetId, Engine, Event, Order, OrderType, Pair, PairId, Side, Trade};
 
 use crate::binance::enums::KlineInterval;
+use crate::bounded;
 use crate::pipeline::Outcome;
 
 /// Default of `market_data.trades_kept_per_symbol`: recent trades kept per
@@ -382,10 +383,7 @@ impl PairView {
                 a.last_trade_id = t.id.0;
             }
             _ => {
-                if self.agg_trades.len() >= self.limits.agg_trades_kept {
-                    self.agg_trades.pop_front();
-                }
-                self.agg_trades.push_back(AggTrade {
+                let a = AggTrade {
                     id: t.id.0,
                     price_ticks: t.price.0,
                     qty_units: t.qty.0,
@@ -395,21 +393,20 @@ impl PairView {
                     buyer_is_maker: t.buyer_is_maker(),
                     taker_order: t.taker_order.0,
                     seq,
-                });
+                };
+                bounded::push(&mut self.agg_trades, a, self.limits.agg_trades_kept);
             }
         }
 
-        if self.trades.len() >= self.limits.trades_kept {
-            self.trades.pop_front();
-        }
-        self.trades.push_back(TradeView {
+        let view = TradeView {
             id: t.id.0,
             price_ticks: t.price.0,
             qty_units: t.qty.0,
             quote_units: t.quote_qty,
             time_ms,
             buyer_is_maker: t.buyer_is_maker(),
-        });
+        };
+        bounded::push(&mut self.trades, view, self.limits.trades_kept);
 
         for (interval, series) in KlineInterval::ALL.iter().zip(self.klines.iter_mut()) {
             let open = interval.open_time_ms(time_ms);
@@ -418,10 +415,7 @@ impl PairView {
                 // only one a trade can land in.
                 Some(k) if k.open_time_ms == open => k.add(t),
                 _ => {
-                    if series.len() >= self.limits.klines_kept {
-                        series.pop_front();
-                    }
-                    series.push_back(Kline::new(open, t));
+                    bounded::push(series, Kline::new(open, t), self.limits.klines_kept);
                 }
             }
         }

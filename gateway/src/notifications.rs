@@ -43,8 +43,8 @@
 //! same request, timeout and retries; a certificate that does not verify is
 //! a failed attempt like any other.
 
+use crate::bounded::History;
 use engine::fxhash::FxHashMap;
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -118,7 +118,7 @@ pub struct Delivery {
 #[derive(Debug)]
 pub struct NotificationsView {
     catalog: CatalogView,
-    by_user: FxHashMap<UserId, VecDeque<NotificationEntry>>,
+    by_user: FxHashMap<UserId, History<NotificationEntry>>,
     webhooks: FxHashMap<UserId, String>,
     kept_per_user: usize,
     pub last_seq: u64,
@@ -189,10 +189,7 @@ impl NotificationsView {
                 });
             }
             let list = self.by_user.entry(n.user).or_default();
-            if list.len() >= self.kept_per_user {
-                list.pop_front();
-            }
-            list.push_back(NotificationEntry { n, read_ms: None });
+            list.push(NotificationEntry { n, read_ms: None }, self.kept_per_user);
         }
         out
     }
