@@ -181,6 +181,9 @@ pub struct LoadResult {
     pub rtt: Histogram<u64>,
     /// Worst latency per window of planned time (where the tail came from).
     pub timeline: crate::run::Timeline,
+    /// The client's own worst event-loop lateness (ns) and when (ms after
+    /// the start): see [`crate::run::spawn_lag_probe`].
+    pub client_lag: (u64, u64),
 }
 
 /// One order request of connection `conn`, number `k`: sides alternate at
@@ -268,6 +271,7 @@ pub fn run(
         let per_conn_interval_ns = (conns as u64 * 1_000_000_000) / rate.max(1);
         let next_slot = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let start = Instant::now() + Duration::from_millis(200);
+        let probe = crate::run::spawn_lag_probe(start, duration);
         let mut tasks = Vec::new();
         for i in 0..conns {
             let acct = accounts[i % accounts.len()].clone();
@@ -355,6 +359,7 @@ pub fn run(
             hist: total,
             rtt,
             timeline,
+            client_lag: probe.await?,
         })
     })
 }

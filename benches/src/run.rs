@@ -193,3 +193,30 @@ mod timeline_tests {
         );
     }
 }
+
+/// How late the load generator's own event loop ran: a task on the same
+/// runtime asks to wake every millisecond from `start` to `start + duration`
+/// and records its worst lateness (ns) and when (ms after `start`). A late
+/// answer that coincides with a late probe is the client's stall (its thread
+/// not scheduled), not the server's.
+pub fn spawn_lag_probe(
+    start: std::time::Instant,
+    duration: std::time::Duration,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::spawn(async move {
+        let tick = std::time::Duration::from_millis(1);
+        let mut next = start;
+        let (mut worst, mut at) = (0u64, 0u64);
+        while next < start + duration {
+            tokio::time::sleep_until(next.into()).await;
+            let now = std::time::Instant::now();
+            let late = now.saturating_duration_since(next).as_nanos() as u64;
+            if late > worst {
+                worst = late;
+                at = next.saturating_duration_since(start).as_millis() as u64;
+            }
+            next = now.max(next) + tick;
+        }
+        (worst, at)
+    })
+}

@@ -82,6 +82,7 @@ pub fn run(
             sockets.push(ws);
         }
         let start = Instant::now() + Duration::from_millis(200);
+        let probe = crate::run::spawn_lag_probe(start, duration);
         let mut tasks = Vec::new();
         for (i, ws) in sockets.into_iter().enumerate() {
             let acct = accounts[i % accounts.len()].clone();
@@ -196,6 +197,7 @@ pub fn run(
             hist: total,
             rtt,
             timeline,
+            client_lag: probe.await?,
         })
     })
 }

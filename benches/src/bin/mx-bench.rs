@@ -341,7 +341,7 @@ fn order_entry(
         )?;
     }
     println!(
-        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"machine\":\"{machine}\"}}",
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},\"machine\":\"{machine}\"}}",
         r.sent,
         r.ok,
         r.errors,
@@ -353,6 +353,8 @@ fn order_entry(
         server_ack(0.5),
         server_ack(0.99),
         r.timeline.json(5, 5),
+        r.client_lag.0,
+        r.client_lag.1,
     );
     Ok(())
 }
