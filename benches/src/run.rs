@@ -169,31 +169,6 @@ impl Timeline {
     }
 }
 
-#[cfg(test)]
-mod timeline_tests {
-    use super::Timeline;
-
-    #[test]
-    fn keeps_the_worst_latency_of_each_window_and_lists_the_worst_first() {
-        let mut a = Timeline::default();
-        a.record(0, 1_000_000); // window 0: 1 ms
-        a.record(5_000_000, 3_000_000); // window 0: 3 ms
-        a.record(25_000_000, 9_000_000); // window 2: 9 ms
-        let mut b = Timeline::default();
-        b.record(12_000_000, 7_500_000); // window 1: 7.5 ms
-        b.record(26_000_000, 2_000_000); // window 2 stays 9 ms after the merge
-        a.merge(&b);
-        assert_eq!(
-            a.json(5, 2),
-            "\"windows_10ms\":3,\"windows_over_5ms\":2,\"worst_windows_ms\":[[20,9.0],[10,7.5]]"
-        );
-        assert_eq!(
-            Timeline::default().json(5, 3),
-            "\"windows_10ms\":0,\"windows_over_5ms\":0,\"worst_windows_ms\":[]"
-        );
-    }
-}
-
 /// How late the load generator's own event loop ran: a task on the same
 /// runtime asks to wake every millisecond from `start` to `start + duration`
 /// and records its worst lateness (ns) and when (ms after `start`). A late
@@ -219,4 +194,29 @@ pub fn spawn_lag_probe(
         }
         (worst, at)
     })
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use super::Timeline;
+
+    #[test]
+    fn keeps_the_worst_latency_of_each_window_and_lists_the_worst_first() {
+        let mut a = Timeline::default();
+        a.record(0, 1_000_000); // window 0: 1 ms
+        a.record(5_000_000, 3_000_000); // window 0: 3 ms
+        a.record(25_000_000, 9_000_000); // window 2: 9 ms
+        let mut b = Timeline::default();
+        b.record(12_000_000, 7_500_000); // window 1: 7.5 ms
+        b.record(26_000_000, 2_000_000); // window 2 stays 9 ms after the merge
+        a.merge(&b);
+        assert_eq!(
+            a.json(5, 2),
+            "\"windows_10ms\":3,\"windows_over_5ms\":2,\"worst_windows_ms\":[[20,9.0],[10,7.5]]"
+        );
+        assert_eq!(
+            Timeline::default().json(5, 3),
+            "\"windows_10ms\":0,\"windows_over_5ms\":0,\"worst_windows_ms\":[]"
+        );
+    }
 }
