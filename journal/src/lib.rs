@@ -70,12 +70,14 @@
 //!
 //! A batch is one or more data records with consecutive seqs followed by a
 //! commit marker: kind 2, seq = last seq of the batch, timestamp = that of
-//! the last record, 8-byte payload = first seq of the batch. The marker is
-//! written after the records; under `Fsync` the batch's pages are then
-//! msync'ed (one flush per batch: group commit) and only then is the batch
-//! published to [`DurableSeq`] and acknowledged. A batch never spans
-//! segments: when a record does not fit, the open batch is moved to a new
-//! segment (first seq = first seq of the batch) and zeroed in the old one.
+//! the last record, 8-byte payload = first seq of the batch. The writer
+//! keeps an open batch in memory and writes records and marker into the
+//! segment file together at commit (one `pwrite`); under `Fsync` it then
+//! calls `fdatasync` (one flush per batch: group commit), and only then is
+//! the batch published to [`DurableSeq`] and acknowledged. Readers map the
+//! segments and read committed batches in place. A batch never spans
+//! segments: when a record does not fit, the open batch goes to a new
+//! segment (first seq = first seq of the batch) instead.
 //!
 //! ## Watermark file
 //!

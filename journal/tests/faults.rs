@@ -56,6 +56,7 @@ fn truncated_record_at_tail_is_cut() {
     let (mut w, _) = open(dir.path()).expect("open");
     let committed = write_batches(&mut w, 20, 5, 300);
     append_pending(&mut w, 3, 300);
+    w.write_uncommitted_for_tests().expect("write");
     drop(w);
     let seg = last_segment(dir.path());
     let recs = records(&fs::read(&seg).expect("read"));
@@ -87,6 +88,7 @@ fn flipped_bit_in_uncommitted_tail_record_is_cut() {
     let (mut w, _) = open(dir.path()).expect("open");
     let committed = write_batches(&mut w, 10, 5, 300);
     append_pending(&mut w, 4, 300);
+    w.write_uncommitted_for_tests().expect("write");
     drop(w);
     let seg = last_segment(dir.path());
     let tail = *records(&fs::read(&seg).expect("read"))
