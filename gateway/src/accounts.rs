@@ -344,10 +344,7 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::{
-        roles, AssetSpec, Command, NewOrder, OrderType, PairSpec, PairStatus, Price, Qty, StpMode,
-        TimeInForce,
-    };
+    use engine::{roles, Command, NewOrder, OrderType, Price, Qty, StpMode, TimeInForce};
 
     const ONE: u64 = 100_000_000;
 
@@ -364,42 +361,22 @@ mod tests {
                 a: Accounts::with_retention(orders_kept, 100),
                 seq: 0,
             };
-            for s in ["BTC", "USDT"] {
+            // The default configuration's assets and pairs (BTC is asset 1,
+            // BTCUSDT pair 1).
+            let cfg = crate::config::load(None, &|_| None).expect("embedded default config");
+            let assets = cfg.asset_specs().expect("default assets");
+            for spec in &assets {
                 r.ok(Command::AddAsset {
-                    spec: AssetSpec {
-                        symbol: s.into(),
-                        name: s.into(),
-                        decimals: 8,
-                        min_withdraw_units: 1,
-                        withdraw_fee_units: 0,
-                        daily_withdraw_limit_units: 0,
-                        confirmations: 1,
-                        active: true,
-                    },
+                    spec: spec.clone(),
                     by: None,
                 });
             }
-            r.ok(Command::AddPair {
-                spec: Box::new(PairSpec {
-                    symbol: "BTCUSDT".into(),
-                    base: AssetId(1),
-                    quote: AssetId(2),
-                    tick_units: 1_000_000,
-                    step_units: 1_000,
-                    min_qty_units: 1_000,
-                    max_qty_units: 9_000 * ONE,
-                    market_max_qty_units: 9_000 * ONE,
-                    min_notional_units: ONE,
-                    max_notional_units: 0,
-                    min_price_ticks: 1,
-                    max_price_ticks: 100_000_000_000,
-                    maker_fee_e8: 100_000,
-                    taker_fee_e8: 100_000,
-                    price_band_pct: 0,
-                    status: PairStatus::Trading,
-                }),
-                by: None,
-            });
+            for spec in cfg.pair_specs(&assets).expect("default pairs") {
+                r.ok(Command::AddPair {
+                    spec: Box::new(spec),
+                    by: None,
+                });
+            }
             for name in ["maker", "taker"] {
                 r.ok(Command::CreateUser {
                     username: name.into(),
@@ -408,13 +385,14 @@ mod tests {
                     roles: roles::TRADER,
                 });
             }
-            for (user, asset) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+            for (user, asset) in [(1, 1), (1, 3), (2, 1), (2, 3)] {
                 r.ok(Command::Deposit {
                     user: UserId(user),
                     asset: AssetId(asset),
-                    amount: 1_000 * ONE,
+                    amount: 10_000 * ONE,
                     tx_hash: format!("t{user}{asset}"),
-                    confirmations: 1,
+                    // Past any asset's confirmation threshold: credited now.
+                    confirmations: 1_000,
                     by: None,
                 });
             }
@@ -475,11 +453,11 @@ mod tests {
     #[test]
     fn the_reply_record_is_the_read_model_record_after_the_command() {
         let mut r = Run::new(100);
-        let m1 = r.place(1, Side::Sell, 100, 2 * ONE, "m1");
-        let m2 = r.place(1, Side::Sell, 101, ONE, "m2");
+        let m1 = r.place(1, Side::Sell, 10_000, 2 * ONE, "m1");
+        let m2 = r.place(1, Side::Sell, 10_100, ONE, "m2");
         // Takes all of m1 and half of m2, rests the rest: fills, a maker
         // done, the taker partially filled.
-        let t = r.place(2, Side::Buy, 101, 4 * ONE, "t1");
+        let t = r.place(2, Side::Buy, 10_100, 4 * ONE, "t1");
         let u = r.a.user(UserId(1)).unwrap();
         assert_eq!(u.order(m1.0).unwrap().order.status, OrderStatus::Filled);
         assert_eq!(
@@ -492,7 +470,7 @@ mod tests {
         assert_eq!(tr.order.filled, Qty(3 * ONE));
         // A later command changes the kept record, not what the placing
         // command's events say.
-        let later = r.place(1, Side::Sell, 101, ONE, "m3");
+        let later = r.place(1, Side::Sell, 10_100, ONE, "m3");
         let kept = *r.a.user(UserId(2)).unwrap().order(t.0).unwrap();
         assert_eq!(kept.order.status, OrderStatus::Filled);
         assert!(later.0 > t.0);
@@ -503,13 +481,13 @@ mod tests {
     #[test]
     fn closed_orders_fall_off_with_their_client_ids_beyond_the_retention() {
         let mut r = Run::new(2);
-        let a = r.place(1, Side::Buy, 150, ONE, "a");
-        let b = r.place(1, Side::Buy, 150, ONE, "b");
-        let open = r.place(1, Side::Buy, 150, ONE, "open");
+        let a = r.place(1, Side::Buy, 15_000, ONE, "a");
+        let b = r.place(1, Side::Buy, 15_000, ONE, "b");
+        let open = r.place(1, Side::Buy, 15_000, ONE, "open");
         r.cancel(1, a);
         r.cancel(1, b);
         // "a" again, for a new order, while the old "a" is still kept.
-        let a2 = r.place(1, Side::Buy, 150, ONE, "a");
+        let a2 = r.place(1, Side::Buy, 15_000, ONE, "a");
         r.cancel(1, a2);
         // Three closed orders, two kept: the first "a" fell off, and the
         // client id "a" still finds the newer order.
@@ -522,7 +500,7 @@ mod tests {
         assert_eq!(u.order_by_client(&cid("b")).unwrap().order.id, b);
         // The open order is never dropped, however many close after it.
         for i in 0..5 {
-            let id = r.place(1, Side::Buy, 150, ONE, &format!("x{i}"));
+            let id = r.place(1, Side::Buy, 15_000, ONE, &format!("x{i}"));
             r.cancel(1, id);
         }
         let u = r.a.user(UserId(1)).unwrap();
