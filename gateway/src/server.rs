@@ -671,7 +671,31 @@ fn refuse_snapshot_newer_than(data: &DataDir, journal_last_seq: u64) -> Result<(
 }
 
 /// Run the exchange until SIGTERM/SIGINT.
+/// Whether the kernel hands out transparent huge pages to every process
+/// (`[always]` selected in `/sys/kernel/mm/transparent_hugepage/enabled`).
+fn thp_always(enabled: &str) -> bool {
+    enabled.split_whitespace().any(|w| w == "[always]")
+}
+
+/// The allocator never asks for transparent huge pages (mimalloc is built
+/// with `no_thp`), but a kernel in mode `always` gives them anyway, and each
+/// fresh 2 MiB page is zeroed inside the allocation that first touches it,
+/// on whatever thread that is (acknowledgements stalled for tens of ms).
+/// `MIMALLOC_ALLOW_THP=0` makes the allocator turn THP off for the process.
+fn warn_if_thp_always() {
+    let Ok(enabled) = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled") else {
+        return;
+    };
+    let opted_out = std::env::var("MIMALLOC_ALLOW_THP").is_ok_and(|v| v.trim() == "0");
+    if thp_always(&enabled) && !opted_out {
+        tracing::warn!(
+            "transparent huge pages are `always` on this host: expect latency spikes of tens of ms while memory grows; start serve with MIMALLOC_ALLOW_THP=0 to turn them off for this process"
+        );
+    }
+}
+
 pub fn serve(opts: ServeOptions) -> Result<()> {
+    warn_if_thp_always();
     let data = DataDir::new(&opts.data_dir);
     data.create().with_context(|| {
         format!(
@@ -930,4 +954,17 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     rt.shutdown_timeout(Duration::from_secs(5));
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thp_always;
+
+    #[test]
+    fn thp_mode_always_is_read_from_the_sysfs_line() {
+        assert!(thp_always("[always] madvise never\n"));
+        assert!(!thp_always("always [madvise] never\n"));
+        assert!(!thp_always("always madvise [never]\n"));
+        assert!(!thp_always(""));
+    }
 }
