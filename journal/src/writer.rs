@@ -1,5 +1,6 @@
-//! The single journal writer and its recovery. It owns the active segment
-//! (its file and a mapping, used by recovery) and keeps these invariants:
+//! The single journal writer and its recovery. It owns the active segment's
+//! file (recovery alone maps it, to scan it and to zero a torn tail) and
+//! keeps these invariants:
 //! seqs are assigned contiguously from the recovered last seq; every byte of
 //! the active segment after the last commit is zero; a batch lives in one
 //! segment and reaches the file only at its commit, records and commit
@@ -146,9 +147,8 @@ struct Active {
     prev_first_seq: u64,
     /// Commits are written here (`pwrite`, `fdatasync`).
     file: File,
-    /// Recovery reads (and zeroes torn tails) through it; batches are
-    /// never written through it (see the module docs).
-    map: MmapMut,
+    /// Size of the (preallocated) segment file in bytes.
+    len: usize,
 }
 
 /// The single writer of a journal directory (guarded by an flock).
@@ -161,9 +161,6 @@ pub struct Writer {
     cfg: JournalConfig,
     _lock: File,
     active: Active,
-    /// End of the written bytes in the active segment, the pending batch
-    /// (still in `pending`) included.
-    write_pos: usize,
     /// Start of the pending batch (end of the last commit marker).
     batch_start: usize,
     last_seq: u64,
@@ -174,8 +171,8 @@ pub struct Writer {
     commits_since_watermark: u32,
     poisoned: Option<String>,
     max_payload: usize,
-    /// The pending batch's encoded records: `active`'s bytes from
-    /// `batch_start` to `write_pos`, written to the file at commit.
+    /// The pending batch's encoded records, written to the active segment
+    /// at `batch_start` at commit.
     pending: Vec<u8>,
     #[cfg(test)]
     fail_next_flush: bool,
@@ -341,9 +338,8 @@ impl Writer {
                 first_seq: seg.first_seq,
                 prev_first_seq: header.prev_first_seq,
                 file,
-                map,
+                len: map.len(),
             },
-            write_pos: scan.committed_end,
             batch_start: scan.committed_end,
             last_seq: committed,
             last_ts: 0,
@@ -383,11 +379,10 @@ impl Writer {
             })?;
         let rec_len = record::encoded_len(payload.len());
         // Room is always kept for the batch's commit marker.
-        if self.write_pos + rec_len + COMMIT_LEN > self.active.map.len() {
+        if self.write_pos() + rec_len + COMMIT_LEN > self.active.len {
             self.roll_over(rec_len)?;
         }
-        let n = self.encode_pending(rec_len, RecordKind::Data, seq, timestamp_ns, payload)?;
-        self.write_pos += n;
+        self.encode_pending(rec_len, RecordKind::Data, seq, timestamp_ns, payload)?;
         self.last_seq = seq;
         self.last_ts = timestamp_ns;
         Ok(seq)
@@ -414,15 +409,13 @@ impl Writer {
             return Ok(self.committed_seq);
         }
         let batch_first = self.committed_seq + 1;
-        let n = self.encode_pending(
+        self.encode_pending(
             COMMIT_LEN,
             RecordKind::Commit,
             self.last_seq,
             self.last_ts,
             &batch_first.to_le_bytes(),
         )?;
-        self.write_pos += n;
-        debug_assert_eq!(self.pending.len(), self.write_pos - self.batch_start);
         if let Err(e) = self.write_pending() {
             return Err(self.poison(
                 format!("writing batch {batch_first}..={}", self.last_seq),
@@ -438,7 +431,8 @@ impl Writer {
             }
         }
         self.committed_seq = self.last_seq;
-        self.batch_start = self.write_pos;
+        self.batch_start = self.write_pos();
+        self.pending.clear();
         self.durable.publish(self.committed_seq);
         self.commits_since_watermark += 1;
         Ok(self.committed_seq)
@@ -533,6 +527,12 @@ impl Writer {
         err
     }
 
+    /// End of the written bytes in the active segment, the pending batch
+    /// (still in memory) included.
+    fn write_pos(&self) -> usize {
+        self.batch_start + self.pending.len()
+    }
+
     /// Encode one record of at most `max_len` bytes at the end of the
     /// pending batch; returns its length.
     fn encode_pending(
@@ -571,9 +571,7 @@ impl Writer {
             .write_all_at(&self.pending, at as u64)
             .map_err(io_ctx(|| {
                 format!("writing {len} bytes at offset {at} of {}", path.display())
-            }))?;
-        self.pending.clear();
-        Ok(())
+            }))
     }
 
     fn sync_data(&mut self) -> Result<(), JournalError> {
@@ -594,7 +592,7 @@ impl Writer {
     /// Moves the pending batch to a fresh segment so that the batch (plus a
     /// record of `rec_len` bytes and its marker) stays in one segment.
     fn roll_over(&mut self, rec_len: usize) -> Result<(), JournalError> {
-        let pending = self.write_pos - self.batch_start;
+        let pending = self.pending.len();
         let capacity = segment::capacity(self.cfg.segment_size);
         let needed = pending + rec_len + COMMIT_LEN;
         if needed > capacity {
@@ -604,13 +602,13 @@ impl Writer {
             });
         }
         let first_seq = self.committed_seq + 1;
-        match self.roll_over_inner(first_seq, pending) {
+        match self.roll_over_inner(first_seq) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.poison(format!("rolling over to segment {first_seq}"), e)),
         }
     }
 
-    fn roll_over_inner(&mut self, first_seq: u64, pending: usize) -> Result<(), JournalError> {
+    fn roll_over_inner(&mut self, first_seq: u64) -> Result<(), JournalError> {
         let dir = self.cfg.dir.clone();
         let sync = self.cfg.durability != Durability::None;
         // An active segment without any committed batch has the same name
@@ -630,7 +628,6 @@ impl Writer {
             sync,
             replace,
         )?;
-        let map = sys::map_mut(&file, &path)?;
         // The pending batch never reached the old segment (it is written
         // at its commit), so nothing there needs undoing: it moves with
         // `pending` to the new one.
@@ -639,10 +636,10 @@ impl Writer {
             first_seq,
             prev_first_seq,
             file,
-            map,
+            // `validate` checked that the segment size fits a usize.
+            len: self.cfg.segment_size as usize,
         };
         self.batch_start = SEGMENT_HEADER_LEN;
-        self.write_pos = SEGMENT_HEADER_LEN + pending;
         Ok(())
     }
 }
@@ -708,10 +705,12 @@ mod tests {
         let bytes = std::fs::read(&seg).expect("read");
         let scan = segment::scan(&bytes, 1);
         assert_eq!(scan.committed_seq, 3);
-        assert_eq!(scan.committed_end, w.write_pos);
+        assert_eq!(scan.committed_end, w.write_pos());
         assert!(bytes[scan.committed_end..].iter().all(|&b| b == 0));
-        // The mapping shows the same bytes (readers map the segment).
-        assert_eq!(&w.active.map[..w.write_pos], &bytes[..w.write_pos]);
+        // A reader's mapping shows the same bytes.
+        let file = File::open(&seg).expect("open");
+        let map = sys::map_read(&file, &seg).expect("map");
+        assert_eq!(&map[..w.write_pos()], &bytes[..w.write_pos()]);
         assert!(w.pending.is_empty());
         // A failed fdatasync poisons the writer and publishes nothing.
         w.append(4, b"x").expect("append");
