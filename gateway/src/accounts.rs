@@ -352,6 +352,8 @@ mod tests {
         e: Engine,
         a: Accounts,
         seq: u64,
+        /// The events of the last command.
+        last: Vec<Event>,
     }
 
     impl Run {
@@ -360,6 +362,7 @@ mod tests {
                 e: Engine::new(),
                 a: Accounts::with_retention(orders_kept, 100),
                 seq: 0,
+                last: Vec::new(),
             };
             // The default configuration's assets and pairs (BTC is asset 1,
             // BTCUSDT pair 1).
@@ -409,6 +412,7 @@ mod tests {
                 "{cmd:?}: {out:?}"
             );
             self.a.apply(self.seq, 1_000 + self.seq, &out);
+            self.last = out.clone();
             out
         }
 
@@ -455,9 +459,10 @@ mod tests {
         let mut r = Run::new(100);
         let m1 = r.place(1, Side::Sell, 10_000, 2 * ONE, "m1");
         let m2 = r.place(1, Side::Sell, 10_100, ONE, "m2");
-        // Takes all of m1 and half of m2, rests the rest: fills, a maker
-        // done, the taker partially filled.
+        // Takes all of m1 and m2 and rests its last 1 BTC: two fills, both
+        // makers done, the taker partially filled.
         let t = r.place(2, Side::Buy, 10_100, 4 * ONE, "t1");
+        let t_events = r.last.clone();
         let u = r.a.user(UserId(1)).unwrap();
         assert_eq!(u.order(m1.0).unwrap().order.status, OrderStatus::Filled);
         assert_eq!(
@@ -473,6 +478,13 @@ mod tests {
         let later = r.place(1, Side::Sell, 10_100, ONE, "m3");
         let kept = *r.a.user(UserId(2)).unwrap().order(t.0).unwrap();
         assert_eq!(kept.order.status, OrderStatus::Filled);
+        let replied = OrderRecord::placed_by(&t_events, t, 0).expect("t placed");
+        assert_eq!(replied.order.status, OrderStatus::PartiallyFilled);
+        assert_eq!(replied.order.filled, Qty(3 * ONE));
+        assert!(
+            OrderRecord::placed_by(&t_events, m1, 0).is_none(),
+            "m1 was placed earlier"
+        );
         assert!(later.0 > t.0);
         assert_eq!(r.a.user(UserId(1)).unwrap().trades.len(), 3);
         assert_eq!(r.a.user(UserId(2)).unwrap().trades.len(), 3);

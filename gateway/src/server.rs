@@ -158,12 +158,12 @@ pub fn error_response(e: &BinanceError) -> Response {
         .into_response()
 }
 
-/// A JSON body with the right content type.
 /// 200 with `v` as the JSON body.
 pub fn ok_response(v: serde_json::Value) -> Response {
     json_response(StatusCode::OK, crate::json_text::of_value(&v))
 }
 
+/// A JSON body with the right content type.
 pub fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
@@ -670,7 +670,6 @@ fn refuse_snapshot_newer_than(data: &DataDir, journal_last_seq: u64) -> Result<(
     Ok(())
 }
 
-/// Run the exchange until SIGTERM/SIGINT.
 /// Whether the kernel hands out transparent huge pages to every process
 /// (`[always]` selected in `/sys/kernel/mm/transparent_hugepage/enabled`).
 fn thp_always(enabled: &str) -> bool {
@@ -694,6 +693,7 @@ fn warn_if_thp_always() {
     }
 }
 
+/// Run the exchange until SIGTERM/SIGINT.
 pub fn serve(opts: ServeOptions) -> Result<()> {
     warn_if_thp_always();
     let data = DataDir::new(&opts.data_dir);
