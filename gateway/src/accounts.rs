@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::bounded::{self, History};
+use crate::bounded::History;
 use crate::ledger::{WalletBook, LEDGER_ROWS_PER_USER};
 use engine::fxhash::FxHashMap;
 use engine::{
@@ -216,12 +216,6 @@ impl Accounts {
     fn insert_order(&mut self, o: Order, ts: u64) {
         let acc = self.users.entry(o.user).or_default();
         if !o.client_id.is_none() {
-            // As the histories (crate::bounded): reserve for the whole
-            // retention once, instead of rehashing every table of every
-            // busy user at about the same moment.
-            if acc.by_client.len() == bounded::EARLY {
-                acc.by_client.reserve(self.orders_kept + bounded::EARLY);
-            }
             acc.by_client.insert(o.client_id, o.id.0);
         }
         acc.orders.insert(o.id.0, OrderRecord::accepted(o, ts));
