@@ -520,6 +520,7 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
         data_dir: cfg.data_dir.clone(),
         segment_size: cfg.journal.segment_size_mb << 20,
         durability: cfg.journal.durability.into(),
+        watermark_interval: cfg.journal.watermark_interval,
         pipeline: crate::pipeline::PipelineConfig {
             ring_capacity: cfg.http.ring_capacity,
             max_batch: cfg.journal.max_batch,

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub data_dir: std::path::PathBuf,
     pub segment_size: u64,
     pub durability: journal::Durability,
+    /// Group commits between durable-watermark updates.
+    pub watermark_interval: u32,
     pub pipeline: PipelineConfig,
     pub snapshot: SnapshotPolicy,
     pub max_body_bytes: usize,
@@ -706,6 +708,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let (writer, report) = journal::Writer::open(journal::JournalConfig {
         segment_size: opts.segment_size,
         durability: opts.durability,
+        watermark_interval: opts.watermark_interval,
         ..journal::JournalConfig::new(data.journal())
     })
     .with_context(|| "cannot open the journal (if it is damaged: `mini-exchange journal verify`, then `journal repair` after copying the data directory aside)")?;

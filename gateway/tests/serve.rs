@@ -265,6 +265,62 @@ fn a_bad_configuration_is_refused_with_a_clear_message() {
     assert!(err.contains("MX_JOURNAL__DURABILITY"), "{err}");
 }
 
+/// The watermark's seq: the valid slot (magic, CRC32C) with the higher
+/// generation, as the journal's on-disk format documents.
+fn watermark_seq(journal_dir: &Path) -> u64 {
+    let bytes = match std::fs::read(journal_dir.join("watermark")) {
+        Ok(b) => b,
+        // Created by the first store.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => panic!("reading the watermark: {e}"),
+    };
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    bytes
+        .chunks_exact(32)
+        .filter(|slot| {
+            &slot[..4] == b"MXJW" && crc32c::crc32c(&slot[..28]).to_le_bytes() == slot[28..32]
+        })
+        .max_by_key(|slot| u64_at(slot, 8))
+        .map_or(0, |slot| u64_at(slot, 16))
+}
+
+/// `journal.watermark_interval` reaches the running server: with 1 the
+/// durable watermark follows every group commit, while with the default
+/// (64) a handful of commands leaves it behind until a clean shutdown.
+#[test]
+fn serve_applies_the_journal_watermark_interval() {
+    for (interval, follows) in [("1", true), ("64", false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = common::Server::start_with(
+            tmp.path(),
+            common::free_port(),
+            &[("MX_JOURNAL__WATERMARK_INTERVAL", interval)],
+        );
+        let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
+        for i in 0..3 {
+            let r = s.json_post(
+                "/api/v1/admin/deposits",
+                Some(&admin),
+                &serde_json::json!({"username": common::ADMIN, "asset": "USDT",
+                    "amount": "1", "tx_hash": format!("0xwm{i}"), "confirmations": 100}),
+            );
+            assert_eq!(r.status, 201, "{}", r.json);
+        }
+        let page = s.req("GET", "/metrics", &[], b"").body;
+        let durable = common::metric(&page, "mx_journal_durable_seq") as u64;
+        let wm = watermark_seq(&tmp.path().join("journal"));
+        if follows {
+            assert_eq!(wm, durable, "interval {interval}");
+        } else {
+            assert!(
+                wm < durable,
+                "interval {interval}: watermark {wm}, durable {durable}"
+            );
+        }
+        s.kill();
+    }
+}
+
 /// Write a journal as `serve` would have: the default config's bootstrap
 /// (limits, 3 assets, 3 pairs), `users` funded traders, then `orders` limit
 /// orders on BTCUSDT one millisecond apart ending about now. Most alternate
