@@ -87,6 +87,35 @@ pub fn append(
     }
 }
 
+/// Latency of small group commits (`batch` records each, as the server
+/// commits under load) under `Durability::Fsync`: append + `pwrite` +
+/// `fdatasync` per commit, one at a time. Returns the per-commit durations
+/// (ns).
+pub fn commit_latency(
+    dir: &Path,
+    payloads: &[Vec<u8>],
+    batch: usize,
+    commits: usize,
+) -> hdrhistogram::Histogram<u64> {
+    let mut w = open(dir, Durability::Fsync);
+    let mut next = payloads.iter().cycle();
+    let mut ts = 1_700_000_000_000_000_000u64;
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+        .expect("histogram bounds");
+    for _ in 0..commits {
+        for _ in 0..batch {
+            ts += 1_000;
+            w.append(ts, next.next().expect("payloads"))
+                .expect("append");
+        }
+        let t = Instant::now();
+        w.commit().expect("commit");
+        h.saturating_record((t.elapsed().as_nanos() as u64).max(1_000));
+    }
+    w.close().expect("close");
+    h
+}
+
 #[derive(Debug, Clone)]
 pub struct PipelineResult {
     pub commands: usize,

@@ -84,8 +84,10 @@ enum Cmd {
         w2_pairs_side: Option<usize>,
     },
     /// Journal append throughput per durability mode (W1 command payloads),
-    /// and the journal + engine pipeline: a journaler thread group-commits
-    /// batches and hands them to the engine thread, as the server does.
+    /// the latency of small fsync group commits (8 records each, as the
+    /// server commits under load), and the journal + engine pipeline: a
+    /// journaler thread group-commits batches and hands them to the engine
+    /// thread, as the server does.
     Journal {
         /// Records per mode.
         #[arg(long, default_value_t = 2_000_000)]
@@ -571,6 +573,16 @@ fn main() -> Result<()> {
                     r.bytes as f64 / secs / 1e6,
                     r.commits,
                     r.elapsed_ns
+                );
+            }
+            {
+                let scratch = Scratch::new(dir.as_deref(), "commit");
+                let (small, commits) = (8, 20_000);
+                eprintln!("journal: {commits} commits of {small} records, fsync ...");
+                let h = journal_bench::commit_latency(&scratch.0, &payloads, small, commits);
+                println!(
+                    "{{\"bench\":\"journal\",\"phase\":\"commit\",\"durability\":\"fsync\",\"batch\":{small},\"commits\":{commits},{},\"machine\":\"{machine}\"}}",
+                    run::percentiles_json(&h)
                 );
             }
             let scratch = Scratch::new(dir.as_deref(), "pipeline");
