@@ -80,6 +80,25 @@ pub struct DataArgs {
     /// Data directory holding journal/ and snapshots/.
     #[arg(long, env = "MX_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Journal directory, when serve's config puts it outside the data
+    /// directory (`journal.dir`).
+    #[arg(long, env = "MX_JOURNAL__DIR")]
+    pub journal_dir: Option<PathBuf>,
+    /// Snapshot directory, when serve's config puts it outside the data
+    /// directory (`snapshot.dir`).
+    #[arg(long, env = "MX_SNAPSHOT__DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The layout these options name.
+    pub fn layout(&self) -> DataDir {
+        DataDir::with_dirs(
+            &self.data_dir,
+            self.journal_dir.clone(),
+            self.snapshot_dir.clone(),
+        )
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -195,7 +214,7 @@ pub fn state_summary(e: &engine::Engine) -> String {
 fn journal_cmd(cmd: JournalCmd) -> Result<()> {
     match cmd {
         JournalCmd::Inspect { data, from, limit } => {
-            let dir = DataDir::new(&data.data_dir).journal();
+            let dir = data.layout().journal();
             let mut r = journal::Reader::open(&dir, from)
                 .with_context(|| format!("cannot open the journal in {}", dir.display()))?;
             let mut n = 0;
@@ -214,7 +233,7 @@ fn journal_cmd(cmd: JournalCmd) -> Result<()> {
             Ok(())
         }
         JournalCmd::Verify { data } => {
-            let dir = DataDir::new(&data.data_dir).journal();
+            let dir = data.layout().journal();
             // The newest segment first, as recovery would judge it.
             let tail = journal::check_tail(&dir).with_context(|| {
                 "the journal is damaged and a server start would refuse it; copy the data directory aside, then `mini-exchange journal repair` truncates it at the damage"
@@ -263,7 +282,7 @@ fn journal_cmd(cmd: JournalCmd) -> Result<()> {
             if !yes_discard_records {
                 bail!("repair can discard acknowledged records; re-run with --yes-discard-records after copying the data directory aside");
             }
-            let dir = DataDir::new(&data.data_dir).journal();
+            let dir = data.layout().journal();
             let (w, report) = journal::Writer::open(journal::JournalConfig {
                 repair: true,
                 ..journal::JournalConfig::new(&dir)
@@ -277,7 +296,7 @@ fn journal_cmd(cmd: JournalCmd) -> Result<()> {
             to,
             no_snapshot,
         } => {
-            let dd = DataDir::new(&data.data_dir);
+            let dd = data.layout();
             let to = to.unwrap_or(u64::MAX);
             let rec = if no_snapshot {
                 let mut e = engine::Engine::with_capacity(replica::DEFAULT_CAPACITY);
@@ -326,14 +345,14 @@ fn journal_cmd(cmd: JournalCmd) -> Result<()> {
 fn snapshot_cmd(cmd: SnapshotCmd) -> Result<()> {
     match cmd {
         SnapshotCmd::Create { data } => {
-            let dd = DataDir::new(&data.data_dir);
+            let dd = data.layout();
             let rec = replica::recover(&dd, u64::MAX, print_progress)?;
             let path = replica::write_snapshot(&dd, &rec.engine)?;
             println!("wrote {}: {}", path.display(), state_summary(&rec.engine));
             Ok(())
         }
         SnapshotCmd::List { data } => {
-            let dir = DataDir::new(&data.data_dir).snapshots();
+            let dir = data.layout().snapshots();
             if !dir.exists() {
                 println!("no snapshots in {}", dir.display());
                 return Ok(());
@@ -344,7 +363,7 @@ fn snapshot_cmd(cmd: SnapshotCmd) -> Result<()> {
             Ok(())
         }
         SnapshotCmd::Verify { data } => {
-            let dir = DataDir::new(&data.data_dir).snapshots();
+            let dir = data.layout().snapshots();
             let mut bad = 0;
             let list = if dir.exists() {
                 journal::snapshot::list(&dir)?
@@ -418,10 +437,7 @@ pub fn main() -> Result<()> {
             use persister::writer::{Follow, PersisterStatus, WriterConfig};
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             persister::writer::stop_on_signals(stop.clone())?;
-            let base = WriterConfig::new(
-                database_url,
-                persister::replica::DataDir::new(&data.data_dir),
-            );
+            let base = WriterConfig::new(database_url, data.layout());
             let configs: Vec<WriterConfig> =
                 match (domain.as_deref().and_then(Domain::parse), split) {
                     (Some(d), _) => vec![base.for_domain(d)],
@@ -464,7 +480,7 @@ pub fn main() -> Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let dir = persister::replica::DataDir::new(&data.data_dir);
+            let dir = data.layout();
             let report = rt.block_on(persister::reconcile::reconcile_url(&database_url, &dir))?;
             for d in &report.differences {
                 println!("{d}");
@@ -518,6 +534,8 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
     let opts = crate::server::ServeOptions {
         addr: cfg.http.addr,
         data_dir: cfg.data_dir.clone(),
+        journal_dir: cfg.journal.dir.clone(),
+        snapshot_dir: cfg.snapshot.dir.clone(),
         segment_size: cfg.journal.segment_size_mb << 20,
         durability: cfg.journal.durability.into(),
         watermark_interval: cfg.journal.watermark_interval,

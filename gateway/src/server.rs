@@ -39,6 +39,10 @@ use crate::pipeline::{Pipeline, PipelineConfig, Submitter};
 pub struct ServeOptions {
     pub addr: SocketAddr,
     pub data_dir: std::path::PathBuf,
+    /// `journal.dir` (unset: `<data_dir>/journal`).
+    pub journal_dir: Option<std::path::PathBuf>,
+    /// `snapshot.dir` (unset: `<data_dir>/snapshots`).
+    pub snapshot_dir: Option<std::path::PathBuf>,
     pub segment_size: u64,
     pub durability: journal::Durability,
     /// Group commits between durable-watermark updates.
@@ -698,7 +702,11 @@ fn warn_if_thp_always() {
 /// Run the exchange until SIGTERM/SIGINT.
 pub fn serve(opts: ServeOptions) -> Result<()> {
     warn_if_thp_always();
-    let data = DataDir::new(&opts.data_dir);
+    let data = DataDir::with_dirs(
+        &opts.data_dir,
+        opts.journal_dir.clone(),
+        opts.snapshot_dir.clone(),
+    );
     data.create().with_context(|| {
         format!(
             "cannot create the data directory {}",

@@ -321,6 +321,103 @@ fn serve_applies_the_journal_watermark_interval() {
     }
 }
 
+/// `journal.dir` and `snapshot.dir` put the journal and the snapshots
+/// outside the data directory: serve writes, snapshots and recovers there,
+/// and the offline subcommands find them through the same variables.
+#[test]
+fn journal_and_snapshot_directories_from_the_config_are_used() {
+    let data = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (jdir, sdir) = (elsewhere.path().join("j"), elsewhere.path().join("s"));
+    let env = [
+        ("MX_JOURNAL__DIR", jdir.to_str().unwrap()),
+        ("MX_SNAPSHOT__DIR", sdir.to_str().unwrap()),
+    ];
+    let durable = |s: &common::Server| {
+        let page = s.req("GET", "/metrics", &[], b"").body;
+        common::metric(&page, "mx_journal_durable_seq") as u64
+    };
+    let files = |dir: &Path, ext: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .filter(|n| n.ends_with(ext))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let port = common::free_port();
+    let mut s = common::Server::start_with(data.path(), port, &env);
+    let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
+    let r = s.json_post(
+        "/api/v1/admin/deposits",
+        Some(&admin),
+        &serde_json::json!({"username": common::ADMIN, "asset": "USDT",
+            "amount": "5", "tx_hash": "0xdirs", "confirmations": 100}),
+    );
+    assert_eq!(r.status, 201, "{}", r.json);
+    let seq = durable(&s);
+    // SIGTERM: drain, snapshot (into snapshot.dir), exit 0.
+    let ok = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "serve did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !files(&jdir, ".seg").is_empty(),
+        "no segment in journal.dir"
+    );
+    let snap = format!("{seq:020}.snap");
+    assert!(
+        files(&sdir, ".snap").iter().any(|n| n.ends_with(&snap)),
+        "no snapshot at seq {seq} in snapshot.dir: {:?}",
+        files(&sdir, ".snap")
+    );
+    assert!(files(&data.path().join("journal"), ".seg").is_empty());
+    assert!(files(&data.path().join("snapshots"), ".snap").is_empty());
+
+    // The offline tools, pointed there by the same variables.
+    let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
+        .args(["journal", "verify"])
+        .env("MX_DATA_DIR", data.path())
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
+        .args(["snapshot", "list"])
+        .env("MX_DATA_DIR", data.path())
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&seq.to_string()));
+
+    // Restart: recovered from there (nothing journaled again).
+    let s = common::Server::start_with(data.path(), port, &env);
+    assert_eq!(durable(&s), seq);
+    let dup = s.json_post(
+        "/api/v1/admin/deposits",
+        Some(&common::login(&s, common::ADMIN, common::ADMIN_PW)),
+        &serde_json::json!({"username": common::ADMIN, "asset": "USDT",
+            "amount": "5", "tx_hash": "0xdirs", "confirmations": 100}),
+    );
+    // The same tx_hash again is the recovered deposit, not a new credit.
+    assert_eq!(dup.status, 201, "{}", dup.json);
+    assert_eq!(dup.json["credited_now"], false, "{}", dup.json);
+    assert_eq!(dup.json["id"], 1, "{}", dup.json);
+    s.kill();
+}
+
 /// Write a journal as `serve` would have: the default config's bootstrap
 /// (limits, 3 assets, 3 pairs), `users` funded traders, then `orders` limit
 /// orders on BTCUSDT one millisecond apart ending about now. Most alternate

@@ -13,21 +13,42 @@ use std::time::{Duration, Instant};
 
 use engine::{Command, Engine, Event};
 
-/// The on-disk layout under `MX_DATA_DIR`.
+/// The on-disk layout under `MX_DATA_DIR`: `journal/` and `snapshots/`,
+/// unless `journal.dir` / `snapshot.dir` put either elsewhere.
 #[derive(Clone, Debug)]
 pub struct DataDir {
     pub root: PathBuf,
+    journal: Option<PathBuf>,
+    snapshots: Option<PathBuf>,
 }
 
 impl DataDir {
+    /// The default layout under `root`.
     pub fn new(root: impl Into<PathBuf>) -> DataDir {
-        DataDir { root: root.into() }
+        DataDir::with_dirs(root, None, None)
+    }
+    /// `root`, with the journal and the snapshots in the given directories
+    /// where they are `Some` (config `journal.dir`, `snapshot.dir`).
+    pub fn with_dirs(
+        root: impl Into<PathBuf>,
+        journal: Option<PathBuf>,
+        snapshots: Option<PathBuf>,
+    ) -> DataDir {
+        DataDir {
+            root: root.into(),
+            journal,
+            snapshots,
+        }
     }
     pub fn journal(&self) -> PathBuf {
-        self.root.join("journal")
+        self.journal
+            .clone()
+            .unwrap_or_else(|| self.root.join("journal"))
     }
     pub fn snapshots(&self) -> PathBuf {
-        self.root.join("snapshots")
+        self.snapshots
+            .clone()
+            .unwrap_or_else(|| self.root.join("snapshots"))
     }
     /// Create the directories if missing.
     pub fn create(&self) -> std::io::Result<()> {
