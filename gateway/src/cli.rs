@@ -534,11 +534,8 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
     let opts = crate::server::ServeOptions {
         addr: cfg.http.addr,
         data_dir: cfg.data_dir.clone(),
-        journal_dir: cfg.journal.dir.clone(),
+        journal: cfg.journal_config(),
         snapshot_dir: cfg.snapshot.dir.clone(),
-        segment_size: cfg.journal.segment_size_mb << 20,
-        durability: cfg.journal.durability.into(),
-        watermark_interval: cfg.journal.watermark_interval,
         pipeline: crate::pipeline::PipelineConfig {
             ring_capacity: cfg.http.ring_capacity,
             max_batch: cfg.journal.max_batch,

@@ -39,14 +39,11 @@ use crate::pipeline::{Pipeline, PipelineConfig, Submitter};
 pub struct ServeOptions {
     pub addr: SocketAddr,
     pub data_dir: std::path::PathBuf,
-    /// `journal.dir` (unset: `<data_dir>/journal`).
-    pub journal_dir: Option<std::path::PathBuf>,
+    /// The `[journal]` section as the writer takes it (`Config::journal_config`:
+    /// directory, segment size, durability, watermark interval).
+    pub journal: journal::JournalConfig,
     /// `snapshot.dir` (unset: `<data_dir>/snapshots`).
     pub snapshot_dir: Option<std::path::PathBuf>,
-    pub segment_size: u64,
-    pub durability: journal::Durability,
-    /// Group commits between durable-watermark updates.
-    pub watermark_interval: u32,
     pub pipeline: PipelineConfig,
     pub snapshot: SnapshotPolicy,
     pub max_body_bytes: usize,
@@ -704,7 +701,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     warn_if_thp_always();
     let data = DataDir::with_dirs(
         &opts.data_dir,
-        opts.journal_dir.clone(),
+        Some(opts.journal.dir.clone()),
         opts.snapshot_dir.clone(),
     );
     data.create().with_context(|| {
@@ -713,12 +710,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             opts.data_dir.display()
         )
     })?;
-    let (writer, report) = journal::Writer::open(journal::JournalConfig {
-        segment_size: opts.segment_size,
-        durability: opts.durability,
-        watermark_interval: opts.watermark_interval,
-        ..journal::JournalConfig::new(data.journal())
-    })
+    let (writer, report) = journal::Writer::open(opts.journal.clone())
     .with_context(|| "cannot open the journal (if it is damaged: `mini-exchange journal verify`, then `journal repair` after copying the data directory aside)")?;
     tracing::info!(
         last_seq = report.last_seq,
