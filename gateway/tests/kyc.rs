@@ -9,8 +9,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::native::{call, err_code as err};
 use common::*;
@@ -96,25 +94,6 @@ fn assert_not_stored(data: &Path, plain: &str) {
             "{} holds a document number in plain text",
             p.display()
         );
-    }
-}
-
-/// SIGTERM and wait for a clean exit (the final snapshot is written).
-fn terminate(mut s: Server) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            assert_eq!(st.code(), Some(0));
-            return;
-        }
-        assert!(Instant::now() < deadline, "server did not exit");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -367,7 +346,7 @@ fn kyc_submit_review_reject_bad_inputs_and_restarts() {
     // ---- restarts keep everything: clean (snapshot), then SIGKILL
     let snapshot = all_records(&s, &admin);
     assert_eq!(snapshot.len(), 5);
-    terminate(s);
+    s.terminate();
     let s = Server::start(tmp.path(), port);
     assert_eq!(all_records(&s, &admin), snapshot);
     assert_eq!(kyc_level(&s, &alice), 2);

@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 use common::*;
 use serde_json::{json, Value};
 
@@ -32,25 +29,6 @@ fn fail(s: &Server, path: &str) -> (u16, i64, String) {
         r.json["code"].as_i64().unwrap_or(0),
         r.json["msg"].as_str().unwrap_or("").to_string(),
     )
-}
-
-/// SIGTERM and wait for a clean exit (drain, snapshot, exit 0).
-fn sigterm(s: &mut Server) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            assert_eq!(st.code(), Some(0), "serve must exit 0 on SIGTERM");
-            return;
-        }
-        assert!(Instant::now() < deadline, "server did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Units of an 8-decimal string ("30000.00000000").
@@ -151,7 +129,7 @@ fn snapshot_of(s: &Server) -> Vec<Value> {
 #[test]
 fn market_data_endpoints_and_rebuild_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut s = Server::start(tmp.path(), free_port());
+    let s = Server::start(tmp.path(), free_port());
     let admin = login(&s, ADMIN, ADMIN_PW);
     let alice = trader(
         &s,
@@ -549,8 +527,7 @@ fn market_data_endpoints_and_rebuild_after_restart() {
     // ---- restart: SIGTERM, start again, the same answers ----
     let before = snapshot_of(&s);
     let avg_before = get(&s, "/api/v3/avgPrice?symbol=BTCUSDT");
-    sigterm(&mut s);
-    drop(s);
+    s.terminate();
     let s = Server::start(tmp.path(), free_port());
     let after = snapshot_of(&s);
     for (b, a) in before.iter().zip(after.iter()) {
@@ -608,7 +585,7 @@ fn market_data_config_bounds_trades_agg_trades_and_depth() {
         ("MX_MARKET_DATA__AGG_TRADES_KEPT_PER_SYMBOL", "3"),
         ("MX_MARKET_DATA__DEPTH_MAX_LEVELS", "3"),
     ];
-    let mut s = Server::start_with(tmp.path(), port, &env);
+    let s = Server::start_with(tmp.path(), port, &env);
     let admin = login(&s, ADMIN, ADMIN_PW);
     let seller = trader(&s, &admin, "seller", &[("BTC", "1")], &["READ", "TRADE"]);
     let buyer = trader(
@@ -717,8 +694,7 @@ fn market_data_config_bounds_trades_agg_trades_and_depth() {
     };
     check(&s);
     // Rebuilt from the journal at startup under the same bounds.
-    sigterm(&mut s);
-    drop(s);
+    s.terminate();
     let s = Server::start_with(tmp.path(), port, &env);
     check(&s);
 }

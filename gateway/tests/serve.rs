@@ -347,7 +347,7 @@ fn journal_and_snapshot_directories_from_the_config_are_used() {
             .unwrap_or_default()
     };
     let port = common::free_port();
-    let mut s = common::Server::start_with(data.path(), port, &env);
+    let s = common::Server::start_with(data.path(), port, &env);
     let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
     let r = s.json_post(
         "/api/v1/admin/deposits",
@@ -358,17 +358,7 @@ fn journal_and_snapshot_directories_from_the_config_are_used() {
     assert_eq!(r.status, 201, "{}", r.json);
     let seq = durable(&s);
     // SIGTERM: drain, snapshot (into snapshot.dir), exit 0.
-    let ok = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "serve did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.terminate();
     assert!(
         !files(&jdir, ".seg").is_empty(),
         "no segment in journal.dir"
@@ -383,24 +373,19 @@ fn journal_and_snapshot_directories_from_the_config_are_used() {
     assert!(files(&data.path().join("snapshots"), ".snap").is_empty());
 
     // The offline tools, pointed there by the same variables.
-    let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
-        .args(["journal", "verify"])
-        .env("MX_DATA_DIR", data.path())
-        .envs(env)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
-        .args(["snapshot", "list"])
-        .env("MX_DATA_DIR", data.path())
-        .envs(env)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&seq.to_string()));
+    let tool = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
+            .args(args)
+            .env("MX_DATA_DIR", data.path())
+            .envs(env)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    tool(&["journal", "verify"]);
+    assert!(tool(&["snapshot", "list"]).contains(&seq.to_string()));
 
     // Restart: recovered from there (nothing journaled again).
     let s = common::Server::start_with(data.path(), port, &env);

@@ -136,6 +136,26 @@ impl Server {
         self.req("POST", path, &h, body.to_string().as_bytes())
     }
 
+    /// SIGTERM, then wait (30 s at most) for the clean exit serve owes it:
+    /// drain, final snapshot, exit code 0.
+    pub fn terminate(mut self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert_eq!(st.code(), Some(0), "serve must exit 0 on SIGTERM");
+                return;
+            }
+            assert!(Instant::now() < deadline, "server did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
