@@ -402,7 +402,23 @@ fn init_tracing() {
         .try_init();
 }
 
+/// Variables the subcommands read through clap: an empty one means unset,
+/// as it does for the configuration's own `MX_` variables.
+const CLI_ENV: [&str; 5] = [
+    "MX_CONFIG",
+    "MX_DATA_DIR",
+    "MX_JOURNAL__DIR",
+    "MX_SNAPSHOT__DIR",
+    "DATABASE_URL",
+];
+
 pub fn main() -> Result<()> {
+    for name in CLI_ENV {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            // Before any thread exists: nothing else reads the environment.
+            std::env::remove_var(name);
+        }
+    }
     let cli = Cli::parse();
     init_tracing();
     match cli.cmd {

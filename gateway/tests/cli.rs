@@ -131,6 +131,21 @@ fn journal_and_snapshot_commands_agree() {
     let (ok, out, err) = run(&["journal", "verify"], tmp.path());
     assert!(ok, "{err}");
     assert!(out.contains(&format!("{last} records")), "{out}");
+    // An empty variable is unset, as for the configuration's variables.
+    let out = bin()
+        .args(["journal", "verify"])
+        .env("MX_DATA_DIR", tmp.path())
+        .env("MX_JOURNAL__DIR", "")
+        .env("MX_SNAPSHOT__DIR", "")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("{last} records")), "{text}");
 
     let (ok, out, _) = run(
         &["journal", "inspect", "--from", "3", "--limit", "2"],
