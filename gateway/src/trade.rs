@@ -64,15 +64,24 @@ pub(crate) struct Authed {
     pub user: UserId,
     pub key: String,
     pub params: Params,
+    /// The key's ORDERS usage once this request was counted (or refused),
+    /// for the WebSocket reply's `rateLimits` without a second look-up.
+    pub order_usage: std::sync::OnceLock<crate::binance::ratelimit::Usage>,
 }
 
 impl Authed {
     /// Count one new order against the key's order-rate limits (-1015).
     fn count_order(&self, st: &AppState) -> R<()> {
-        st.order_limits
-            .check_and_add(&self.key, 1, now_ms())
-            .map(|_| ())
-            .map_err(|l| l.error)
+        match st.order_limits.check_and_add(&self.key, 1, now_ms()) {
+            Ok(usage) => {
+                let _ = self.order_usage.set(usage);
+                Ok(())
+            }
+            Err(limited) => {
+                let _ = self.order_usage.set(limited.usage);
+                Err(limited.error)
+            }
+        }
     }
 }
 
@@ -112,7 +121,12 @@ pub(crate) fn authorize(st: &AppState, key: &str, params: Params, need: u8) -> R
     {
         return Err(BinanceError::rejected_api_key());
     }
-    Ok(Authed { user, key, params })
+    Ok(Authed {
+        user,
+        key,
+        params,
+        order_usage: std::sync::OnceLock::new(),
+    })
 }
 
 /// Run a command; its outcome arrives once it is durable and every read

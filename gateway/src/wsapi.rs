@@ -209,7 +209,9 @@ impl Session {
                     }
                 }
                 incoming = socket.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                    let text = match incoming {
+                    // The frame's own text, not a copy of it.
+                    let (frame_text, lossy);
+                    let text: &str = match incoming {
                         None | Some(Ok(Message::Close(_))) => return None,
                         Some(Err(e)) => {
                             let e = e.to_string();
@@ -224,10 +226,17 @@ impl Session {
                             continue;
                         }
                         Some(Ok(Message::Ping(_))) => continue,
-                        Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
-                        Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                        Some(Ok(Message::Text(t))) => {
+                            frame_text = t;
+                            frame_text.as_str()
+                        }
+                        Some(Ok(Message::Binary(b))) => {
+                            lossy = String::from_utf8_lossy(&b).into_owned();
+                            &lossy
+                        }
                     };
-                    match self.request(&text) {
+                    let dispatch = self.request(text);
+                    match dispatch {
                         Dispatch::Now(reply) => if let Err(c) = send(socket, reply).await { return c; },
                         Dispatch::Later(fut) => in_flight.push(fut),
                     }
@@ -301,7 +310,7 @@ impl Session {
                     let r = call.run(&st, &a).await;
                     let limits = limits.map(|mut l| {
                         if call.counts_orders() {
-                            add_order_limits(&mut l, &st.order_limits, &a.key);
+                            add_order_limits(&mut l, &st.order_limits, &a);
                         }
                         l
                     });
@@ -706,9 +715,13 @@ fn weight_limits(l: &RateLimiter<IpAddr>, usage: &Usage) -> Limits {
     out
 }
 
-/// Append the ORDERS entries of API key `key`.
-fn add_order_limits(out: &mut Limits, l: &RateLimiter<String>, key: &str) {
-    let usage = l.usage(key, now_ms());
+/// Append the ORDERS entries of the request's API key: the usage its
+/// order was counted with, or (when it never got that far) the current one.
+fn add_order_limits(out: &mut Limits, l: &RateLimiter<String>, a: &trade::Authed) {
+    let usage = match a.order_usage.get() {
+        Some(u) => *u,
+        None => l.usage(&a.key, now_ms()),
+    };
     push_limits_json(out, "ORDERS", &l.config().windows, &usage);
 }
 

@@ -113,6 +113,39 @@ fn stable(mut v: Value) -> Value {
     v
 }
 
+/// An `order.place` reply's `rateLimits` carry the key's ORDERS usage with
+/// that order counted: 1 after the first, 2 after the second.
+#[test]
+fn order_replies_count_the_keys_orders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(tmp.path(), port);
+    let (alice, _bob) = setup(&s);
+    let ws = Ws::connect(port, "/ws-api/v3");
+    for n in 1..=2u64 {
+        let r = call(
+            &ws,
+            json!(n),
+            "order.place",
+            sign(
+                &alice,
+                json!({"symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT",
+                       "timeInForce": "GTC", "price": "30000", "quantity": "0.1"}),
+            ),
+        );
+        assert_eq!(r["status"], 200, "{r}");
+        let orders: Vec<u64> = r["rateLimits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["rateLimitType"] == "ORDERS")
+            .map(|l| l["count"].as_u64().unwrap())
+            .collect();
+        assert!(!orders.is_empty(), "no ORDERS entry: {r}");
+        assert!(orders.iter().all(|&c| c == n), "order {n}: {r}");
+    }
+}
+
 #[test]
 fn every_method_answers_like_its_rest_twin() {
     let tmp = tempfile::tempdir().unwrap();
