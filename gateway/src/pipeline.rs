@@ -412,6 +412,29 @@ fn idle_wait(wait: WaitStrategy, idle_rounds: &mut u32) {
     }
 }
 
+/// Nice value of threads that only do background work (the snapshot
+/// replica): they yield the CPU to the order path whenever both want it.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lower the calling thread's scheduling priority to `nice` (Linux
+/// per-thread nice; raising it again would need privileges). Best effort:
+/// a failure is logged and the thread runs on at its current priority.
+pub fn lower_thread_priority(nice: i32) {
+    // SAFETY: two plain syscalls about the calling thread; no memory of
+    // ours is passed to the kernel.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if rc != 0 {
+        tracing::debug!(
+            nice,
+            error = %std::io::Error::last_os_error(),
+            "could not lower a background thread's priority"
+        );
+    }
+}
+
 fn pin_to_core(core: usize) {
     if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
         tracing::info!(core, "engine thread pinned");
@@ -628,6 +651,33 @@ mod tests {
     use super::*;
     use engine::*;
     use std::sync::Mutex;
+
+    /// The calling thread's nice value, from /proc.
+    fn own_nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the parenthesised name; nice is field 19 overall.
+        let after = stat.rsplit_once(')').unwrap().1;
+        after.split_whitespace().nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_background_thread_runs_at_a_lower_priority() {
+        let (before, after, other) = std::thread::spawn(|| {
+            let before = own_nice();
+            lower_thread_priority(BACKGROUND_NICE);
+            let after = own_nice();
+            let other = std::thread::spawn(own_nice).join().unwrap();
+            (before, after, other)
+        })
+        .join()
+        .unwrap();
+        // Per thread: the caller is at BACKGROUND_NICE (or was already
+        // nicer), a thread it starts later inherits it, the test's own
+        // thread is untouched.
+        assert_eq!(after, before.max(i64::from(BACKGROUND_NICE)));
+        assert_eq!(other, after);
+        assert_eq!(own_nice(), before);
+    }
 
     fn open(dir: &std::path::Path) -> journal::Writer {
         journal::Writer::open(journal::JournalConfig::new(dir))

@@ -880,7 +880,13 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let s2 = stop_snap.clone();
     let snap_thread = std::thread::Builder::new()
         .name("mx-snapshotter".into())
-        .spawn(move || snapshotter.run(&s2))?;
+        .spawn(move || {
+            // Background work: at WS 100k/s the replica takes ~0.07 cores,
+            // which it now gives up whenever the order path needs them (7
+            // alternated runs: p99 lower in 5, higher in 1; RESULTS.md).
+            crate::pipeline::lower_thread_priority(crate::pipeline::BACKGROUND_NICE);
+            snapshotter.run(&s2)
+        })?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let served: Result<()> = rt.block_on(async {
