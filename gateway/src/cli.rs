@@ -549,9 +549,8 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
     let rl = &cfg.rate_limits;
     let opts = crate::server::ServeOptions {
         addr: cfg.http.addr,
-        data_dir: cfg.data_dir.clone(),
+        data: cfg.layout(),
         journal: cfg.journal_config(),
-        snapshot_dir: cfg.snapshot.dir.clone(),
         pipeline: crate::pipeline::PipelineConfig {
             ring_capacity: cfg.http.ring_capacity,
             max_batch: cfg.journal.max_batch,

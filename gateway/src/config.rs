@@ -1377,20 +1377,24 @@ impl Config {
         }
     }
 
+    /// The data directory's layout: `data_dir`, with the journal and the
+    /// snapshots where `journal.dir` / `snapshot.dir` put them.
+    pub fn layout(&self) -> persister::replica::DataDir {
+        persister::replica::DataDir::with_dirs(
+            &self.data_dir,
+            self.journal.dir.clone(),
+            self.snapshot.dir.clone(),
+        )
+    }
+
     /// `journal.dir`, or `<data_dir>/journal`.
     pub fn journal_dir(&self) -> PathBuf {
-        self.journal
-            .dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("journal"))
+        self.layout().journal()
     }
 
     /// `snapshot.dir`, or `<data_dir>/snapshots`.
     pub fn snapshot_dir(&self) -> PathBuf {
-        self.snapshot
-            .dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("snapshots"))
+        self.layout().snapshots()
     }
 
     /// How to open the journal writer.

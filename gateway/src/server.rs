@@ -38,12 +38,13 @@ use crate::pipeline::{Pipeline, PipelineConfig, Submitter};
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub addr: SocketAddr,
-    pub data_dir: std::path::PathBuf,
+    /// `data_dir` and where its journal and snapshots are
+    /// (`Config::layout`).
+    pub data: DataDir,
     /// The `[journal]` section as the writer takes it (`Config::journal_config`:
-    /// directory, segment size, durability, watermark interval).
+    /// the layout's journal directory, segment size, durability, watermark
+    /// interval).
     pub journal: journal::JournalConfig,
-    /// `snapshot.dir` (unset: `<data_dir>/snapshots`).
-    pub snapshot_dir: Option<std::path::PathBuf>,
     pub pipeline: PipelineConfig,
     pub snapshot: SnapshotPolicy,
     pub max_body_bytes: usize,
@@ -699,17 +700,9 @@ fn warn_if_thp_always() {
 /// Run the exchange until SIGTERM/SIGINT.
 pub fn serve(opts: ServeOptions) -> Result<()> {
     warn_if_thp_always();
-    let data = DataDir::with_dirs(
-        &opts.data_dir,
-        Some(opts.journal.dir.clone()),
-        opts.snapshot_dir.clone(),
-    );
-    data.create().with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            opts.data_dir.display()
-        )
-    })?;
+    let data = opts.data.clone();
+    data.create()
+        .with_context(|| format!("cannot create the data directory {}", data.root.display()))?;
     let (writer, report) = journal::Writer::open(opts.journal.clone())
     .with_context(|| "cannot open the journal (if it is damaged: `mini-exchange journal verify`, then `journal repair` after copying the data directory aside)")?;
     tracing::info!(
@@ -722,7 +715,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let risk = Arc::new(RwLock::new(rec.risk));
     let r2 = risk.clone();
     let market = Arc::new(RwLock::new(market));
-    let auth = Arc::new(crate::auth::Auth::load(&opts.auth, &opts.data_dir)?);
+    let auth = Arc::new(crate::auth::Auth::load(&opts.auth, &data.root)?);
     let identity = Arc::new(RwLock::new(IdentityView::with_secret_key(
         &rec.engine,
         auth.cipher.clone(),
@@ -744,7 +737,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let a2 = accounts.clone();
     let user_streams = Arc::new(crate::userstream::UserStreams::persistent(
         Duration::from_secs(opts.auth.listen_key_ttl_secs),
-        &opts.data_dir,
+        &data.root,
         auth.cipher.clone(),
     ));
     let u2 = user_streams.clone();
@@ -881,9 +874,9 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let snap_thread = std::thread::Builder::new()
         .name("mx-snapshotter".into())
         .spawn(move || {
-            // Background work: at WS 100k/s the replica takes ~0.07 cores,
-            // which it now gives up whenever the order path needs them (7
-            // alternated runs: p99 lower in 5, higher in 1; RESULTS.md).
+            // Background work (~0.07 cores at WS 100k/s): it yields them
+            // whenever the order path needs them (benches/RESULTS.md,
+            // session of 2026-11-27 06:13).
             crate::pipeline::lower_thread_priority(crate::pipeline::BACKGROUND_NICE);
             snapshotter.run(&s2)
         })?;

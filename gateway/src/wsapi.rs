@@ -235,8 +235,7 @@ impl Session {
                             &lossy
                         }
                     };
-                    let dispatch = self.request(text);
-                    match dispatch {
+                    match self.request(text) {
                         Dispatch::Now(reply) => if let Err(c) = send(socket, reply).await { return c; },
                         Dispatch::Later(fut) => in_flight.push(fut),
                     }

@@ -712,15 +712,6 @@ mod tests {
         let map = sys::map_read(&file, &seg).expect("map");
         assert_eq!(&map[..w.write_pos()], &bytes[..w.write_pos()]);
         assert!(w.pending.is_empty());
-        // A failed fdatasync poisons the writer and publishes nothing.
-        w.append(4, b"x").expect("append");
-        w.fail_next_flush = true;
-        assert!(w.commit().is_err());
-        assert_eq!(w.durable_seq(), 3);
-        assert!(matches!(
-            w.append(5, b"x"),
-            Err(JournalError::Poisoned { .. })
-        ));
     }
 
     /// `commit_batch` makes the batch durable and published but leaves the
