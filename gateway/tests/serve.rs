@@ -284,6 +284,38 @@ fn watermark_seq(journal_dir: &Path) -> u64 {
         .map_or(0, |slot| u64_at(slot, 16))
 }
 
+/// The snapshot replica is background work: its thread runs at a lower
+/// priority (higher nice value) than the threads of the order path.
+#[test]
+fn the_snapshot_replica_thread_runs_at_a_lower_priority() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = common::Server::start(tmp.path(), common::free_port());
+    let nice_of = |comm: &str| -> Vec<i64> {
+        std::fs::read_dir(format!("/proc/{}/task", s.child.id()))
+            .unwrap()
+            .filter_map(|t| {
+                let dir = t.unwrap().path();
+                let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+                (name.trim() == comm).then(|| {
+                    let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+                    // nice is field 19; fields after the name start at 3.
+                    let after = stat.rsplit_once(')').unwrap().1.to_string();
+                    after.split_whitespace().nth(16).unwrap().parse().unwrap()
+                })
+            })
+            .collect()
+    };
+    let snap = nice_of("mx-snapshotter");
+    let engine = nice_of("mx-engine");
+    assert_eq!(snap.len(), 1, "one snapshotter thread");
+    assert_eq!(engine.len(), 1, "one engine thread");
+    assert!(
+        snap[0] > engine[0],
+        "snapshotter nice {snap:?}, engine {engine:?}"
+    );
+    s.kill();
+}
+
 /// `journal.watermark_interval` reaches the running server: with 1 the
 /// durable watermark follows every group commit, while with the default
 /// (64) a handful of commands leaves it behind until a clean shutdown.
