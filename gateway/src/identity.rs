@@ -126,7 +126,7 @@ impl IdentityView {
                     .as_ref()?
                     .decrypt(&k.secret, k.api_key.as_bytes())
                     .ok()?;
-                Some(SigningKey::Hmac(secret))
+                Some(SigningKey::hmac(&secret))
             }
             ApiKeyKind::Ed25519 => {
                 let raw: [u8; 32] = k.secret.as_slice().try_into().ok()?;

@@ -59,8 +59,19 @@ pub fn verify_hmac_sha256(
     payload: &[u8],
     signature_hex: &str,
 ) -> Result<(), BinanceError> {
+    verify_hmac_keyed(&new_hmac(secret), payload, signature_hex)
+}
+
+/// [`verify_hmac_sha256`] with the key already absorbed (`keyed` is
+/// `new_hmac(secret)`, kept per API key): a request then hashes only its
+/// payload, not the key's two pad blocks again.
+fn verify_hmac_keyed(
+    keyed: &HmacSha256,
+    payload: &[u8],
+    signature_hex: &str,
+) -> Result<(), BinanceError> {
     let tag = decode_hex_32(signature_hex).ok_or_else(BinanceError::invalid_signature)?;
-    let mut mac = new_hmac(secret);
+    let mut mac = keyed.clone();
     mac.update(payload);
     mac.verify_slice(&tag)
         .map_err(|_| BinanceError::invalid_signature())
@@ -81,13 +92,32 @@ fn decode_hex_32(s: &str) -> Option<[u8; 32]> {
 }
 
 fn hex_nibble(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
+    match HEX_VALUES[usize::from(b)] {
+        NOT_HEX => None,
+        v => Some(v),
     }
 }
+
+const NOT_HEX: u8 = 0xff;
+
+/// Byte -> hex digit value (either case), `NOT_HEX` for anything else: a
+/// table instead of a three-way range match per character (64 per
+/// signature).
+const HEX_VALUES: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Why an uploaded Ed25519 public key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,8 +212,9 @@ pub fn verify_ed25519(
 /// The secret half of an API key, as the gateway looks it up.
 #[derive(Clone)]
 pub enum SigningKey {
-    /// HMAC secret (the string the user was shown, as bytes).
-    Hmac(Vec<u8>),
+    /// HMAC-SHA256 keyed with the secret the user was shown (build it
+    /// with [`SigningKey::hmac`]).
+    Hmac(Box<HmacSha256>),
     /// Ed25519 public key the user uploaded.
     Ed25519(VerifyingKey),
 }
@@ -199,10 +230,15 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    /// An HMAC key from its secret.
+    pub fn hmac(secret: &[u8]) -> SigningKey {
+        SigningKey::Hmac(Box::new(new_hmac(secret)))
+    }
+
     /// Verify `signature` over `payload` with this key.
     pub fn verify(&self, payload: &[u8], signature: &str) -> Result<(), BinanceError> {
         match self {
-            SigningKey::Hmac(secret) => verify_hmac_sha256(secret, payload, signature),
+            SigningKey::Hmac(keyed) => verify_hmac_keyed(keyed, payload, signature),
             SigningKey::Ed25519(key) => verify_ed25519(key, payload, signature),
         }
     }
@@ -468,8 +504,28 @@ mod tests {
     }
 
     #[test]
+    fn hex_digits_are_read_in_either_case_and_nothing_else() {
+        for b in 0..=u8::MAX {
+            let expected = char::from(b).to_digit(16).map(|d| d as u8);
+            assert_eq!(hex_nibble(b), expected, "byte {b:#04x}");
+        }
+        assert_eq!(decode_hex_32(&"aB".repeat(32)), Some([0xab; 32]));
+    }
+
+    #[test]
+    fn a_keyed_hmac_is_reused_across_requests() {
+        let key = SigningKey::hmac(DOC_SECRET.as_bytes());
+        for _ in 0..3 {
+            assert_eq!(key.verify(DOC_PAYLOAD.as_bytes(), DOC_SIGNATURE), Ok(()));
+            assert!(key.verify(b"symbol=LTCBTC", DOC_SIGNATURE).is_err());
+        }
+        let other = hmac_sha256_hex(b"other", DOC_PAYLOAD.as_bytes());
+        assert!(key.verify(DOC_PAYLOAD.as_bytes(), &other).is_err());
+    }
+
+    #[test]
     fn verify_request_end_to_end_query_and_body() {
-        let key = SigningKey::Hmac(DOC_SECRET.as_bytes().to_vec());
+        let key = SigningKey::hmac(DOC_SECRET.as_bytes());
         let q = format!("{DOC_PAYLOAD}&signature={DOC_SIGNATURE}");
         let params = Params::parse(&q, b"").unwrap();
         assert_eq!(verify_request(&params, &key), Ok(()));
