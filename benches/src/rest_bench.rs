@@ -261,6 +261,7 @@ pub fn run(
     rate: u64,
     duration: Duration,
     dispatch: Dispatch,
+    tick: Duration,
 ) -> Result<LoadResult> {
     use tokio::io::AsyncWriteExt;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -271,6 +272,8 @@ pub fn run(
         let per_conn_interval_ns = (conns as u64 * 1_000_000_000) / rate.max(1);
         let next_slot = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let start = Instant::now() + Duration::from_millis(200);
+        let plan = crate::pacer::Plan::new(start, tick);
+        let ticks = plan.ticks().context("start the send ticker")?;
         let probe = crate::run::spawn_lag_probe(start, duration);
         let mut tasks = Vec::new();
         for i in 0..conns {
@@ -280,6 +283,7 @@ pub fn run(
                 .with_context(|| format!("connect {addr}"))?;
             stream.set_nodelay(true)?;
             let next_slot = next_slot.clone();
+            let mut ticks = ticks.clone();
             tasks.push(tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut r = tokio::io::BufReader::new(r);
@@ -292,21 +296,18 @@ pub fn run(
                 let offset = per_conn_interval_ns * i as u64 / conns as u64;
                 let mut k = 0u64;
                 loop {
-                    let at_ns = match dispatch {
+                    let at_ns = plan.at_ns(match dispatch {
                         Dispatch::Fixed => offset + k * per_conn_interval_ns,
                         Dispatch::Pool => {
                             k = next_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             k * interval_ns
                         }
-                    };
-                    let planned = start + Duration::from_nanos(at_ns);
+                    });
+                    let planned = plan.instant(at_ns);
                     if planned.duration_since(start) >= duration {
                         break;
                     }
-                    let now = Instant::now();
-                    if planned > now {
-                        tokio::time::sleep(planned - now).await;
-                    }
+                    ticks.reached(plan.tick_of(at_ns)).await;
                     let req = order_request(&acct, i, k);
                     let sent = Instant::now();
                     let res = match w.write_all(&req).await {

@@ -65,6 +65,7 @@ pub fn run(
     conns: usize,
     rate: u64,
     duration: Duration,
+    tick: Duration,
 ) -> Result<LoadResult> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,12 +83,17 @@ pub fn run(
             sockets.push(ws);
         }
         let start = Instant::now() + Duration::from_millis(200);
+        let plan = crate::pacer::Plan::new(start, tick);
+        let ticks = plan.ticks().context("start the send ticker")?;
         let probe = crate::run::spawn_lag_probe(start, duration);
         let mut tasks = Vec::new();
         for (i, ws) in sockets.into_iter().enumerate() {
             let acct = accounts[i % accounts.len()].clone();
-            let offset = interval_ns * i as u64 / conns as u64;
-            let planned = move |k: u64| start + Duration::from_nanos(offset + k * interval_ns);
+            // Every connection on the same grid: each tick, each one sends
+            // the requests planned for it (as the 1 ms timer wheel did).
+            let planned_ns = move |k: u64| plan.at_ns(k * interval_ns);
+            let planned = move |k: u64| plan.instant(planned_ns(k));
+            let mut ticks = ticks.clone();
             let (mut sink, mut stream) = ws.split();
             // When each request was actually written (ns after `start`),
             // for the round-trip histogram.
@@ -97,10 +103,11 @@ pub fn run(
             let sender = tokio::spawn(async move {
                 let mut k = 0u64;
                 while k < total_per_conn {
-                    let now = Instant::now();
-                    // Send every request whose planned time has come.
+                    ticks.reached(plan.tick_of(planned_ns(k))).await;
+                    // Send every request whose tick has come.
+                    let come = ticks.count();
                     let mut sent_any = false;
-                    while k < total_per_conn && planned(k) <= now {
+                    while k < total_per_conn && plan.tick_of(planned_ns(k)) < come {
                         let buy = (k + i as u64).is_multiple_of(2);
                         let px = if buy { 30_001 } else { 29_999 } + (k % 3) as i64 - 1;
                         let req = order_request(&acct, k, buy, px, now_ms());
@@ -114,13 +121,6 @@ pub fn run(
                     }
                     if sent_any && sink.flush().await.is_err() {
                         return k;
-                    }
-                    if k < total_per_conn {
-                        let next = planned(k);
-                        let now = Instant::now();
-                        if next > now {
-                            tokio::time::sleep(next - now).await;
-                        }
                     }
                 }
                 let _ = sink.flush().await;
@@ -150,7 +150,7 @@ pub fn run(
                     };
                     let lat = planned(id).elapsed().as_nanos() as u64;
                     r.hist.saturating_record(lat.max(1_000));
-                    r.timeline.record(offset + id * interval_ns, lat);
+                    r.timeline.record(planned_ns(id), lat);
                     if let Some(at) = sent_at.get(id as usize) {
                         let sent = start + Duration::from_nanos(at.load(Ordering::Relaxed));
                         r.rtt

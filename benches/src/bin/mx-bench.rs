@@ -139,6 +139,11 @@ enum Cmd {
         /// N-th slot and queues behind its own slow answers).
         #[arg(long, value_enum, default_value_t = DispatchArg::Pool)]
         dispatch: DispatchArg,
+        /// Send tick in microseconds: requests are planned on this grid
+        /// (each at the first tick at or after its evenly spaced time) and
+        /// sent when their tick comes; latency counts from the tick.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=1_000_000))]
+        tick_us: u64,
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
     },
@@ -162,6 +167,11 @@ enum Cmd {
         duration_secs: u64,
         #[arg(long, default_value_t = 32)]
         traders: usize,
+        /// Send tick in microseconds: requests are planned on this grid
+        /// (each at the first tick at or after its evenly spaced time) and
+        /// sent when their tick comes; latency counts from the tick.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=1_000_000))]
+        tick_us: u64,
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
     },
@@ -297,6 +307,7 @@ fn order_entry(
     addr: &str,
     (admin_user, admin_password): (&str, &str),
     (connections, rate, duration_secs, traders): (usize, u64, u64, usize),
+    tick_us: u64,
     plot: Option<&std::path::Path>,
     machine: &str,
 ) -> Result<()> {
@@ -319,10 +330,13 @@ fn order_entry(
         .collect::<Result<_>>()?;
     eprintln!("{name}: {connections} connections, {rate} orders/s planned, {duration_secs} s ...");
     let duration = std::time::Duration::from_secs(duration_secs);
+    let tick = std::time::Duration::from_micros(tick_us);
     let acks_before = rest_bench::server_acks(addr);
     let r = match kind {
-        OrderEntry::Rest(d) => rest_bench::run(addr, &accounts, connections, rate, duration, d)?,
-        OrderEntry::Ws => ws_bench::run(addr, &accounts, connections, rate, duration)?,
+        OrderEntry::Rest(d) => {
+            rest_bench::run(addr, &accounts, connections, rate, duration, d, tick)?
+        }
+        OrderEntry::Ws => ws_bench::run(addr, &accounts, connections, rate, duration, tick)?,
     };
     if let Some(e) = &r.first_error {
         eprintln!("{name}: first error: {e}");
@@ -343,7 +357,7 @@ fn order_entry(
         )?;
     }
     println!(
-        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},\"machine\":\"{machine}\"}}",
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},\"machine\":\"{machine}\"}}",
         r.sent,
         r.ok,
         r.errors,
@@ -607,6 +621,7 @@ fn main() -> Result<()> {
             duration_secs,
             traders,
             dispatch,
+            tick_us,
             plot,
         } => order_entry(
             OrderEntry::Rest(match dispatch {
@@ -616,6 +631,7 @@ fn main() -> Result<()> {
             &addr,
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
+            tick_us,
             plot.as_deref(),
             &machine,
         ),
@@ -627,12 +643,14 @@ fn main() -> Result<()> {
             rate,
             duration_secs,
             traders,
+            tick_us,
             plot,
         } => order_entry(
             OrderEntry::Ws,
             &addr,
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
+            tick_us,
             plot.as_deref(),
             &machine,
         ),
