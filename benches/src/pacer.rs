@@ -70,16 +70,16 @@ impl Ticks {
         *self.0.borrow()
     }
 
-    /// Wait until tick `j` (the instant start + j x tick) has come. Returns
-    /// at once if the ticker is gone (it only stops when every `Ticks` is
-    /// dropped or its timer fails), so a sender never hangs.
-    pub async fn reached(&mut self, j: u64) {
+    /// Wait until tick `j` (the instant start + j x tick) has come: true
+    /// then, false if the ticker stopped first (its timer failed; it also
+    /// stops once every `Ticks` is dropped), so a sender never hangs.
+    pub async fn reached(&mut self, j: u64) -> bool {
         loop {
             if *self.0.borrow_and_update() > j {
-                return;
+                return true;
             }
             if self.0.changed().await.is_err() {
-                return;
+                return false;
             }
         }
     }
@@ -215,7 +215,7 @@ mod tests {
             let plan = Plan::new(start, Duration::from_micros(500));
             let mut ticks = plan.ticks().unwrap();
             for j in [0u64, 1, 7, 40] {
-                ticks.reached(j).await;
+                assert!(ticks.reached(j).await);
                 // Never before the tick's instant (the timer is absolute).
                 assert!(
                     Instant::now() >= plan.instant(j * 500_000),

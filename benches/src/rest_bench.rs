@@ -307,7 +307,11 @@ pub fn run(
                     if planned.duration_since(start) >= duration {
                         break;
                     }
-                    ticks.reached(plan.tick_of(at_ns)).await;
+                    if !ticks.reached(plan.tick_of(at_ns)).await {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| "the send ticker stopped".into());
+                        break;
+                    }
                     let req = order_request(&acct, i, k);
                     let sent = Instant::now();
                     let res = match w.write_all(&req).await {

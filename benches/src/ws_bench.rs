@@ -103,7 +103,10 @@ pub fn run(
             let sender = tokio::spawn(async move {
                 let mut k = 0u64;
                 while k < total_per_conn {
-                    ticks.reached(plan.tick_of(planned_ns(k))).await;
+                    if !ticks.reached(plan.tick_of(planned_ns(k))).await {
+                        // The ticker failed: stop; the rest count as lost.
+                        break;
+                    }
                     // Send every request whose tick has come.
                     let come = ticks.count();
                     let mut sent_any = false;
