@@ -114,7 +114,9 @@ fn stable(mut v: Value) -> Value {
 }
 
 /// An `order.place` reply's `rateLimits` carry the key's ORDERS usage with
-/// that order counted: 1 after the first, 2 after the second.
+/// that order counted: 1 after the first, 2 after the second; and when
+/// orders are pipelined, each reply keeps the count of its own order (not
+/// the key's usage when the reply is written, after later orders counted).
 #[test]
 fn order_replies_count_the_keys_orders() {
     let tmp = tempfile::tempdir().unwrap();
@@ -144,6 +146,37 @@ fn order_replies_count_the_keys_orders() {
         assert!(!orders.is_empty(), "no ORDERS entry: {r}");
         assert!(orders.iter().all(|&c| c == n), "order {n}: {r}");
     }
+    // Six more sent at once: replies come after each order's group commit,
+    // by when the later ones have long been counted.
+    for n in 3..=8u64 {
+        ws.send(&json!({"id": n, "method": "order.place", "params": sign(
+            &alice,
+            json!({"symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT",
+                   "timeInForce": "GTC", "price": "30000", "quantity": "0.1"}),
+        )}));
+    }
+    let mut counts = Vec::new();
+    while counts.len() < 6 {
+        let Some(In::Json(r)) = ws.next(Duration::from_secs(10)) else {
+            panic!("a pipelined order got no reply");
+        };
+        if r.get("subscriptionId").is_some() {
+            continue;
+        }
+        assert_eq!(r["status"], 200, "{r}");
+        let windows: Vec<u64> = r["rateLimits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["rateLimitType"] == "ORDERS")
+            .map(|l| l["count"].as_u64().unwrap())
+            .collect();
+        // Every ORDERS window counted the same orders.
+        assert!(windows.windows(2).all(|w| w[0] == w[1]), "{r}");
+        counts.push(windows[0]);
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (3..=8).collect::<Vec<u64>>(), "one count per order");
 }
 
 #[test]
