@@ -42,8 +42,8 @@ pub struct ServeOptions {
     /// (`Config::layout`).
     pub data: DataDir,
     /// The `[journal]` section as the writer takes it (`Config::journal_config`:
-    /// the layout's journal directory, segment size, durability, watermark
-    /// interval).
+    /// segment size, durability, watermark interval). Its `dir` is not
+    /// read: the writer opens `data.journal()`, where the replicas read.
     pub journal: journal::JournalConfig,
     pub pipeline: PipelineConfig,
     pub snapshot: SnapshotPolicy,
@@ -703,7 +703,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let data = opts.data.clone();
     data.create()
         .with_context(|| format!("cannot create the data directory {}", data.root.display()))?;
-    let (writer, report) = journal::Writer::open(opts.journal.clone())
+    let (writer, report) = journal::Writer::open(journal::JournalConfig {
+        dir: data.journal(),
+        ..opts.journal.clone()
+    })
     .with_context(|| "cannot open the journal (if it is damaged: `mini-exchange journal verify`, then `journal repair` after copying the data directory aside)")?;
     tracing::info!(
         last_seq = report.last_seq,
