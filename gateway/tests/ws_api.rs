@@ -124,6 +124,16 @@ fn order_replies_count_the_keys_orders() {
     let s = Server::start(tmp.path(), port);
     let (alice, _bob) = setup(&s);
     let ws = Ws::connect(port, "/ws-api/v3");
+    // The count of every ORDERS window of a reply.
+    let order_counts = |r: &Value| -> Vec<u64> {
+        r["rateLimits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["rateLimitType"] == "ORDERS")
+            .map(|l| l["count"].as_u64().unwrap())
+            .collect()
+    };
     for n in 1..=2u64 {
         let r = call(
             &ws,
@@ -136,13 +146,7 @@ fn order_replies_count_the_keys_orders() {
             ),
         );
         assert_eq!(r["status"], 200, "{r}");
-        let orders: Vec<u64> = r["rateLimits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|l| l["rateLimitType"] == "ORDERS")
-            .map(|l| l["count"].as_u64().unwrap())
-            .collect();
+        let orders = order_counts(&r);
         assert!(!orders.is_empty(), "no ORDERS entry: {r}");
         assert!(orders.iter().all(|&c| c == n), "order {n}: {r}");
     }
@@ -164,13 +168,8 @@ fn order_replies_count_the_keys_orders() {
             continue;
         }
         assert_eq!(r["status"], 200, "{r}");
-        let windows: Vec<u64> = r["rateLimits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|l| l["rateLimitType"] == "ORDERS")
-            .map(|l| l["count"].as_u64().unwrap())
-            .collect();
+        let windows = order_counts(&r);
+        assert!(!windows.is_empty(), "no ORDERS entry: {r}");
         // Every ORDERS window counted the same orders.
         assert!(windows.windows(2).all(|w| w[0] == w[1]), "{r}");
         counts.push(windows[0]);
