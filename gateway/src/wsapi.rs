@@ -42,7 +42,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, Notify};
 
 use crate::binance::errors::BinanceError;
-use crate::binance::params::{JsonParam, Params};
+use crate::binance::params::{Params, ValueKind};
 use crate::binance::ratelimit::{request_weight, RateLimiter, Usage};
 use crate::server::{error_response, json_response, now_ms, AppState};
 use crate::trade::{self, Authed, PERM_READ, PERM_TRADE};
@@ -266,9 +266,9 @@ impl Session {
             method,
             params: obj,
         } = req;
-        let return_limits = !obj.iter().any(|(k, v)| {
-            k == "returnRateLimits" && matches!(v, JsonParam::Json(t) if t == "false")
-        });
+        let return_limits = !obj
+            .iter()
+            .any(|m| m == ("returnRateLimits", ValueKind::Json, "false"));
         let (params, api_key) = match Params::from_json(obj) {
             Ok(p) => p,
             Err(e) => return Dispatch::Now(error_reply(&id, &e, None, None)),
@@ -819,8 +819,8 @@ mod tests {
         assert_eq!(r.id, json!("a-1"));
         assert_eq!(r.method, "order.place");
         assert_eq!(
-            r.params,
-            vec![("symbol".to_string(), JsonParam::Str("X".into()))]
+            r.params.iter().collect::<Vec<_>>(),
+            vec![("symbol", ValueKind::Str, "X")]
         );
         let r = decode(r#"{"id":7,"method":"ping"}"#).unwrap_or_else(|_| panic!("decodes"));
         assert_eq!(r.id, json!(7));

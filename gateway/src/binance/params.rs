@@ -44,45 +44,123 @@ pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 /// Name of the signature parameter, which `signed_payload` leaves out.
 pub const SIGNATURE: &str = "signature";
 
-/// One member of a WebSocket API request's `params` object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JsonParam {
+/// What a member of a WebSocket API request's `params` object held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
     /// `null`: counts as not sent (but is signed as `null`).
     Null,
-    /// A JSON string, unescaped.
-    Str(String),
-    /// Any other value as its compact JSON text: numbers, booleans, arrays
-    /// and objects.
-    Json(String),
+    /// A JSON string, kept unescaped.
+    Str,
+    /// Any other value, kept as its compact JSON text: numbers, booleans,
+    /// arrays and objects.
+    Json,
 }
 
-impl JsonParam {
-    pub fn from_value(v: serde_json::Value) -> JsonParam {
-        match v {
-            serde_json::Value::Null => JsonParam::Null,
-            serde_json::Value::String(s) => JsonParam::Str(s),
-            other => JsonParam::Json(other.to_string()),
+/// Byte range of a name or value in a request's text buffer.
+type Span = (usize, usize);
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    name: Span,
+    value: Span,
+    kind: ValueKind,
+}
+
+/// The members of a WebSocket API request's `params` object, every name
+/// and value text in one buffer (a request is a few allocations, not two
+/// per member). Values read as the WebSocket signing payload renders them:
+/// strings unescaped, `null` as `null`, anything else as compact JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    text: String,
+    items: Vec<Member>,
+}
+
+impl Members {
+    /// Room for `members` members whose names and values take about
+    /// `text_bytes` bytes together.
+    pub fn with_capacity(text_bytes: usize, members: usize) -> Members {
+        Members {
+            text: String::with_capacity(text_bytes),
+            items: Vec::with_capacity(members),
         }
     }
 
-    /// The value as the signing payload renders it.
-    pub fn text(&self) -> &str {
-        match self {
-            JsonParam::Null => "null",
-            JsonParam::Str(s) | JsonParam::Json(s) => s,
-        }
+    /// Append a member (in frame order; [`Members::sort`] orders them).
+    pub fn push(&mut self, name: &str, kind: ValueKind, value: &str) {
+        self.push_with(name, kind, |text| text.push_str(value));
+    }
+
+    /// Append a member whose value text is its `Display` form (numbers).
+    pub fn push_display(&mut self, name: &str, kind: ValueKind, value: impl std::fmt::Display) {
+        use std::fmt::Write;
+        // Writing to a String cannot fail.
+        self.push_with(name, kind, |text| {
+            let _ = write!(text, "{value}");
+        });
+    }
+
+    fn push_with(&mut self, name: &str, kind: ValueKind, write: impl FnOnce(&mut String)) {
+        let n = self.text.len();
+        self.text.push_str(name);
+        let v = self.text.len();
+        write(&mut self.text);
+        self.items.push(Member {
+            name: (n, v),
+            value: (v, self.text.len()),
+            kind,
+        });
+    }
+
+    /// Order the members by name; false when a name occurs twice.
+    pub fn sort(&mut self) -> bool {
+        let Members { text, items } = self;
+        let name = |m: &Member| bytes(text, m.name);
+        items.sort_unstable_by(|a, b| name(a).cmp(name(b)));
+        !items.windows(2).any(|w| name(&w[0]) == name(&w[1]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// `(name, kind, value text)` in the current order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, ValueKind, &str)> + Clone {
+        self.items.iter().map(|m| {
+            (
+                &self.text[m.name.0..m.name.1],
+                m.kind,
+                &self.text[m.value.0..m.value.1],
+            )
+        })
+    }
+}
+
+/// Equal when the same members come in the same order (wherever their text
+/// sits in the buffer).
+impl PartialEq for Members {
+    fn eq(&self, other: &Members) -> bool {
+        self.iter().eq(other.iter())
     }
 }
 
 /// A `params` object as sorted, unique members.
-pub fn json_members(obj: serde_json::Map<String, serde_json::Value>) -> Vec<(String, JsonParam)> {
-    let mut members: Vec<(String, JsonParam)> = obj
-        .into_iter()
-        .map(|(k, v)| (k, JsonParam::from_value(v)))
-        .collect();
+pub fn json_members(obj: serde_json::Map<String, serde_json::Value>) -> Members {
+    let mut members = Members::with_capacity(0, obj.len());
+    for (name, value) in &obj {
+        match value {
+            serde_json::Value::Null => members.push(name, ValueKind::Null, "null"),
+            serde_json::Value::String(s) => members.push(name, ValueKind::Str, s),
+            other => members.push_display(name, ValueKind::Json, other),
+        }
+    }
     // Sorted explicitly: serde_json's map keeps insertion order when another
-    // crate enables `preserve_order`.
-    members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // crate enables `preserve_order`. Its keys are unique.
+    members.sort();
     members
 }
 
@@ -93,10 +171,10 @@ pub enum Source {
     Body,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Entry {
-    name: String,
-    value: String,
+    name: Span,
+    value: Span,
     source: Source,
 }
 
@@ -104,6 +182,8 @@ struct Entry {
 /// covers.
 #[derive(Debug, Clone)]
 pub struct Params {
+    /// Every decoded name and value; entries point into it.
+    text: String,
     /// Effective parameters: query pairs first, then body pairs whose name
     /// the query does not have. Names are unique.
     entries: Vec<Entry>,
@@ -119,12 +199,17 @@ impl Params {
         }
         let body = std::str::from_utf8(body).map_err(|_| BinanceError::illegal_chars())?;
 
+        // Decoding never grows a component: the raw length is room enough.
+        let mut text = String::with_capacity(query.len() + body.len());
         let mut entries: Vec<Entry> = Vec::new();
         let mut pairs_seen = 0usize;
 
-        let query_pairs = decode_pairs(query, &mut pairs_seen)?;
+        let query_pairs = decode_pairs(query, &mut text, &mut pairs_seen)?;
         for (name, value) in query_pairs {
-            if entries.iter().any(|e| e.name == name) {
+            if entries
+                .iter()
+                .any(|e| bytes(&text, e.name) == bytes(&text, name))
+            {
                 return Err(BinanceError::duplicate_parameter());
             }
             entries.push(Entry {
@@ -133,77 +218,17 @@ impl Params {
                 source: Source::Query,
             });
         }
-        let body_pairs = decode_pairs(body, &mut pairs_seen)?;
-        for (i, (name, value)) in body_pairs.iter().enumerate() {
-            if body_pairs[..i].iter().any(|(n, _)| n == name) {
+        let body_pairs = decode_pairs(body, &mut text, &mut pairs_seen)?;
+        for (i, &(name, value)) in body_pairs.iter().enumerate() {
+            let name_text = bytes(&text, name);
+            if body_pairs[..i]
+                .iter()
+                .any(|&(n, _)| bytes(&text, n) == name_text)
+            {
                 return Err(BinanceError::duplicate_parameter());
             }
             // The query wins (rest-api.md); the body's pair is dropped.
-            if entries.iter().any(|e| &e.name == name) {
-                continue;
-            }
-            entries.push(Entry {
-                name: name.clone(),
-                value: value.clone(),
-                source: Source::Body,
-            });
-        }
-
-        let mut signed_payload = String::with_capacity(query.len() + body.len());
-        push_without_signature(&mut signed_payload, query);
-        push_without_signature(&mut signed_payload, body);
-        Ok(Params {
-            entries,
-            signed_payload,
-        })
-    }
-
-    /// The `params` object of a WebSocket API request. Values become text
-    /// as the WebSocket signing payload renders them (strings as they are,
-    /// numbers and booleans as their JSON text, arrays and objects as
-    /// compact JSON); `null` values count as not sent. `apiKey` is returned
-    /// apart, not as a parameter, and `returnRateLimits` is left to the
-    /// session; the signed payload is every pair but
-    /// `signature`, sorted by name (web-socket-api.md), `apiKey` included.
-    /// `members` are sorted by name, names unique (as [`json_members`]
-    /// and the WebSocket decoder give them).
-    pub fn from_json(
-        members: Vec<(String, JsonParam)>,
-    ) -> Result<(Params, Option<String>), BinanceError> {
-        if members.len() > MAX_PARAMS {
-            return Err(BinanceError::too_many_parameters());
-        }
-        // Only signed requests need the payload (public methods skip it).
-        let signed_payload = if members.iter().any(|(k, _)| k == SIGNATURE) {
-            super::sign::ws_signing_payload_of(members.iter().map(|(k, v)| (k.as_str(), v.text())))
-        } else {
-            String::new()
-        };
-        let mut entries = Vec::with_capacity(members.len());
-        let mut api_key = None;
-        for (name, v) in members {
-            if !is_param_name(&name) {
-                return Err(BinanceError::illegal_chars());
-            }
-            let value = match v {
-                JsonParam::Null => continue,
-                JsonParam::Str(s) | JsonParam::Json(s) => s,
-            };
-            if value.len() > MAX_VALUE_BYTES {
-                return Err(BinanceError::illegal_chars_in(
-                    &name,
-                    "value of at most 4096 bytes",
-                ));
-            }
-            if value.chars().any(char::is_control) {
-                return Err(BinanceError::illegal_chars());
-            }
-            if name == "apiKey" {
-                api_key = Some(value);
-                continue;
-            }
-            // Read by the WebSocket session itself (rateLimits shown or not).
-            if name == "returnRateLimits" {
+            if entries.iter().any(|e| bytes(&text, e.name) == name_text) {
                 continue;
             }
             entries.push(Entry {
@@ -212,8 +237,74 @@ impl Params {
                 source: Source::Body,
             });
         }
+
+        let mut signed_payload = String::with_capacity(query.len() + body.len());
+        push_without_signature(&mut signed_payload, query);
+        push_without_signature(&mut signed_payload, body);
+        Ok(Params {
+            text,
+            entries,
+            signed_payload,
+        })
+    }
+
+    /// The `params` object of a WebSocket API request. Values are text as
+    /// the WebSocket signing payload renders them (strings as they are,
+    /// numbers and booleans as their JSON text, arrays and objects as
+    /// compact JSON); `null` values count as not sent. `apiKey` is returned
+    /// apart, not as a parameter, and `returnRateLimits` is left to the
+    /// session; the signed payload is every pair but
+    /// `signature`, sorted by name (web-socket-api.md), `apiKey` included.
+    /// `members` are sorted by name, names unique (as [`json_members`]
+    /// and the WebSocket decoder give them). The members' text buffer
+    /// becomes the parameters' own.
+    pub fn from_json(members: Members) -> Result<(Params, Option<String>), BinanceError> {
+        if members.len() > MAX_PARAMS {
+            return Err(BinanceError::too_many_parameters());
+        }
+        // Only signed requests need the payload (public methods skip it).
+        let signed_payload = if members.iter().any(|(k, _, _)| k == SIGNATURE) {
+            super::sign::ws_signing_payload_of(members.iter().map(|(k, _, v)| (k, v)))
+        } else {
+            String::new()
+        };
+        let mut entries = Vec::with_capacity(members.len());
+        let mut api_key = None;
+        for m in &members.items {
+            let name = span(&members.text, m.name);
+            if !is_param_name(name) {
+                return Err(BinanceError::illegal_chars());
+            }
+            if m.kind == ValueKind::Null {
+                continue;
+            }
+            let value = span(&members.text, m.value);
+            if value.len() > MAX_VALUE_BYTES {
+                return Err(BinanceError::illegal_chars_in(
+                    name,
+                    "value of at most 4096 bytes",
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(BinanceError::illegal_chars());
+            }
+            if name == "apiKey" {
+                api_key = Some(value.to_owned());
+                continue;
+            }
+            // Read by the WebSocket session itself (rateLimits shown or not).
+            if name == "returnRateLimits" {
+                continue;
+            }
+            entries.push(Entry {
+                name: m.name,
+                value: m.value,
+                source: Source::Body,
+            });
+        }
         Ok((
             Params {
+                text: members.text,
                 entries,
                 signed_payload,
             },
@@ -246,12 +337,12 @@ impl Params {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries
             .iter()
-            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .map(|e| (span(&self.text, e.name), span(&self.text, e.value)))
     }
 
     /// The raw decoded value, empty values included.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entry(name).map(|e| e.value.as_str())
+        self.entry(name).map(|e| span(&self.text, e.value))
     }
 
     /// True when `name` was sent (possibly empty).
@@ -265,7 +356,9 @@ impl Params {
     }
 
     fn entry(&self, name: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.name == name)
+        self.entries
+            .iter()
+            .find(|e| bytes(&self.text, e.name) == name.as_bytes())
     }
 
     /// A mandatory string: -1102 when absent, -1105 when empty.
@@ -371,7 +464,7 @@ impl Params {
         let read = self
             .entries
             .iter()
-            .filter(|e| allowed.contains(&e.name.as_str()))
+            .filter(|e| allowed.contains(&span(&self.text, e.name)))
             .count();
         if read == self.entries.len() {
             Ok(())
@@ -437,7 +530,24 @@ fn is_client_order_id(v: &str) -> bool {
 
 /// Split `raw` on `&`, decode each non-empty `name[=value]`, and count the
 /// pairs into `pairs_seen` (shared by query and body) against `MAX_PARAMS`.
-fn decode_pairs(raw: &str, pairs_seen: &mut usize) -> Result<Vec<(String, String)>, BinanceError> {
+/// The text of `span` in `text`.
+fn span(text: &str, (start, end): Span) -> &str {
+    &text[start..end]
+}
+
+/// The bytes of `span` in `text`: for comparing names (the same order and
+/// equality as the text, without `str` slicing's boundary checks).
+fn bytes(text: &str, (start, end): Span) -> &[u8] {
+    &text.as_bytes()[start..end]
+}
+
+/// Decode the `name=value` segments of `raw` onto the end of `text`,
+/// answering where each name and value landed.
+fn decode_pairs(
+    raw: &str,
+    text: &mut String,
+    pairs_seen: &mut usize,
+) -> Result<Vec<(Span, Span)>, BinanceError> {
     let mut out = Vec::new();
     for segment in raw.split('&') {
         if segment.is_empty() {
@@ -455,19 +565,29 @@ fn decode_pairs(raw: &str, pairs_seen: &mut usize) -> Result<Vec<(String, String
         if raw_name.len() > 3 * MAX_NAME_BYTES {
             return Err(BinanceError::illegal_chars());
         }
-        let name = decode_component(raw_name).ok_or_else(BinanceError::illegal_chars)?;
-        if !is_param_name(&name) {
+        let n = text.len();
+        if !decode_component_into(raw_name, text) {
             return Err(BinanceError::illegal_chars());
         }
-        let too_long = || BinanceError::illegal_chars_in(&name, "value of at most 4096 bytes");
+        let name = (n, text.len());
+        if !is_param_name(span(text, name)) {
+            return Err(BinanceError::illegal_chars());
+        }
+        let too_long = |text: &str| {
+            BinanceError::illegal_chars_in(span(text, name), "value of at most 4096 bytes")
+        };
         if raw_value.len() > 3 * MAX_VALUE_BYTES {
-            return Err(too_long());
+            return Err(too_long(text));
         }
-        let value = decode_component(raw_value).ok_or_else(BinanceError::illegal_chars)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(too_long());
+        let v = text.len();
+        if !decode_component_into(raw_value, text) {
+            return Err(BinanceError::illegal_chars());
         }
-        if value.chars().any(char::is_control) {
+        let value = (v, text.len());
+        if value.1 - value.0 > MAX_VALUE_BYTES {
+            return Err(too_long(text));
+        }
+        if span(text, value).chars().any(char::is_control) {
             return Err(BinanceError::illegal_chars());
         }
         out.push((name, value));
@@ -483,10 +603,10 @@ fn is_param_name(name: &str) -> bool {
 
 /// Form-urlencoded decoding: `+` is a space, `%XX` a byte. `None` for a
 /// malformed escape or a result that is not UTF-8.
-fn decode_component(raw: &str) -> Option<String> {
+fn decode_component(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let bytes = raw.as_bytes();
     if !bytes.iter().any(|b| matches!(b, b'%' | b'+')) {
-        return Some(raw.to_owned());
+        return Some(std::borrow::Cow::Borrowed(raw));
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -508,7 +628,19 @@ fn decode_component(raw: &str) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
+}
+
+/// [`decode_component`] appended to `out`; false (and `out` unchanged)
+/// where it answers `None`.
+fn decode_component_into(raw: &str, out: &mut String) -> bool {
+    match decode_component(raw) {
+        Some(decoded) => {
+            out.push_str(&decoded);
+            true
+        }
+        None => false,
+    }
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -1003,5 +1135,70 @@ mod tests {
                 prop_assert_eq!(ps.get(k), Some(v.as_str()));
             }
         }
+    }
+
+    #[test]
+    fn members_sort_by_name_and_find_repeated_names() {
+        let mut m = Members::with_capacity(0, 0);
+        m.push("side", ValueKind::Str, "BUY");
+        m.push_display("timestamp", ValueKind::Json, 1_700_000_000_000u64);
+        m.push("apiKey", ValueKind::Str, "k");
+        m.push("newOrderRespType", ValueKind::Null, "null");
+        assert!(m.sort());
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            vec![
+                ("apiKey", ValueKind::Str, "k"),
+                ("newOrderRespType", ValueKind::Null, "null"),
+                ("side", ValueKind::Str, "BUY"),
+                ("timestamp", ValueKind::Json, "1700000000000"),
+            ]
+        );
+        // Equal members compare equal wherever their text sits.
+        let mut other = Members::with_capacity(64, 4);
+        other.push("timestamp", ValueKind::Json, "1700000000000");
+        other.push("side", ValueKind::Str, "BUY");
+        other.push("newOrderRespType", ValueKind::Null, "null");
+        other.push("apiKey", ValueKind::Str, "k");
+        assert_ne!(m, other);
+        assert!(other.sort());
+        assert_eq!(m, other);
+        other.push("side", ValueKind::Str, "SELL");
+        assert!(!other.sort(), "a repeated name is found after sorting");
+    }
+
+    #[test]
+    fn json_params_keep_the_members_text_and_sign_every_member() {
+        let mut m = Members::with_capacity(0, 0);
+        m.push("apiKey", ValueKind::Str, "key1");
+        m.push("newOrderRespType", ValueKind::Null, "null");
+        m.push("price", ValueKind::Json, "1.5");
+        m.push("returnRateLimits", ValueKind::Json, "false");
+        m.push("signature", ValueKind::Str, "ab");
+        m.push("symbol", ValueKind::Str, "BTCUSDT");
+        let (p, api_key) = Params::from_json(m).expect("valid");
+        assert_eq!(api_key.as_deref(), Some("key1"));
+        assert_eq!(
+            p.iter().collect::<Vec<_>>(),
+            vec![("price", "1.5"), ("signature", "ab"), ("symbol", "BTCUSDT")]
+        );
+        assert_eq!(p.get("newOrderRespType"), None, "null counts as not sent");
+        assert_eq!(p.signature(), Some("ab"));
+        assert_eq!(
+            p.signed_payload(),
+            b"apiKey=key1&newOrderRespType=null&price=1.5&returnRateLimits=false&symbol=BTCUSDT"
+        );
+        let mut bad = Members::with_capacity(0, 0);
+        bad.push("na-me", ValueKind::Str, "x");
+        assert_eq!(
+            Params::from_json(bad).map(|_| ()).unwrap_err().code,
+            BinanceError::illegal_chars().code
+        );
+        let mut long = Members::with_capacity(0, 0);
+        long.push("symbols", ValueKind::Str, &"x".repeat(MAX_VALUE_BYTES + 1));
+        assert!(Params::from_json(long).is_err());
+        let mut ctrl = Members::with_capacity(0, 0);
+        ctrl.push("symbol", ValueKind::Str, "BTC\nUSDT");
+        assert!(Params::from_json(ctrl).is_err());
     }
 }

@@ -18,7 +18,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::params::JsonParam;
+use super::params::{Members, ValueKind};
 
 /// A decoded request frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,14 +27,18 @@ pub struct Frame {
     /// Without a `v3/` prefix.
     pub method: String,
     /// Sorted by name, names unique.
-    pub params: Vec<(String, JsonParam)>,
+    pub params: Members,
 }
 
 /// `Some` for a well-formed request with an acceptable id (an integer, a
 /// string of at most `max_id_len` bytes, or null/absent) and a method.
 pub fn decode_fast(text: &str, max_id_len: usize) -> Option<Frame> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let raw = de.deserialize_map(FrameVisitor).ok()?;
+    let raw = de
+        .deserialize_map(FrameVisitor {
+            text_len: text.len(),
+        })
+        .ok()?;
     de.end().ok()?;
     let id = match raw.id {
         None | Some(Value::Null) => Value::Null,
@@ -45,8 +49,7 @@ pub fn decode_fast(text: &str, max_id_len: usize) -> Option<Frame> {
     let method = raw.method?;
     let method = method.strip_prefix("v3/").unwrap_or(&method).to_string();
     let mut params = raw.params.unwrap_or_default();
-    params.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    if params.windows(2).any(|w| w[0].0 == w[1].0) {
+    if !params.sort() {
         return None;
     }
     Some(Frame { id, method, params })
@@ -56,7 +59,7 @@ pub fn decode_fast(text: &str, max_id_len: usize) -> Option<Frame> {
 struct RawFrame<'de> {
     id: Option<Value>,
     method: Option<Cow<'de, str>>,
-    params: Option<Vec<(String, JsonParam)>>,
+    params: Option<Members>,
 }
 
 /// Any error: the general decoder takes over.
@@ -64,7 +67,10 @@ fn fall_back<E: de::Error>() -> E {
     E::custom("not a plain request frame")
 }
 
-struct FrameVisitor;
+struct FrameVisitor {
+    /// The frame's length: room enough for its members' text.
+    text_len: usize,
+}
 
 impl<'de> Visitor<'de> for FrameVisitor {
     type Value = RawFrame<'de>;
@@ -88,7 +94,9 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 }
                 "params" if !seen_params => {
                     seen_params = true;
-                    frame.params = map.next_value_seed(ParamsSeed)?;
+                    frame.params = map.next_value_seed(ParamsSeed {
+                        text_len: self.text_len,
+                    })?;
                 }
                 _ => return Err(fall_back()),
             }
@@ -123,10 +131,12 @@ impl<'de> de::Deserialize<'de> for Text<'de> {
 }
 
 /// `params`: an object (members in frame order) or null (`None`).
-struct ParamsSeed;
+struct ParamsSeed {
+    text_len: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for ParamsSeed {
-    type Value = Option<Vec<(String, JsonParam)>>;
+    type Value = Option<Members>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -134,7 +144,7 @@ impl<'de> DeserializeSeed<'de> for ParamsSeed {
 }
 
 impl<'de> Visitor<'de> for ParamsSeed {
-    type Value = Option<Vec<(String, JsonParam)>>;
+    type Value = Option<Members>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object or null")
@@ -145,58 +155,71 @@ impl<'de> Visitor<'de> for ParamsSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
+        let mut members = Members::with_capacity(self.text_len, map.size_hint().unwrap_or(12));
         while let Some(key) = map.next_key::<Text<'de>>()? {
-            let value = map.next_value::<Scalar>()?;
-            members.push((key.0.into_owned(), value.0));
+            map.next_value_seed(Scalar {
+                name: &key.0,
+                members: &mut members,
+            })?;
         }
         Ok(Some(members))
     }
 }
 
-/// A member value that is not an array or object, as [`JsonParam`] renders
-/// it from a `Value` (numbers through `serde_json::Number`, so the text is
-/// the same).
-struct Scalar(JsonParam);
+/// A member value that is not an array or object, appended to `members`
+/// under `name` as [`super::params::json_members`] renders it from a
+/// `Value` (numbers through `serde_json::Number`, so the text is the same).
+struct Scalar<'a> {
+    name: &'a str,
+    members: &'a mut Members,
+}
 
-impl<'de> de::Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a scalar")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
-                Ok(Scalar(JsonParam::Null))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(JsonParam::Json(
-                    if v { "true" } else { "false" }.to_owned(),
-                )))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(JsonParam::Json(
-                    serde_json::Number::from(v).to_string(),
-                )))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(JsonParam::Json(
-                    serde_json::Number::from(v).to_string(),
-                )))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                serde_json::Number::from_f64(v)
-                    .map(|n| Scalar(JsonParam::Json(n.to_string())))
-                    .ok_or_else(fall_back)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(JsonParam::Str(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
-                Ok(Scalar(JsonParam::Str(v)))
-            }
-        }
-        d.deserialize_any(V)
+impl<'de> DeserializeSeed<'de> for Scalar<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scalar<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a scalar")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.members.push(self.name, ValueKind::Null, "null");
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        let text = if v { "true" } else { "false" };
+        self.members.push(self.name, ValueKind::Json, text);
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        let n = serde_json::Number::from(v);
+        self.members.push_display(self.name, ValueKind::Json, n);
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        let n = serde_json::Number::from(v);
+        self.members.push_display(self.name, ValueKind::Json, n);
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        let n = serde_json::Number::from_f64(v).ok_or_else(fall_back)?;
+        self.members.push_display(self.name, ValueKind::Json, n);
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.members.push(self.name, ValueKind::Str, v);
+        Ok(())
     }
 }
