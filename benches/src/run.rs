@@ -139,6 +139,20 @@ impl Timeline {
         }
     }
 
+    /// Every window as CSV lines `start_ms,worst_ms` after a header line;
+    /// a window with no request planned in it reads 0.
+    pub fn csv(&self) -> String {
+        let mut out = String::from("start_ms,worst_ms\n");
+        for (w, &us) in self.worst_us.iter().enumerate() {
+            out.push_str(&format!(
+                "{},{:.3}\n",
+                w as u64 * Self::WINDOW_MS,
+                f64::from(us) / 1_000.0
+            ));
+        }
+        out
+    }
+
     /// JSON members: how many windows had a request later than `slow_ms`,
     /// and the `top` worst windows as `[start_ms, worst_ms]`, worst first.
     pub fn json(&self, slow_ms: u64, top: usize) -> String {
@@ -218,5 +232,14 @@ mod timeline_tests {
             Timeline::default().json(5, 3),
             "\"windows_10ms\":0,\"windows_over_5ms\":0,\"worst_windows_ms\":[]"
         );
+    }
+
+    #[test]
+    fn csv_lists_every_window_in_time_order() {
+        let mut t = Timeline::default();
+        t.record(25_000_000, 9_000_000);
+        t.record(1_000_000, 1_250_000);
+        assert_eq!(t.csv(), "start_ms,worst_ms\n0,1.250\n10,0.000\n20,9.000\n");
+        assert_eq!(Timeline::default().csv(), "start_ms,worst_ms\n");
     }
 }

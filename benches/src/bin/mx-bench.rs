@@ -123,8 +123,11 @@ enum Cmd {
         #[arg(long, env = "MX_ADMIN_PASSWORD")]
         admin_password: String,
         /// Keep-alive connections (HTTP/1.1: one request in flight on
-        /// each, so rate x round trip must stay well below this).
-        #[arg(long, default_value_t = 64)]
+        /// each, so rate x round trip must stay well below this, also
+        /// when round trips briefly reach a few milliseconds: at 30,000/s
+        /// 64 connections queued requests at the client in half the runs,
+        /// 128 did not; benches/RESULTS.md).
+        #[arg(long, default_value_t = 128)]
         connections: usize,
         /// Planned orders per second, all connections together.
         #[arg(long, default_value_t = 30_000)]
@@ -146,6 +149,10 @@ enum Cmd {
         tick_us: u64,
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
+        /// Write each 10 ms window's worst latency (CSV: start_ms,worst_ms)
+        /// to this file, to see when stalls happened.
+        #[arg(long)]
+        timeline: Option<std::path::PathBuf>,
     },
     /// W4 over the WebSocket API against a running `serve` (journal in fsync
     /// mode, MX_ADMIN_USERNAME/MX_ADMIN_PASSWORD set): signed `order.place`
@@ -174,6 +181,10 @@ enum Cmd {
         tick_us: u64,
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
+        /// Write each 10 ms window's worst latency (CSV: start_ms,worst_ms)
+        /// to this file, to see when stalls happened.
+        #[arg(long)]
+        timeline: Option<std::path::PathBuf>,
     },
     /// The Postgres writer (persister) under a steady trading load, into a
     /// fresh database created (and dropped) on the server of --database-url.
@@ -308,7 +319,7 @@ fn order_entry(
     (admin_user, admin_password): (&str, &str),
     (connections, rate, duration_secs, traders): (usize, u64, u64, usize),
     tick_us: u64,
-    plot: Option<&std::path::Path>,
+    (plot, timeline): (Option<&std::path::Path>, Option<&std::path::Path>),
     machine: &str,
 ) -> Result<()> {
     use benches::{rest_bench, ws_bench};
@@ -355,6 +366,9 @@ fn order_entry(
             path,
             benches::plot::percentile_svg(&title, &[(label, &r.hist)]),
         )?;
+    }
+    if let Some(path) = timeline {
+        std::fs::write(path, r.timeline.csv())?;
     }
     println!(
         "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},\"machine\":\"{machine}\"}}",
@@ -623,6 +637,7 @@ fn main() -> Result<()> {
             dispatch,
             tick_us,
             plot,
+            timeline,
         } => order_entry(
             OrderEntry::Rest(match dispatch {
                 DispatchArg::Pool => benches::rest_bench::Dispatch::Pool,
@@ -632,7 +647,7 @@ fn main() -> Result<()> {
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
             tick_us,
-            plot.as_deref(),
+            (plot.as_deref(), timeline.as_deref()),
             &machine,
         ),
         Cmd::Ws {
@@ -645,13 +660,14 @@ fn main() -> Result<()> {
             traders,
             tick_us,
             plot,
+            timeline,
         } => order_entry(
             OrderEntry::Ws,
             &addr,
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
             tick_us,
-            plot.as_deref(),
+            (plot.as_deref(), timeline.as_deref()),
             &machine,
         ),
         Cmd::Fanout {
