@@ -17,6 +17,16 @@ type AuthCase<'a> = (&'a str, String, Vec<(&'a str, String)>, u16, i64);
 
 #[test]
 fn trading_flows_errors_and_crash_recovery() {
+    // Every signed request below is signed like Binance's documented HMAC
+    // example (rest-api.md, "SIGNED endpoint examples"): secret, payload
+    // and signature verbatim from the docs.
+    assert_eq!(
+        hmac_sha256_hex(
+            b"NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
+            b"symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559",
+        ),
+        "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let s = Server::start(tmp.path(), port);
