@@ -340,8 +340,16 @@ fn serve_applies_the_journal_watermark_interval() {
         }
         let page = s.req("GET", "/metrics", &[], b"").body;
         let durable = common::metric(&page, "mx_journal_durable_seq") as u64;
-        let wm = watermark_seq(&tmp.path().join("journal"));
+        let mut wm = watermark_seq(&tmp.path().join("journal"));
         if follows {
+            // The watermark is stored right after each commit, off the
+            // reply path (a reply may come first): it follows at once,
+            // not before the reply.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while wm < durable && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                wm = watermark_seq(&tmp.path().join("journal"));
+            }
             assert_eq!(wm, durable, "interval {interval}");
         } else {
             assert!(
