@@ -32,6 +32,7 @@
 use super::errors::{
     BinanceError, LEGAL_RANGE_CLIENT_ORDER_ID, LEGAL_RANGE_DECIMAL, LEGAL_RANGE_INTEGER,
 };
+use super::sign::hex_nibble;
 
 /// At most this many `name=value` pairs per request (query and body together).
 pub const MAX_PARAMS: usize = 64;
@@ -613,8 +614,8 @@ fn decode_component(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hi = hex_value(*bytes.get(i + 1)?)?;
-                let lo = hex_value(*bytes.get(i + 2)?)?;
+                let hi = hex_nibble(*bytes.get(i + 1)?)?;
+                let lo = hex_nibble(*bytes.get(i + 2)?)?;
                 out.push(hi << 4 | lo);
                 i += 3;
             }
@@ -640,15 +641,6 @@ fn decode_component_into(raw: &str, out: &mut String) -> bool {
             true
         }
         None => false,
-    }
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -91,7 +91,8 @@ fn decode_hex_32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn hex_nibble(b: u8) -> Option<u8> {
+/// Value of a hex digit (either case), `None` for any other byte.
+pub(crate) fn hex_nibble(b: u8) -> Option<u8> {
     match HEX_VALUES[usize::from(b)] {
         NOT_HEX => None,
         v => Some(v),
