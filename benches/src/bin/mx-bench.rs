@@ -142,17 +142,8 @@ enum Cmd {
         /// N-th slot and queues behind its own slow answers).
         #[arg(long, value_enum, default_value_t = DispatchArg::Pool)]
         dispatch: DispatchArg,
-        /// Send tick in microseconds: requests are planned on this grid
-        /// (each at the first tick at or after its evenly spaced time) and
-        /// sent when their tick comes; latency counts from the tick.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=1_000_000))]
-        tick_us: u64,
-        #[arg(long)]
-        plot: Option<std::path::PathBuf>,
-        /// Write each 10 ms window's worst latency (CSV: start_ms,worst_ms)
-        /// to this file, to see when stalls happened.
-        #[arg(long)]
-        timeline: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        out: PacedOutput,
     },
     /// W4 over the WebSocket API against a running `serve` (journal in fsync
     /// mode, MX_ADMIN_USERNAME/MX_ADMIN_PASSWORD set): signed `order.place`
@@ -174,17 +165,8 @@ enum Cmd {
         duration_secs: u64,
         #[arg(long, default_value_t = 32)]
         traders: usize,
-        /// Send tick in microseconds: requests are planned on this grid
-        /// (each at the first tick at or after its evenly spaced time) and
-        /// sent when their tick comes; latency counts from the tick.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=1_000_000))]
-        tick_us: u64,
-        #[arg(long)]
-        plot: Option<std::path::PathBuf>,
-        /// Write each 10 ms window's worst latency (CSV: start_ms,worst_ms)
-        /// to this file, to see when stalls happened.
-        #[arg(long)]
-        timeline: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        out: PacedOutput,
     },
     /// The Postgres writer (persister) under a steady trading load, into a
     /// fresh database created (and dropped) on the server of --database-url.
@@ -305,6 +287,23 @@ enum OrderEntry {
     Ws,
 }
 
+/// Pacing and outputs shared by the W4 clients (`rest`, `ws`).
+#[derive(clap::Args, Debug)]
+struct PacedOutput {
+    /// Send tick in microseconds: requests are planned on this grid (each
+    /// at the first tick at or after its evenly spaced time) and sent when
+    /// their tick comes; latency counts from the tick.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=1_000_000))]
+    tick_us: u64,
+    /// Write the latency percentile plot (SVG) to this file.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+    /// Write each 10 ms window's worst latency (CSV: start_ms,worst_ms) to
+    /// this file, to see when stalls happened.
+    #[arg(long)]
+    timeline: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum DispatchArg {
     Pool,
@@ -318,10 +317,10 @@ fn order_entry(
     addr: &str,
     (admin_user, admin_password): (&str, &str),
     (connections, rate, duration_secs, traders): (usize, u64, u64, usize),
-    tick_us: u64,
-    (plot, timeline): (Option<&std::path::Path>, Option<&std::path::Path>),
+    out: &PacedOutput,
     machine: &str,
 ) -> Result<()> {
+    let tick_us = out.tick_us;
     use benches::{rest_bench, ws_bench};
     let dispatch = match kind {
         OrderEntry::Rest(rest_bench::Dispatch::Pool) => "\"dispatch\":\"pool\",",
@@ -360,14 +359,14 @@ fn order_entry(
         rest_bench::bucket_quantile_ns(&acks_before, &acks_after, q)
             .map_or_else(|| "null".to_string(), |v| v.to_string())
     };
-    if let Some(path) = plot {
+    if let Some(path) = &out.plot {
         let title = format!("W4 {title} order ack latency at {rate}/s planned ({machine})");
         std::fs::write(
             path,
             benches::plot::percentile_svg(&title, &[(label, &r.hist)]),
         )?;
     }
-    if let Some(path) = timeline {
+    if let Some(path) = &out.timeline {
         std::fs::write(path, r.timeline.csv())?;
     }
     println!(
@@ -635,9 +634,7 @@ fn main() -> Result<()> {
             duration_secs,
             traders,
             dispatch,
-            tick_us,
-            plot,
-            timeline,
+            out,
         } => order_entry(
             OrderEntry::Rest(match dispatch {
                 DispatchArg::Pool => benches::rest_bench::Dispatch::Pool,
@@ -646,8 +643,7 @@ fn main() -> Result<()> {
             &addr,
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
-            tick_us,
-            (plot.as_deref(), timeline.as_deref()),
+            &out,
             &machine,
         ),
         Cmd::Ws {
@@ -658,16 +654,13 @@ fn main() -> Result<()> {
             rate,
             duration_secs,
             traders,
-            tick_us,
-            plot,
-            timeline,
+            out,
         } => order_entry(
             OrderEntry::Ws,
             &addr,
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
-            tick_us,
-            (plot.as_deref(), timeline.as_deref()),
+            &out,
             &machine,
         ),
         Cmd::Fanout {
