@@ -36,9 +36,9 @@
 //! Preallocated to `segment_size` bytes (posix_fallocate, so writes through
 //! the mapping cannot hit a full disk), created as `<name>.seg.tmp`, header
 //! written and fsync'ed, renamed, directory fsync'ed. Under fsync
-//! durability the writer also writes zeros a chunk ahead of its small commits, so
-//! a commit's fdatasync does not also convert fallocated extents (the bytes
-//! read as zero either way). Header at offset 0:
+//! durability the writer also writes zeros a chunk ahead of its small
+//! commits, so a commit's fdatasync does not also convert fallocated
+//! extents (the bytes read as zero either way). Header at offset 0:
 //!
 //! | offset | size | field |
 //! |---:|---:|---|
