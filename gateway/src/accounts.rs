@@ -116,8 +116,15 @@ pub struct TradeRecord {
 
 #[derive(Debug, Default)]
 pub struct UserAccount {
+    /// Open orders and the newest closed ones, by id.
     pub orders: BTreeMap<u64, OrderRecord>,
-    pub by_client: FxHashMap<ClientOrderId, u64>,
+    /// Client order id -> id of the user's *open* orders only (the engine
+    /// keeps client ids unique among them). A closed order's client id is
+    /// found by scanning the closed ones newest first, as `allOrders` reads
+    /// them all: a map over the whole history was two random accesses into
+    /// a large table per order on the publisher thread (insert and evict; a
+    /// fifth of its time at 100,000 orders/s), for a rare query.
+    by_client: FxHashMap<ClientOrderId, u64>,
     closed: History<u64>,
     pub trades: History<TradeRecord>,
     pub balances: BTreeMap<AssetId, Balance>,
@@ -133,8 +140,20 @@ impl UserAccount {
     pub fn order(&self, id: u64) -> Option<&OrderRecord> {
         self.orders.get(&id)
     }
+    /// The newest kept order with client id `cid` (an open one if any:
+    /// no order newer than an open order can carry its client id).
     pub fn order_by_client(&self, cid: &ClientOrderId) -> Option<&OrderRecord> {
-        self.by_client.get(cid).and_then(|id| self.orders.get(id))
+        if cid.is_none() {
+            return None;
+        }
+        match self.by_client.get(cid) {
+            Some(id) => self.orders.get(id),
+            None => self
+                .orders
+                .values()
+                .rev()
+                .find(|r| r.order.client_id == *cid),
+        }
     }
     pub fn open_orders(&self) -> impl Iterator<Item = &OrderRecord> {
         self.orders.values().filter(|r| r.order.status.is_open())
@@ -215,7 +234,7 @@ impl Accounts {
 
     fn insert_order(&mut self, o: Order, ts: u64) {
         let acc = self.users.entry(o.user).or_default();
-        if !o.client_id.is_none() {
+        if !o.client_id.is_none() && o.status.is_open() {
             acc.by_client.insert(o.client_id, o.id.0);
         }
         acc.orders.insert(o.id.0, OrderRecord::accepted(o, ts));
@@ -237,24 +256,24 @@ impl Accounts {
         }
     }
 
-    /// Order `id` of `user` ended: it joins the user's closed history, and
-    /// the oldest closed orders beyond the retention fall off.
+    /// Order `id` of `user` ended: it leaves the open orders' client ids,
+    /// joins the user's closed history, and the oldest closed orders beyond
+    /// the retention fall off.
     fn close(&mut self, user: UserId, id: OrderId) {
         let kept = self.orders_kept;
         let Some(acc) = self.users.get_mut(&user) else {
             return;
         };
-        if let Some(old) = acc.closed.push(id.0, kept) {
-            acc.orders_truncated = true;
-            if let Some(r) = acc.orders.remove(&old) {
-                if let std::collections::hash_map::Entry::Occupied(e) =
-                    acc.by_client.entry(r.order.client_id)
-                {
-                    if *e.get() == old {
-                        e.remove();
-                    }
+        if let Some(cid) = acc.orders.get(&id.0).map(|r| r.order.client_id) {
+            if let std::collections::hash_map::Entry::Occupied(e) = acc.by_client.entry(cid) {
+                if *e.get() == id.0 {
+                    e.remove();
                 }
             }
+        }
+        if let Some(old) = acc.closed.push(id.0, kept) {
+            acc.orders_truncated = true;
+            acc.orders.remove(&old);
         }
     }
 
@@ -515,5 +534,13 @@ mod tests {
         assert_eq!(u.order_by_client(&cid("open")).unwrap().order.id, open);
         assert_eq!(u.open_orders().count(), 1);
         assert_eq!(u.orders.len(), 3);
+        // Only the open order's client id is in the map; the closed ones
+        // are found by their records.
+        assert_eq!(u.by_client.len(), 1);
+        assert_eq!(
+            u.order_by_client(&cid("x4")).unwrap().order.status,
+            OrderStatus::Canceled
+        );
+        assert!(u.order_by_client(&ClientOrderId::NONE).is_none());
     }
 }
