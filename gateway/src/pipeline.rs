@@ -477,12 +477,19 @@ impl Pipeline {
         // a caller that gets its outcome can read its own write in every
         // read model without waiting on anything else (one wake-up per
         // request, instead of every waiter re-checking on every publish).
+        // A batch's answers leave together once the whole batch is
+        // published: a connection then finds all of its answers of the
+        // batch ready at one wake-up and writes them in one frame burst,
+        // instead of waking (and writing) again for each answer published
+        // while it was already sending the first ones.
         let publisher = std::thread::Builder::new()
             .name("mx-publisher".into())
             .spawn(move || {
                 while let Some(batch) = pub_rx.recv() {
-                    for (o, reply) in batch {
+                    for (o, _) in &batch {
                         publish(o.clone());
+                    }
+                    for (o, reply) in batch {
                         if let Some(r) = reply {
                             let _ = r.send(Ok(o));
                         }
