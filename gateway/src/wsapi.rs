@@ -719,7 +719,9 @@ type Limits = String;
 
 /// `rateLimits` entries of a REQUEST_WEIGHT usage.
 fn weight_limits(l: &RateLimiter<IpAddr>, usage: &Usage) -> Limits {
-    let mut out = String::with_capacity(96 * usage.as_slice().len());
+    // An entry is about 100 bytes; room for the ORDERS entries an order
+    // adds after these (two windows by default), so they never reallocate.
+    let mut out = String::with_capacity(112 * (usage.as_slice().len() + 2));
     push_limits_json(&mut out, "REQUEST_WEIGHT", &l.config().windows, usage);
     out
 }
@@ -770,11 +772,23 @@ fn reply(id: &Value, r: Result<Value, BinanceError>, limits: Option<Limits>) -> 
 fn ok_reply(id: &Value, result: &str, limits: Option<Limits>) -> String {
     let mut out = String::with_capacity(result.len() + 48 + limits.as_ref().map_or(0, String::len));
     out.push_str("{\"id\":");
-    out.push_str(&serde_json::to_string(id).unwrap_or_default());
+    push_id(&mut out, id);
     out.push_str(",\"status\":200,\"result\":");
     out.push_str(result);
     push_limits(&mut out, limits);
     out
+}
+
+/// A request id as JSON text: integer and string ids (what clients send)
+/// without an intermediate `String`; anything else through serde_json.
+fn push_id(out: &mut String, id: &Value) {
+    match id {
+        Value::Number(n) if n.is_u64() => {
+            engine::decimal::push_units(out, u128::from(n.as_u64().unwrap_or(0)), 0)
+        }
+        Value::String(s) => crate::json_text::push_str_lit(out, s),
+        v => out.push_str(&serde_json::to_string(v).unwrap_or_default()),
+    }
 }
 
 fn error_reply(
@@ -810,6 +824,24 @@ mod tests {
 
     fn parse(s: &str) -> Value {
         serde_json::from_str(s).expect("valid JSON")
+    }
+
+    #[test]
+    fn request_ids_are_written_as_serde_json_writes_them() {
+        for id in [
+            json!(0),
+            json!(7),
+            json!(u64::MAX),
+            json!(-5),
+            json!(1.5),
+            json!(null),
+            json!("abc"),
+            json!("a\"b\\c\n\u{1}\u{7f}é/"),
+        ] {
+            let mut out = String::new();
+            push_id(&mut out, &id);
+            assert_eq!(out, serde_json::to_string(&id).unwrap(), "{id}");
+        }
     }
 
     #[test]
