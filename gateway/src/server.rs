@@ -117,7 +117,7 @@ pub struct Shared {
     pub durable: journal::DurableSeq,
     pub weights: Arc<RateLimiter<std::net::IpAddr>>,
     pub rate_limits: Arc<Vec<(String, String, u32, u64)>>,
-    pub order_limits: Arc<RateLimiter<String>>,
+    pub order_limits: Arc<RateLimiter<u64>>,
     pub started: Instant,
     /// Server keys (JWT, secrets at rest) and the password hasher.
     pub auth: Arc<crate::auth::Auth>,

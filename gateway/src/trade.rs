@@ -62,7 +62,9 @@ fn respond(r: R<Value>) -> Response {
 /// A request authenticated as `user` (REST or WebSocket API).
 pub(crate) struct Authed {
     pub user: UserId,
-    pub key: String,
+    /// Id of the API key that signed the request (the ORDERS limits count
+    /// per key; its id, not its 64-character text, keys the counters).
+    pub key_id: u64,
     pub params: Params,
     /// The key's ORDERS usage once this request was counted (or refused),
     /// for the WebSocket reply's `rateLimits` without a second look-up.
@@ -72,7 +74,7 @@ pub(crate) struct Authed {
 impl Authed {
     /// Count one new order against the key's order-rate limits (-1015).
     fn count_order(&self, st: &AppState) -> R<()> {
-        match st.order_limits.check_and_add(&self.key, 1, now_ms()) {
+        match st.order_limits.check_and_add(&self.key_id, 1, now_ms()) {
             Ok(usage) => {
                 let _ = self.order_usage.set(usage);
                 Ok(())
@@ -113,8 +115,7 @@ pub(crate) fn authorize(st: &AppState, key: &str, params: Params, need: u8) -> R
     if k.permissions & need != need {
         return Err(BinanceError::rejected_api_key());
     }
-    let user = k.user;
-    let key = key.to_string();
+    let (user, key_id) = (k.user, k.id);
     if id
         .user(user)
         .is_none_or(|u| u.status != engine::UserStatus::Active)
@@ -123,7 +124,7 @@ pub(crate) fn authorize(st: &AppState, key: &str, params: Params, need: u8) -> R
     }
     Ok(Authed {
         user,
-        key,
+        key_id,
         params,
         order_usage: std::sync::OnceLock::new(),
     })

@@ -728,10 +728,10 @@ fn weight_limits(l: &RateLimiter<IpAddr>, usage: &Usage) -> Limits {
 
 /// Append the ORDERS entries of the request's API key: the usage its
 /// order was counted with, or (when it never got that far) the current one.
-fn add_order_limits(out: &mut Limits, l: &RateLimiter<String>, a: &trade::Authed) {
+fn add_order_limits(out: &mut Limits, l: &RateLimiter<u64>, a: &trade::Authed) {
     let usage = match a.order_usage.get() {
         Some(u) => *u,
-        None => l.usage(&a.key, now_ms()),
+        None => l.usage(&a.key_id, now_ms()),
     };
     push_limits_json(out, "ORDERS", &l.config().windows, &usage);
 }
