@@ -286,7 +286,7 @@ impl Params {
                     "value of at most 4096 bytes",
                 ));
             }
-            if value.chars().any(char::is_control) {
+            if has_control(value) {
                 return Err(BinanceError::illegal_chars());
             }
             if name == "apiKey" {
@@ -588,12 +588,19 @@ fn decode_pairs(
         if value.1 - value.0 > MAX_VALUE_BYTES {
             return Err(too_long(text));
         }
-        if span(text, value).chars().any(char::is_control) {
+        if has_control(span(text, value)) {
             return Err(BinanceError::illegal_chars());
         }
         out.push((name, value));
     }
     Ok(out)
+}
+
+/// Whether `s` holds a control character (`char::is_control`: U+0000-U+001F
+/// and U+007F-U+009F). One pass over the bytes for the usual printable
+/// ASCII; character by character only when a byte is not.
+fn has_control(s: &str) -> bool {
+    s.bytes().any(|b| !(0x20..0x7f).contains(&b)) && s.chars().any(char::is_control)
 }
 
 fn is_param_name(name: &str) -> bool {
@@ -684,6 +691,23 @@ mod tests {
 
     fn err(query: &str, body: &[u8]) -> BinanceError {
         Params::parse(query, body).expect_err("fails")
+    }
+
+    proptest! {
+        #[test]
+        fn has_control_is_char_is_control(s in "\\PC*|[\\x00-\\x{a0}]{0,12}|.{0,12}") {
+            prop_assert_eq!(has_control(&s), s.chars().any(char::is_control));
+        }
+    }
+
+    #[test]
+    fn has_control_sees_c0_del_and_c1() {
+        for c in ['\0', '\n', '\x1f', '\x7f', '\u{80}', '\u{9f}'] {
+            assert!(has_control(&format!("ab{c}cd")), "{c:?}");
+        }
+        for s in ["", "BTCUSDT", "0.001", "é ü 中 \u{a0}", "~!@#"] {
+            assert!(!has_control(s), "{s:?}");
+        }
     }
 
     #[test]
