@@ -279,7 +279,7 @@ impl Accounts {
 
     fn push_trade(&mut self, user: UserId, t: TradeRecord) {
         let acc = self.users.entry(user).or_default();
-        if acc.trades.push(t, self.trades_kept).is_some() {
+        if acc.trades.push_evicting(t, self.trades_kept) {
             acc.trades_truncated = true;
         }
     }

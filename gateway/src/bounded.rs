@@ -107,6 +107,31 @@ impl<T> History<T> {
         dropped
     }
 
+    /// [`History::push`] for a caller that only needs to know whether an
+    /// entry went: the oldest entry is dropped where it lies, never read
+    /// (for plain-data entries nothing at all is read from it: evicting
+    /// the oldest row of a long history is otherwise a cache miss per push).
+    pub fn push_evicting(&mut self, v: T, bound: usize) -> bool {
+        let evicted = self.len >= bound.max(1);
+        if evicted {
+            self.drop_front();
+        }
+        self.push(v, usize::MAX);
+        evicted
+    }
+
+    fn drop_front(&mut self) {
+        let Some(first) = self.chunks.front_mut() else {
+            return;
+        };
+        if first.drain(..1).len() == 1 {
+            self.len -= 1;
+        }
+        if first.is_empty() {
+            self.chunks.pop_front();
+        }
+    }
+
     pub fn pop_front(&mut self) -> Option<T> {
         let first = self.chunks.front_mut()?;
         let v = first.pop_front();
@@ -169,6 +194,27 @@ mod tests {
         assert!(small.is_empty() && small.chunks.is_empty());
         assert_eq!(small.push(7, 0), None, "a bound of 0 keeps one entry");
         assert_eq!(small.push(8, 0), Some(7));
+    }
+
+    #[test]
+    fn push_evicting_keeps_what_push_keeps() {
+        let (mut a, mut b): (History<u64>, History<u64>) = Default::default();
+        let (mut s, mut t): (History<String>, History<String>) = Default::default();
+        for i in 0..3_000u64 {
+            let bound = if i < 2_000 { 700 } else { 1 + (i % 5) as usize };
+            assert_eq!(a.push(i, bound).is_some(), b.push_evicting(i, bound));
+            assert_eq!(
+                s.push(i.to_string(), bound).is_some(),
+                t.push_evicting(i.to_string(), bound)
+            );
+            assert_eq!(a.len(), b.len());
+            assert!(a.iter().eq(b.iter()));
+            assert!(s.iter().eq(t.iter()));
+        }
+        let mut e: History<u64> = History::default();
+        assert!(!e.push_evicting(1, 0));
+        assert!(e.push_evicting(2, 0));
+        assert!(e.iter().copied().eq([2]));
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl WalletBook {
                 time_ms: ts,
             };
             let w = self.users.entry(b.user).or_default();
-            if w.ledger.push(row, self.rows_kept).is_some() {
+            if w.ledger.push_evicting(row, self.rows_kept) {
                 w.ledger_truncated = true;
             }
         }

@@ -189,7 +189,7 @@ impl NotificationsView {
                 });
             }
             let list = self.by_user.entry(n.user).or_default();
-            list.push(NotificationEntry { n, read_ms: None }, self.kept_per_user);
+            list.push_evicting(NotificationEntry { n, read_ms: None }, self.kept_per_user);
         }
         out
     }
