@@ -631,8 +631,11 @@ impl Call {
             Call::Status => plain(trade::status(st, a)),
             Call::Open => plain(trade::open(st, a)),
             Call::CancelAll => plain(trade::cancel_all(st, a).await),
-            Call::History => plain(trade::history(st, a).await),
-            Call::Trades => plain(trade::trades(st, a).await),
+            // Boxed: their futures (Postgres queries) are three times an
+            // order's, and every request's future is as large as the
+            // largest arm (its whole size is copied when it is boxed).
+            Call::History => plain(Box::pin(trade::history(st, a)).await),
+            Call::Trades => plain(Box::pin(trade::trades(st, a)).await),
             Call::Account => plain(trade::account_status(st, a)),
         }
     }
