@@ -477,21 +477,26 @@ impl Pipeline {
         // a caller that gets its outcome can read its own write in every
         // read model without waiting on anything else (one wake-up per
         // request, instead of every waiter re-checking on every publish).
-        // A batch's answers leave together once the whole batch is
-        // published: a connection then finds all of its answers of the
-        // batch ready at one wake-up and writes them in one frame burst,
-        // instead of waking (and writing) again for each answer published
-        // while it was already sending the first ones.
+        // Answers leave in groups of up to ANSWER_GROUP commands, each
+        // once the whole group is published: a connection then finds all
+        // of its answers of the group ready at one wake-up and writes them
+        // in one frame burst, instead of waking (and writing) again for
+        // each answer published while it was already sending the first
+        // ones. The bound keeps a large batch (after a stall) from holding
+        // its first answers until its last command is published.
+        const ANSWER_GROUP: usize = 64;
         let publisher = std::thread::Builder::new()
             .name("mx-publisher".into())
             .spawn(move || {
-                while let Some(batch) = pub_rx.recv() {
-                    for (o, _) in &batch {
-                        publish(o.clone());
-                    }
-                    for (o, reply) in batch {
-                        if let Some(r) = reply {
-                            let _ = r.send(Ok(o));
+                while let Some(mut batch) = pub_rx.recv() {
+                    for group in batch.chunks_mut(ANSWER_GROUP) {
+                        for (o, _) in group.iter() {
+                            publish(o.clone());
+                        }
+                        for (o, reply) in group.iter_mut() {
+                            if let Some(r) = reply.take() {
+                                let _ = r.send(Ok(o.clone()));
+                            }
                         }
                     }
                 }
