@@ -41,6 +41,25 @@ fn cmd(seq: u64) -> Command {
     }
 }
 
+/// Wait (at most 30 s) for a snapshot newer than `seq`; returns its seq.
+fn wait_for_snapshot_after(data: &DataDir, seq: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let newest = journal::snapshot::list(data.snapshots())
+            .unwrap()
+            .last()
+            .map_or(0, |s| s.seq);
+        if newest > seq {
+            return newest;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot after {seq} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn follows_a_live_writer_and_snapshots_match_clean_replays() {
     let tmp = tempfile::tempdir().unwrap();
@@ -68,6 +87,8 @@ fn follows_a_live_writer_and_snapshots_match_clean_replays() {
     let follower = std::thread::spawn(move || snap.run(&stop2).unwrap());
     const N: u64 = 5_000;
     let mut seq = 0;
+    let mut next_pause = 1_000;
+    let mut last_seen = 0;
     while seq < N {
         for _ in 0..(1 + seq % 37) {
             if seq == N {
@@ -77,6 +98,15 @@ fn follows_a_live_writer_and_snapshots_match_clean_replays() {
             w.append(seq * 1_000_000, &cmd(seq).encode()).unwrap();
         }
         w.commit().unwrap();
+        // Every ~1,000 records, wait for a snapshot newer than the last one
+        // seen (one is due: the follower is over 500 records behind the
+        // last), so that at least five snapshots exist whatever the
+        // machine's load (the follower catches up in bulk, and a writer
+        // running far ahead of it would leave it fewer, larger steps).
+        if seq >= next_pause {
+            last_seen = wait_for_snapshot_after(&data, last_seen);
+            next_pause += 1_000;
+        }
     }
     stop.store(true, Ordering::Release);
     let replica_engine = follower.join().unwrap();
