@@ -65,6 +65,20 @@ struct Member {
     name: Span,
     value: Span,
     kind: ValueKind,
+    /// The name's first 8 bytes, big-endian, zero-padded: ordering by it
+    /// first orders by name wherever it differs (see [`name_key`]).
+    key: u64,
+}
+
+/// `name`'s first 8 bytes as a big-endian number, zero-padded. If
+/// `name_key(a) < name_key(b)` then `a < b` as byte strings (at the first
+/// differing byte either both are real bytes, or the shorter name has run
+/// out and the other's byte is above zero); equal keys say nothing.
+fn name_key(name: &[u8]) -> u64 {
+    let mut k = [0u8; 8];
+    let n = name.len().min(8);
+    k[..n].copy_from_slice(&name[..n]);
+    u64::from_be_bytes(k)
 }
 
 /// The members of a WebSocket API request's `params` object, every name
@@ -110,6 +124,7 @@ impl Members {
             name: (n, v),
             value: (v, self.text.len()),
             kind,
+            key: name_key(name.as_bytes()),
         });
     }
 
@@ -117,8 +132,10 @@ impl Members {
     pub fn sort(&mut self) -> bool {
         let Members { text, items } = self;
         let name = |m: &Member| bytes(text, m.name);
-        items.sort_unstable_by(|a, b| name(a).cmp(name(b)));
-        !items.windows(2).any(|w| name(&w[0]) == name(&w[1]))
+        items.sort_unstable_by(|a, b| a.key.cmp(&b.key).then_with(|| name(a).cmp(name(b))));
+        !items
+            .windows(2)
+            .any(|w| w[0].key == w[1].key && name(&w[0]) == name(&w[1]))
     }
 
     pub fn len(&self) -> usize {
@@ -697,6 +714,23 @@ mod tests {
         #[test]
         fn has_control_is_char_is_control(s in "\\PC*|[\\x00-\\x{a0}]{0,12}|.{0,12}") {
             prop_assert_eq!(has_control(&s), s.chars().any(char::is_control));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn members_sort_by_name_bytes(names in prop::collection::vec("[a-c\\x00\u{e9}]{0,10}", 0..12)) {
+            let mut m = Members::default();
+            for n in &names {
+                m.push(n, ValueKind::Str, "v");
+            }
+            let unique = m.sort();
+            let got: Vec<&[u8]> = m.items.iter().map(|i| bytes(&m.text, i.name)).collect();
+            let mut want: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+            want.sort();
+            prop_assert_eq!(&got, &want);
+            want.dedup();
+            prop_assert_eq!(unique, want.len() == names.len());
         }
     }
 
