@@ -546,8 +546,6 @@ fn is_client_order_id(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'/' | b'_' | b'-'))
 }
 
-/// Split `raw` on `&`, decode each non-empty `name[=value]`, and count the
-/// pairs into `pairs_seen` (shared by query and body) against `MAX_PARAMS`.
 /// The text of `span` in `text`.
 fn span(text: &str, (start, end): Span) -> &str {
     &text[start..end]
@@ -559,8 +557,9 @@ fn bytes(text: &str, (start, end): Span) -> &[u8] {
     &text.as_bytes()[start..end]
 }
 
-/// Decode the `name=value` segments of `raw` onto the end of `text`,
-/// answering where each name and value landed.
+/// Split `raw` on `&`, decode each non-empty `name[=value]` onto the end
+/// of `text` (answering where each name and value landed), and count the
+/// pairs into `pairs_seen` (shared by query and body) against `MAX_PARAMS`.
 fn decode_pairs(
     raw: &str,
     text: &mut String,
@@ -715,9 +714,7 @@ mod tests {
         fn has_control_is_char_is_control(s in "\\PC*|[\\x00-\\x{a0}]{0,12}|.{0,12}") {
             prop_assert_eq!(has_control(&s), s.chars().any(char::is_control));
         }
-    }
 
-    proptest! {
         #[test]
         fn members_sort_by_name_bytes(names in prop::collection::vec("[a-c\\x00\u{e9}]{0,10}", 0..12)) {
             let mut m = Members::default();
