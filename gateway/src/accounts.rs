@@ -240,35 +240,35 @@ impl Accounts {
         acc.orders.insert(o.id.0, OrderRecord::accepted(o, ts));
     }
 
-    /// Apply `ev` to order `id` of `user` (events carry the owner, so no
-    /// order -> user index is needed); false if the order is not kept.
-    fn update_order(&mut self, user: UserId, id: OrderId, ev: &Event, ts: u64) -> bool {
-        match self
+    /// Apply `ev` to order `id` of `user` if it is kept (events carry the
+    /// owner, so no order -> user index is needed).
+    fn update_order(&mut self, user: UserId, id: OrderId, ev: &Event, ts: u64) {
+        if let Some(r) = self
             .users
             .get_mut(&user)
             .and_then(|a| a.orders.get_mut(&id.0))
         {
-            Some(r) => {
-                r.apply(ev, ts);
-                true
-            }
-            None => false,
+            r.apply(ev, ts);
         }
     }
 
-    /// Order `id` of `user` ended: it leaves the open orders' client ids,
-    /// joins the user's closed history, and the oldest closed orders beyond
-    /// the retention fall off.
-    fn close(&mut self, user: UserId, id: OrderId) {
+    /// Order `id` of `user` ended (`done`, its `OrderDone` event): if the
+    /// order is kept, the event is applied to it, it leaves the open
+    /// orders' client ids and joins the user's closed history, and the
+    /// oldest closed orders beyond the retention fall off.
+    fn close(&mut self, user: UserId, id: OrderId, done: &Event, ts: u64) {
         let kept = self.orders_kept;
         let Some(acc) = self.users.get_mut(&user) else {
             return;
         };
-        if let Some(cid) = acc.orders.get(&id.0).map(|r| r.order.client_id) {
-            if let std::collections::hash_map::Entry::Occupied(e) = acc.by_client.entry(cid) {
-                if *e.get() == id.0 {
-                    e.remove();
-                }
+        let Some(r) = acc.orders.get_mut(&id.0) else {
+            return;
+        };
+        r.apply(done, ts);
+        let cid = r.order.client_id;
+        if let std::collections::hash_map::Entry::Occupied(e) = acc.by_client.entry(cid) {
+            if *e.get() == id.0 {
+                e.remove();
             }
         }
         if let Some(old) = acc.closed.push(id.0, kept) {
@@ -328,12 +328,7 @@ impl Accounts {
                 | Event::StopTriggered { order, user, .. } => {
                     self.update_order(*user, *order, ev, ts);
                 }
-                Event::OrderDone { order, user, .. } => {
-                    let kept = self.update_order(*user, *order, ev, ts);
-                    if kept {
-                        self.close(*user, *order);
-                    }
-                }
+                Event::OrderDone { order, user, .. } => self.close(*user, *order, ev, ts),
                 Event::Balance(b) => {
                     let acc = self.users.entry(b.user).or_default();
                     acc.balances.insert(
