@@ -739,13 +739,22 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..200u64 {
             let sub = sub.clone();
-            tasks.push(tokio::spawn(
-                async move { sub.execute(create_user(i)).await },
-            ));
+            let published = published.clone();
+            tasks.push(tokio::spawn(async move {
+                let o = sub.execute(create_user(i)).await;
+                // Read-your-writes: a command is published (every read
+                // model applied it) before its answer arrives.
+                let seen = o
+                    .as_ref()
+                    .map_or(true, |o| published.lock().unwrap().contains(&o.seq));
+                (o, seen)
+            }));
         }
         let mut seqs = Vec::new();
         for t in tasks {
-            let o = t.await.unwrap().unwrap();
+            let (o, published_first) = t.await.unwrap();
+            let o = o.unwrap();
+            assert!(published_first, "seq {} answered before published", o.seq);
             assert!(matches!(o.events[0], Event::UserCreated { .. }));
             // Durable before answered.
             assert!(pipeline.durable_seq() >= o.seq);
