@@ -725,7 +725,7 @@ fn weight_limits(l: &RateLimiter<IpAddr>, usage: &Usage) -> Limits {
     // An entry is about 100 bytes; room for the ORDERS entries an order
     // adds after these (two windows by default), so they never reallocate.
     let mut out = String::with_capacity(112 * (usage.as_slice().len() + 2));
-    push_limits_json(&mut out, "REQUEST_WEIGHT", &l.config().windows, usage);
+    l.push_rate_limits_json(&mut out, usage);
     out
 }
 
@@ -736,32 +736,7 @@ fn add_order_limits(out: &mut Limits, l: &RateLimiter<u64>, a: &trade::Authed) {
         Some(u) => *u,
         None => l.usage(&a.key_id, now_ms()),
     };
-    push_limits_json(out, "ORDERS", &l.config().windows, &usage);
-}
-
-fn push_limits_json(
-    out: &mut String,
-    kind: &str,
-    windows: &[crate::binance::ratelimit::WindowLimit],
-    usage: &Usage,
-) {
-    use engine::decimal::push_units;
-    for (w, count) in windows.iter().zip(usage.as_slice()) {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str("{\"rateLimitType\":\"");
-        out.push_str(kind);
-        out.push_str("\",\"interval\":\"");
-        out.push_str(w.unit.as_str());
-        out.push_str("\",\"intervalNum\":");
-        push_units(out, u128::from(w.interval_num), 0);
-        out.push_str(",\"limit\":");
-        push_units(out, u128::from(w.limit), 0);
-        out.push_str(",\"count\":");
-        push_units(out, u128::from(*count), 0);
-        out.push('}');
-    }
+    l.push_rate_limits_json(out, &usage);
 }
 
 fn reply(id: &Value, r: Result<Value, BinanceError>, limits: Option<Limits>) -> String {

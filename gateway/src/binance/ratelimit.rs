@@ -107,6 +107,14 @@ impl LimiterKind {
             LimiterKind::Orders => "X-MBX-ORDER-COUNT-",
         }
     }
+
+    /// The `rateLimitType` of Binance's `rateLimits` entries.
+    pub fn json_name(self) -> &'static str {
+        match self {
+            LimiterKind::RequestWeight => "REQUEST_WEIGHT",
+            LimiterKind::Orders => "ORDERS",
+        }
+    }
 }
 
 /// Auto-ban after repeated refusals (HTTP 418), Binance's "from 2 minutes
@@ -246,6 +254,9 @@ pub struct RateLimiter<K> {
     config: LimiterConfig,
     interval_ms: Vec<u64>,
     header_names: Vec<String>,
+    /// Per window, the constant head of its `rateLimits` entry (everything
+    /// before the count), written once here instead of on every reply.
+    json_heads: Vec<String>,
     shards: Box<[Mutex<Shard<K>>]>,
     per_shard_cap: usize,
     hasher: RandomState,
@@ -298,6 +309,19 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                 )
             })
             .collect();
+        let json_heads = config
+            .windows
+            .iter()
+            .map(|w| {
+                format!(
+                    "{{\"rateLimitType\":\"{}\",\"interval\":\"{}\",\"intervalNum\":{},\"limit\":{},\"count\":",
+                    config.kind.json_name(),
+                    w.unit.as_str(),
+                    w.interval_num,
+                    w.limit
+                )
+            })
+            .collect();
         Ok(RateLimiter {
             interval_ms: config
                 .windows
@@ -306,6 +330,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                 .collect(),
             config,
             header_names,
+            json_heads,
             shards,
             per_shard_cap,
             hasher: RandomState::new(),
@@ -314,6 +339,21 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     pub fn config(&self) -> &LimiterConfig {
         &self.config
+    }
+
+    /// `usage`'s entries of a `rateLimits` array, appended to `out` as
+    /// JSON objects separated by commas (a comma first when `out` already
+    /// holds entries): `{"rateLimitType":"ORDERS","interval":"SECOND",
+    /// "intervalNum":10,"limit":100,"count":3}`.
+    pub fn push_rate_limits_json(&self, out: &mut String, usage: &Usage) {
+        for (head, count) in self.json_heads.iter().zip(usage.as_slice()) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(head);
+            engine::decimal::push_units(out, u128::from(*count), 0);
+            out.push('}');
+        }
     }
 
     /// Header names, one per window: `X-MBX-USED-WEIGHT-1M`, ...
@@ -903,6 +943,35 @@ mod tests {
         );
         assert_eq!(IntervalUnit::Hour.letter(), 'H');
         assert_eq!(IntervalUnit::Day.as_str(), "DAY");
+    }
+
+    #[test]
+    fn rate_limits_json_entries() {
+        let orders = RateLimiter::<u64>::new(LimiterConfig::binance_orders()).unwrap();
+        orders.check_and_add(&7, 1, T0).unwrap();
+        let usage = orders.check_and_add(&7, 1, T0).unwrap();
+        let weight = weight_limiter(6000, 10, None);
+        let wu = weight.check_and_add(&ip(1), 12, T0).unwrap();
+        let mut out = String::new();
+        weight.push_rate_limits_json(&mut out, &wu);
+        orders.push_rate_limits_json(&mut out, &usage);
+        let parsed: serde_json::Value = serde_json::from_str(&format!("[{out}]")).unwrap();
+        let expected: Vec<serde_json::Value> = [
+            ("REQUEST_WEIGHT", &weight.config().windows, &wu),
+            ("ORDERS", &orders.config().windows, &usage),
+        ]
+        .into_iter()
+        .flat_map(|(kind, windows, u)| {
+            windows.iter().zip(u.as_slice()).map(move |(w, c)| {
+                serde_json::json!({"rateLimitType": kind, "interval": w.unit.as_str(),
+                        "intervalNum": w.interval_num, "limit": w.limit, "count": c})
+            })
+        })
+        .collect();
+        assert_eq!(parsed, serde_json::Value::Array(expected));
+        assert_eq!(parsed[0]["count"], 12);
+        assert_eq!(parsed[1]["count"], 2);
+        assert_eq!(parsed[2]["interval"], "DAY");
     }
 
     #[test]
