@@ -416,6 +416,10 @@ fn idle_wait(wait: WaitStrategy, idle_rounds: &mut u32) {
 /// replica): they yield the CPU to the order path whenever both want it.
 pub const BACKGROUND_NICE: i32 = 10;
 
+/// Room for a command's events before the engine applies it (W1 averages
+/// 3.8 events per command; one fill of a place is about 8).
+const EVENTS_HINT: usize = 8;
+
 /// Lower the calling thread's scheduling priority to `nice` (Linux
 /// per-thread nice; raising it again would need privileges). Best effort:
 /// a failure is logged and the thread runs on at its current priority.
@@ -512,18 +516,22 @@ impl Pipeline {
                     pin_to_core(core);
                 }
                 let mut engine = engine;
-                let mut out: Vec<Event> = Vec::with_capacity(4096);
                 while let Some(batch) = batch_rx.recv() {
                     let mut published = Vec::with_capacity(batch.subs.len());
                     for (i, sub) in batch.subs.into_iter().enumerate() {
                         let seq = batch.first_seq + i as u64;
-                        out.clear();
-                        engine.apply(seq, batch.ts_ms, &sub.command, &mut out);
+                        // The engine writes straight into the outcome's own
+                        // vector: cloning a reused buffer copied every event
+                        // field by field (13% of this thread at 60k orders/s).
+                        // A place that rests or fills once emits fewer than
+                        // EVENTS_HINT; bigger ones grow it.
+                        let mut events = Vec::with_capacity(EVENTS_HINT);
+                        engine.apply(seq, batch.ts_ms, &sub.command, &mut events);
                         let outcome = Arc::new(Outcome {
                             seq,
                             ts_ms: batch.ts_ms,
                             command: sub.command,
-                            events: out.clone(),
+                            events,
                             cancel_client_id: sub.cancel_client_id,
                         });
                         published.push((outcome, sub.reply));
