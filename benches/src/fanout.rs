@@ -290,10 +290,7 @@ fn order_flow(
                         ),
                     ] {
                         let q = format!("{params}&timestamp={}", rest_bench::now_ms());
-                        let sig = gateway::binance::sign::hmac_sha256_hex(
-                            acct.secret.as_bytes(),
-                            q.as_bytes(),
-                        );
+                        let sig = acct.sign(q.as_bytes());
                         let path = format!("/api/v3/order?{q}&signature={sig}");
                         match c.call("POST", &path, &[("X-MBX-APIKEY", &acct.key)], b"") {
                             Ok((200, body)) => {

@@ -31,7 +31,7 @@ pub fn order_request(acct: &Account, id: u64, buy: bool, price: i64, timestamp: 
         "apiKey={}&newOrderRespType=ACK&price={price}&quantity=0.001&side={side}&symbol=BTCUSDT&timeInForce=GTC&timestamp={timestamp}&type=LIMIT",
         acct.key
     );
-    let sig = gateway::binance::sign::hmac_sha256_hex(acct.secret.as_bytes(), payload.as_bytes());
+    let sig = acct.sign(payload.as_bytes());
     format!(
         r#"{{"id":{id},"method":"order.place","params":{{"symbol":"BTCUSDT","side":"{side}","type":"LIMIT","timeInForce":"GTC","quantity":"0.001","price":"{price}","newOrderRespType":"ACK","timestamp":{timestamp},"apiKey":"{}","signature":"{sig}"}}}}"#,
         acct.key
@@ -211,10 +211,7 @@ mod tests {
 
     #[test]
     fn request_signature_covers_the_sorted_params() {
-        let acct = Account {
-            key: "K".into(),
-            secret: "S".into(),
-        };
+        let acct = Account::new("K".into(), "S".into());
         let req = order_request(&acct, 7, true, 30_001, 1_700_000_000_000);
         let v: serde_json::Value = serde_json::from_str(&req).unwrap();
         assert_eq!(v["id"], 7);
