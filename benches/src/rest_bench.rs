@@ -124,13 +124,7 @@ impl Account {
     /// Lower-case hex HMAC-SHA256 of `payload` under the secret: what
     /// `gateway::binance::sign::hmac_sha256_hex` computes, faster.
     pub fn sign(&self, payload: &[u8]) -> String {
-        let tag = ring::hmac::sign(&self.signer, payload);
-        let mut out = String::with_capacity(64);
-        for b in tag.as_ref() {
-            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            out.push(char::from(b"0123456789abcdef"[usize::from(b & 0x0f)]));
-        }
-        out
+        gateway::binance::sign::hex_lower(ring::hmac::sign(&self.signer, payload).as_ref())
     }
 }
 

@@ -35,9 +35,13 @@ const MAX_SIGNATURE_CHARS: usize = 256;
 pub fn hmac_sha256_hex(secret: &[u8], payload: &[u8]) -> String {
     let mut mac = new_hmac(secret);
     mac.update(payload);
-    let tag = mac.finalize().into_bytes();
-    let mut out = String::with_capacity(64);
-    for b in tag.iter() {
+    hex_lower(&mac.finalize().into_bytes())
+}
+
+/// `bytes` as lower-case hex, as signatures are sent.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
         out.push(char::from(HEX_DIGITS[usize::from(b & 0x0f)]));
     }
@@ -473,7 +477,7 @@ mod tests {
             proptest::prop_assert!(key.verify(&payload, &hex.to_uppercase()).is_ok());
             let mut tag = decode_hex_32(&hex).unwrap();
             tag[flip / 8] ^= 1 << (flip % 8);
-            let bad: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+            let bad = hex_lower(&tag);
             proptest::prop_assert_eq!(
                 key.verify(&payload, &bad).unwrap_err().code,
                 BinanceError::invalid_signature().code
