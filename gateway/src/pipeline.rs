@@ -278,7 +278,10 @@ pub enum ExecuteError {
 /// times; with more busy threads than the two cores this pipeline targets,
 /// every yield is a context switch to another runnable thread, paid once
 /// per group commit on each hop. Here an idle receiver sleeps on a condition
-/// variable and the sender wakes it (one futex call per batch).
+/// variable and the sender wakes it. Each side notes under the lock that it
+/// is about to sleep, and the other side calls `notify_one` only then: std's
+/// condition variable makes a futex system call on every notify, waiter or
+/// not, and a busy receiver often finds the queue empty between batches.
 struct Handoff<T> {
     state: std::sync::Mutex<HandoffState<T>>,
     not_empty: std::sync::Condvar,
@@ -292,6 +295,10 @@ struct HandoffState<T> {
     closed: bool,
     /// The receiver is gone: sends fail.
     abandoned: bool,
+    /// The receiver sleeps on `not_empty` (set and cleared under the lock).
+    rx_waiting: bool,
+    /// The sender sleeps on `not_full`.
+    tx_waiting: bool,
 }
 
 struct HandoffTx<T>(Arc<Handoff<T>>);
@@ -303,6 +310,8 @@ fn handoff<T>(capacity: usize) -> (HandoffTx<T>, HandoffRx<T>) {
             queue: std::collections::VecDeque::with_capacity(capacity),
             closed: false,
             abandoned: false,
+            rx_waiting: false,
+            tx_waiting: false,
         }),
         not_empty: std::sync::Condvar::new(),
         not_full: std::sync::Condvar::new(),
@@ -318,15 +327,17 @@ impl<T> HandoffTx<T> {
         let h = &self.0;
         let mut st = h.state.lock().unwrap_or_else(|p| p.into_inner());
         while st.queue.len() >= h.capacity && !st.abandoned {
+            st.tx_waiting = true;
             st = h.not_full.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.tx_waiting = false;
         }
         if st.abandoned {
             return Err(v);
         }
-        let was_empty = st.queue.is_empty();
         st.queue.push_back(v);
+        let wake = st.rx_waiting;
         drop(st);
-        if was_empty {
+        if wake {
             h.not_empty.notify_one();
         }
         Ok(())
@@ -349,9 +360,9 @@ impl<T> HandoffRx<T> {
         let mut st = h.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(v) = st.queue.pop_front() {
-                let was_full = st.queue.len() + 1 >= h.capacity;
+                let wake = st.tx_waiting;
                 drop(st);
-                if was_full {
+                if wake {
                     h.not_full.notify_one();
                 }
                 return Some(v);
@@ -359,7 +370,9 @@ impl<T> HandoffRx<T> {
             if st.closed {
                 return None;
             }
+            st.rx_waiting = true;
             st = h.not_empty.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.rx_waiting = false;
         }
     }
 }
@@ -678,6 +691,63 @@ mod tests {
         // Fields after the parenthesised name; nice is field 19 overall.
         let after = stat.rsplit_once(')').unwrap().1;
         after.split_whitespace().nth(16).unwrap().parse().unwrap()
+    }
+
+    /// Hands `n` items through a handoff of `capacity` between two threads
+    /// that each pause now and then (so both the empty and the full wait
+    /// happen many times), within `limit`: a lost wake-up shows as a hang.
+    fn handoff_round_trip(n: u64, capacity: usize, limit: Duration) -> Vec<u64> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (tx, rx) = handoff::<u64>(capacity);
+            let producer = std::thread::spawn(move || {
+                for i in 0..n {
+                    tx.send(i).unwrap();
+                    if i % 997 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+                // Dropping `tx` closes the handoff: recv drains, then None.
+            });
+            let mut got = Vec::with_capacity(n as usize);
+            while let Some(v) = rx.recv() {
+                if v % 1_009 == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                got.push(v);
+            }
+            producer.join().unwrap();
+            let _ = done_tx.send(got);
+        });
+        done_rx
+            .recv_timeout(limit)
+            .expect("handoff stalled: a wake-up was lost")
+    }
+
+    #[test]
+    fn handoff_delivers_everything_in_order_and_never_loses_a_wake_up() {
+        for capacity in [1, 4, 64] {
+            let got = handoff_round_trip(200_000, capacity, Duration::from_secs(60));
+            assert_eq!(got.len(), 200_000, "capacity {capacity}");
+            assert!(got.iter().enumerate().all(|(i, v)| *v == i as u64));
+        }
+    }
+
+    #[test]
+    fn handoff_send_fails_once_the_receiver_is_gone() {
+        let (tx, rx) = handoff::<u32>(2);
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        // Full: a sender blocked on it is released when the receiver goes.
+        let blocked = std::thread::spawn(move || {
+            let r = tx.send(3);
+            (r, tx)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(rx);
+        let (r, tx) = blocked.join().unwrap();
+        assert_eq!(r, Err(3));
+        assert_eq!(tx.send(4), Err(4));
     }
 
     #[test]
