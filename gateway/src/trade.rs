@@ -175,20 +175,18 @@ fn pair_info(m: &Market, symbol: &str) -> R<PairInfo> {
         .pair_by_symbol(symbol)
         .ok_or_else(BinanceError::invalid_symbol)?;
     let s = &v.pair.spec;
-    let asset = |a: AssetId| m.assets.get(&a);
+    // One look-up per asset (this runs for every order).
+    let base = m.assets.get(&s.base);
+    let quote = m.assets.get(&s.quote);
     Ok(PairInfo {
         id: v.pair.id,
         symbol: s.symbol.clone(),
         base: s.base,
-        base_dec: asset(s.base).map(|a| a.spec.decimals as u32).unwrap_or(8),
-        quote_dec: asset(s.quote).map(|a| a.spec.decimals as u32).unwrap_or(8),
+        base_dec: base.map(|a| a.spec.decimals as u32).unwrap_or(8),
+        quote_dec: quote.map(|a| a.spec.decimals as u32).unwrap_or(8),
         tick_units: s.tick_units,
-        base_sym: asset(s.base)
-            .map(|a| a.spec.symbol.clone())
-            .unwrap_or_default(),
-        quote_sym: asset(s.quote)
-            .map(|a| a.spec.symbol.clone())
-            .unwrap_or_default(),
+        base_sym: base.map(|a| a.spec.symbol.clone()).unwrap_or_default(),
+        quote_sym: quote.map(|a| a.spec.symbol.clone()).unwrap_or_default(),
     })
 }
 
