@@ -281,7 +281,7 @@ pub enum ExecuteError {
 /// variable and the sender wakes it. Each side notes under the lock that it
 /// is about to sleep, and the other side calls `notify_one` only then: std's
 /// condition variable makes a futex system call on every notify, waiter or
-/// not, and a busy receiver often finds the queue empty between batches.
+/// not. (Closing either end always notifies: that happens once.)
 struct Handoff<T> {
     state: std::sync::Mutex<HandoffState<T>>,
     not_empty: std::sync::Condvar,
