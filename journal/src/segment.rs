@@ -458,8 +458,19 @@ pub(crate) fn dirty_end(buf: &[u8], from: usize) -> usize {
     let mut end = tail.len();
     while end > 0 {
         let start = end.saturating_sub(CHUNK);
-        if let Some(i) = tail[start..end].iter().rposition(|&b| b != 0) {
-            return record::align_up(from + start + i + 1).min(buf.len());
+        let chunk = &tail[start..end];
+        // An OR over whole words (no early exit, so it vectorises) tells a
+        // zero chunk apart at memory speed; a byte-wise search from the end
+        // ran at about one byte per cycle, a 256 MiB segment at every start.
+        let words = chunk.chunks_exact(8);
+        let rest = words.remainder().iter().fold(0u8, |a, &b| a | b);
+        let any = words.fold(0u64, |a, w| {
+            a | u64::from_ne_bytes(w.try_into().expect("chunks_exact(8)"))
+        });
+        if any != 0 || rest != 0 {
+            if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+                return record::align_up(from + start + i + 1).min(buf.len());
+            }
         }
         end = start;
     }
@@ -671,6 +682,33 @@ mod tests {
         b[5000] = 1;
         assert_eq!(dirty_end(&b, 100), 5008);
         assert_eq!(dirty_end(&b, 20_000), 20_000);
+    }
+
+    /// The word-wise scan against the obvious byte-wise one: any length
+    /// (remainders of the 8-byte words and the 4 KiB chunks), any start,
+    /// the last non-zero byte anywhere (or none).
+    fn dirty_end_by_bytes(buf: &[u8], from: usize) -> usize {
+        match buf
+            .get(from..)
+            .and_then(|t| t.iter().rposition(|&b| b != 0))
+        {
+            Some(i) => record::align_up(from + i + 1).min(buf.len()),
+            None => from,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn dirty_end_agrees_with_a_byte_scan(len in 0usize..20_000, from in 0usize..21_000,
+                                             marks in proptest::collection::vec((any::<usize>(), 1u8..), 0..3)) {
+            let mut b = vec![0u8; len];
+            for (at, v) in marks {
+                if len > 0 {
+                    b[at % len] = v;
+                }
+            }
+            prop_assert_eq!(dirty_end(&b, from), dirty_end_by_bytes(&b, from));
+        }
     }
 
     proptest! {
