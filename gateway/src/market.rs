@@ -26,6 +26,7 @@
 
 use engine::fxhash::FxHashMap;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use engine::{Asset, AssetId, Engine, Event, Order, OrderType, Pair, PairId, Side, Trade};
 
@@ -289,9 +290,41 @@ pub struct Ticker24h {
     pub count: u64,
 }
 
+/// What every order request needs of its pair besides the [`Pair`]: the
+/// symbols and decimals of both assets. Kept per pair and shared, so a
+/// request takes them with one reference count instead of three string
+/// copies and two asset look-ups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairMeta {
+    pub symbol: String,
+    pub base_sym: String,
+    pub quote_sym: String,
+    pub base_dec: u32,
+    pub quote_dec: u32,
+}
+
+impl PairMeta {
+    /// From the pair and the listed assets (8 decimals and an empty symbol
+    /// for an asset that is not listed, which the engine never allows).
+    fn of(pair: &Pair, assets: &BTreeMap<AssetId, Asset>) -> PairMeta {
+        let s = &pair.spec;
+        let base = assets.get(&s.base);
+        let quote = assets.get(&s.quote);
+        PairMeta {
+            symbol: s.symbol.clone(),
+            base_sym: base.map(|a| a.spec.symbol.clone()).unwrap_or_default(),
+            quote_sym: quote.map(|a| a.spec.symbol.clone()).unwrap_or_default(),
+            base_dec: base.map(|a| a.spec.decimals as u32).unwrap_or(8),
+            quote_dec: quote.map(|a| a.spec.decimals as u32).unwrap_or(8),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PairView {
     pub pair: Pair,
+    /// Kept equal to `PairMeta::of(pair, assets)` by [`Market`].
+    pub meta: Arc<PairMeta>,
     pub book: DepthBook,
     pub last_price: u64,
     pub trades: VecDeque<TradeView>,
@@ -354,6 +387,7 @@ impl PairView {
     pub fn with_limits(pair: Pair, last_price: u64, limits: MarketLimits) -> PairView {
         let limits = limits.sanitized();
         PairView {
+            meta: Arc::new(PairMeta::of(&pair, &BTreeMap::new())),
             pair,
             book: DepthBook::with_max_levels(limits.depth_max_levels),
             last_price,
@@ -605,6 +639,7 @@ impl Market {
             let id = ps.pair.id;
             m.pair_by_symbol.insert(ps.pair.spec.symbol.clone(), id);
             let mut view = PairView::with_limits(ps.pair.clone(), ps.last_price, m.limits);
+            view.meta = Arc::new(PairMeta::of(&view.pair, &m.assets));
             // Without the journal's history the counter restarts at the
             // sequence number: never below any id served before.
             view.book.update_id = e.last_seq();
@@ -646,15 +681,22 @@ impl Market {
             match ev {
                 Event::AssetListed(a) | Event::AssetUpdated(a) => {
                     self.assets.insert(a.id, a.clone());
+                    for v in self.pairs.values_mut() {
+                        if v.pair.spec.base == a.id || v.pair.spec.quote == a.id {
+                            v.meta = Arc::new(PairMeta::of(&v.pair, &self.assets));
+                        }
+                    }
                 }
                 Event::PairListed(p) => {
                     self.pair_by_symbol.insert(p.spec.symbol.clone(), p.id);
-                    self.pairs
-                        .insert(p.id, PairView::with_limits((**p).clone(), 0, self.limits));
+                    let mut view = PairView::with_limits((**p).clone(), 0, self.limits);
+                    view.meta = Arc::new(PairMeta::of(&view.pair, &self.assets));
+                    self.pairs.insert(p.id, view);
                 }
                 Event::PairUpdated(p) => {
                     if let Some(v) = self.pairs.get_mut(&p.id) {
                         v.pair = (**p).clone();
+                        v.meta = Arc::new(PairMeta::of(&v.pair, &self.assets));
                     }
                 }
                 Event::OrderAccepted(ord) => {
@@ -828,6 +870,102 @@ mod tests {
             maker_filled: Qty(qty),
             taker_filled: Qty(qty),
         })
+    }
+
+    fn asset(id: u32, symbol: &str, decimals: u8) -> Asset {
+        Asset {
+            id: AssetId(id),
+            spec: engine::AssetSpec {
+                symbol: symbol.into(),
+                name: symbol.into(),
+                decimals,
+                min_withdraw_units: 0,
+                withdraw_fee_units: 0,
+                daily_withdraw_limit_units: 0,
+                confirmations: 1,
+                active: true,
+            },
+        }
+    }
+
+    #[test]
+    fn pair_meta_follows_asset_and_pair_events() {
+        let meta = |m: &Market| (*view(m).meta).clone();
+        let expect = |sym: &str, b: &str, q: &str, bd: u32, qd: u32| PairMeta {
+            symbol: sym.into(),
+            base_sym: b.into(),
+            quote_sym: q.into(),
+            base_dec: bd,
+            quote_dec: qd,
+        };
+        let mut m = Market::default();
+        // A pair listed before its assets: the defaults, then the assets'.
+        m.apply_events(1, 0, &[Event::PairListed(Box::new(pair()))]);
+        assert_eq!(meta(&m), expect("BTCUSDT", "", "", 8, 8));
+        m.apply_events(2, 0, &[Event::AssetListed(asset(1, "BTC", 8))]);
+        m.apply_events(3, 0, &[Event::AssetListed(asset(2, "USDT", 6))]);
+        assert_eq!(meta(&m), expect("BTCUSDT", "BTC", "USDT", 8, 6));
+        // Another asset leaves the pair alone; an update of its own shows.
+        let before = view(&m).meta.clone();
+        m.apply_events(4, 0, &[Event::AssetListed(asset(3, "ETH", 18))]);
+        assert!(Arc::ptr_eq(&before, &view(&m).meta));
+        m.apply_events(5, 0, &[Event::AssetUpdated(asset(2, "USDT", 4))]);
+        assert_eq!(meta(&m), expect("BTCUSDT", "BTC", "USDT", 8, 4));
+        // A pair listed after its assets and a pair update.
+        let mut m2 = Market::default();
+        m2.apply_events(1, 0, &[Event::AssetListed(asset(1, "BTC", 8))]);
+        m2.apply_events(2, 0, &[Event::AssetListed(asset(2, "USDT", 6))]);
+        m2.apply_events(3, 0, &[Event::PairListed(Box::new(pair()))]);
+        assert_eq!(meta(&m2), expect("BTCUSDT", "BTC", "USDT", 8, 6));
+        let mut p = pair();
+        p.spec.symbol = "XBTUSDT".into();
+        m2.apply_events(4, 0, &[Event::PairUpdated(Box::new(p))]);
+        assert_eq!(meta(&m2), expect("XBTUSDT", "BTC", "USDT", 8, 6));
+    }
+
+    /// The default configuration's assets and pairs through an engine:
+    /// the projection built live from the events and the one rebuilt from
+    /// the engine (restart from a snapshot) hold the same metadata.
+    #[test]
+    fn pair_meta_is_the_same_live_and_from_a_recovered_engine() {
+        let cfg = crate::config::load(None, &|_| None).expect("embedded default config");
+        let assets = cfg.asset_specs().expect("default assets");
+        let mut cmds: Vec<engine::Command> = assets
+            .iter()
+            .map(|spec| engine::Command::AddAsset {
+                spec: spec.clone(),
+                by: None,
+            })
+            .collect();
+        for spec in cfg.pair_specs(&assets).expect("default pairs") {
+            cmds.push(engine::Command::AddPair {
+                spec: Box::new(spec),
+                by: None,
+            });
+        }
+        let mut e = Engine::new();
+        let mut live = Market::default();
+        for (i, c) in cmds.iter().enumerate() {
+            let mut out = Vec::new();
+            let seq = i as u64 + 1;
+            e.apply(seq, 1_000, c, &mut out);
+            live.apply_events(seq, 1_000, &out);
+        }
+        let rebuilt = Market::from_engine(&e, MarketLimits::default());
+        assert!(live.pairs.len() >= 2);
+        for (id, v) in &live.pairs {
+            let base = &live.assets[&v.pair.spec.base].spec;
+            let quote = &live.assets[&v.pair.spec.quote].spec;
+            let want = PairMeta {
+                symbol: v.pair.spec.symbol.clone(),
+                base_sym: base.symbol.clone(),
+                quote_sym: quote.symbol.clone(),
+                base_dec: base.decimals.into(),
+                quote_dec: quote.decimals.into(),
+            };
+            assert_eq!(*v.meta, want);
+            assert_eq!(*rebuilt.pairs[id].meta, want);
+        }
     }
 
     fn view(m: &Market) -> &PairView {

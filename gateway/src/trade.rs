@@ -7,6 +7,7 @@
 //! (answered only once durable) and rendered with Binance's field names.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -25,7 +26,7 @@ use crate::accounts::{OrderRecord, TradeRecord};
 use crate::binance::errors::{BinanceError, FilterFailure};
 use crate::binance::params::Params;
 use crate::binance::sign::{check_request_time, verify_request};
-use crate::market::Market;
+use crate::market::{Market, PairMeta};
 use crate::pipeline::{ExecuteError, Outcome, SubmitError};
 use crate::server::{error_response, json_response, now_ms, ok_response as ok, AppState};
 
@@ -161,32 +162,28 @@ fn units(name: &str, s: &str, decimals: u32) -> R<u64> {
 
 struct PairInfo {
     id: PairId,
-    symbol: String,
     base: AssetId,
-    base_dec: u32,
-    quote_dec: u32,
     tick_units: u64,
-    base_sym: String,
-    quote_sym: String,
+    /// Symbols and decimals, shared with the market projection.
+    meta: Arc<PairMeta>,
+}
+
+impl std::ops::Deref for PairInfo {
+    type Target = PairMeta;
+    fn deref(&self) -> &PairMeta {
+        &self.meta
+    }
 }
 
 fn pair_info(m: &Market, symbol: &str) -> R<PairInfo> {
     let v = m
         .pair_by_symbol(symbol)
         .ok_or_else(BinanceError::invalid_symbol)?;
-    let s = &v.pair.spec;
-    // One look-up per asset (this runs for every order).
-    let base = m.assets.get(&s.base);
-    let quote = m.assets.get(&s.quote);
     Ok(PairInfo {
         id: v.pair.id,
-        symbol: s.symbol.clone(),
-        base: s.base,
-        base_dec: base.map(|a| a.spec.decimals as u32).unwrap_or(8),
-        quote_dec: quote.map(|a| a.spec.decimals as u32).unwrap_or(8),
-        tick_units: s.tick_units,
-        base_sym: base.map(|a| a.spec.symbol.clone()).unwrap_or_default(),
-        quote_sym: quote.map(|a| a.spec.symbol.clone()).unwrap_or_default(),
+        base: v.pair.spec.base,
+        tick_units: v.pair.spec.tick_units,
+        meta: v.meta.clone(),
     })
 }
 
