@@ -259,7 +259,9 @@ impl Session {
     fn request(&mut self, text: &str) -> Dispatch {
         let req = match decode(text) {
             Ok(r) => r,
-            Err((id, e)) => return Dispatch::Now(error_reply(&id, &e, None, None)),
+            Err((id, e)) => {
+                return Dispatch::Now(error_reply(&id, &e, None, None, Limiters::of(&self.st)))
+            }
         };
         let Request {
             id,
@@ -271,7 +273,9 @@ impl Session {
             .any(|m| m == ("returnRateLimits", ValueKind::Json, "false"));
         let (params, api_key) = match Params::from_json(obj) {
             Ok(p) => p,
-            Err(e) => return Dispatch::Now(error_reply(&id, &e, None, None)),
+            Err(e) => {
+                return Dispatch::Now(error_reply(&id, &e, None, None, Limiters::of(&self.st)))
+            }
         };
         let Some(spec) = method_spec(&method) else {
             return Dispatch::Now(error_reply(
@@ -279,6 +283,7 @@ impl Session {
                 &BinanceError::unsupported_operation(),
                 None,
                 None,
+                Limiters::of(&self.st),
             ));
         };
         let weight = spec.weight(&params);
@@ -286,21 +291,33 @@ impl Session {
             Ok(u) => u,
             Err(limited) => {
                 let data = json!({"retryAfter": now_ms() + limited.retry_after_secs * 1000});
-                let limits = return_limits.then(|| weight_limits(&self.st.weights, &limited.usage));
-                return Dispatch::Now(error_reply(&id, &limited.error, Some(&data), limits));
+                let limits = return_limits.then(|| Limits::weight(limited.usage));
+                return Dispatch::Now(error_reply(
+                    &id,
+                    &limited.error,
+                    Some(&data),
+                    limits,
+                    Limiters::of(&self.st),
+                ));
             }
         };
-        let limits = return_limits.then(|| weight_limits(&self.st.weights, &usage));
+        let limits = return_limits.then(|| Limits::weight(usage));
         match spec.kind {
             Kind::Session => {
                 let r = self.session_method(&method, params, api_key);
-                Dispatch::Now(reply(&id, r, limits))
+                Dispatch::Now(reply(&id, r, limits, Limiters::of(&self.st)))
             }
-            Kind::Public(f) => Dispatch::Now(reply(&id, f(&self.st, &params), limits)),
+            Kind::Public(f) => Dispatch::Now(reply(
+                &id,
+                f(&self.st, &params),
+                limits,
+                Limiters::of(&self.st),
+            )),
             Kind::Klines => {
                 let st = self.st.clone();
                 Dispatch::Later(Box::pin(async move {
-                    reply(&id, crate::rest::klines_json(&st, &params).await, limits)
+                    let r = crate::rest::klines_json(&st, &params).await;
+                    reply(&id, r, limits, Limiters::of(&st))
                 }))
             }
             Kind::Signed(need, call) => {
@@ -313,19 +330,23 @@ impl Session {
                 };
                 let a = match authed {
                     Ok(a) => a,
-                    Err(e) => return Dispatch::Now(error_reply(&id, &e, None, limits)),
+                    Err(e) => {
+                        return Dispatch::Now(error_reply(&id, &e, None, limits, Limiters::of(&st)))
+                    }
                 };
                 Dispatch::Later(Box::pin(async move {
                     let r = call.run(&st, &a).await;
-                    let limits = limits.map(|mut l| {
+                    let limits = limits.map(|l| {
                         if call.counts_orders() {
-                            add_order_limits(&mut l, &st.order_limits, &a);
+                            l.with_orders(&st.order_limits, &a)
+                        } else {
+                            l
                         }
-                        l
                     });
+                    let lim = Limiters::of(&st);
                     match r {
-                        Ok(v) => ok_reply(&id, &v, limits),
-                        Err((e, data)) => error_reply(&id, &e, data.as_ref(), limits),
+                        Ok(v) => ok_reply(&id, &v, limits, lim),
+                        Err((e, data)) => error_reply(&id, &e, data.as_ref(), limits, lim),
                     }
                 }))
             }
@@ -716,44 +737,82 @@ fn method_spec(method: &str) -> Option<MethodSpec> {
     })
 }
 
-/// The members of a `rateLimits` array, written straight into text (one
-/// reply each, so no intermediate JSON values).
-type Limits = String;
-
-/// `rateLimits` entries of a REQUEST_WEIGHT usage.
-fn weight_limits(l: &RateLimiter<IpAddr>, usage: &Usage) -> Limits {
-    // An entry is about 100 bytes; room for the ORDERS entries an order
-    // adds after these (two windows by default), so they never reallocate.
-    let mut out = String::with_capacity(112 * (usage.as_slice().len() + 2));
-    l.push_rate_limits_json(&mut out, usage);
-    out
+/// What a reply's `rateLimits` reports: the REQUEST_WEIGHT usage the
+/// request was counted with and, for requests that place orders, the
+/// ORDERS usage of its API key. Counts only: the entries are written
+/// straight into the reply when it is built, with no text of their own.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    weight: Usage,
+    orders: Option<Usage>,
 }
 
-/// Append the ORDERS entries of the request's API key: the usage its
-/// order was counted with, or (when it never got that far) the current one.
-fn add_order_limits(out: &mut Limits, l: &RateLimiter<u64>, a: &trade::Authed) {
-    let usage = match a.order_usage.get() {
-        Some(u) => *u,
-        None => l.usage(&a.key_id, now_ms()),
-    };
-    l.push_rate_limits_json(out, &usage);
+impl Limits {
+    fn weight(weight: Usage) -> Limits {
+        Limits {
+            weight,
+            orders: None,
+        }
+    }
+
+    /// With the ORDERS entries of the request's API key: the usage its
+    /// order was counted with, or (when it never got that far) the
+    /// current one.
+    fn with_orders(self, l: &RateLimiter<u64>, a: &trade::Authed) -> Limits {
+        let usage = match a.order_usage.get() {
+            Some(u) => *u,
+            None => l.usage(&a.key_id, now_ms()),
+        };
+        Limits {
+            orders: Some(usage),
+            ..self
+        }
+    }
+
+    /// Room for the entries (about 100 bytes each).
+    fn text_len(&self) -> usize {
+        let n = self.weight.as_slice().len() + self.orders.map_or(0, |o| o.as_slice().len());
+        26 + 112 * n
+    }
 }
 
-fn reply(id: &Value, r: Result<Value, BinanceError>, limits: Option<Limits>) -> String {
+/// The limiters whose windows [`Limits`] counts.
+#[derive(Clone, Copy)]
+struct Limiters<'a> {
+    weight: &'a RateLimiter<IpAddr>,
+    orders: &'a RateLimiter<u64>,
+}
+
+impl<'a> Limiters<'a> {
+    fn of(st: &'a AppState) -> Limiters<'a> {
+        Limiters {
+            weight: &st.weights,
+            orders: &st.order_limits,
+        }
+    }
+}
+
+fn reply(
+    id: &Value,
+    r: Result<Value, BinanceError>,
+    limits: Option<Limits>,
+    lim: Limiters,
+) -> String {
     match r {
-        Ok(v) => ok_reply(id, &crate::json_text::of_value(&v), limits),
-        Err(e) => error_reply(id, &e, None, limits),
+        Ok(v) => ok_reply(id, &crate::json_text::of_value(&v), limits, lim),
+        Err(e) => error_reply(id, &e, None, limits, lim),
     }
 }
 
 /// A success reply; `result` is JSON text.
-fn ok_reply(id: &Value, result: &str, limits: Option<Limits>) -> String {
-    let mut out = String::with_capacity(result.len() + 48 + limits.as_ref().map_or(0, String::len));
+fn ok_reply(id: &Value, result: &str, limits: Option<Limits>, lim: Limiters) -> String {
+    let room = limits.as_ref().map_or(0, Limits::text_len);
+    let mut out = String::with_capacity(result.len() + 48 + room);
     out.push_str("{\"id\":");
     push_id(&mut out, id);
     out.push_str(",\"status\":200,\"result\":");
     out.push_str(result);
-    push_limits(&mut out, limits);
+    push_limits(&mut out, limits, lim);
     out
 }
 
@@ -774,6 +833,7 @@ fn error_reply(
     e: &BinanceError,
     data: Option<&Value>,
     limits: Option<Limits>,
+    lim: Limiters,
 ) -> String {
     let error = match data {
         Some(d) => e.to_json_with_data(d),
@@ -783,14 +843,18 @@ fn error_reply(
         "{{\"id\":{id},\"status\":{},\"error\":{error}",
         e.http_status
     );
-    push_limits(&mut out, limits);
+    push_limits(&mut out, limits, lim);
     out
 }
 
-fn push_limits(out: &mut String, limits: Option<Limits>) {
+/// `,"rateLimits":[..]` (when asked for) and the reply's closing brace.
+fn push_limits(out: &mut String, limits: Option<Limits>, lim: Limiters) {
     if let Some(l) = limits {
         out.push_str(",\"rateLimits\":[");
-        out.push_str(&l);
+        lim.weight.push_rate_limits_json(out, &l.weight);
+        if let Some(o) = &l.orders {
+            lim.orders.push_rate_limits_json(out, o);
+        }
         out.push(']');
     }
     out.push('}');
@@ -987,21 +1051,49 @@ mod tests {
 
     #[test]
     fn reply_shapes() {
-        let ok = parse(&ok_reply(&json!(3), r#"{"a":1}"#, None));
+        use crate::binance::ratelimit::LimiterConfig;
+        let weight = RateLimiter::<IpAddr>::new(LimiterConfig::binance_request_weight()).unwrap();
+        let orders = RateLimiter::<u64>::new(LimiterConfig::binance_orders()).unwrap();
+        let lim = Limiters {
+            weight: &weight,
+            orders: &orders,
+        };
+        let ok = parse(&ok_reply(&json!(3), r#"{"a":1}"#, None, lim));
         assert_eq!(ok, json!({"id": 3, "status": 200, "result": {"a": 1}}));
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let wu = weight.check_and_add(&ip, 7, now_ms()).unwrap();
+        let ou = orders.check_and_add(&9, 1, now_ms()).unwrap();
+        let entry = |kind: &str, interval: &str, num: u64, limit: u64, count: u64| json!({"rateLimitType": kind, "interval": interval, "intervalNum": num, "limit": limit, "count": count});
         let e = BinanceError::invalid_symbol();
         let err = parse(&error_reply(
             &json!("q"),
             &e,
             None,
-            Some(r#"{"x":1}"#.into()),
+            Some(Limits::weight(wu)),
+            lim,
         ));
         assert_eq!(
             err,
-            json!({"id": "q", "status": 400, "error": {"code": -1121, "msg": "Invalid symbol."}, "rateLimits": [{"x": 1}]})
+            json!({"id": "q", "status": 400, "error": {"code": -1121, "msg": "Invalid symbol."},
+                   "rateLimits": [entry("REQUEST_WEIGHT", "MINUTE", 1, 6000, 7)]})
         );
+        // An order's reply: the weight entries, then the ORDERS ones.
+        let both = Limits {
+            weight: wu,
+            orders: Some(ou),
+        };
+        let ok = parse(&ok_reply(&json!(4), r#"{"a":1}"#, Some(both), lim));
+        assert_eq!(
+            ok,
+            json!({"id": 4, "status": 200, "result": {"a": 1}, "rateLimits": [
+                entry("REQUEST_WEIGHT", "MINUTE", 1, 6000, 7),
+                entry("ORDERS", "SECOND", 10, 100, 1),
+                entry("ORDERS", "DAY", 1, 200000, 1)]})
+        );
+        let text = ok_reply(&json!(4), r#"{"a":1}"#, Some(both), lim);
+        assert!(text.len() <= text.capacity() && text.capacity() <= 48 + 7 + both.text_len());
         let data = json!({"cancelResult": "FAILURE"});
-        let err = parse(&error_reply(&Value::Null, &e, Some(&data), None));
+        let err = parse(&error_reply(&Value::Null, &e, Some(&data), None, lim));
         assert_eq!(err["error"]["data"], data);
         assert_eq!(err["id"], Value::Null);
     }

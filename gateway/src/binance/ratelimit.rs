@@ -342,12 +342,12 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// `usage`'s entries of a `rateLimits` array, appended to `out` as
-    /// JSON objects separated by commas (a comma first when `out` already
-    /// holds entries): `{"rateLimitType":"ORDERS","interval":"SECOND",
-    /// "intervalNum":10,"limit":100,"count":3}`.
+    /// JSON objects separated by commas (a comma first unless `out` is
+    /// empty or ends with the array's `[`): `{"rateLimitType":"ORDERS",
+    /// "interval":"SECOND","intervalNum":10,"limit":100,"count":3}`.
     pub fn push_rate_limits_json(&self, out: &mut String, usage: &Usage) {
         for (head, count) in self.json_heads.iter().zip(usage.as_slice()) {
-            if !out.is_empty() {
+            if !out.is_empty() && !out.ends_with('[') {
                 out.push(',');
             }
             out.push_str(head);
