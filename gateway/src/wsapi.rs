@@ -512,7 +512,7 @@ enum Dispatch {
     Later(Reply),
 }
 
-type Request = crate::binance::ws_frame::Frame;
+type Request<'a> = crate::binance::ws_frame::Frame<'a>;
 
 fn invalid_json(msg: &str) -> BinanceError {
     BinanceError::new(-1135, msg, 400)
@@ -521,7 +521,7 @@ fn invalid_json(msg: &str) -> BinanceError {
 /// Decode a request frame. On error, the id to answer with (null when it
 /// could not be read) and the error. Plain requests take the one-pass
 /// decoder; everything else (and every error) the general one below.
-fn decode(text: &str) -> Result<Request, (Value, BinanceError)> {
+fn decode(text: &str) -> Result<Request<'_>, (Value, BinanceError)> {
     match crate::binance::ws_frame::decode_fast(text, MAX_ID_LEN) {
         Some(r) => Ok(r),
         None => decode_value(text),
@@ -529,7 +529,7 @@ fn decode(text: &str) -> Result<Request, (Value, BinanceError)> {
 }
 
 /// The general decoder, through a `serde_json::Value`.
-fn decode_value(text: &str) -> Result<Request, (Value, BinanceError)> {
+fn decode_value(text: &str) -> Result<Request<'static>, (Value, BinanceError)> {
     let v: Value = serde_json::from_str(text)
         .map_err(|_| (Value::Null, invalid_json("Invalid JSON Request")))?;
     let Value::Object(mut obj) = v else {
@@ -561,7 +561,11 @@ fn decode_value(text: &str) -> Result<Request, (Value, BinanceError)> {
         }
         None => return Err((id, BinanceError::mandatory_param_missing("method"))),
     };
-    let method = method.strip_prefix("v3/").unwrap_or(&method).to_string();
+    let method = method
+        .strip_prefix("v3/")
+        .unwrap_or(&method)
+        .to_string()
+        .into();
     let params = match obj.remove("params") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p,
@@ -956,6 +960,16 @@ mod tests {
         for f in plain {
             assert!(check(f), "{f} should take the fast path");
         }
+        // The method is the frame's own text unless it was escaped.
+        fn m(f: &str) -> std::borrow::Cow<'_, str> {
+            decode_fast(f, MAX_ID_LEN).expect("plain").method
+        }
+        assert!(matches!(
+            m(plain[0]),
+            std::borrow::Cow::Borrowed("order.place")
+        ));
+        assert!(matches!(m(plain[1]), std::borrow::Cow::Borrowed("ping")));
+        assert_eq!(m(plain[3]), "x");
         for f in hostile {
             check(f);
         }

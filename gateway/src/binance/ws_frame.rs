@@ -22,17 +22,18 @@ use super::params::{Members, ValueKind};
 
 /// A decoded request frame.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
+pub struct Frame<'a> {
     pub id: Value,
-    /// Without a `v3/` prefix.
-    pub method: String,
+    /// Without a `v3/` prefix; borrowed from the frame's text unless it
+    /// held escapes.
+    pub method: Cow<'a, str>,
     /// Sorted by name, names unique.
     pub params: Members,
 }
 
 /// `Some` for a well-formed request with an acceptable id (an integer, a
 /// string of at most `max_id_len` bytes, or null/absent) and a method.
-pub fn decode_fast(text: &str, max_id_len: usize) -> Option<Frame> {
+pub fn decode_fast(text: &str, max_id_len: usize) -> Option<Frame<'_>> {
     let mut de = serde_json::Deserializer::from_str(text);
     let raw = de
         .deserialize_map(FrameVisitor {
@@ -46,8 +47,10 @@ pub fn decode_fast(text: &str, max_id_len: usize) -> Option<Frame> {
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Value::Number(n),
         Some(_) => return None,
     };
-    let method = raw.method?;
-    let method = method.strip_prefix("v3/").unwrap_or(&method).to_string();
+    let method = match raw.method? {
+        Cow::Borrowed(m) => Cow::Borrowed(m.strip_prefix("v3/").unwrap_or(m)),
+        Cow::Owned(m) => Cow::Owned(m.strip_prefix("v3/").unwrap_or(&m).to_string()),
+    };
     let mut params = raw.params.unwrap_or_default();
     if !params.sort() {
         return None;
