@@ -178,6 +178,9 @@ impl Session {
         let mut ping = tokio::time::interval_at(start + cfg.ping_interval, cfg.ping_interval);
         let mut last_pong = Instant::now();
         let mut in_flight: FuturesUnordered<Reply> = FuturesUnordered::new();
+        // Replies ready together, sent in one write (reused, not one
+        // vector per batch).
+        let mut batch: Vec<String> = Vec::new();
         let slow = self.slow.clone();
         let mut closing = self.st.closing.clone();
         loop {
@@ -199,11 +202,11 @@ impl Session {
                 _ = slow.notified() => return Some(SLOW),
                 Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
                     // Replies that are ready too leave in the same write.
-                    let mut batch = vec![reply];
+                    batch.push(reply);
                     while let Some(Some(r)) = in_flight.next().now_or_never() {
                         batch.push(r);
                     }
-                    if let Err(c) = send_all(socket, batch).await { return c; }
+                    if let Err(c) = send_all(socket, batch.drain(..)).await { return c; }
                 }
                 Some(ev) = self.events_rx.recv() => {
                     if let Err(c) = send(socket, ev).await { return c; }
@@ -485,11 +488,14 @@ impl Session {
 /// Send one text frame. `Err` ends the session: `Err(None)` when the
 /// client is gone, `Err(Some(close))` when it stopped reading.
 async fn send(socket: &mut WebSocket, text: String) -> Result<(), Close> {
-    send_all(socket, vec![text]).await
+    send_all(socket, std::iter::once(text)).await
 }
 
 /// Send text frames with one flush (one write for a burst of replies).
-async fn send_all(socket: &mut WebSocket, texts: Vec<String>) -> Result<(), Close> {
+async fn send_all(
+    socket: &mut WebSocket,
+    texts: impl Iterator<Item = String>,
+) -> Result<(), Close> {
     let write = async {
         for t in texts {
             socket.feed(Message::Text(t.into())).await?;
