@@ -189,12 +189,21 @@ pub enum Source {
     Body,
 }
 
+/// Laid out like [`Member`] (same size and alignment), so the WebSocket
+/// path turns its members into entries in their own allocation.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     name: Span,
     value: Span,
     source: Source,
+    /// [`name_key`] of the name: a look-up compares it before the text.
+    key: u64,
 }
+
+const _: () = assert!(
+    std::mem::size_of::<Entry>() == std::mem::size_of::<Member>()
+        && std::mem::align_of::<Entry>() == std::mem::align_of::<Member>()
+);
 
 /// The decoded parameters of one request plus the payload its signature
 /// covers.
@@ -234,6 +243,7 @@ impl Params {
                 name,
                 value,
                 source: Source::Query,
+                key: name_key(bytes(&text, name)),
             });
         }
         let body_pairs = decode_pairs(body, &mut text, &mut pairs_seen)?;
@@ -253,6 +263,7 @@ impl Params {
                 name,
                 value,
                 source: Source::Body,
+                key: name_key(name_text),
             });
         }
 
@@ -286,7 +297,6 @@ impl Params {
         } else {
             String::new()
         };
-        let mut entries = Vec::with_capacity(members.len());
         let mut api_key = None;
         for m in &members.items {
             let name = span(&members.text, m.name);
@@ -308,21 +318,30 @@ impl Params {
             }
             if name == "apiKey" {
                 api_key = Some(value.to_owned());
-                continue;
             }
-            // Read by the WebSocket session itself (rateLimits shown or not).
-            if name == "returnRateLimits" {
-                continue;
-            }
-            entries.push(Entry {
+        }
+        let Members { text, items } = members;
+        // Every member but nulls, `apiKey` and `returnRateLimits` (read by
+        // the WebSocket session itself). Collected in place: `Entry` has
+        // `Member`'s layout.
+        let entries: Vec<Entry> = items
+            .into_iter()
+            .filter(|m| {
+                m.kind != ValueKind::Null && {
+                    let name = span(&text, m.name);
+                    name != "apiKey" && name != "returnRateLimits"
+                }
+            })
+            .map(|m| Entry {
                 name: m.name,
                 value: m.value,
                 source: Source::Body,
-            });
-        }
+                key: m.key,
+            })
+            .collect();
         Ok((
             Params {
-                text: members.text,
+                text,
                 entries,
                 signed_payload,
             },
@@ -374,9 +393,10 @@ impl Params {
     }
 
     fn entry(&self, name: &str) -> Option<&Entry> {
+        let key = name_key(name.as_bytes());
         self.entries
             .iter()
-            .find(|e| bytes(&self.text, e.name) == name.as_bytes())
+            .find(|e| e.key == key && bytes(&self.text, e.name) == name.as_bytes())
     }
 
     /// A mandatory string: -1102 when absent, -1105 when empty.
@@ -1212,6 +1232,41 @@ mod tests {
         assert_eq!(m, other);
         other.push("side", ValueKind::Str, "SELL");
         assert!(!other.sort(), "a repeated name is found after sorting");
+    }
+
+    /// Look-ups compare an 8-byte name prefix first: names that share it
+    /// (or are shorter than 8 bytes, or prefixes of each other) still find
+    /// exactly their own value, on the REST and the WebSocket path.
+    #[test]
+    fn lookups_tell_names_with_a_common_prefix_apart() {
+        let names = [
+            "newClientOrderId",
+            "newClientOrderIdX",
+            "newClien",
+            "newClie",
+            "side",
+            "sid",
+        ];
+        let query: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{n}={i}"))
+            .collect();
+        let rest = Params::parse(&query.join("&"), b"").expect("valid");
+        let mut m = Members::with_capacity(0, 0);
+        for (i, n) in names.iter().enumerate() {
+            m.push(n, ValueKind::Str, &i.to_string());
+        }
+        assert!(m.sort());
+        let (ws, _) = Params::from_json(m).expect("valid");
+        for p in [&rest, &ws] {
+            for (i, n) in names.iter().enumerate() {
+                assert_eq!(p.get(n), Some(i.to_string().as_str()), "{n}");
+            }
+            assert_eq!(p.get("newClientOrderIdY"), None);
+            assert_eq!(p.get("newCli"), None);
+            assert_eq!(p.get(""), None);
+        }
     }
 
     #[test]
