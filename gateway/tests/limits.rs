@@ -298,16 +298,14 @@ fn requests_not_answered_within_request_timeout_get_503() {
     // History and audit reads go to a database that never answers; the
     // request deadline (1.5 s) comes before the pool's own (2 s).
     let db = format!("postgres://postgres@127.0.0.1:{}/hangs", black_hole());
-    let s = Server::start_with(
-        tmp.path(),
-        port,
-        &[
-            ("DATABASE_URL", db.as_str()),
-            ("MX_HTTP__REQUEST_TIMEOUT_MS", "1500"),
-            ("MX_MARKET_DATA__ORDERS_KEPT_PER_USER", "1"),
-        ],
-    );
-    // Logins hash with argon2id: about 35 ms in a test build.
+    let env = [
+        ("DATABASE_URL", db.as_str()),
+        ("MX_MARKET_DATA__ORDERS_KEPT_PER_USER", "1"),
+    ];
+    // The setup runs with the default deadline: logins hash with argon2id
+    // (about 35 ms in a test build, but seconds on a machine busy with a
+    // parallel build), so a 1.5 s deadline could cut the login itself.
+    let s = Server::start_with(tmp.path(), port, &env);
     let admin = login(&s, ADMIN, ADMIN_PW);
     let trader = trader(
         &s,
@@ -334,6 +332,13 @@ fn requests_not_answered_within_request_timeout_get_503() {
         );
         assert_eq!(r.status, 200, "{}", r.json);
     }
+    // The same data directory (journal, keys, secrets) with the short
+    // deadline; the admin's session and the trader's key carry over.
+    s.kill();
+    let port = free_port();
+    let mut env = env.to_vec();
+    env.push(("MX_HTTP__REQUEST_TIMEOUT_MS", "1500"));
+    let s = Server::start_with(tmp.path(), port, &env);
     let t = Instant::now();
     let r = trader.call(&s, "GET", "/api/v3/allOrders", "symbol=BTCUSDT");
     let took = t.elapsed();
