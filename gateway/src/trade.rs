@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use crate::accounts::{OrderRecord, TradeRecord};
 use crate::binance::errors::{BinanceError, FilterFailure};
 use crate::binance::params::Params;
-use crate::binance::sign::{check_request_time, verify_request};
+use crate::binance::sign::{check_api_key_format, check_request_time, verify_request};
 use crate::market::{Market, PairMeta};
 use crate::pipeline::{ExecuteError, Outcome, SubmitError};
 use crate::server::{error_response, json_response, now_ms, ok_response as ok, AppState};
@@ -73,6 +73,15 @@ pub(crate) struct Authed {
 }
 
 impl Authed {
+    fn new(user: UserId, key_id: u64, params: Params) -> Authed {
+        Authed {
+            user,
+            key_id,
+            params,
+            order_usage: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Count one new order against the key's order-rate limits (-1015).
     fn count_order(&self, st: &AppState) -> R<()> {
         match st.order_limits.check_and_add(&self.key_id, 1, now_ms()) {
@@ -99,9 +108,7 @@ fn authenticate(
     need: u8,
 ) -> R<Authed> {
     let params = Params::parse(query.unwrap_or(""), body)?;
-    let key = crate::binance::sign::check_api_key_format(
-        headers.get("X-MBX-APIKEY").and_then(|v| v.to_str().ok()),
-    )?;
+    let key = check_api_key_format(headers.get("X-MBX-APIKEY").and_then(|v| v.to_str().ok()))?;
     authorize(st, key, params, need)
 }
 
@@ -109,10 +116,30 @@ fn authenticate(
 /// checked for format): known key (-2015), timestamp (-1021/-1102),
 /// signature (-1022), permission (-2015), active user.
 pub(crate) fn authorize(st: &AppState, key: &str, params: Params, need: u8) -> R<Authed> {
+    let (user, key_id) = check_key(st, key, &params, need)?;
+    Ok(Authed::new(user, key_id, params))
+}
+
+/// [`authorize`] for a WebSocket API request, whose key is its `apiKey`
+/// member (read in place, not copied).
+pub(crate) fn authorize_ws(st: &AppState, params: Params, need: u8) -> R<Authed> {
+    let (user, key_id) = {
+        let key = params
+            .api_key()
+            .ok_or_else(|| BinanceError::mandatory_param_missing("apiKey"))?;
+        check_api_key_format(Some(key))?;
+        check_key(st, key, &params, need)?
+    };
+    Ok(Authed::new(user, key_id, params))
+}
+
+/// The key's user and id when `key` exists, the request is timely and
+/// signed by it, the key has the `need` permissions and its user is active.
+fn check_key(st: &AppState, key: &str, params: &Params, need: u8) -> R<(UserId, u64)> {
     let id = st.identity.read().expect("identity lock");
     let k = id.api_key(key).ok_or_else(BinanceError::rejected_api_key)?;
-    check_request_time(&params, now_ms())?;
-    verify_request(&params, &k.signing)?;
+    check_request_time(params, now_ms())?;
+    verify_request(params, &k.signing)?;
     if k.permissions & need != need {
         return Err(BinanceError::rejected_api_key());
     }
@@ -123,12 +150,7 @@ pub(crate) fn authorize(st: &AppState, key: &str, params: Params, need: u8) -> R
     {
         return Err(BinanceError::rejected_api_key());
     }
-    Ok(Authed {
-        user,
-        key_id,
-        params,
-        order_usage: std::sync::OnceLock::new(),
-    })
+    Ok((user, key_id))
 }
 
 /// Run a command; its outcome arrives once it is durable and every read

@@ -274,7 +274,7 @@ impl Session {
         let return_limits = !obj
             .iter()
             .any(|m| m == ("returnRateLimits", ValueKind::Json, "false"));
-        let (params, api_key) = match Params::from_json(obj) {
+        let params = match Params::from_json(obj) {
             Ok(p) => p,
             Err(e) => {
                 return Dispatch::Now(error_reply(&id, &e, None, None, Limiters::of(&self.st)))
@@ -307,6 +307,7 @@ impl Session {
         let limits = return_limits.then(|| Limits::weight(usage));
         match spec.kind {
             Kind::Session => {
+                let api_key = params.api_key().map(str::to_owned);
                 let r = self.session_method(&method, params, api_key);
                 Dispatch::Now(reply(&id, r, limits, Limiters::of(&self.st)))
             }
@@ -325,13 +326,7 @@ impl Session {
             }
             Kind::Signed(need, call) => {
                 let st = self.st.clone();
-                let authed = match api_key {
-                    None => Err(BinanceError::mandatory_param_missing("apiKey")),
-                    Some(k) => crate::binance::sign::check_api_key_format(Some(&k))
-                        .map(|_| ())
-                        .and_then(|_| trade::authorize(&st, &k, params, need)),
-                };
-                let a = match authed {
+                let a = match trade::authorize_ws(&st, params, need) {
                     Ok(a) => a,
                     Err(e) => {
                         return Dispatch::Now(error_reply(&id, &e, None, limits, Limiters::of(&st)))

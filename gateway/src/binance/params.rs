@@ -215,6 +215,8 @@ pub struct Params {
     /// the query does not have. Names are unique.
     entries: Vec<Entry>,
     signed_payload: String,
+    /// A WebSocket request's `apiKey` (in `text`), which is not a parameter.
+    api_key: Option<Span>,
 }
 
 impl Params {
@@ -274,20 +276,21 @@ impl Params {
             text,
             entries,
             signed_payload,
+            api_key: None,
         })
     }
 
     /// The `params` object of a WebSocket API request. Values are text as
     /// the WebSocket signing payload renders them (strings as they are,
     /// numbers and booleans as their JSON text, arrays and objects as
-    /// compact JSON); `null` values count as not sent. `apiKey` is returned
-    /// apart, not as a parameter, and `returnRateLimits` is left to the
+    /// compact JSON); `null` values count as not sent. `apiKey` is kept
+    /// apart ([`Params::api_key`]), not as a parameter, and `returnRateLimits` is left to the
     /// session; the signed payload is every pair but
     /// `signature`, sorted by name (web-socket-api.md), `apiKey` included.
     /// `members` are sorted by name, names unique (as [`json_members`]
     /// and the WebSocket decoder give them). The members' text buffer
     /// becomes the parameters' own.
-    pub fn from_json(members: Members) -> Result<(Params, Option<String>), BinanceError> {
+    pub fn from_json(members: Members) -> Result<Params, BinanceError> {
         if members.len() > MAX_PARAMS {
             return Err(BinanceError::too_many_parameters());
         }
@@ -317,7 +320,7 @@ impl Params {
                 return Err(BinanceError::illegal_chars());
             }
             if name == "apiKey" {
-                api_key = Some(value.to_owned());
+                api_key = Some(m.value);
             }
         }
         let Members { text, items } = members;
@@ -339,14 +342,18 @@ impl Params {
                 key: m.key,
             })
             .collect();
-        Ok((
-            Params {
-                text,
-                entries,
-                signed_payload,
-            },
+        Ok(Params {
+            text,
+            entries,
+            signed_payload,
             api_key,
-        ))
+        })
+    }
+
+    /// The `apiKey` member of a WebSocket request (never set on REST, where
+    /// the key is a header).
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.map(|k| span(&self.text, k))
     }
 
     /// Exactly the bytes the request's signature must cover: raw query +
@@ -1258,7 +1265,7 @@ mod tests {
             m.push(n, ValueKind::Str, &i.to_string());
         }
         assert!(m.sort());
-        let (ws, _) = Params::from_json(m).expect("valid");
+        let ws = Params::from_json(m).expect("valid");
         for p in [&rest, &ws] {
             for (i, n) in names.iter().enumerate() {
                 assert_eq!(p.get(n), Some(i.to_string().as_str()), "{n}");
@@ -1278,8 +1285,8 @@ mod tests {
         m.push("returnRateLimits", ValueKind::Json, "false");
         m.push("signature", ValueKind::Str, "ab");
         m.push("symbol", ValueKind::Str, "BTCUSDT");
-        let (p, api_key) = Params::from_json(m).expect("valid");
-        assert_eq!(api_key.as_deref(), Some("key1"));
+        let p = Params::from_json(m).expect("valid");
+        assert_eq!(p.api_key(), Some("key1"));
         assert_eq!(
             p.iter().collect::<Vec<_>>(),
             vec![("price", "1.5"), ("signature", "ab"), ("symbol", "BTCUSDT")]
