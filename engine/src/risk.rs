@@ -376,7 +376,7 @@ fn positive_amount(s: &str) -> Result<Decimal, &'static str> {
     Ok(d)
 }
 
-/// A decimal accepted by [`positive_amount`] in units of 10^-18.
+/// A decimal accepted by `positive_amount` in units of 10^-18.
 pub fn amount_e18(d: Decimal) -> u128 {
     let d = d.normalize();
     // Below 10^20 with at most 18 decimals: the product is below 10^38.

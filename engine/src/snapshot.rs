@@ -22,9 +22,9 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"MXSNAP\0\0";
 /// 2: users carry API keys and login-failure state, `Limits` the lockout
 /// policy, and there is an API key id counter.
 /// 3: KYC records and their id counter.
-/// 4: a risk section ([`RiskSnap`]: rules, open risk events, their
+/// 4: a risk section (`RiskSnap`: rules, open risk events, their
 /// counters) follows the version 3 body.
-/// 5: a settlement section ([`SettleSnap`]: settled days, the batch
+/// 5: a settlement section (`SettleSnap`: settled days, the batch
 /// counter) follows the risk section. Versions 1 to 4 are still read
 /// (no rules, no events, nothing settled).
 /// 6: a notification template section (the edited templates, by name)

@@ -41,7 +41,7 @@ pub fn push<T>(d: &mut VecDeque<T>, v: T, bound: usize) -> Option<T> {
 const CHUNK_BYTES: usize = 4096;
 
 /// A queue of the newest `bound` entries, stored in chunks of about
-/// [`CHUNK_BYTES`] (the first one starts small, so an idle user's history
+/// `CHUNK_BYTES` (the first one starts small, so an idle user's history
 /// costs a few entries, not a chunk).
 #[derive(Debug, Clone)]
 pub struct History<T> {

@@ -1,7 +1,7 @@
 //! In-app notifications: the one derivation, shared by the gateway's read
 //! model (live and at recovery) and the persister's `notifications` rows.
 //!
-//! [`derive`] maps one journal record (seq, journal time, command, events)
+//! [`derive()`] maps one journal record (seq, journal time, command, events)
 //! to the notifications it produces. It is a pure function of the record and
 //! of a [`Catalog`] (asset symbols and decimals, pair symbols, which never
 //! change once listed), so a replay derives exactly the same notifications
@@ -13,7 +13,7 @@
 //! the same ids, names and texts; a unit test keeps the two equal), unless
 //! an admin edited the template: edits are journaled
 //! (`Command::SetNotificationTemplate`) and kept as engine state, and the
-//! [`Catalog`] hands the newest edit to [`derive`], so a record after the
+//! [`Catalog`] hands the newest edit to [`derive()`], so a record after the
 //! edit's sequence number renders the new text everywhere (the gateway's
 //! read model, the persister's rows, any replay) and a record before it the
 //! old. An inactive template produces no notifications. Each template
@@ -40,7 +40,7 @@ pub struct Template {
     pub subject: &'static str,
     /// The body (`content`).
     pub content: &'static str,
-    /// The `{name}`s [`derive`] fills for this template.
+    /// The `{name}`s [`derive()`] fills for this template.
     pub placeholders: &'static [&'static str],
 }
 
@@ -201,7 +201,7 @@ pub fn check_placeholders<'a>(t: &Template, text: &'a str) -> Result<(), &'a str
 pub enum Var<'a> {
     Text(&'a str),
     Int(u64),
-    /// Asset units with the asset's decimals ([`dec`]).
+    /// Asset units with the asset's decimals (`dec`).
     Amount(u128, u8),
     /// An unknown asset or pair, shown as `#id`.
     Id(u32),
@@ -334,7 +334,7 @@ impl CatalogView {
         c
     }
 
-    /// Follow listings and updates (call before [`derive`] for the record).
+    /// Follow listings and updates (call before [`derive()`] for the record).
     pub fn observe(&mut self, events: &[Event]) {
         for ev in events {
             match ev {

@@ -2,7 +2,7 @@
 //! persister's checkpoint of accounts and the ledger (the `core` domain;
 //! with one writer of every domain, its lowest checkpoint) against Postgres — every account's
 //! available and frozen balance, and the sum of the ledger per (user, asset,
-//! bucket); and every settlement batch ([`settlement`]): one row per day the
+//! bucket); and every settlement batch (`settlement`): one row per day the
 //! engine settled and none for another day, its figures and details equal
 //! to the same computation done again now. Zero differences is the
 //! expected result.

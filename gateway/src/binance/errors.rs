@@ -29,7 +29,7 @@ impl fmt::Display for BinanceError {
 
 impl std::error::Error for BinanceError {}
 
-/// Filters whose failure is reported as -1013 "Filter failure: <NAME>".
+/// Filters whose failure is reported as -1013 `"Filter failure: <NAME>"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FilterFailure {
     PriceFilter,
@@ -203,7 +203,7 @@ impl BinanceError {
         )
     }
 
-    /// -1013 "Filter failure: <FILTER>".
+    /// -1013 `"Filter failure: <FILTER>"`.
     pub fn filter_failure(filter: FilterFailure) -> Self {
         Self::bad(-1013, format!("Filter failure: {}", filter.as_str()))
     }
