@@ -379,15 +379,17 @@ pub fn vwap_quote_units(quote_units: u128, volume_units: u128, base_scale: u64) 
 }
 
 impl PairView {
-    /// A pair's view with the default [`MarketLimits`].
-    pub fn new(pair: Pair, last_price: u64) -> PairView {
-        PairView::with_limits(pair, last_price, MarketLimits::default())
-    }
-
-    pub fn with_limits(pair: Pair, last_price: u64, limits: MarketLimits) -> PairView {
+    /// An empty view of `pair` bounded by `limits`; its [`PairMeta`] from
+    /// the listed `assets`.
+    pub fn with_limits(
+        pair: Pair,
+        last_price: u64,
+        limits: MarketLimits,
+        assets: &BTreeMap<AssetId, Asset>,
+    ) -> PairView {
         let limits = limits.sanitized();
         PairView {
-            meta: Arc::new(PairMeta::of(&pair, &BTreeMap::new())),
+            meta: Arc::new(PairMeta::of(&pair, assets)),
             pair,
             book: DepthBook::with_max_levels(limits.depth_max_levels),
             last_price,
@@ -638,8 +640,8 @@ impl Market {
         for ps in e.pairs() {
             let id = ps.pair.id;
             m.pair_by_symbol.insert(ps.pair.spec.symbol.clone(), id);
-            let mut view = PairView::with_limits(ps.pair.clone(), ps.last_price, m.limits);
-            view.meta = Arc::new(PairMeta::of(&view.pair, &m.assets));
+            let mut view =
+                PairView::with_limits(ps.pair.clone(), ps.last_price, m.limits, &m.assets);
             // Without the journal's history the counter restarts at the
             // sequence number: never below any id served before.
             view.book.update_id = e.last_seq();
@@ -689,8 +691,7 @@ impl Market {
                 }
                 Event::PairListed(p) => {
                     self.pair_by_symbol.insert(p.spec.symbol.clone(), p.id);
-                    let mut view = PairView::with_limits((**p).clone(), 0, self.limits);
-                    view.meta = Arc::new(PairMeta::of(&view.pair, &self.assets));
+                    let view = PairView::with_limits((**p).clone(), 0, self.limits, &self.assets);
                     self.pairs.insert(p.id, view);
                 }
                 Event::PairUpdated(p) => {
@@ -872,18 +873,16 @@ mod tests {
         })
     }
 
+    /// The default configuration's first asset renamed and re-scaled.
     fn asset(id: u32, symbol: &str, decimals: u8) -> Asset {
+        let cfg = crate::config::load(None, &|_| None).expect("embedded default config");
+        let spec = cfg.asset_specs().expect("default assets").remove(0);
         Asset {
             id: AssetId(id),
             spec: engine::AssetSpec {
                 symbol: symbol.into(),
-                name: symbol.into(),
                 decimals,
-                min_withdraw_units: 0,
-                withdraw_fee_units: 0,
-                daily_withdraw_limit_units: 0,
-                confirmations: 1,
-                active: true,
+                ..spec
             },
         }
     }
