@@ -744,7 +744,10 @@ mod tests {
             (r, tx)
         });
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!blocked.is_finished(), "a send into a full handoff must wait");
+        assert!(
+            !blocked.is_finished(),
+            "a send into a full handoff must wait"
+        );
         drop(rx);
         let (r, tx) = blocked.join().unwrap();
         assert_eq!(r, Err(3));
