@@ -425,18 +425,39 @@ fn idle_wait(wait: WaitStrategy, idle_rounds: &mut u32) {
     }
 }
 
-/// Nice value of threads that only do background work (the snapshot
-/// replica): they yield the CPU to the order path whenever both want it.
+/// Nice value of background threads where the idle policy is refused.
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// Room for a command's events before the engine applies it (W1 averages
 /// 3.8 events per command; one fill of a place is about 8).
 const EVENTS_HINT: usize = 8;
 
+/// Make the calling thread (and the threads it starts later) a background
+/// thread: Linux's `SCHED_IDLE` policy, so it runs on CPU time the order
+/// path leaves over and never delays a gateway, journaler, engine or
+/// publisher wake-up. It is not starved: the kernel gives idle-policy
+/// threads a small weight, so they still progress on a saturated machine,
+/// and fully whenever a core is free. Where the policy is refused (a
+/// sandbox), the thread is niced to [`BACKGROUND_NICE`] instead. Best
+/// effort: a failure is logged and the thread runs on as it was.
+pub fn run_in_background() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sets the calling thread's policy (pid 0); `param` outlives
+    // the call and the kernel only reads it.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "SCHED_IDLE refused for a background thread; lowering its nice value instead"
+        );
+        lower_thread_priority(BACKGROUND_NICE);
+    }
+}
+
 /// Lower the calling thread's scheduling priority to `nice` (Linux
 /// per-thread nice; raising it again would need privileges). Best effort:
 /// a failure is logged and the thread runs on at its current priority.
-pub fn lower_thread_priority(nice: i32) {
+fn lower_thread_priority(nice: i32) {
     // SAFETY: two plain syscalls about the calling thread; no memory of
     // ours is passed to the kernel.
     let rc = unsafe {
@@ -754,8 +775,32 @@ mod tests {
         assert_eq!(tx.send(4), Err(4));
     }
 
+    /// The calling thread's scheduling policy.
+    fn own_policy() -> i32 {
+        // SAFETY: reads the calling thread's policy; no memory involved.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
     #[test]
-    fn a_background_thread_runs_at_a_lower_priority() {
+    fn a_background_thread_runs_under_the_idle_policy() {
+        let before = own_policy();
+        let (policy, child) = std::thread::spawn(|| {
+            run_in_background();
+            let child = std::thread::spawn(own_policy).join().unwrap();
+            (own_policy(), child)
+        })
+        .join()
+        .unwrap();
+        // Per thread: the caller is SCHED_IDLE, a thread it starts later
+        // inherits it, the test's own thread keeps its policy.
+        assert_eq!(policy, libc::SCHED_IDLE);
+        assert_eq!(child, libc::SCHED_IDLE);
+        assert_eq!(own_policy(), before);
+        assert_ne!(before, libc::SCHED_IDLE);
+    }
+
+    #[test]
+    fn lowering_the_nice_value_is_per_thread() {
         let (before, after, other) = std::thread::spawn(|| {
             let before = own_nice();
             lower_thread_priority(BACKGROUND_NICE);
@@ -765,9 +810,9 @@ mod tests {
         })
         .join()
         .unwrap();
-        // Per thread: the caller is at BACKGROUND_NICE (or was already
-        // nicer), a thread it starts later inherits it, the test's own
-        // thread is untouched.
+        // The caller is at BACKGROUND_NICE (or was already nicer), a
+        // thread it starts later inherits it, the test's own thread is
+        // untouched.
         assert_eq!(after, before.max(i64::from(BACKGROUND_NICE)));
         assert_eq!(other, after);
         assert_eq!(own_nice(), before);

@@ -877,11 +877,13 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let snap_thread = std::thread::Builder::new()
         .name("mx-snapshotter".into())
         .spawn(move || {
-            // Background work (~0.07 cores at WS 100k/s): it yields them
-            // whenever the order path needs them (benches/RESULTS.md,
-            // session of 2026-11-27 06:13).
-            crate::pipeline::lower_thread_priority(crate::pipeline::BACKGROUND_NICE);
-            snapshotter.run(&s2)
+            let mut snapshotter = snapshotter;
+            // Background work (~0.07 cores at WS 100k/s) that only has to
+            // be current when a snapshot is due: it runs on CPU time the
+            // order path leaves idle (benches/RESULTS.md, sessions of
+            // 2026-11-27 06:13 and 2026-11-27 21:18).
+            crate::pipeline::run_in_background();
+            snapshotter.follow(&s2)
         })?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -936,6 +938,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     // Drain: nothing new is accepted, everything queued becomes durable and
     // applied, then the final state is snapshotted.
     let (engine, writer) = pipeline.shutdown();
+    // The replica stops first (it may be writing a due snapshot; the two
+    // must not write the same file at once); the live engine is current.
+    stop_snap.store(true, Ordering::Release);
+    match snap_thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "snapshotter stopped with an error"),
+        Err(_) => tracing::warn!("snapshotter thread panicked"),
+    }
     let path = replica::write_snapshot(&data, &engine)?;
     tracing::info!(
         seq = engine.last_seq(),
@@ -944,12 +954,6 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         "final snapshot written"
     );
     writer.close()?;
-    stop_snap.store(true, Ordering::Release);
-    match snap_thread.join() {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "snapshotter stopped with an error"),
-        Err(_) => tracing::warn!("snapshotter thread panicked"),
-    }
     stop_persist.store(true, Ordering::Release);
     for h in persist_threads {
         if h.join().is_err() {

@@ -284,13 +284,14 @@ fn watermark_seq(journal_dir: &Path) -> u64 {
         .map_or(0, |slot| u64_at(slot, 16))
 }
 
-/// The snapshot replica is background work: its thread runs at a lower
-/// priority (higher nice value) than the threads of the order path.
+/// The snapshot replica is background work: its thread runs under the
+/// idle scheduling policy, the threads of the order path under the normal
+/// one.
 #[test]
-fn the_snapshot_replica_thread_runs_at_a_lower_priority() {
+fn the_snapshot_replica_thread_runs_under_the_idle_policy() {
     let tmp = tempfile::tempdir().unwrap();
     let s = common::Server::start(tmp.path(), common::free_port());
-    let nice_of = |comm: &str| -> Vec<i64> {
+    let policy_of = |comm: &str| -> Vec<i64> {
         std::fs::read_dir(format!("/proc/{}/task", s.child.id()))
             .unwrap()
             .filter_map(|t| {
@@ -298,21 +299,19 @@ fn the_snapshot_replica_thread_runs_at_a_lower_priority() {
                 let name = std::fs::read_to_string(dir.join("comm")).ok()?;
                 (name.trim() == comm).then(|| {
                     let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
-                    // nice is field 19; fields after the name start at 3.
+                    // policy is field 41; fields after the name start at 3.
                     let after = stat.rsplit_once(')').unwrap().1.to_string();
-                    after.split_whitespace().nth(16).unwrap().parse().unwrap()
+                    after.split_whitespace().nth(38).unwrap().parse().unwrap()
                 })
             })
             .collect()
     };
-    let snap = nice_of("mx-snapshotter");
-    let engine = nice_of("mx-engine");
-    assert_eq!(snap.len(), 1, "one snapshotter thread");
-    assert_eq!(engine.len(), 1, "one engine thread");
-    assert!(
-        snap[0] > engine[0],
-        "snapshotter nice {snap:?}, engine {engine:?}"
-    );
+    // SCHED_IDLE is 5, SCHED_OTHER 0 (sched(7)).
+    assert_eq!(policy_of("mx-snapshotter"), [5], "one idle-policy replica");
+    for comm in ["mx-engine", "mx-journaler", "mx-publisher"] {
+        assert_eq!(policy_of(comm), [0], "{comm}");
+    }
+    assert!(policy_of("mx-gateway").iter().all(|&p| p == 0));
     s.kill();
 }
 

@@ -276,6 +276,10 @@ impl Default for SnapshotPolicy {
 /// How often a [`Snapshotter`] catches up with the journal.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Most records a following [`Snapshotter`] applies before it looks at its
+/// stop flag again.
+const FOLLOW_MAX: usize = 65_536;
+
 /// A replica engine that follows the live journal and writes snapshots, so
 /// the live engine never pauses for one: it tails committed records (never
 /// past the writer's durable point), applies them to its own engine, and
@@ -379,26 +383,30 @@ impl Snapshotter {
         Ok(path)
     }
 
-    /// Follow the journal until `stop` is set, then catch up to the durable
-    /// point and write a final snapshot. It catches up in bulk every
+    /// Follow the journal until `stop` is set. It catches up in bulk every
     /// [`FOLLOW_INTERVAL`] instead of chasing each group commit: applying a
     /// few thousand records at once costs a millisecond, while waking up
     /// for every commit cost the live server a core's worth of context
     /// switches under load (the replica only has to be current when a
-    /// snapshot is due).
-    pub fn run(mut self, stop: &std::sync::atomic::AtomicBool) -> Result<Engine, ReplicaError> {
+    /// snapshot is due). Returns once `stop` is seen, without catching up:
+    /// `serve` snapshots its live engine at shutdown itself.
+    pub fn follow(&mut self, stop: &std::sync::atomic::AtomicBool) -> Result<(), ReplicaError> {
         use std::sync::atomic::Ordering;
-        const MAX: usize = 65_536;
-        loop {
-            let stopping = stop.load(Ordering::Acquire);
-            let (n, _) = self.poll(MAX)?;
-            if n == 0 && stopping {
-                break;
-            }
-            if n < MAX {
+        while !stop.load(Ordering::Acquire) {
+            let (n, _) = self.poll(FOLLOW_MAX)?;
+            if n < FOLLOW_MAX {
                 std::thread::sleep(FOLLOW_INTERVAL);
             }
         }
+        Ok(())
+    }
+
+    /// [`follow`](Self::follow) until `stop` is set, then catch up to the
+    /// durable point and write a final snapshot (if anything is new since
+    /// the last one).
+    pub fn run(mut self, stop: &std::sync::atomic::AtomicBool) -> Result<Engine, ReplicaError> {
+        self.follow(stop)?;
+        while self.poll(FOLLOW_MAX)?.0 > 0 {}
         if self.engine.last_seq() > self.last_snapshot_seq {
             self.snapshot_now()?;
         }
