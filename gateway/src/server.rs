@@ -947,6 +947,9 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         Err(_) => tracing::warn!("snapshotter thread panicked"),
     }
     let path = replica::write_snapshot(&data, &engine)?;
+    if let Err(e) = replica::prune_snapshots(&data, &opts.snapshot) {
+        tracing::warn!(error = %e, "pruning old snapshots after the final one failed");
+    }
     tracing::info!(
         seq = engine.last_seq(),
         state_hash = %format!("{:016x}", engine.state_hash()),

@@ -315,6 +315,44 @@ fn the_snapshot_replica_thread_runs_under_the_idle_policy() {
     s.kill();
 }
 
+/// The final snapshot of a clean shutdown honours `snapshot.keep`: older
+/// snapshots beyond it are deleted, as after the replica's periodic ones.
+#[test]
+fn the_final_snapshot_keeps_only_snapshot_keep_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let env = [("MX_SNAPSHOT__KEEP", "2")];
+    let snaps = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(tmp.path().join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".snap"))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut seen = Vec::new();
+    for round in 0..4 {
+        let s = common::Server::start_with(tmp.path(), port, &env);
+        // One more journaled command per round, so each final snapshot has
+        // a new seq.
+        let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
+        let r = s.json_post(
+            "/api/v1/admin/deposits",
+            Some(&admin),
+            &serde_json::json!({"username": common::ADMIN, "asset": "USDT",
+                "amount": "1", "tx_hash": format!("0xkeep{round}"), "confirmations": 100}),
+        );
+        assert_eq!(r.status, 201, "{}", r.json);
+        s.terminate();
+        let now = snaps();
+        assert!(now.len() <= 2, "round {round}: {now:?}");
+        let newest = now.last().cloned().unwrap();
+        assert!(!seen.contains(&newest), "round {round}: no new snapshot");
+        seen.push(newest);
+    }
+}
+
 /// `journal.watermark_interval` reaches the running server: with 1 the
 /// durable watermark follows every group commit, while with the default
 /// (64) a handful of commands leaves it behind until a clean shutdown.

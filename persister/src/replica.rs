@@ -248,6 +248,22 @@ pub fn write_snapshot(data: &DataDir, engine: &Engine) -> Result<PathBuf, Replic
     )?)
 }
 
+/// After a snapshot was written: delete the snapshots beyond
+/// `policy.keep` (oldest first) and, with `retain_journal`, the journal
+/// segments older than the oldest kept one. Returns the deleted snapshots.
+pub fn prune_snapshots(
+    data: &DataDir,
+    policy: &SnapshotPolicy,
+) -> Result<Vec<PathBuf>, ReplicaError> {
+    let pruned = journal::snapshot::prune(data.snapshots(), policy.keep.max(1))?;
+    if policy.retain_journal {
+        if let Some(oldest) = journal::snapshot::list(data.snapshots())?.first() {
+            journal::delete_segments_before(data.journal(), oldest.seq + 1)?;
+        }
+    }
+    Ok(pruned)
+}
+
 /// When the snapshotter writes a snapshot.
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotPolicy {
@@ -367,12 +383,7 @@ impl Snapshotter {
         let path = write_snapshot(&self.data, &self.engine)?;
         self.last_snapshot_seq = self.engine.last_seq();
         self.last_snapshot_at = Instant::now();
-        let pruned = journal::snapshot::prune(self.data.snapshots(), self.policy.keep.max(1))?;
-        if self.policy.retain_journal {
-            if let Some(oldest) = journal::snapshot::list(self.data.snapshots())?.first() {
-                journal::delete_segments_before(self.data.journal(), oldest.seq + 1)?;
-            }
-        }
+        let pruned = prune_snapshots(&self.data, &self.policy)?;
         tracing::info!(
             seq = self.last_snapshot_seq,
             path = %path.display(),
