@@ -549,6 +549,19 @@ pub fn jwt_key(configured: Option<&Secret>, data_dir: &Path) -> anyhow::Result<V
     }
 }
 
+/// Password hashes that may run at once: one fewer than the machine's
+/// cores, at least one. A burst of logins then never keeps every core busy,
+/// which on a VM costs the order path far more than the share of CPU it
+/// takes (the hypervisor then deschedules whole vCPUs: two CPU-bound
+/// threads even under SCHED_IDLE gave WS order acks at 40,000/s a p99 of
+/// 166-206 ms, one gave 4.7-5.9 ms). Four clients failing logins in a loop
+/// at 40,000 orders/s on 2 vCPUs: with 2 permits p99 16.7-39.8 ms, p50
+/// 1.8-2.2 ms; with 1, p99 6.8-8.2 ms, p50 0.73-0.78 ms, for 30% fewer
+/// logins per second (benches/RESULTS.md, session of 2026-11-27 21:18).
+fn hashing_permits(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
+}
+
 impl Auth {
     /// Resolve the server keys (creating them on first start) and prepare
     /// the password hasher.
@@ -560,7 +573,7 @@ impl Auth {
             cipher: SecretCipher::new(&secret),
             addresses: AddressDeriver::new(&secret),
             jwt: JwtSigner::new(&jwt, cfg.access_token_ttl_secs),
-            passwords: Passwords::new(cores)?,
+            passwords: Passwords::new(hashing_permits(cores))?,
         })
     }
 }
@@ -568,6 +581,14 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_hashing_leaves_a_core_to_the_order_path() {
+        assert_eq!(hashing_permits(0), 1);
+        assert_eq!(hashing_permits(1), 1);
+        assert_eq!(hashing_permits(2), 1);
+        assert_eq!(hashing_permits(8), 7);
+    }
 
     #[test]
     fn jwt_round_trip_tamper_and_expiry() {
