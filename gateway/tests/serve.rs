@@ -315,6 +315,17 @@ fn the_snapshot_replica_thread_runs_under_the_idle_policy() {
     s.kill();
 }
 
+/// The admin credits itself `amount` USDT under `tx_hash` (confirmed);
+/// the answer, whatever its status.
+fn admin_deposit(s: &common::Server, token: &str, amount: &str, tx_hash: &str) -> common::Resp {
+    s.json_post(
+        "/api/v1/admin/deposits",
+        Some(token),
+        &serde_json::json!({"username": common::ADMIN, "asset": "USDT",
+            "amount": amount, "tx_hash": tx_hash, "confirmations": 100}),
+    )
+}
+
 /// The final snapshot of a clean shutdown honours `snapshot.keep`: older
 /// snapshots beyond it are deleted, as after the replica's periodic ones.
 #[test]
@@ -337,12 +348,7 @@ fn the_final_snapshot_keeps_only_snapshot_keep_files() {
         // One more journaled command per round, so each final snapshot has
         // a new seq.
         let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
-        let r = s.json_post(
-            "/api/v1/admin/deposits",
-            Some(&admin),
-            &serde_json::json!({"username": common::ADMIN, "asset": "USDT",
-                "amount": "1", "tx_hash": format!("0xkeep{round}"), "confirmations": 100}),
-        );
+        let r = admin_deposit(&s, &admin, "1", &format!("0xkeep{round}"));
         assert_eq!(r.status, 201, "{}", r.json);
         s.terminate();
         let now = snaps();
@@ -367,12 +373,7 @@ fn serve_applies_the_journal_watermark_interval() {
         );
         let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
         for i in 0..3 {
-            let r = s.json_post(
-                "/api/v1/admin/deposits",
-                Some(&admin),
-                &serde_json::json!({"username": common::ADMIN, "asset": "USDT",
-                    "amount": "1", "tx_hash": format!("0xwm{i}"), "confirmations": 100}),
-            );
+            let r = admin_deposit(&s, &admin, "1", &format!("0xwm{i}"));
             assert_eq!(r.status, 201, "{}", r.json);
         }
         let page = s.req("GET", "/metrics", &[], b"").body;
@@ -426,12 +427,7 @@ fn journal_and_snapshot_directories_from_the_config_are_used() {
     let port = common::free_port();
     let s = common::Server::start_with(data.path(), port, &env);
     let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
-    let r = s.json_post(
-        "/api/v1/admin/deposits",
-        Some(&admin),
-        &serde_json::json!({"username": common::ADMIN, "asset": "USDT",
-            "amount": "5", "tx_hash": "0xdirs", "confirmations": 100}),
-    );
+    let r = admin_deposit(&s, &admin, "5", "0xdirs");
     assert_eq!(r.status, 201, "{}", r.json);
     let seq = durable(&s);
     // SIGTERM: drain, snapshot (into snapshot.dir), exit 0.
@@ -467,12 +463,8 @@ fn journal_and_snapshot_directories_from_the_config_are_used() {
     // Restart: recovered from there (nothing journaled again).
     let s = common::Server::start_with(data.path(), port, &env);
     assert_eq!(durable(&s), seq);
-    let dup = s.json_post(
-        "/api/v1/admin/deposits",
-        Some(&common::login(&s, common::ADMIN, common::ADMIN_PW)),
-        &serde_json::json!({"username": common::ADMIN, "asset": "USDT",
-            "amount": "5", "tx_hash": "0xdirs", "confirmations": 100}),
-    );
+    let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
+    let dup = admin_deposit(&s, &admin, "5", "0xdirs");
     // The same tx_hash again is the recovered deposit, not a new credit.
     assert_eq!(dup.status, 201, "{}", dup.json);
     assert_eq!(dup.json["credited_now"], false, "{}", dup.json);
