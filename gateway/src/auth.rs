@@ -588,6 +588,14 @@ mod tests {
         assert_eq!(hashing_permits(1), 1);
         assert_eq!(hashing_permits(2), 1);
         assert_eq!(hashing_permits(8), 7);
+        // The server's hasher is built with that rule.
+        let tmp = tempfile::tempdir().unwrap();
+        let auth = Auth::load(&AuthConfig::default(), tmp.path()).unwrap();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(
+            auth.passwords.permits.available_permits(),
+            cores.saturating_sub(1).max(1)
+        );
     }
 
     #[test]
