@@ -470,6 +470,9 @@ pub struct PersisterConfig {
     /// per domain (core, trading, market_data, activity), each with its own
     /// checkpoint, in parallel.
     pub writers: String,
+    /// Most of the time each writer spends building and writing batches
+    /// (its Postgres backend works meanwhile), in percent, 1 to 100.
+    pub busy_percent: u8,
 }
 
 impl Default for PersisterConfig {
@@ -479,6 +482,7 @@ impl Default for PersisterConfig {
             batch_records: 20_000,
             flush_interval_ms: 20,
             writers: "single".into(),
+            busy_percent: 50,
         }
     }
 }
@@ -1020,6 +1024,12 @@ impl Config {
             "persister.flush_interval_ms",
             self.persister.flush_interval_ms,
         )?;
+        if !(1..=100).contains(&self.persister.busy_percent) {
+            return Err(invalid(
+                "persister.busy_percent",
+                format!("must be 1 to 100, got {}", self.persister.busy_percent),
+            ));
+        }
         if !matches!(self.persister.writers.as_str(), "single" | "split") {
             return Err(invalid(
                 "persister.writers",

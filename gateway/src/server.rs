@@ -406,6 +406,12 @@ async fn metrics(State(st): State<AppState>) -> Response {
             "counter",
             p.total(|s| &s.flush_ns) as f64 / 1e9,
         );
+        metric(
+            "mx_persister_rest_seconds_total",
+            "Time resting between batches to stay within persister.busy_percent.",
+            "counter",
+            p.total(|s| &s.rest_ns) as f64 / 1e9,
+        );
     }
     metric(
         "mx_http_connections",
@@ -843,6 +849,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             let base = WriterConfig {
                 max_batch: opts.persister.batch_records.max(1),
                 idle: Duration::from_millis(opts.persister.flush_interval_ms.max(1)),
+                busy_percent: opts.persister.busy_percent,
                 ..WriterConfig::new(url.clone(), data.clone())
             };
             let configs: Vec<WriterConfig> = if opts.persister.writers == "split" {

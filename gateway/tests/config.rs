@@ -164,6 +164,7 @@ fn embedded_default_scalars() {
     assert!(!c.snapshot.retain_journal, "API.md: the journal is kept");
     assert!(c.database.url.is_none());
     assert!(!c.persister_enabled(), "no DATABASE_URL, no persister");
+    assert_eq!(c.persister.busy_percent, 50);
     assert_eq!(c.auth.max_failed_logins, 5);
     assert_eq!(c.auth.lockout_secs, 900);
     assert!(c.auth.jwt_secret.is_none() && c.auth.secret_key.is_none());
@@ -557,6 +558,17 @@ fn cross_field_checks() {
     assert!(e.contains("ws_pong_timeout_secs"), "{e}");
     let e = err_text(load_env(&[("MX_JOURNAL__SEGMENT_SIZE_MB", "0")]));
     assert!(e.contains("journal.segment_size_mb"), "{e}");
+    for bad in ["0", "101"] {
+        let e = err_text(load_env(&[("MX_PERSISTER__BUSY_PERCENT", bad)]));
+        assert!(
+            e.contains("persister.busy_percent") && e.contains("1 to 100"),
+            "{e}"
+        );
+    }
+    let e = err_text(load_env(&[("MX_PERSISTER__BUSY_PERCENT", "300")]));
+    assert!(e.contains("MX_PERSISTER__BUSY_PERCENT"), "{e}");
+    let c = load_env(&[("MX_PERSISTER__BUSY_PERCENT", "100")]).unwrap();
+    assert_eq!(c.persister.busy_percent, 100);
 }
 
 #[test]

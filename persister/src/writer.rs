@@ -19,6 +19,17 @@
 //!   backoff (logged at WARN); the journal keeps growing, the exchange keeps
 //!   trading, and the writer catches up with bigger batches when it returns.
 //!   A commit whose outcome was lost is resolved by re-reading the checkpoint.
+//! * Pacing ([`WriterConfig::busy_percent`], `persister.busy_percent` in
+//!   `serve`): while orders flow, a writer rests after each batch so that
+//!   building and writing (its Postgres backend works while it waits) take
+//!   at most that share of the time, and batches are cut to about
+//!   [`WriterConfig::busy_slice`] of work. On a small machine shared with
+//!   Postgres this keeps the read model from starving the order path; the
+//!   writer lags more under load and catches up at full speed when the
+//!   orders stop.
+//! * Stop: the batch in hand is committed (or, with Postgres down, left to
+//!   the next start), then the writer returns; whatever the journal holds
+//!   beyond the checkpoint is written at the next start.
 //! * Asynchronous commit: writer connections run with
 //!   `synchronous_commit = off` ([`SESSION_SETTINGS`]), so a COMMIT does not
 //!   wait for the WAL fsync (a wait per batch, which bounds a writer that
@@ -106,6 +117,17 @@ pub struct WriterConfig {
     /// binary COPY rather than the pipelined UNNEST statement
     /// (`usize::MAX`: never).
     pub copy_min_rows: usize,
+    /// Most of the wall-clock time this writer may spend building and
+    /// writing batches, in percent (100: no limit). While the writer waits
+    /// for a batch's COPY and COMMIT its Postgres backend works, so this
+    /// bounds the CPU the pair takes: after a batch that kept it busy for
+    /// `b`, the writer rests `b * (100 - p) / p`. See [`Pacing`].
+    pub busy_percent: u8,
+    /// While paced, a batch is cut to what took about this long to build
+    /// and write last time, so the writer's busy spells stay short (a
+    /// long spell of both cores busy stalls everything else on a small VM,
+    /// whatever the priorities).
+    pub busy_slice: Duration,
 }
 
 impl WriterConfig {
@@ -128,8 +150,72 @@ impl WriterConfig {
             max_backoff: Duration::from_secs(5),
             migrate: true,
             copy_min_rows: crate::copy::COPY_MIN_ROWS,
+            busy_percent: 100,
+            busy_slice: Duration::from_millis(50),
         }
     }
+}
+
+/// Duty-cycle limit of a writer ([`WriterConfig::busy_percent`]): how long
+/// to rest after a batch, and how many records the next batch may take.
+#[derive(Debug, Clone)]
+pub struct Pacing {
+    percent: u32,
+    slice: Duration,
+    max_batch: usize,
+    /// Records per second of busy time, measured on the last batch.
+    records_per_sec: Option<f64>,
+    /// Whether the last batch was paced (orders were flowing): only then
+    /// is the next one cut to the slice.
+    pub active: bool,
+}
+
+/// Fewest records a paced batch is cut to (below this the per-transaction
+/// cost dominates).
+const PACED_MIN_RECORDS: usize = 64;
+
+impl Pacing {
+    pub fn new(percent: u8, slice: Duration, max_batch: usize) -> Pacing {
+        Pacing {
+            percent: u32::from(percent.clamp(1, 100)),
+            slice,
+            max_batch,
+            records_per_sec: None,
+            active: false,
+        }
+    }
+
+    pub fn limited(&self) -> bool {
+        self.percent < 100
+    }
+
+    /// Most records the next batch may take.
+    pub fn limit(&self) -> usize {
+        match self.records_per_sec {
+            Some(rate) if self.limited() && self.active => ((rate * self.slice.as_secs_f64())
+                as usize)
+                .clamp(PACED_MIN_RECORDS.min(self.max_batch), self.max_batch),
+            _ => self.max_batch,
+        }
+    }
+
+    /// A batch of `records` kept the writer busy for `busy`: the rest that
+    /// keeps its share of the time at most `percent`.
+    pub fn rest(&mut self, records: usize, busy: Duration) -> Duration {
+        if !self.limited() || records == 0 {
+            return Duration::ZERO;
+        }
+        let secs = busy.as_secs_f64().max(1e-6);
+        self.records_per_sec = Some(records as f64 / secs);
+        busy * (100 - self.percent) / self.percent
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Progress shared with `/health` and `/metrics`.
@@ -143,6 +229,9 @@ pub struct PersisterStatus {
     pub written_ts_ms: AtomicU64,
     /// Journal time (ms) of the newest record read.
     pub head_ts_ms: AtomicU64,
+    /// Wall-clock time (ms since the epoch) when the writer last found
+    /// nothing left to read: every record since is unwritten or newer.
+    pub caught_up_ms: AtomicU64,
     pub connected: AtomicBool,
     /// True once the replica is rebuilt and the writer follows the journal.
     pub running: AtomicBool,
@@ -154,6 +243,9 @@ pub struct PersisterStatus {
     pub build_ns: AtomicU64,
     /// Time spent writing batches to Postgres, retries included (ns).
     pub flush_ns: AtomicU64,
+    /// Time spent resting between batches to keep within
+    /// [`WriterConfig::busy_percent`] (ns).
+    pub rest_ns: AtomicU64,
 }
 
 impl PersisterStatus {
@@ -162,16 +254,24 @@ impl PersisterStatus {
             .load(Ordering::Relaxed)
             .saturating_sub(self.written_seq.load(Ordering::Relaxed))
     }
-    /// Journal-time distance between the newest record read and the last
-    /// committed one, in seconds.
+    /// Age in seconds of the oldest record in the journal but not yet in
+    /// Postgres (0 when none is): at most `now` minus the later of the
+    /// last written record's journal time and the moment the writer last
+    /// caught up (a record unwritten now came after both), and exactly that
+    /// while records flow steadily.
     pub fn lag_secs(&self) -> f64 {
-        let h = self.head_ts_ms.load(Ordering::Relaxed);
-        let w = self.written_ts_ms.load(Ordering::Relaxed);
+        self.lag_secs_at(now_ms())
+    }
+    /// [`Self::lag_secs`] at wall-clock time `now_ms`.
+    pub fn lag_secs_at(&self, now_ms: u64) -> f64 {
         if self.lag_seq() == 0 {
-            0.0
-        } else {
-            h.saturating_sub(w) as f64 / 1000.0
+            return 0.0;
         }
+        let since = self
+            .written_ts_ms
+            .load(Ordering::Relaxed)
+            .max(self.caught_up_ms.load(Ordering::Relaxed));
+        now_ms.saturating_sub(since) as f64 / 1000.0
     }
     /// The `/health` member.
     pub fn health_json(&self) -> String {
@@ -533,13 +633,36 @@ async fn run_async(
     let mut ensured: BTreeSet<i64> = BTreeSet::new();
     let mut events: Vec<Event> = Vec::with_capacity(4096);
     let mut idle = Duration::from_millis(1);
+    let mut pacing = Pacing::new(cfg.busy_percent, cfg.busy_slice, cfg.max_batch);
+    let mut durable_seen = match &follow {
+        Follow::Durable(d) => d.get(),
+        Follow::Poll => 0,
+    };
     loop {
-        let stopping = stop.load(Ordering::Acquire);
+        // Stopping: the batch in hand was committed; the rest of the
+        // journal is written at the next start (from the checkpoint), so a
+        // shutdown never waits for a backlog.
+        if stop.load(Ordering::Acquire) {
+            let written = checkpoints.values().copied().min().unwrap_or(0);
+            let behind = match &follow {
+                Follow::Durable(d) => d.get().saturating_sub(written),
+                Follow::Poll => 0,
+            };
+            tracing::info!(
+                writer = %writer,
+                written,
+                behind,
+                "persister: stopped; the records behind are written at the next start"
+            );
+            return Ok(());
+        }
         let behind = match &follow {
             Follow::Durable(d) => d.get().saturating_sub(engine.last_seq()) as usize,
             Follow::Poll => cfg.max_batch,
         };
-        let mut limit = (behind / 2).clamp(cfg.min_batch, cfg.max_batch);
+        let mut limit = (behind / 2)
+            .clamp(cfg.min_batch, cfg.max_batch)
+            .min(pacing.limit());
         // Domains whose checkpoint is ahead (a writer of all domains
         // catching one up): a batch ends at the next such checkpoint, so it
         // is written for exactly the domains that are at its start.
@@ -578,18 +701,17 @@ async fn run_async(
             status.head_seq.fetch_max(d.get(), Ordering::Relaxed);
         }
         if batch.is_empty() {
-            if stopping {
-                return Ok(());
-            }
+            status.caught_up_ms.store(now_ms(), Ordering::Relaxed);
             tokio::time::sleep(idle).await;
             idle = (idle * 2).min(cfg.idle);
             continue;
         }
         idle = Duration::from_millis(1);
         batch.retain(keep);
+        let built = building.elapsed();
         status
             .build_ns
-            .fetch_add(building.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(built.as_nanos() as u64, Ordering::Relaxed);
         // Write it, however long Postgres takes to come back.
         let flushing = Instant::now();
         let mut waited = Instant::now();
@@ -675,9 +797,10 @@ async fn run_async(
                 }
             }
         }
+        let flushed = flushing.elapsed();
         status
             .flush_ns
-            .fetch_add(flushing.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(flushed.as_nanos() as u64, Ordering::Relaxed);
         for d in keep.iter() {
             checkpoints.insert(d, batch.last_seq);
         }
@@ -694,6 +817,36 @@ async fn run_async(
             records = batch.records,
             "persister: batch committed"
         );
+        // Pacing: only while orders flow (the durable seq moved during the
+        // batch), never while stopping, and it counts the work, not waiting
+        // out an outage (a retried batch's time is mostly backoff).
+        let flowing = match &follow {
+            Follow::Durable(d) => {
+                let now = d.get();
+                let moved = now != durable_seen;
+                durable_seen = now;
+                moved
+            }
+            Follow::Poll => true,
+        };
+        pacing.active = flowing && attempt == 0 && !stop.load(Ordering::Acquire);
+        if pacing.active {
+            let rest = pacing.rest(batch.records, built + flushed);
+            if !rest.is_zero() {
+                status
+                    .rest_ns
+                    .fetch_add(rest.as_nanos() as u64, Ordering::Relaxed);
+                // In short naps, so a stop is seen within one.
+                let until = Instant::now() + rest;
+                while !stop.load(Ordering::Acquire) {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(left.min(Duration::from_millis(20))).await;
+                }
+            }
+        }
     }
 }
 
@@ -794,4 +947,91 @@ pub fn stop_on_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
             })
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlimited_pacing_never_rests_nor_cuts_batches() {
+        let mut p = Pacing::new(100, Duration::from_millis(10), 20_000);
+        assert!(!p.limited());
+        assert_eq!(p.rest(5_000, Duration::from_secs(2)), Duration::ZERO);
+        assert_eq!(p.limit(), 20_000);
+    }
+
+    #[test]
+    fn pacing_rests_for_the_share_and_cuts_batches_to_the_slice() {
+        let mut p = Pacing::new(50, Duration::from_millis(10), 20_000);
+        p.active = true;
+        // Nothing measured yet: the first batch may be as big as allowed.
+        assert_eq!(p.limit(), 20_000);
+        // 1,000 records in 40 ms at 50%: rest 40 ms; the next batch is
+        // cut to 10 ms of work at 25,000 records/s.
+        assert_eq!(
+            p.rest(1_000, Duration::from_millis(40)),
+            Duration::from_millis(40)
+        );
+        assert_eq!(p.limit(), 250);
+        // 25%: three times the busy time.
+        let mut p = Pacing::new(25, Duration::from_millis(10), 20_000);
+        p.active = true;
+        assert_eq!(
+            p.rest(100, Duration::from_millis(4)),
+            Duration::from_millis(12)
+        );
+        assert_eq!(p.limit(), 250);
+        // A slow batch never cuts the next one below the floor, and a fast
+        // one never lifts it above max_batch.
+        assert_eq!(p.rest(10, Duration::from_secs(1)), Duration::from_secs(3));
+        assert_eq!(p.limit(), PACED_MIN_RECORDS);
+        p.rest(1_000_000, Duration::from_millis(1));
+        assert_eq!(p.limit(), 20_000);
+        // An empty batch measures nothing and rests nothing.
+        assert_eq!(p.rest(0, Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(p.limit(), 20_000);
+        // Orders stopped flowing: batches are no longer cut.
+        p.rest(10, Duration::from_secs(1));
+        assert_eq!(p.limit(), PACED_MIN_RECORDS);
+        p.active = false;
+        assert_eq!(p.limit(), 20_000);
+    }
+
+    #[test]
+    fn lag_in_seconds_is_the_age_of_the_oldest_unwritten_record() {
+        let s = PersisterStatus::default();
+        let now = 1_800_000_000_000;
+        // Nothing unwritten: no lag, however old the last record is.
+        s.written_seq.store(10, Ordering::Relaxed);
+        s.head_seq.store(10, Ordering::Relaxed);
+        s.written_ts_ms.store(now - 60_000, Ordering::Relaxed);
+        assert_eq!(s.lag_secs_at(now), 0.0);
+        // Behind, never caught up (a backlog at start): the record after
+        // the last written one is at most this old.
+        s.head_seq.store(300_000, Ordering::Relaxed);
+        assert_eq!(s.lag_secs_at(now), 60.0);
+        // The newest record read says nothing about the unread ones (the
+        // old formula, head_ts - written_ts, read 0 here).
+        s.head_ts_ms.store(now - 60_000, Ordering::Relaxed);
+        assert_eq!(s.lag_secs_at(now), 60.0);
+        // Caught up 2.5 s ago: everything unwritten arrived since.
+        s.caught_up_ms.store(now - 2_500, Ordering::Relaxed);
+        assert_eq!(s.lag_secs_at(now), 2.5);
+        // Written up to a record 0.4 s old.
+        s.written_ts_ms.store(now - 400, Ordering::Relaxed);
+        assert_eq!(s.lag_secs_at(now), 0.4);
+        // A clock behind the journal never gives a negative lag.
+        assert_eq!(s.lag_secs_at(now - 1_000), 0.0);
+    }
+
+    #[test]
+    fn out_of_range_percent_is_clamped() {
+        let mut p = Pacing::new(0, Duration::from_millis(10), 100);
+        assert_eq!(
+            p.rest(10, Duration::from_millis(1)),
+            Duration::from_millis(99)
+        );
+        assert!(!Pacing::new(200, Duration::from_millis(10), 100).limited());
+    }
 }
