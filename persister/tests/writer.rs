@@ -1054,3 +1054,128 @@ async fn split_writers_and_domain_catch_up_equal_a_single_writer() {
         db.drop_db().await;
     }
 }
+
+/// A stop commits the batch in hand and returns without draining the
+/// backlog; the next start writes the rest from the checkpoint, and the
+/// tables equal a clean run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_writer_leaves_the_backlog_to_the_next_start() {
+    const N: u64 = 2500;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    write_journal(&data, N);
+    let clean = TestDb::create_migrated().await;
+    let cfg = config(clean.url(), &data, 500);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+        .await
+        .unwrap();
+
+    let db = TestDb::create_migrated().await;
+    let cfg = config(db.url(), &data, 40);
+    let stopped_at = tokio::task::spawn_blocking(move || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(PersisterStatus::default());
+        let h = writer::spawn(cfg, Follow::Poll, stop.clone(), status.clone()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while status.written_seq.load(Ordering::Relaxed) == 0 {
+            assert!(!h.is_finished(), "writer ended: {:?}", h.join().unwrap());
+            assert!(Instant::now() < deadline, "no batch written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Release);
+        h.join().unwrap().unwrap();
+        status.written_seq.load(Ordering::Relaxed)
+    })
+    .await
+    .unwrap();
+    // Batches of 40: the stop was seen within a few of them, far from N.
+    assert!(stopped_at < N / 2, "drained to {stopped_at} of {N}");
+    let cps = checkpoints(db.client()).await;
+    assert!(
+        cps.values().all(|&c| c as u64 == stopped_at),
+        "{cps:?} vs {stopped_at}"
+    );
+    let cfg = config(db.url(), &data, 500);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_same(&dump(clean.client()).await, &dump(db.client()).await);
+    clean.drop_db().await;
+    db.drop_db().await;
+}
+
+/// A paced writer following a live journal rests while records arrive
+/// (`busy_percent`), catches up once they stop, and writes exactly what an
+/// unpaced clean run writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_writer_rests_while_records_flow_and_catches_up_after() {
+    const N: u64 = 2000;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    data.create().unwrap();
+    let (mut w, _) = journal::Writer::open(journal::JournalConfig {
+        segment_size: 256 * 1024,
+        ..journal::JournalConfig::new(data.journal())
+    })
+    .unwrap();
+    let durable = w.durable_handle();
+    let db = TestDb::create_migrated().await;
+    let cfg = WriterConfig {
+        busy_percent: 20,
+        ..config(db.url(), &data, 500)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(PersisterStatus::default());
+    let h = writer::spawn(cfg, Follow::Durable(durable), stop.clone(), status.clone()).unwrap();
+    // Records flow for about two seconds: 10 every 10 ms.
+    let producer = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        for seq in 1..=N {
+            buf.clear();
+            cmd_for(seq).encode_into(&mut buf);
+            w.append((BASE_MS + seq * STEP_MS) * 1_000_000, &buf)
+                .unwrap();
+            if seq % 10 == 0 {
+                w.commit().unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        w.commit().unwrap();
+        w.close().unwrap();
+    });
+    let status2 = status.clone();
+    tokio::task::spawn_blocking(move || {
+        producer.join().unwrap();
+        let rested_while_flowing = status2.rest_ns.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while status2.written_seq.load(Ordering::Relaxed) < N {
+            assert!(!h.is_finished(), "writer ended: {:?}", h.join().unwrap());
+            assert!(Instant::now() < deadline, "did not catch up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Release);
+        h.join().unwrap().unwrap();
+        assert!(
+            rested_while_flowing > 0,
+            "never rested while records flowed"
+        );
+        // Once the records stopped it wrote at full speed: at most the one
+        // batch that saw the last records arrive rested after that.
+        let rested_after = status2.rest_ns.load(Ordering::Relaxed) - rested_while_flowing;
+        assert!(
+            rested_after <= rested_while_flowing,
+            "rested {rested_after} ns after the flow, {rested_while_flowing} during"
+        );
+    })
+    .await
+    .unwrap();
+
+    let clean = TestDb::create_migrated().await;
+    let cfg = config(clean.url(), &data, 500);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_same(&dump(clean.client()).await, &dump(db.client()).await);
+    clean.drop_db().await;
+    db.drop_db().await;
+}
