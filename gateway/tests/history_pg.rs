@@ -74,6 +74,11 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
     assert!(m.body.contains("mx_persister_lag_seq 0"), "{}", m.body);
     assert!(m.body.contains("mx_persister_lag_seconds 0"), "{}", m.body);
     assert!(
+        m.body.contains("mx_persister_rest_seconds_total "),
+        "pacing (persister.busy_percent) is reported: {}",
+        m.body
+    );
+    assert!(
         m.body.contains("mx_history_pool_max_connections 5"),
         "database.pool_size sizes the read pool: {}",
         m.body
