@@ -226,6 +226,14 @@ fn run_writer_to(cfg: WriterConfig, to: u64, timeout: Duration) -> Arc<Persister
     status
 }
 
+/// [`run_writer_to`] with [`config`] from an async test (two minutes at most).
+async fn write_all(url: &str, data: &DataDir, max_batch: usize, to: u64) {
+    let cfg = config(url, data, max_batch);
+    tokio::task::spawn_blocking(move || run_writer_to(cfg, to, Duration::from_secs(120)))
+        .await
+        .unwrap();
+}
+
 const TABLES: [&str; 14] = [
     "users",
     "user_roles",
@@ -684,10 +692,7 @@ async fn klines_merged_across_small_batches_equal_the_trades() {
 
     let big = TestDb::create_migrated().await;
     // max_batch 8000: one batch of all 3000 records.
-    let cfg = config(big.url(), &data, 8000);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(big.url(), &data, 8000, N).await;
     assert_same(&dump(small.client()).await, &dump(big.client()).await);
     small.drop_db().await;
     big.drop_db().await;
@@ -725,10 +730,7 @@ async fn writer_session_commits_asynchronously() {
         .unwrap()
         .get(0);
     assert_eq!(own, "on", "server default (the test expects it unchanged)");
-    let cfg = config(db.url(), &data, 50);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(db.url(), &data, 50, N).await;
     let seen: Vec<String> = db
         .client()
         .query("SELECT DISTINCT setting FROM seen_sync", &[])
@@ -765,17 +767,11 @@ async fn sigkill_mid_batch_then_restart_equals_clean_run() {
     replica::write_snapshot(&data, &rec.engine).unwrap();
 
     let clean = TestDb::create_migrated().await;
-    let cfg = config(clean.url(), &data, 500);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(clean.url(), &data, 500, N).await;
 
     let crashed = TestDb::create_migrated().await;
     sigkill_writer_children("writer_child_entry", CHILD_ENV, &crashed, tmp.path(), 40, N).await;
-    let cfg = config(crashed.url(), &data, 40);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(crashed.url(), &data, 40, N).await;
     assert_same(&dump(clean.client()).await, &dump(crashed.client()).await);
     clean.drop_db().await;
     crashed.drop_db().await;
@@ -857,10 +853,7 @@ async fn postgres_outage_retries_and_catches_up() {
     write_journal(&data, N);
 
     let clean = TestDb::create_migrated().await;
-    let cfg = config(clean.url(), &data, 500);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(clean.url(), &data, 500, N).await;
 
     let db = TestDb::create_migrated().await;
     let proxy = Proxy::start(upstream_of(db.url())).await;
@@ -935,10 +928,7 @@ async fn split_writers_and_domain_catch_up_equal_a_single_writer() {
 
     // Reference: one writer of every domain.
     let single = TestDb::create_migrated().await;
-    let cfg = config(single.url(), &data, 300);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(single.url(), &data, 300, N).await;
     let want = dump(single.client()).await;
     assert!(checkpoints(single.client())
         .await
@@ -1019,10 +1009,7 @@ async fn split_writers_and_domain_catch_up_equal_a_single_writer() {
         .unwrap();
     assert!(report.differences.is_empty(), "{:?}", report.differences);
     ahead.drop_db().await;
-    let cfg = config(mixed.url(), &data, 300);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(mixed.url(), &data, 300, N).await;
     assert_same(&want, &dump(mixed.client()).await);
 
     // A database from before the split: only the `core` row, and that
@@ -1044,10 +1031,7 @@ async fn split_writers_and_domain_catch_up_equal_a_single_writer() {
     tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
         .await
         .unwrap();
-    let cfg = config(legacy.url(), &data, 300);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(legacy.url(), &data, 300, N).await;
     assert_same(&want, &dump(legacy.client()).await);
 
     for db in [single, split, mixed, legacy] {
@@ -1065,10 +1049,7 @@ async fn a_stopping_writer_leaves_the_backlog_to_the_next_start() {
     let data = DataDir::new(tmp.path());
     write_journal(&data, N);
     let clean = TestDb::create_migrated().await;
-    let cfg = config(clean.url(), &data, 500);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(clean.url(), &data, 500, N).await;
 
     let db = TestDb::create_migrated().await;
     let cfg = config(db.url(), &data, 40);
@@ -1095,10 +1076,7 @@ async fn a_stopping_writer_leaves_the_backlog_to_the_next_start() {
         cps.values().all(|&c| c as u64 == stopped_at),
         "{cps:?} vs {stopped_at}"
     );
-    let cfg = config(db.url(), &data, 500);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(db.url(), &data, 500, N).await;
     assert_same(&dump(clean.client()).await, &dump(db.client()).await);
     clean.drop_db().await;
     db.drop_db().await;
@@ -1171,10 +1149,7 @@ async fn a_paced_writer_rests_while_records_flow_and_catches_up_after() {
     .unwrap();
 
     let clean = TestDb::create_migrated().await;
-    let cfg = config(clean.url(), &data, 500);
-    tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    write_all(clean.url(), &data, 500, N).await;
     assert_same(&dump(clean.client()).await, &dump(db.client()).await);
     clean.drop_db().await;
     db.drop_db().await;
