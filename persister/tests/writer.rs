@@ -171,14 +171,20 @@ fn write_journal(data: &DataDir, to: u64) {
     write_journal_every(data, to, STEP_MS);
 }
 
-/// Journal records `from..=to` into `data`, one every `step_ms`.
-fn write_journal_every(data: &DataDir, to: u64, step_ms: u64) {
+/// The journal writer of `data` (small segments: tests cross them).
+fn journal_writer(data: &DataDir) -> journal::Writer {
     data.create().unwrap();
-    let (mut w, _) = journal::Writer::open(journal::JournalConfig {
+    journal::Writer::open(journal::JournalConfig {
         segment_size: 256 * 1024,
         ..journal::JournalConfig::new(data.journal())
     })
-    .unwrap();
+    .unwrap()
+    .0
+}
+
+/// Journal records `from..=to` into `data`, one every `step_ms`.
+fn write_journal_every(data: &DataDir, to: u64, step_ms: u64) {
+    let mut w = journal_writer(data);
     let mut buf = Vec::new();
     for seq in w.last_seq() + 1..=to {
         buf.clear();
@@ -1090,12 +1096,7 @@ async fn a_paced_writer_rests_while_records_flow_and_catches_up_after() {
     const N: u64 = 2000;
     let tmp = tempfile::tempdir().unwrap();
     let data = DataDir::new(tmp.path());
-    data.create().unwrap();
-    let (mut w, _) = journal::Writer::open(journal::JournalConfig {
-        segment_size: 256 * 1024,
-        ..journal::JournalConfig::new(data.journal())
-    })
-    .unwrap();
+    let mut w = journal_writer(&data);
     let durable = w.durable_handle();
     let db = TestDb::create_migrated().await;
     let cfg = WriterConfig {
