@@ -660,8 +660,10 @@ async fn run_async(
             Follow::Durable(d) => d.get().saturating_sub(engine.last_seq()) as usize,
             Follow::Poll => cfg.max_batch,
         };
+        // (min_batch above max_batch, e.g. `persister.batch_records = 100`
+        // with the default 256: max_batch wins.)
         let mut limit = (behind / 2)
-            .clamp(cfg.min_batch, cfg.max_batch)
+            .clamp(cfg.min_batch.min(cfg.max_batch), cfg.max_batch)
             .min(pacing.limit());
         // Domains whose checkpoint is ahead (a writer of all domains
         // catching one up): a batch ends at the next such checkpoint, so it

@@ -1155,3 +1155,27 @@ async fn a_paced_writer_rests_while_records_flow_and_catches_up_after() {
     clean.drop_db().await;
     db.drop_db().await;
 }
+
+/// A `max_batch` below the default `min_batch` (256), as
+/// `persister.batch_records = 100` gives `serve`: the writer used to panic
+/// ("min > max") at its first batch; max_batch wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_batch_below_the_default_min_batch_is_honoured() {
+    const N: u64 = 300;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    write_journal(&data, N);
+    let db = TestDb::create_migrated().await;
+    let cfg = WriterConfig {
+        max_batch: 40,
+        ..WriterConfig::new(db.url(), data.clone())
+    };
+    assert!(cfg.min_batch > cfg.max_batch);
+    let status =
+        tokio::task::spawn_blocking(move || run_writer_to(cfg, N, Duration::from_secs(120)))
+            .await
+            .unwrap();
+    // 300 records in batches of at most 40.
+    assert!(status.batches.load(Ordering::Relaxed) >= 8);
+    db.drop_db().await;
+}
