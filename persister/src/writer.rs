@@ -398,8 +398,15 @@ pub fn spawn(
         })
 }
 
-/// Settings of every writer connection (run once per connection).
-pub const SESSION_SETTINGS: &str = "SET synchronous_commit = off";
+/// Settings of every writer connection (run once per connection):
+/// asynchronous commit (module docs), and generic plans for the prepared
+/// statements: with custom plans Postgres re-planned the 24 h ticker's
+/// statement (partitioned `klines` and `trades`) at every batch, 3.7 ms of
+/// its CPU per batch; generic ones prune partitions at execution.
+/// `mx-bench persister --trades 3000 --max-batch 50`: 27,073 -> 36,600
+/// rows/s, Postgres 2.82 -> 1.97 CPU-s; unchanged at 20,000-record batches.
+pub const SESSION_SETTINGS: &str =
+    "SET synchronous_commit = off; SET plan_cache_mode = force_generic_plan";
 
 async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await?;

@@ -720,7 +720,8 @@ async fn writer_session_commits_asynchronously() {
             "CREATE TABLE seen_sync (setting text NOT NULL);
              CREATE FUNCTION record_sync() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
-                 INSERT INTO seen_sync VALUES (current_setting('synchronous_commit'));
+                 INSERT INTO seen_sync VALUES (current_setting('synchronous_commit')
+                     || ' ' || current_setting('plan_cache_mode'));
                  RETURN NEW;
              END $$;
              CREATE TRIGGER record_sync AFTER UPDATE ON persister_checkpoints
@@ -745,7 +746,9 @@ async fn writer_session_commits_asynchronously() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(seen, ["off"]);
+    // Generic plans too (the 24 h ticker's statement took 3.7 ms to plan
+    // per batch with custom plans: partition pruning at every bind).
+    assert_eq!(seen, ["off force_generic_plan"]);
     assert!(count(db.client(), "SELECT count(*) FROM seen_sync").await >= (N / 50) as i64);
     db.drop_db().await;
 }
