@@ -19,12 +19,24 @@ use serde_json::{json, Value};
 pub const ADMIN: &str = "root";
 pub const ADMIN_PW: &str = "correct horse battery staple";
 
+/// A port nothing listens on, never the same twice in this test process:
+/// the kernel may hand a just-released port to the next `bind(0)`, and two
+/// parallel tests given the same port end up talking to one server (the
+/// other's fails to bind) - seen in CI as one test reading another's pairs.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct Server {
