@@ -283,6 +283,13 @@ fn assert_same(a: &BTreeMap<&str, Vec<String>>, b: &BTreeMap<&str, Vec<String>>)
     }
 }
 
+/// [`assert_same`] on two databases' dumps, then drop both.
+async fn assert_same_then_drop(a: TestDb, b: TestDb) {
+    assert_same(&dump(a.client()).await, &dump(b.client()).await);
+    a.drop_db().await;
+    b.drop_db().await;
+}
+
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
 }
@@ -699,9 +706,7 @@ async fn klines_merged_across_small_batches_equal_the_trades() {
     let big = TestDb::create_migrated().await;
     // max_batch 8000: one batch of all 3000 records.
     write_all(big.url(), &data, 8000, N).await;
-    assert_same(&dump(small.client()).await, &dump(big.client()).await);
-    small.drop_db().await;
-    big.drop_db().await;
+    assert_same_then_drop(small, big).await;
 }
 
 /// The writer's own connection commits asynchronously
@@ -781,9 +786,7 @@ async fn sigkill_mid_batch_then_restart_equals_clean_run() {
     let crashed = TestDb::create_migrated().await;
     sigkill_writer_children("writer_child_entry", CHILD_ENV, &crashed, tmp.path(), 40, N).await;
     write_all(crashed.url(), &data, 40, N).await;
-    assert_same(&dump(clean.client()).await, &dump(crashed.client()).await);
-    clean.drop_db().await;
-    crashed.drop_db().await;
+    assert_same_then_drop(clean, crashed).await;
 }
 
 /// A TCP proxy the test can cut and restore.
@@ -912,9 +915,7 @@ async fn postgres_outage_retries_and_catches_up() {
     tokio::task::spawn_blocking(move || h.join().unwrap().unwrap())
         .await
         .unwrap();
-    assert_same(&dump(clean.client()).await, &dump(db.client()).await);
-    clean.drop_db().await;
-    db.drop_db().await;
+    assert_same_then_drop(clean, db).await;
 }
 
 /// Checkpoint of every domain row.
@@ -1086,9 +1087,7 @@ async fn a_stopping_writer_leaves_the_backlog_to_the_next_start() {
         "{cps:?} vs {stopped_at}"
     );
     write_all(db.url(), &data, 500, N).await;
-    assert_same(&dump(clean.client()).await, &dump(db.client()).await);
-    clean.drop_db().await;
-    db.drop_db().await;
+    assert_same_then_drop(clean, db).await;
 }
 
 /// A paced writer following a live journal rests while records arrive
@@ -1154,9 +1153,7 @@ async fn a_paced_writer_rests_while_records_flow_and_catches_up_after() {
 
     let clean = TestDb::create_migrated().await;
     write_all(clean.url(), &data, 500, N).await;
-    assert_same(&dump(clean.client()).await, &dump(db.client()).await);
-    clean.drop_db().await;
-    db.drop_db().await;
+    assert_same_then_drop(clean, db).await;
 }
 
 /// A `max_batch` below the default `min_batch` (256), as
