@@ -470,8 +470,9 @@ pub struct PersisterConfig {
     /// per domain (core, trading, market_data, activity), each with its own
     /// checkpoint, in parallel.
     pub writers: String,
-    /// Most of the time each writer spends building and writing batches
-    /// (its Postgres backend works meanwhile), in percent, 1 to 100.
+    /// While orders flow: most of the time each writer spends building and
+    /// writing batches (its Postgres backend works meanwhile), in percent,
+    /// 1 to 100 (100: unpaced). See `persister::writer::Pacing`.
     pub busy_percent: u8,
 }
 
