@@ -472,8 +472,10 @@ pub struct PersisterConfig {
     pub writers: String,
     /// While orders flow: most of the time each writer spends building and
     /// writing batches (its Postgres backend works meanwhile), in percent,
-    /// 1 to 100 (100: unpaced). See `persister::writer::Pacing`.
-    pub busy_percent: u8,
+    /// 1 to 100 (100: unpaced). See `persister::writer::Pacing`. `None`:
+    /// 50 when Postgres is on this machine, 100 when it is elsewhere
+    /// (`persister::writer::default_busy_percent`).
+    pub busy_percent: Option<u8>,
 }
 
 impl Default for PersisterConfig {
@@ -483,7 +485,7 @@ impl Default for PersisterConfig {
             batch_records: 20_000,
             flush_interval_ms: 20,
             writers: "single".into(),
-            busy_percent: 50,
+            busy_percent: None,
         }
     }
 }
@@ -1025,11 +1027,13 @@ impl Config {
             "persister.flush_interval_ms",
             self.persister.flush_interval_ms,
         )?;
-        if !(1..=100).contains(&self.persister.busy_percent) {
-            return Err(invalid(
-                "persister.busy_percent",
-                format!("must be 1 to 100, got {}", self.persister.busy_percent),
-            ));
+        if let Some(p) = self.persister.busy_percent {
+            if !(1..=100).contains(&p) {
+                return Err(invalid(
+                    "persister.busy_percent",
+                    format!("must be 1 to 100, got {p}"),
+                ));
+            }
         }
         if !matches!(self.persister.writers.as_str(), "single" | "split") {
             return Err(invalid(

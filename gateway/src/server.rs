@@ -412,6 +412,12 @@ async fn metrics(State(st): State<AppState>) -> Response {
             "counter",
             p.total(|s| &s.rest_ns) as f64 / 1e9,
         );
+        metric(
+            "mx_persister_busy_percent",
+            "Pacing while orders flow (persister.busy_percent, or the default chosen by where Postgres runs; 100: unpaced).",
+            "gauge",
+            f64::from(p.busy_percent),
+        );
     }
     metric(
         "mx_http_connections",
@@ -846,10 +852,22 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         Some(url) => {
             use persister::rows::Domain;
             use persister::writer::{PersisterGroup, PersisterStatus, WriterConfig};
+            let busy_percent = match opts.persister.busy_percent {
+                Some(p) => p,
+                None => {
+                    let p = persister::writer::default_busy_percent(url);
+                    tracing::info!(
+                        busy_percent = p,
+                        postgres_is_local = p < 100,
+                        "persister.busy_percent unset: pacing the writers while orders flow only when Postgres shares this machine"
+                    );
+                    p
+                }
+            };
             let base = WriterConfig {
                 max_batch: opts.persister.batch_records.max(1),
                 idle: Duration::from_millis(opts.persister.flush_interval_ms.max(1)),
-                busy_percent: opts.persister.busy_percent,
+                busy_percent,
                 ..WriterConfig::new(url.clone(), data.clone())
             };
             let configs: Vec<WriterConfig> = if opts.persister.writers == "split" {
@@ -860,7 +878,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             } else {
                 vec![base]
             };
-            let mut group = PersisterGroup::default();
+            let mut group = PersisterGroup {
+                busy_percent,
+                ..PersisterGroup::default()
+            };
             let mut threads = Vec::new();
             for cfg in configs {
                 let status = Arc::new(PersisterStatus::default());

@@ -164,7 +164,10 @@ fn embedded_default_scalars() {
     assert!(!c.snapshot.retain_journal, "API.md: the journal is kept");
     assert!(c.database.url.is_none());
     assert!(!c.persister_enabled(), "no DATABASE_URL, no persister");
-    assert_eq!(c.persister.busy_percent, 50);
+    assert_eq!(
+        c.persister.busy_percent, None,
+        "unset: chosen by where Postgres runs"
+    );
     assert_eq!(c.auth.max_failed_logins, 5);
     assert_eq!(c.auth.lockout_secs, 900);
     assert!(c.auth.jwt_secret.is_none() && c.auth.secret_key.is_none());
@@ -568,7 +571,7 @@ fn cross_field_checks() {
     let e = err_text(load_env(&[("MX_PERSISTER__BUSY_PERCENT", "300")]));
     assert!(e.contains("MX_PERSISTER__BUSY_PERCENT"), "{e}");
     let c = load_env(&[("MX_PERSISTER__BUSY_PERCENT", "100")]).unwrap();
-    assert_eq!(c.persister.busy_percent, 100);
+    assert_eq!(c.persister.busy_percent, Some(100));
 }
 
 #[test]

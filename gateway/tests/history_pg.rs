@@ -78,6 +78,13 @@ fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
         "pacing (persister.busy_percent) is reported: {}",
         m.body
     );
+    let paced = persister::writer::default_busy_percent(&url);
+    assert!(
+        m.body
+            .contains(&format!("mx_persister_busy_percent {paced}\n")),
+        "busy_percent unset: chosen by where Postgres runs ({paced}): {}",
+        m.body
+    );
     assert!(
         m.body.contains("mx_history_pool_max_connections 5"),
         "database.pool_size sizes the read pool: {}",

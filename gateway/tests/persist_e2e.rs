@@ -31,14 +31,16 @@ fn persists_and_reconciles(writers: &str) {
     let url = db.url().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let s = Server::start_with(
-        tmp.path(),
-        port,
-        &[
-            ("DATABASE_URL", url.as_str()),
-            ("MX_PERSISTER__WRITERS", writers),
-        ],
-    );
+    // The split run also sets the pacing explicitly (the single one leaves
+    // it to the default, as history_pg.rs checks).
+    let mut env = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("MX_PERSISTER__WRITERS", writers),
+    ];
+    if writers == "split" {
+        env.push(("MX_PERSISTER__BUSY_PERCENT", "100"));
+    }
+    let s = Server::start_with(tmp.path(), port, &env);
     let admin = login(&s, ADMIN, ADMIN_PW);
     let a = trader(
         &s,
@@ -74,6 +76,12 @@ fn persists_and_reconciles(writers: &str) {
     let ws = h.json["persister"]["writers"].as_object().unwrap();
     let names: Vec<&str> = ws.keys().map(|k| k.as_str()).collect();
     if writers == "split" {
+        let m = s.req("GET", "/metrics", &[], b"");
+        assert!(
+            m.body.contains("mx_persister_busy_percent 100\n"),
+            "an explicit persister.busy_percent wins over the default: {}",
+            m.body
+        );
         assert_eq!(names.len(), 5, "{}", h.json);
         for n in ["core", "ledger", "trading", "market_data", "activity"] {
             assert_eq!(ws[n]["lag_seq"], 0, "{}", h.json);

@@ -26,7 +26,8 @@
 //!   [`WriterConfig::busy_slice`] of work. On a small machine shared with
 //!   Postgres this keeps the read model from starving the order path; the
 //!   writer lags more under load and catches up at full speed when the
-//!   orders stop.
+//!   orders stop. `serve`'s default ([`default_busy_percent`]) paces only
+//!   when Postgres is on the same machine.
 //! * Stop: the batch in hand is committed (or, with Postgres down, left to
 //!   the next start), then the writer returns; whatever the journal holds
 //!   beyond the checkpoint is written at the next start.
@@ -154,6 +155,39 @@ impl WriterConfig {
             busy_slice: Duration::from_millis(50),
         }
     }
+}
+
+/// `persister.busy_percent` when the configuration leaves it unset: 50
+/// when every host of `database_url` is this machine (a loopback address,
+/// `localhost`, or a Unix socket directory), since Postgres then takes its
+/// CPU from the exchange's own cores; 100 (unpaced) when Postgres runs
+/// elsewhere, where pacing would only make the read model lag. A URL that
+/// does not parse counts as local (the writer reports the bad URL itself).
+pub fn default_busy_percent(database_url: &str) -> u8 {
+    if postgres_is_local(database_url) {
+        50
+    } else {
+        100
+    }
+}
+
+/// Whether every host of a PostgreSQL URL is on this machine (see
+/// [`default_busy_percent`]).
+pub fn postgres_is_local(database_url: &str) -> bool {
+    use tokio_postgres::config::Host;
+    let Ok(cfg) = database_url.parse::<tokio_postgres::Config>() else {
+        return true;
+    };
+    cfg.get_hosts().iter().all(|h| match h {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }) && cfg.get_hostaddrs().iter().all(|ip| ip.is_loopback())
 }
 
 /// Duty-cycle limit of a writer ([`WriterConfig::busy_percent`]): how long
@@ -291,6 +325,8 @@ impl PersisterStatus {
 #[derive(Debug, Default)]
 pub struct PersisterGroup {
     pub writers: Vec<(String, Arc<PersisterStatus>)>,
+    /// The writers' [`WriterConfig::busy_percent`] (0: not known).
+    pub busy_percent: u8,
 }
 
 impl PersisterGroup {
@@ -961,6 +997,37 @@ pub fn stop_on_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_defaults_to_half_only_for_a_postgres_on_this_machine() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/x",
+            "postgres://postgres@localhost/x",
+            "postgresql://u@LOCALHOST:6000/x",
+            "postgres://u@[::1]:5432/x",
+            "postgres://u@127.0.0.2/x",
+            "postgres:///x",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/x",
+            "postgres:///x?host=/var/run/postgresql",
+            "host=/tmp user=postgres dbname=x",
+            "host=localhost,127.0.0.1 user=postgres",
+            "postgres://u@localhost/x?hostaddr=127.0.0.1",
+            "not a url at all ::",
+        ] {
+            assert!(postgres_is_local(url), "{url}");
+            assert_eq!(default_busy_percent(url), 50, "{url}");
+        }
+        for url in [
+            "postgres://postgres@db.example.com:5432/x",
+            "postgres://u@10.0.0.7/x",
+            "postgres://u@[2001:db8::1]/x",
+            "host=localhost,db.example.com user=postgres",
+            "postgres://u@localhost/x?hostaddr=10.0.0.7",
+        ] {
+            assert!(!postgres_is_local(url), "{url}");
+            assert_eq!(default_busy_percent(url), 100, "{url}");
+        }
+    }
 
     #[test]
     fn unlimited_pacing_never_rests_nor_cuts_batches() {
