@@ -267,15 +267,33 @@ pub fn prune_snapshots(
 /// When the snapshotter writes a snapshot.
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotPolicy {
-    /// After this many records since the last snapshot...
+    /// After this many records since the last snapshot (0: never by
+    /// count)...
     pub every_records: u64,
-    /// ...or this much time with at least one new record.
+    /// ...or this much time with at least one new record (zero: never by
+    /// time).
     pub every: Duration,
     /// Snapshots kept (older ones are deleted); at least 1.
     pub keep: usize,
     /// Delete journal segments older than the oldest kept snapshot. Off by
     /// default: the journal is the history (API.md).
     pub retain_journal: bool,
+}
+
+impl SnapshotPolicy {
+    /// Whether a snapshot is due `behind` records and `since` after the
+    /// last one.
+    pub fn due(&self, behind: u64, since: Duration) -> bool {
+        behind > 0
+            && ((self.every_records > 0 && behind >= self.every_records)
+                || (!self.every.is_zero() && since >= self.every))
+    }
+
+    /// Whether this policy ever snapshots on its own (both intervals 0:
+    /// only `serve`'s snapshot at shutdown).
+    pub fn snapshots(&self) -> bool {
+        self.every_records > 0 || !self.every.is_zero()
+    }
 }
 
 impl Default for SnapshotPolicy {
@@ -366,9 +384,7 @@ impl Snapshotter {
             n += 1;
         }
         let behind = self.engine.last_seq() - self.last_snapshot_seq;
-        let due = behind >= self.policy.every_records
-            || (behind > 0 && self.last_snapshot_at.elapsed() >= self.policy.every);
-        let written = if due {
+        let written = if self.policy.due(behind, self.last_snapshot_at.elapsed()) {
             Some(self.snapshot_now()?)
         } else {
             None
@@ -400,10 +416,16 @@ impl Snapshotter {
     /// for every commit cost the live server a core's worth of context
     /// switches under load (the replica only has to be current when a
     /// snapshot is due). Returns once `stop` is seen, without catching up:
-    /// `serve` snapshots its live engine at shutdown itself.
+    /// `serve` snapshots its live engine at shutdown itself. A policy that
+    /// never snapshots ([`SnapshotPolicy::snapshots`]) leaves the replica
+    /// where it is: following would only spend CPU.
     pub fn follow(&mut self, stop: &std::sync::atomic::AtomicBool) -> Result<(), ReplicaError> {
         use std::sync::atomic::Ordering;
         while !stop.load(Ordering::Acquire) {
+            if !self.policy.snapshots() {
+                std::thread::sleep(FOLLOW_INTERVAL);
+                continue;
+            }
             let (n, _) = self.poll(FOLLOW_MAX)?;
             if n < FOLLOW_MAX {
                 std::thread::sleep(FOLLOW_INTERVAL);

@@ -179,3 +179,70 @@ fn retention_deletes_segments_only_behind_the_oldest_snapshot() {
     assert!(oldest.is_err(), "seq 1 should have been pruned");
     w.close().unwrap();
 }
+
+/// `snapshot.interval_records = 0` and `interval_secs = 0` mean "never by
+/// count" and "never by time" (config/default.toml), not "always": a
+/// replica with both at 0 writes no snapshot, however much it applies, and
+/// `follow` does not chase the journal at all.
+#[test]
+fn zero_intervals_never_snapshot() {
+    let never = SnapshotPolicy {
+        every_records: 0,
+        every: Duration::ZERO,
+        keep: 3,
+        retain_journal: false,
+    };
+    assert!(!never.snapshots());
+    for (behind, since) in [(0, 0), (1, 0), (1_000_000, 0), (5, 86_400)] {
+        assert!(!never.due(behind, Duration::from_secs(since)));
+    }
+    let by_count = SnapshotPolicy {
+        every_records: 100,
+        ..never
+    };
+    assert!(by_count.snapshots());
+    assert!(!by_count.due(99, Duration::from_secs(86_400)));
+    assert!(by_count.due(100, Duration::ZERO));
+    let by_time = SnapshotPolicy {
+        every: Duration::from_secs(60),
+        ..never
+    };
+    assert!(!by_time.due(1_000_000, Duration::from_secs(59)));
+    assert!(by_time.due(1, Duration::from_secs(60)));
+    assert!(!by_time.due(0, Duration::from_secs(600)), "nothing new");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    data.create().unwrap();
+    let (mut w, _) = journal::Writer::open(journal::JournalConfig::new(data.journal())).unwrap();
+    let mut snap = Snapshotter::start(data.clone(), w.durable_handle(), never).unwrap();
+    for seq in 1..=2_000u64 {
+        w.append(seq, &cmd(seq).encode()).unwrap();
+        if seq % 100 == 0 {
+            w.commit().unwrap();
+            let (_, written) = snap.poll(usize::MAX).unwrap();
+            assert!(written.is_none(), "snapshot written at {seq}");
+        }
+    }
+    assert_eq!(snap.engine().last_seq(), 2_000);
+    assert!(journal::snapshot::list(data.snapshots())
+        .unwrap()
+        .is_empty());
+
+    // Following with that policy applies nothing; stopping is still prompt.
+    let mut idle = Snapshotter::start(data.clone(), w.durable_handle(), never).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let t = std::thread::spawn(move || {
+        idle.follow(&stop2).unwrap();
+        idle
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Release);
+    let idle = t.join().unwrap();
+    assert_eq!(idle.engine().last_seq(), 0);
+    assert!(journal::snapshot::list(data.snapshots())
+        .unwrap()
+        .is_empty());
+    w.close().unwrap();
+}
