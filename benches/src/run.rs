@@ -94,6 +94,34 @@ pub fn machine() -> String {
     format!("{model}, {cores} cores")
 }
 
+/// W1 commands of one calibration pass ([`host_speed`]).
+pub const CALIBRATION_COMMANDS: usize = 200_000;
+
+/// How fast this host runs the engine right now: W1 commands per second,
+/// the best of `passes` throughput passes over `commands` commands (~40 ms
+/// each on a fast host). Shared VMs change speed by 2x from one hour to
+/// the next, so load generators measure this just before their load and
+/// put it in their result line (`host_w1_ops_per_sec`): runs are then
+/// compared with runs of a host in the same state.
+pub fn host_speed(commands: usize, passes: usize) -> f64 {
+    let w = crate::workload::w1(42, commands.max(1));
+    (0..passes.max(1))
+        .map(|_| throughput(&w).1.ops_per_sec)
+        .fold(0.0, f64::max)
+}
+
+/// [`host_speed`] as the JSON member the load generators print before
+/// `machine` (with its trailing comma), announced on stderr.
+pub fn calibration_json() -> String {
+    let v = host_speed(CALIBRATION_COMMANDS, 3);
+    eprintln!(
+        "host: W1 at {:.2}M commands/s (best of 3 passes of {CALIBRATION_COMMANDS}; \
+         host_w1_ops_per_sec in the result line)",
+        v / 1e6
+    );
+    format!("\"host_w1_ops_per_sec\":{v:.0},")
+}
+
 /// Resident set size of this process in bytes (Linux).
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
@@ -213,6 +241,23 @@ pub fn spawn_lag_probe(
 #[cfg(test)]
 mod timeline_tests {
     use super::Timeline;
+
+    #[test]
+    fn host_speed_is_the_best_pass_of_a_valid_w1() {
+        let w = crate::workload::w1(42, 5_000);
+        let (_, t) = super::throughput(&w);
+        assert_eq!(t.commands, 5_000);
+        assert_eq!(t.rejects, 0, "the calibration workload is valid W1");
+        let v = super::host_speed(5_000, 2);
+        assert!(v.is_finite() && v > 0.0, "{v}");
+        let j = super::calibration_json();
+        let n: f64 = j
+            .strip_prefix("\"host_w1_ops_per_sec\":")
+            .and_then(|r| r.strip_suffix(','))
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("{j}"));
+        assert!(n >= 1.0, "{j}");
+    }
 
     #[test]
     fn keeps_the_worst_latency_of_each_window_and_lists_the_worst_first() {

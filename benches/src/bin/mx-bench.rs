@@ -318,7 +318,7 @@ fn order_entry(
     (admin_user, admin_password): (&str, &str),
     (connections, rate, duration_secs, traders): (usize, u64, u64, usize),
     out: &PacedOutput,
-    machine: &str,
+    (calib, machine): (&str, &str),
 ) -> Result<()> {
     let tick_us = out.tick_us;
     use benches::{rest_bench, ws_bench};
@@ -370,7 +370,7 @@ fn order_entry(
         std::fs::write(path, r.timeline.csv())?;
     }
     println!(
-        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},\"machine\":\"{machine}\"}}",
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},{calib}\"machine\":\"{machine}\"}}",
         r.sent,
         r.ok,
         r.errors,
@@ -391,6 +391,13 @@ fn order_entry(
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let machine = run::machine();
+    // The load generators record how fast the host is just before their load.
+    let calib = match cli.cmd {
+        Cmd::Persister { .. } | Cmd::Rest { .. } | Cmd::Ws { .. } | Cmd::Fanout { .. } => {
+            run::calibration_json()
+        }
+        _ => String::new(),
+    };
     match cli.cmd {
         Cmd::Persister {
             mode,
@@ -451,7 +458,7 @@ fn main() -> Result<()> {
                         eprintln!("persister: offline pass: replica only ...");
                         let (n, _, el) = pb::offline_pass(&data, false, batch)?;
                         println!(
-                            "{{\"bench\":\"persister\",\"mode\":\"catch-up\",\"phase\":\"replica\",\"records\":{n},\"events\":{},\"elapsed_s\":{:.3},\"ops_per_sec\":{:.0},\"records_per_sec\":{:.0},\"seed\":{seed},\"machine\":\"{machine}\"}}",
+                            "{{\"bench\":\"persister\",\"mode\":\"catch-up\",\"phase\":\"replica\",\"records\":{n},\"events\":{},\"elapsed_s\":{:.3},\"ops_per_sec\":{:.0},\"records_per_sec\":{:.0},\"seed\":{seed},{calib}\"machine\":\"{machine}\"}}",
                             stream.events_upto(n),
                             el.as_secs_f64(),
                             stream.events_upto(n) as f64 / el.as_secs_f64(),
@@ -460,7 +467,7 @@ fn main() -> Result<()> {
                         eprintln!("persister: offline pass: replica + rows ...");
                         let (n, rows, el) = pb::offline_pass(&data, true, batch / 2)?;
                         println!(
-                            "{{\"bench\":\"persister\",\"mode\":\"catch-up\",\"phase\":\"rows\",\"records\":{n},\"events\":{},\"rows\":{rows},\"batch\":{batch},\"elapsed_s\":{:.3},\"ops_per_sec\":{:.0},\"records_per_sec\":{:.0},\"rows_per_sec\":{:.0},\"seed\":{seed},\"machine\":\"{machine}\"}}",
+                            "{{\"bench\":\"persister\",\"mode\":\"catch-up\",\"phase\":\"rows\",\"records\":{n},\"events\":{},\"rows\":{rows},\"batch\":{batch},\"elapsed_s\":{:.3},\"ops_per_sec\":{:.0},\"records_per_sec\":{:.0},\"rows_per_sec\":{:.0},\"seed\":{seed},{calib}\"machine\":\"{machine}\"}}",
                             stream.events_upto(n),
                             el.as_secs_f64(),
                             stream.events_upto(n) as f64 / el.as_secs_f64(),
@@ -563,7 +570,7 @@ fn main() -> Result<()> {
                 bail!("{mode_name}: Postgres has {pg_trades} trades ({kline_trades} in 1m klines), the journal {want}");
             }
             println!(
-                "{line},\"copy_min_rows\":{copy_min},\"seed\":{seed},\"machine\":\"{machine}\"}}"
+                "{line},\"copy_min_rows\":{copy_min},\"seed\":{seed},{calib}\"machine\":\"{machine}\"}}"
             );
             if keep_db {
                 eprintln!("persister: kept database {}", db.name());
@@ -644,7 +651,7 @@ fn main() -> Result<()> {
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
             &out,
-            &machine,
+            (&calib, &machine),
         ),
         Cmd::Ws {
             addr,
@@ -661,7 +668,7 @@ fn main() -> Result<()> {
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
             &out,
-            &machine,
+            (&calib, &machine),
         ),
         Cmd::Fanout {
             addr,
@@ -728,7 +735,7 @@ fn main() -> Result<()> {
                 ("depth@100ms", &r.depth, r.depth_msgs, None),
             ] {
                 println!(
-                    "{{\"bench\":\"fanout\",\"stream\":\"{stream}\",\"subscribers\":{subscribers},\"slow_subscribers\":{slow_subscribers},\"planned_rate\":{rate},\"orders_ok\":{},\"order_errors\":{},\"orders_per_sec\":{:.0},\"trades\":{},\"msgs\":{msgs},\"msgs_expected\":{},\"ops_per_sec\":{:.0},{},\"dropped\":{dropped},\"dropped_by_code\":{{{}}},\"slow_dropped\":{},\"slow_dropped_1008\":{},\"window_s\":{:.2},\"client_cores\":{:.2},\"connect_s\":{:.2},\"machine\":\"{machine}\"}}",
+                    "{{\"bench\":\"fanout\",\"stream\":\"{stream}\",\"subscribers\":{subscribers},\"slow_subscribers\":{slow_subscribers},\"planned_rate\":{rate},\"orders_ok\":{},\"order_errors\":{},\"orders_per_sec\":{:.0},\"trades\":{},\"msgs\":{msgs},\"msgs_expected\":{},\"ops_per_sec\":{:.0},{},\"dropped\":{dropped},\"dropped_by_code\":{{{}}},\"slow_dropped\":{},\"slow_dropped_1008\":{},\"window_s\":{:.2},\"client_cores\":{:.2},\"connect_s\":{:.2},{calib}\"machine\":\"{machine}\"}}",
                     r.orders_ok,
                     r.order_errors,
                     r.orders_ok as f64 / r.flow_secs,
