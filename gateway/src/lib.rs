@@ -23,6 +23,7 @@ pub mod rest;
 pub mod risk;
 pub mod server;
 pub mod settlement;
+pub mod threads;
 pub mod trade;
 pub mod userstream;
 pub mod wallet;

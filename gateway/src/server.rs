@@ -490,6 +490,23 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "From a command's push onto the ring to its request resuming with the durable outcome.",
         &s.ack_time,
     );
+    drop(m);
+    let threads = crate::threads::cpu_by_name();
+    if !threads.is_empty() {
+        use std::fmt::Write as _;
+        let name = "mx_thread_cpu_seconds_total";
+        let _ = write!(
+            out,
+            "# HELP {name} CPU time (user + system) of the server's threads by name (the tokio workers are mx-gateway): which stage of the order path is short of CPU.\n# TYPE {name} counter\n"
+        );
+        for (thread, secs) in threads {
+            let _ = writeln!(
+                out,
+                "{name}{{thread=\"{}\"}} {secs}",
+                crate::threads::label_value(&thread)
+            );
+        }
+    }
     (
         StatusCode::OK,
         [(

@@ -194,6 +194,23 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
     assert_eq!(st, 200);
     assert!(body.contains("mx_journal_durable_seq 8"), "{body}");
     assert!(body.contains("mx_websocket_connections 0"), "{body}");
+    // CPU per thread name, every stage of the order path among them.
+    for t in [
+        "mx-gateway",
+        "mx-journaler",
+        "mx-engine",
+        "mx-publisher",
+        "mx-snapshotter",
+    ] {
+        let line = format!("mx_thread_cpu_seconds_total{{thread=\"{t}\"}} ");
+        let secs: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line}in {body}"))
+            .parse()
+            .unwrap();
+        assert!(secs >= 0.0, "{t}: {secs}");
+    }
     // Every group commit is in the commit-time histogram: its count is the
     // batch counter, and its buckets are cumulative up to +Inf.
     let value = |name: &str| common::metric(&body, name) as u64;
