@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -144,12 +144,8 @@ pub struct Shared {
     pub request_timeout: Duration,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Wall-clock milliseconds since the Unix epoch (the persister's clock).
+pub use persister::writer::now_ms;
 
 /// A Binance-style JSON error response.
 pub fn error_response(e: &BinanceError) -> Response {

@@ -245,8 +245,9 @@ impl Pacing {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch (0 before 1970); the
+/// gateway's clock too (`gateway::server::now_ms`).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
