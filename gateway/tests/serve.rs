@@ -194,7 +194,18 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
     assert_eq!(st, 200);
     assert!(body.contains("mx_journal_durable_seq 8"), "{body}");
     assert!(body.contains("mx_websocket_connections 0"), "{body}");
-    // CPU per thread name, every stage of the order path among them.
+    // CPU per thread name, every stage of the order path among them; the
+    // threads' sum is what the kernel counts for the whole process (which
+    // also holds threads that ended), and it is not zero: the first admin's
+    // password was hashed (argon2id).
+    let threads: Vec<(&str, f64)> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("mx_thread_cpu_seconds_total{thread=\""))
+        .map(|l| {
+            let (name, secs) = l.split_once("\"} ").unwrap();
+            (name, secs.parse().unwrap())
+        })
+        .collect();
     for t in [
         "mx-gateway",
         "mx-journaler",
@@ -202,15 +213,18 @@ fn serve_bootstraps_answers_and_shuts_down_cleanly() {
         "mx-publisher",
         "mx-snapshotter",
     ] {
-        let line = format!("mx_thread_cpu_seconds_total{{thread=\"{t}\"}} ");
-        let secs: f64 = body
-            .lines()
-            .find_map(|l| l.strip_prefix(line.as_str()))
-            .unwrap_or_else(|| panic!("no {line}in {body}"))
-            .parse()
-            .unwrap();
-        assert!(secs >= 0.0, "{t}: {secs}");
+        assert!(threads.iter().any(|(n, _)| *n == t), "no {t} in {body}");
     }
+    let sum: f64 = threads.iter().map(|(_, s)| s).sum();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", s.child.id())).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let process = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap())
+        // SAFETY: sysconf reads a constant of the system; no memory is passed.
+        / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    assert!(
+        sum > 0.0 && sum <= process + 0.02,
+        "threads {sum} s, process {process} s: {threads:?}"
+    );
     // Every group commit is in the commit-time histogram: its count is the
     // batch counter, and its buckets are cumulative up to +Inf.
     let value = |name: &str| common::metric(&body, name) as u64;
