@@ -243,7 +243,7 @@ mod timeline_tests {
     use super::Timeline;
 
     #[test]
-    fn host_speed_is_the_best_pass_of_a_valid_w1() {
+    fn host_speed_runs_a_valid_w1_and_calibration_json_is_one_member() {
         let w = crate::workload::w1(42, 5_000);
         let (_, t) = super::throughput(&w);
         assert_eq!(t.commands, 5_000);
