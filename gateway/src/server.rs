@@ -448,6 +448,19 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "gauge",
         st.hub.connections() as f64,
     );
+    let (streams, subscriptions) = st.hub.subscriptions();
+    metric(
+        "mx_websocket_streams",
+        "Distinct market streams with at least one subscriber.",
+        "gauge",
+        streams as f64,
+    );
+    metric(
+        "mx_websocket_subscriptions",
+        "Market stream subscriptions over all connections (a stream held by two connections counts twice).",
+        "gauge",
+        subscriptions as f64,
+    );
     metric(
         "mx_ring_queued",
         "Commands waiting on the ring.",

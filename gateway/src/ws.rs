@@ -255,6 +255,14 @@ impl Hub {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// (distinct subscribed stream names, subscriptions: stream names
+    /// summed over the connections that hold them), for `/metrics`.
+    pub fn subscriptions(&self) -> (usize, usize) {
+        let g = self.lock();
+        let subs = g.streams.values().map(|s| s.conns.len()).sum();
+        (g.streams.len(), subs)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -24,6 +24,18 @@ fn get(s: &Server, path: &str) -> Value {
     r.json
 }
 
+/// A gauge's value in `/metrics`.
+fn gauge(s: &Server, name: &str) -> f64 {
+    let r = s.req("GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200);
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
 fn setup(s: &Server) -> (Trader, Trader) {
     let admin = login(s, ADMIN, ADMIN_PW);
     let alice = trader(
@@ -350,6 +362,23 @@ fn raw_and_combined_streams_subscriptions_and_trade_numbers() {
         (&a["a"], &a["p"], &a["q"], &a["f"], &a["l"], &a["T"], &a["m"]),
         (&r["a"], &r["p"], &r["q"], &r["f"], &r["l"], &r["T"], &r["m"])
     );
+
+    // /metrics counts them: every connection above has had its messages,
+    // so it is subscribed. live 1 + ccxt 1 + raw 2 + combined 3; distinct:
+    // trade, aggTrade, kline_1m, bookTicker.
+    assert_eq!(gauge(&s, "mx_websocket_subscriptions"), 7.0);
+    assert_eq!(gauge(&s, "mx_websocket_streams"), 4.0);
+    // A closed connection's subscriptions go (aggTrade had only it).
+    drop(ccxt);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gauge(&s, "mx_websocket_subscriptions") != 6.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ccxt's subscription stayed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(gauge(&s, "mx_websocket_streams"), 3.0);
 
     // SET_PROPERTY combined on a raw connection wraps what follows.
     raw.send(&json!({"method": "SET_PROPERTY", "params": ["combined", true], "id": 5}));
