@@ -1,9 +1,17 @@
-//! Real Binance client libraries (binance-connector and ccxt, from PyPI,
-//! pinned in tests/clients/requirements.txt and installed into `.venv` by
-//! `scripts/test`) trade against a real `serve` process by changing only
-//! their base URL: place, query, cancel, balances, market data, errors;
-//! and binance-connector's WebSocket stream client consuming the trade and
-//! 100 ms diff-depth streams and a listen-key user data stream.
+//! Real Binance client libraries from PyPI (pinned in
+//! tests/clients/requirements.txt and installed into `.venv` by
+//! `scripts/test`) against a real `serve` process, configured only by
+//! their URLs, each from its own script in tests/clients/:
+//! - binance-connector and ccxt (REST): place, query, cancel, balances,
+//!   market data, errors (run_clients.py); binance-connector's stream client
+//!   on the trade and 100 ms diff-depth streams and a listen-key user data
+//!   stream (run_streams.py);
+//! - python-binance: REST `Client`, then `AsyncClient` with its socket
+//!   manager and the WebSocket API (run_python_binance.py);
+//! - binance-sdk-spot, Binance's official SDK with strictly typed models:
+//!   REST, WebSocket API and streams (run_binance_sdk.py);
+//! - ccxt.pro: local order book, trades, orders and balance over
+//!   WebSockets, orders with `create_order_ws` (run_ccxt_pro.py).
 
 mod common;
 
@@ -114,16 +122,28 @@ fn run_script(py: &str, args: &[String], limit: std::time::Duration) -> (bool, S
     (status.is_some_and(|s| s.success()), stdout, stderr)
 }
 
-#[test]
-fn binance_connector_streams_trades_depth_and_user_data() {
+/// What a client script left: the server it ran against, its two traders,
+/// its stdout and its `SUMMARY ` JSON line.
+struct ScriptRun {
+    s: Server,
+    a: Trader,
+    b: Trader,
+    stdout: String,
+    sum: serde_json::Value,
+    _tmp: tempfile::TempDir,
+}
+
+/// Start a server with `<prefix>alice` (USDT) and `<prefix>bob` (BTC) and
+/// run `tests/clients/<script> BASE_URL WS_URL KEY_A SECRET_A KEY_B
+/// SECRET_B`, which must succeed and print a `SUMMARY ` line.
+fn run_client_script(script: &str, prefix: &str, limit_secs: u64) -> ScriptRun {
     let py = python();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let s = Server::start(tmp.path(), port);
-    let (a, b) = buyer_and_seller(&s, "ws");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/run_streams.py");
+    let (a, b) = buyer_and_seller(&s, prefix);
     let args = [
-        script.to_string(),
+        format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR")),
         format!("http://127.0.0.1:{port}"),
         format!("ws://127.0.0.1:{port}"),
         a.key.clone(),
@@ -131,13 +151,26 @@ fn binance_connector_streams_trades_depth_and_user_data() {
         b.key.clone(),
         b.secret.clone(),
     ];
-    let (ok, stdout, stderr) = run_script(&py, &args, std::time::Duration::from_secs(90));
-    assert!(ok, "stream client failed:\n{stdout}\n{stderr}");
+    let (ok, stdout, stderr) = run_script(&py, &args, std::time::Duration::from_secs(limit_secs));
+    assert!(ok, "{script} failed:\n{stdout}\n{stderr}");
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("SUMMARY "))
         .unwrap_or_else(|| panic!("no summary in:\n{stdout}\n{stderr}"));
     let sum: serde_json::Value = serde_json::from_str(line).unwrap();
+    ScriptRun {
+        s,
+        a,
+        b,
+        stdout,
+        sum,
+        _tmp: tmp,
+    }
+}
+
+#[test]
+fn binance_connector_streams_trades_depth_and_user_data() {
+    let ScriptRun { s, a, sum, .. } = run_client_script("run_streams.py", "ws", 90);
 
     // The trade event is the trade REST reports, with Binance's typing.
     let trades = s.req("GET", "/api/v3/trades?symbol=BTCUSDT", &[], b"");
@@ -184,4 +217,123 @@ fn binance_connector_streams_trades_depth_and_user_data() {
     assert_eq!(reps[1]["z"], q.json["executedQty"]);
     assert!(sum["positions"].as_u64().unwrap() >= 1);
     assert_eq!(sum["expired"], true);
+}
+
+/// python-binance (REST `Client`, then `AsyncClient` with its socket
+/// manager): REST trading and market data, orders over the WebSocket API,
+/// the trade, diff-depth and combined sockets, and the user socket that it
+/// opens through `userDataStream.subscribe.signature`.
+#[test]
+fn python_binance_trades_and_streams_unmodified() {
+    let run = run_client_script("run_python_binance.py", "pb", 120);
+    assert!(
+        run.stdout.contains("python-binance rest: ok"),
+        "{}",
+        run.stdout
+    );
+    // REST traded once; the streamed trade is the second one.
+    check_streamed_fill(&run, 1);
+}
+
+/// binance-sdk-spot (Binance's official SDK: REST, WebSocket API and
+/// streams, with strictly typed response models).
+#[test]
+fn binance_sdk_spot_trades_and_streams_unmodified() {
+    let run = run_client_script("run_binance_sdk.py", "sdk", 120);
+    assert!(
+        run.stdout.contains("binance-sdk-spot rest: ok"),
+        "{}",
+        run.stdout
+    );
+    check_streamed_fill(&run, 1);
+}
+
+/// ccxt.pro (`binance`): its local order book from the diff stream and a
+/// REST snapshot, trades, its own orders from the user data stream, and
+/// orders placed with `create_order_ws`.
+#[test]
+fn ccxt_pro_watches_book_trades_and_orders() {
+    let run = run_client_script("run_ccxt_pro.py", "pro", 120);
+    let (s, a, sum) = (&run.s, &run.a, &run.sum);
+    let trades = s.req("GET", "/api/v3/trades?symbol=BTCUSDT", &[], b"");
+    let rest = trades.json.as_array().unwrap();
+    assert_eq!(rest.len(), 1, "{}", trades.json);
+    assert_eq!(sum["trade_id"], rest[0]["id"].to_string(), "{sum}");
+    // ccxt's book: the sell's remainder, at the update id REST reports.
+    let depth = s.req("GET", "/api/v3/depth?symbol=BTCUSDT", &[], b"");
+    assert_eq!(
+        sum["nonce"], depth.json["lastUpdateId"],
+        "{sum} {}",
+        depth.json
+    );
+    assert_eq!(sum["asks"], serde_json::json!([[31000.0, 0.002]]));
+    let q = a.call(
+        s,
+        "GET",
+        "/api/v3/order",
+        &format!("symbol=BTCUSDT&orderId={}", sum["buy_id"].as_str().unwrap()),
+    );
+    assert_eq!(q.json["status"], "FILLED");
+    assert_eq!(sum["order_status"], "closed");
+}
+
+/// The scripts' common second part, checked against REST: B rested a sell
+/// over the WebSocket API, A's IOC buy filled part of it (after `earlier`
+/// trades), the script saw that trade, the diffs and A's executionReports,
+/// and the sell's remainder is what the book holds (or was canceled).
+fn check_streamed_fill(run: &ScriptRun, earlier: usize) {
+    let (s, a, b, sum) = (&run.s, &run.a, &run.b, &run.sum);
+    let trades = s.req("GET", "/api/v3/trades?symbol=BTCUSDT", &[], b"");
+    let rest = trades.json.as_array().unwrap();
+    assert_eq!(rest.len(), earlier + 1, "{}", trades.json);
+    let t = &sum["trade"];
+    assert_eq!(t["t"], rest[earlier]["id"]);
+    assert_eq!(t["p"], rest[earlier]["price"]);
+    assert_eq!(t["q"], rest[earlier]["qty"]);
+    assert_eq!(t["T"], rest[earlier]["time"]);
+
+    // The diffs continued the REST snapshot, never past the book's id now.
+    assert!(sum["diffs"].as_u64().unwrap() >= 1, "{sum}");
+    let depth = s.req("GET", "/api/v3/depth?symbol=BTCUSDT", &[], b"");
+    assert!(
+        sum["last_u"].as_u64().unwrap() <= depth.json["lastUpdateId"].as_u64().unwrap(),
+        "{sum} {}",
+        depth.json
+    );
+
+    // A's executionReports are its WebSocket API buy, filled by that trade.
+    let execs = sum["executions"].as_array().unwrap();
+    let q = a.call(
+        s,
+        "GET",
+        "/api/v3/order",
+        &format!("symbol=BTCUSDT&orderId={}", execs[1]["i"]),
+    );
+    assert_eq!(q.json["status"], "FILLED");
+    assert_eq!(q.json["clientOrderId"], execs[1]["c"]);
+    assert_eq!(execs[1]["z"], q.json["executedQty"]);
+    assert_eq!(execs[1]["Z"], q.json["cummulativeQuoteQty"]);
+    let mine = a.call(s, "GET", "/api/v3/myTrades", "symbol=BTCUSDT");
+    let last = mine.json.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(execs[1]["t"], last["id"]);
+    assert_eq!(execs[1]["n"], last["commission"]);
+
+    let sell = b.call(
+        s,
+        "GET",
+        "/api/v3/order",
+        &format!("symbol=BTCUSDT&orderId={}", sum["sell_order_id"]),
+    );
+    assert_eq!(sell.json["executedQty"], "0.00100000", "{}", sell.json);
+    let asks = depth.json["asks"].as_array().unwrap();
+    match sell.json["status"].as_str() {
+        Some("CANCELED") => assert!(asks.is_empty(), "{}", depth.json),
+        Some("PARTIALLY_FILLED") => assert_eq!(
+            asks,
+            &vec![serde_json::json!(["31000.00000000", "0.00200000"])],
+            "{}",
+            depth.json
+        ),
+        other => panic!("sell status {other:?}: {}", sell.json),
+    }
 }

@@ -1,0 +1,165 @@
+"""Drive a running mini-exchange with ccxt.pro's `binance` class, unmodified:
+the same options and REST URLs as the ccxt REST test, plus its two
+WebSocket URLs (`urls['api']['ws']['spot']` for market streams,
+`urls['api']['ws']['ws-api']['spot']` for the WebSocket API). Called by
+gateway/tests/python_clients.rs with:
+
+    run_ccxt_pro.py BASE_URL WS_URL KEY_A SECRET_A KEY_B SECRET_B
+
+Trader A holds USDT, trader B holds BTC. A watches the BTC/USDT order book
+(ccxt keeps it from the 100 ms diff stream and a REST snapshot of 1,000
+levels), the trades, its own orders and its balance (user data over the
+WebSocket API's `userDataStream.subscribe.signature`); B rests a sell and A buys part of it,
+both with `create_order_ws` (`order.place`). The script waits (with
+deadlines, never fixed sleeps: market subscriptions are awaited on the
+server's `mx_websocket_subscriptions` gauge, since ccxt does not wait for
+SUBSCRIBE replies) until ccxt's local book, trades, orders and balance
+show it all.
+
+Prints one line starting with "SUMMARY " (JSON) for the Rust side. Any
+failure exits non-zero with the reason.
+"""
+
+import asyncio
+import json
+import sys
+import time
+import traceback
+import urllib.request
+
+DEADLINE_S = 20
+STARTED = time.monotonic()
+
+
+def step(what):
+    """Progress on stderr (shown by the Rust side when a check fails)."""
+    print(f"[{time.monotonic() - STARTED:6.2f}s] {what}", file=sys.stderr, flush=True)
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def gauge(base, name):
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+async def until_gauge(base, name, at_least):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + DEADLINE_S
+    while (v := await asyncio.to_thread(gauge, base, name)) < at_least:
+        check(loop.time() < end, f"{name} stayed at {v}, wanted {at_least}")
+        await asyncio.sleep(0.02)
+
+
+async def until_state(what, read, pred):
+    """Poll one of ccxt.pro's caches (`orderbooks`, `orders`, `balance`)
+    until `pred` holds: a watch_* call resolves only at the next update,
+    so an update that came before the call would be waited for in vain."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + DEADLINE_S
+    while True:
+        last = read()
+        if last is not None and pred(last):
+            return last
+        check(loop.time() < end, f"timed out waiting for {what}; last {last}")
+        await asyncio.sleep(0.02)
+
+
+async def run(base, ws_url, key_a, sec_a, key_b, sec_b):
+    import ccxt.pro as ccxtpro
+
+    def make(key, secret):
+        ex = ccxtpro.binance({
+            "apiKey": key,
+            "secret": secret,
+            "options": {
+                "fetchMarkets": {"types": ["spot"]},
+                "fetchCurrencies": False,
+                "fetchMargins": False,
+            },
+        })
+        ex.urls["api"]["public"] = base + "/api/v3"
+        ex.urls["api"]["private"] = base + "/api/v3"
+        ex.urls["api"]["ws"]["spot"] = ws_url + "/ws"
+        ex.urls["api"]["ws"]["ws-api"]["spot"] = ws_url + "/ws-api/v3"
+        return ex
+
+    a, b = make(key_a, sec_a), make(key_b, sec_b)
+    try:
+        await a.load_markets()
+        await b.load_markets()
+        # ccxt waits for this subscription's reply, so A's orders are
+        # followed from here on.
+        await a.ensure_user_data_stream_ws_subscribe_signature("spot")
+        balance_first = asyncio.ensure_future(a.watch_balance())
+        orders_first = asyncio.ensure_future(a.watch_orders("BTC/USDT"))
+        trades_first = asyncio.ensure_future(a.watch_trades("BTC/USDT"))
+        book = await asyncio.wait_for(a.watch_order_book("BTC/USDT"), DEADLINE_S)
+        check(book["asks"] == [] and book["bids"] == [], f"empty book {book}")
+        await until_gauge(base, "mx_websocket_subscriptions", 2)
+        step("watching the book, trades, A's orders and balance")
+
+        sell = await b.create_order_ws("BTC/USDT", "limit", "sell", 0.003, 31000)
+        check(sell["status"] == "open", f"ws sell {sell}")
+        await until_state("the sell in A's book", lambda: a.orderbooks.get("BTC/USDT"),
+                          lambda ob: ob["asks"][:1] == [[31000.0, 0.003]])
+        rested = await b.fetch_order(sell["id"], "BTC/USDT")
+        check(rested["status"] == "open", f"sell over REST {rested}")
+        buy = await a.create_order_ws("BTC/USDT", "limit", "buy", 0.001, 31000,
+                                      {"timeInForce": "IOC"})
+        check(buy["status"] == "closed" and buy["filled"] == 0.001, f"ws buy {buy}")
+        step("orders placed over the WebSocket API")
+
+        trades = await asyncio.wait_for(trades_first, DEADLINE_S)
+        check(len(trades) == 1 and trades[0]["price"] == 31000.0
+              and trades[0]["amount"] == 0.001, f"trades {trades}")
+        ob = await until_state("the sell's remainder in A's book",
+                               lambda: a.orderbooks.get("BTC/USDT"),
+                               lambda ob: ob["asks"][:1] == [[31000.0, 0.002]])
+        rest_book = await a.fetch_order_book("BTC/USDT", limit=5)
+        check(ob["asks"] == rest_book["asks"] and ob["bids"] == rest_book["bids"],
+              f"local book {ob['asks']} {ob['bids']} vs REST {rest_book}")
+        await asyncio.wait_for(orders_first, DEADLINE_S)
+        orders = await until_state(
+            "A's buy closed on the user data stream", lambda: a.orders,
+            lambda os: any(o["id"] == buy["id"] and o["status"] == "closed" for o in os))
+        mine = [o for o in orders if o["id"] == buy["id"]][-1]
+        check(mine["filled"] == 0.001 and mine["cost"] == 31.0, f"watched order {mine}")
+        await asyncio.wait_for(balance_first, DEADLINE_S)
+        bal = await until_state(
+            "A's BTC from outboundAccountPosition", lambda: a.balance.get("spot"),
+            lambda b: b.get("BTC", {}).get("free") == 0.000999)
+        check(bal["USDT"]["free"] == 99969.0, f"watched USDT {bal['USDT']}")
+        step("book, trade and order seen")
+        print("SUMMARY " + json.dumps({
+            "trade_id": trades[0]["id"],
+            "buy_id": buy["id"],
+            "sell_id": sell["id"],
+            "nonce": ob["nonce"],
+            "asks": ob["asks"],
+            "order_status": mine["status"],
+        }), flush=True)
+    finally:
+        step("closing")
+        await a.close()
+        await b.close()
+
+
+def main():
+    base, ws_url, key_a, sec_a, key_b, sec_b = sys.argv[1:7]
+    try:
+        asyncio.run(run(base, ws_url, key_a, sec_a, key_b, sec_b))
+        step("done")
+    except Exception:
+        traceback.print_exc()
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
