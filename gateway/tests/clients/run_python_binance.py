@@ -18,7 +18,9 @@ Trader A holds USDT, trader B holds BTC.
    `userDataStream.subscribe.signature`); orders placed and queried over
    the WebSocket API (`ws_create_order`, `ws_get_order`); the script waits
    (with deadlines, never fixed sleeps) for the trade, the diffs and A's
-   executionReports and checks them.
+   executionReports and checks them. Then python-binance's
+   `DepthCacheManager` (REST snapshot + diffs) must show two new orders
+   and equal REST's book.
 
 Prints "python-binance rest: ok", then one line starting with "SUMMARY "
 (JSON) for the Rust side. Any failure exits non-zero with the reason.
@@ -42,6 +44,25 @@ def step(what):
 def check(cond, what):
     if not cond:
         raise AssertionError(what)
+
+
+def gauge(base, name):
+    """A gauge of the server's /metrics (used to wait for subscriptions)."""
+    import urllib.request
+
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+async def until_gauge(base, name, at_least):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + DEADLINE_S
+    while (v := await asyncio.to_thread(gauge, base, name)) < at_least:
+        check(loop.time() < end, f"{name} stayed at {v}, wanted {at_least}")
+        await asyncio.sleep(0.02)
 
 
 def point_at(base, ws_url):
@@ -148,8 +169,9 @@ async def recv_until(sock, what, pred, timeout=DEADLINE_S):
             return got
 
 
-async def streams(key_a, sec_a, key_b, sec_b):
+async def streams(base, key_a, sec_a, key_b, sec_b):
     from binance.async_client import AsyncClient
+    from binance.ws.depthcache import DepthCacheManager
     from binance.ws.streams import BinanceSocketManager
 
     a = AsyncClient(key_a, sec_a)
@@ -221,6 +243,34 @@ async def streams(key_a, sec_a, key_b, sec_b):
         step("executionReports received")
         await b.ws_cancel_order(symbol="BTCUSDT", orderId=sell["orderId"])
         step("sell canceled")
+
+        # DepthCacheManager: python-binance's own local book (REST snapshot
+        # of 500 levels + the 100 ms diffs). Its socket is the fifth
+        # subscription (the multiplex socket holds two).
+        dcm = DepthCacheManager(a, "BTCUSDT", refresh_interval=None, ws_interval=100)
+        async with dcm:
+            await until_gauge(base, "mx_websocket_subscriptions", 5)
+            await b.create_order(symbol="BTCUSDT", side="SELL", type="LIMIT",
+                                 timeInForce="GTC", quantity="0.004", price="32000")
+            await a.create_order(symbol="BTCUSDT", side="BUY", type="LIMIT",
+                                 timeInForce="GTC", quantity="0.001", price="29000")
+            loop = asyncio.get_running_loop()
+            end = loop.time() + DEADLINE_S
+            while True:
+                check(loop.time() < end, "timed out waiting for the depth cache")
+                dc = await asyncio.wait_for(dcm.recv(), end - loop.time())
+                if (dc.get_asks()[:1] == [[32000.0, 0.004]]
+                        and dc.get_bids()[:1] == [[29000.0, 0.001]]):
+                    break
+            book = await a.get_order_book(symbol="BTCUSDT", limit=100)
+
+            def as_floats(side):
+                return [[float(p), float(q)] for p, q in side]
+
+            check(dc.get_asks() == as_floats(book["asks"])
+                  and dc.get_bids() == as_floats(book["bids"]),
+                  f"depth cache {dc.get_asks()} {dc.get_bids()} vs REST {book}")
+        step("depth cache equals REST")
         print("SUMMARY " + json.dumps({
             "trade": trade,
             "snapshot_last_update_id": snap["lastUpdateId"],
@@ -247,7 +297,7 @@ def main():
     point_at(base, ws_url)
     try:
         rest(key_a, sec_a, key_b, sec_b)
-        asyncio.run(streams(key_a, sec_a, key_b, sec_b))
+        asyncio.run(streams(base, key_a, sec_a, key_b, sec_b))
         step("done")
     except Exception:
         traceback.print_exc()
