@@ -250,8 +250,8 @@ fn binance_sdk_spot_trades_and_streams_unmodified() {
 }
 
 /// ccxt.pro (`binance`): its local order book from the diff stream and a
-/// REST snapshot, trades, its own orders from the user data stream, and
-/// orders placed with `create_order_ws`.
+/// REST snapshot, trades, ticker, candles, its own orders and balance from
+/// the user data stream, and orders placed with `create_order_ws`.
 #[test]
 fn ccxt_pro_watches_book_trades_and_orders() {
     let run = run_client_script("run_ccxt_pro.py", "pro", 120);
@@ -276,6 +276,9 @@ fn ccxt_pro_watches_book_trades_and_orders() {
     );
     assert_eq!(q.json["status"], "FILLED");
     assert_eq!(sum["order_status"], "closed");
+    // ccxt's 1 m candle (checked against REST's in the script): the trade.
+    assert_eq!(sum["candle"][4], 31000.0, "{sum}");
+    assert_eq!(sum["candle"][5], 0.001, "{sum}");
 }
 
 /// The scripts' common second part, checked against REST: B rested a sell

@@ -8,13 +8,14 @@ gateway/tests/python_clients.rs with:
 
 Trader A holds USDT, trader B holds BTC. A watches the BTC/USDT order book
 (ccxt keeps it from the 100 ms diff stream and a REST snapshot of 1,000
-levels), the trades, its own orders and its balance (user data over the
+levels), the trades, the 24 h ticker, 1 m candles, its own orders and its
+balance (user data over the
 WebSocket API's `userDataStream.subscribe.signature`); B rests a sell and A buys part of it,
 both with `create_order_ws` (`order.place`). The script waits (with
 deadlines, never fixed sleeps: market subscriptions are awaited on the
 server's `mx_websocket_subscriptions` gauge, since ccxt does not wait for
-SUBSCRIBE replies) until ccxt's local book, trades, orders and balance
-show it all.
+SUBSCRIBE replies) until ccxt's local book, trades, ticker, candles,
+orders and balance show it all.
 
 Prints one line starting with "SUMMARY " (JSON) for the Rust side. Any
 failure exits non-zero with the reason.
@@ -100,10 +101,13 @@ async def run(base, ws_url, key_a, sec_a, key_b, sec_b):
         balance_first = asyncio.ensure_future(a.watch_balance())
         orders_first = asyncio.ensure_future(a.watch_orders("BTC/USDT"))
         trades_first = asyncio.ensure_future(a.watch_trades("BTC/USDT"))
+        ticker_first = asyncio.ensure_future(a.watch_ticker("BTC/USDT"))
+        ohlcv_first = asyncio.ensure_future(a.watch_ohlcv("BTC/USDT", "1m"))
         book = await asyncio.wait_for(a.watch_order_book("BTC/USDT"), DEADLINE_S)
         check(book["asks"] == [] and book["bids"] == [], f"empty book {book}")
-        await until_gauge(base, "mx_websocket_subscriptions", 2)
-        step("watching the book, trades, A's orders and balance")
+        # trade, depth@100ms, ticker, kline_1m
+        await until_gauge(base, "mx_websocket_subscriptions", 4)
+        step("watching the book, trades, ticker, candles, A's orders and balance")
 
         sell = await b.create_order_ws("BTC/USDT", "limit", "sell", 0.003, 31000)
         check(sell["status"] == "open", f"ws sell {sell}")
@@ -122,6 +126,18 @@ async def run(base, ws_url, key_a, sec_a, key_b, sec_b):
         ob = await until_state("the sell's remainder in A's book",
                                lambda: a.orderbooks.get("BTC/USDT"),
                                lambda ob: ob["asks"][:1] == [[31000.0, 0.002]])
+        # The 24 h ticker and the 1 m candle of that one trade.
+        ticker = await asyncio.wait_for(ticker_first, DEADLINE_S)
+        ticker = await until_state("the ticker's trade", lambda: a.tickers.get("BTC/USDT"),
+                                   lambda t: t["last"] == 31000.0)
+        check(ticker["baseVolume"] == 0.001 and ticker["quoteVolume"] == 31.0,
+              f"ticker {ticker}")
+        await asyncio.wait_for(ohlcv_first, DEADLINE_S)
+        candles = await until_state(
+            "the 1m candle", lambda: a.ohlcvs.get("BTC/USDT", {}).get("1m"),
+            lambda cs: len(cs) > 0 and cs[-1][5] == 0.001)
+        rest_kl = await a.fetch_ohlcv("BTC/USDT", "1m", limit=5)
+        check(list(candles[-1]) == rest_kl[-1], f"candle {candles[-1]} vs REST {rest_kl}")
         rest_book = await a.fetch_order_book("BTC/USDT", limit=5)
         check(ob["asks"] == rest_book["asks"] and ob["bids"] == rest_book["bids"],
               f"local book {ob['asks']} {ob['bids']} vs REST {rest_book}")
@@ -144,6 +160,7 @@ async def run(base, ws_url, key_a, sec_a, key_b, sec_b):
             "nonce": ob["nonce"],
             "asks": ob["asks"],
             "order_status": mine["status"],
+            "candle": list(candles[-1]),
         }), flush=True)
     finally:
         step("closing")
