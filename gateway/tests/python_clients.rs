@@ -5,7 +5,8 @@
 //! - binance-connector and ccxt (REST): place, query, cancel, balances,
 //!   market data, errors (run_clients.py); binance-connector's stream client
 //!   on the trade and 100 ms diff-depth streams and a listen-key user data
-//!   stream (run_streams.py);
+//!   stream (run_streams.py); its WebSocket API client trading over
+//!   `/ws-api/v3` (run_connector_wsapi.py);
 //! - python-binance: REST `Client`, then `AsyncClient` with its socket
 //!   manager and the WebSocket API (run_python_binance.py);
 //! - binance-sdk-spot, Binance's official SDK with strictly typed models:
@@ -217,6 +218,39 @@ fn binance_connector_streams_trades_depth_and_user_data() {
     assert_eq!(reps[1]["z"], q.json["executedQty"]);
     assert!(sum["positions"].as_u64().unwrap() >= 1);
     assert_eq!(sum["expired"], true);
+}
+
+/// binance-connector's WebSocket API client (`SpotWebsocketAPIClient`):
+/// market data, place, status, cancel-replace, cancel, errors, account,
+/// history, cancel-all and a listen key, all over `/ws-api/v3`.
+#[test]
+fn binance_connector_websocket_api_trades_unmodified() {
+    let run = run_client_script("run_connector_wsapi.py", "wsapi", 90);
+    assert!(
+        run.stdout.contains("binance-connector ws-api: ok"),
+        "{}",
+        run.stdout
+    );
+    let (s, a, b, sum) = (&run.s, &run.a, &run.b, &run.sum);
+    let q = a.call(
+        s,
+        "GET",
+        "/api/v3/order",
+        &format!("symbol=BTCUSDT&orderId={}", sum["buy_order_id"]),
+    );
+    assert_eq!(q.json["status"], "FILLED", "{}", q.json);
+    let mine = a.call(s, "GET", "/api/v3/myTrades", "symbol=BTCUSDT");
+    assert_eq!(mine.json[0]["id"], sum["trade_id"], "{}", mine.json);
+    let moved = b.call(
+        s,
+        "GET",
+        "/api/v3/order",
+        &format!("symbol=BTCUSDT&orderId={}", sum["moved_order_id"]),
+    );
+    assert_eq!(moved.json["status"], "CANCELED", "{}", moved.json);
+    assert_eq!(moved.json["price"], "30500.00000000");
+    let open = a.call(s, "GET", "/api/v3/openOrders", "symbol=BTCUSDT");
+    assert_eq!(open.json, serde_json::json!([]));
 }
 
 /// python-binance (REST `Client`, then `AsyncClient` with its socket
