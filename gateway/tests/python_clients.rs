@@ -1,6 +1,6 @@
 //! Real Binance client libraries from PyPI (pinned in
 //! tests/clients/requirements.txt and installed into `.venv` by
-//! `scripts/test`) against a real `serve` process, configured only by
+//! `scripts/test`) and npm against a real `serve` process, configured only by
 //! their URLs, each from its own script in tests/clients/:
 //! - binance-connector and ccxt (REST): place, query, cancel, balances,
 //!   market data, errors (run_clients.py); binance-connector's stream client
@@ -11,8 +11,13 @@
 //!   manager and the WebSocket API (run_python_binance.py);
 //! - binance-sdk-spot, Binance's official SDK with strictly typed models:
 //!   REST, WebSocket API and streams (run_binance_sdk.py);
-//! - ccxt.pro: local order book, trades, orders and balance over
-//!   WebSockets, orders with `create_order_ws` (run_ccxt_pro.py).
+//! - ccxt.pro: local order book, trades, ticker, candles, orders and
+//!   balance over WebSockets, orders with `create_order_ws`
+//!   (run_ccxt_pro.py);
+//! - Node.js, the npm package `binance` (pinned by node/package-lock.json,
+//!   installed into node/node_modules by `scripts/test`): REST, WebSocket
+//!   API orders and user data, trade and diff-depth streams
+//!   (node/run_binance_node.js).
 
 mod common;
 
@@ -137,14 +142,26 @@ struct ScriptRun {
 /// Start a server with `<prefix>alice` (USDT) and `<prefix>bob` (BTC) and
 /// run `tests/clients/<script> BASE_URL WS_URL KEY_A SECRET_A KEY_B
 /// SECRET_B`, which must succeed and print a `SUMMARY ` line.
+/// A `.js` script runs under Node.js from tests/clients/node (its packages
+/// in node_modules there, installed by `scripts/test`).
 fn run_client_script(script: &str, prefix: &str, limit_secs: u64) -> ScriptRun {
-    let py = python();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
+    let (interpreter, path) = if script.ends_with(".js") {
+        let modules = format!("{dir}/node/node_modules");
+        assert!(
+            std::path::Path::new(&modules).exists(),
+            "no {modules}: run scripts/test (it runs npm ci there)"
+        );
+        ("node".to_string(), format!("{dir}/node/{script}"))
+    } else {
+        (python(), format!("{dir}/{script}"))
+    };
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let s = Server::start(tmp.path(), port);
     let (a, b) = buyer_and_seller(&s, prefix);
     let args = [
-        format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR")),
+        path,
         format!("http://127.0.0.1:{port}"),
         format!("ws://127.0.0.1:{port}"),
         a.key.clone(),
@@ -152,7 +169,8 @@ fn run_client_script(script: &str, prefix: &str, limit_secs: u64) -> ScriptRun {
         b.key.clone(),
         b.secret.clone(),
     ];
-    let (ok, stdout, stderr) = run_script(&py, &args, std::time::Duration::from_secs(limit_secs));
+    let limit = std::time::Duration::from_secs(limit_secs);
+    let (ok, stdout, stderr) = run_script(&interpreter, &args, limit);
     assert!(ok, "{script} failed:\n{stdout}\n{stderr}");
     let line = stdout
         .lines()
@@ -280,6 +298,15 @@ fn binance_sdk_spot_trades_and_streams_unmodified() {
         "{}",
         run.stdout
     );
+    check_streamed_fill(&run, 1);
+}
+
+/// The npm package `binance` (Node.js): REST, WebSocket API orders and
+/// the trade and diff-depth streams.
+#[test]
+fn node_binance_trades_and_streams_unmodified() {
+    let run = run_client_script("run_binance_node.js", "node", 90);
+    assert!(run.stdout.contains("binance node: ok"), "{}", run.stdout);
     check_streamed_fill(&run, 1);
 }
 
