@@ -25,22 +25,8 @@ Prints "binance-sdk-spot rest: ok", then one line starting with "SUMMARY "
 
 import asyncio
 import json
-import sys
-import time
-import traceback
 
-DEADLINE_S = 20
-STARTED = time.monotonic()
-
-
-def step(what):
-    """Progress on stderr (shown by the Rust side when a check fails)."""
-    print(f"[{time.monotonic() - STARTED:6.2f}s] {what}", file=sys.stderr, flush=True)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+from clientlib import DEADLINE_S, check, diffs_continue, script_main, step
 
 
 def rest(base, key_a, sec_a, key_b, sec_b):
@@ -199,13 +185,7 @@ async def streams(base, ws_url, key_a, sec_a, key_b, sec_b):
             "the depth diff with the sell's remainder",
             lambda m: m.get("e") == "depthUpdate"
             and ["31000.00000000", "0.00200000"] in m["a"])
-        last = snap.last_update_id
-        kept = [d for d in got if d["u"] > last]
-        check(kept and kept[0]["U"] <= last + 1 <= kept[0]["u"],
-              f"first diff {kept[:1]} does not span {last + 1}")
-        for i, d in enumerate(kept):
-            check(i == 0 or d["U"] == last + 1, f"gap before {d} (last u {last})")
-            last = d["u"]
+        kept, last = diffs_continue(got, snap.last_update_id)
         got = await user.until(
             "A's FILLED executionReport",
             lambda m: m["_model"] == "ExecutionReport" and m.get("X") == "FILLED")
@@ -227,16 +207,10 @@ async def streams(base, ws_url, key_a, sec_a, key_b, sec_b):
             await c.close_connection(close_session=True)
 
 
-def main():
-    base, ws_url, key_a, sec_a, key_b, sec_b = sys.argv[1:7]
-    try:
-        rest(base, key_a, sec_a, key_b, sec_b)
-        asyncio.run(streams(base, ws_url, key_a, sec_a, key_b, sec_b))
-        step("done")
-    except Exception:
-        traceback.print_exc()
-        sys.exit(1)
+def main(base, ws_url, key_a, sec_a, key_b, sec_b):
+    rest(base, key_a, sec_a, key_b, sec_b)
+    asyncio.run(streams(base, ws_url, key_a, sec_a, key_b, sec_b))
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

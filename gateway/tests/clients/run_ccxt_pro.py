@@ -23,39 +23,8 @@ failure exits non-zero with the reason.
 
 import asyncio
 import json
-import sys
-import time
-import traceback
-import urllib.request
 
-DEADLINE_S = 20
-STARTED = time.monotonic()
-
-
-def step(what):
-    """Progress on stderr (shown by the Rust side when a check fails)."""
-    print(f"[{time.monotonic() - STARTED:6.2f}s] {what}", file=sys.stderr, flush=True)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-def gauge(base, name):
-    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"no {name} in /metrics")
-
-
-async def until_gauge(base, name, at_least):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE_S
-    while (v := await asyncio.to_thread(gauge, base, name)) < at_least:
-        check(loop.time() < end, f"{name} stayed at {v}, wanted {at_least}")
-        await asyncio.sleep(0.02)
+from clientlib import DEADLINE_S, ccxt_config, check, script_main, step, until_gauge
 
 
 async def until_state(what, read, pred):
@@ -76,17 +45,8 @@ async def run(base, ws_url, key_a, sec_a, key_b, sec_b):
     import ccxt.pro as ccxtpro
 
     def make(key, secret):
-        ex = ccxtpro.binance({
-            "apiKey": key,
-            "secret": secret,
-            "options": {
-                "fetchMarkets": {"types": ["spot"]},
-                "fetchCurrencies": False,
-                "fetchMargins": False,
-            },
-        })
-        ex.urls["api"]["public"] = base + "/api/v3"
-        ex.urls["api"]["private"] = base + "/api/v3"
+        config, point = ccxt_config(key, secret, base)
+        ex = point(ccxtpro.binance(config))
         ex.urls["api"]["ws"]["spot"] = ws_url + "/ws"
         ex.urls["api"]["ws"]["ws-api"]["spot"] = ws_url + "/ws-api/v3"
         return ex
@@ -168,15 +128,9 @@ async def run(base, ws_url, key_a, sec_a, key_b, sec_b):
         await b.close()
 
 
-def main():
-    base, ws_url, key_a, sec_a, key_b, sec_b = sys.argv[1:7]
-    try:
-        asyncio.run(run(base, ws_url, key_a, sec_a, key_b, sec_b))
-        step("done")
-    except Exception:
-        traceback.print_exc()
-        sys.exit(1)
+def main(base, ws_url, key_a, sec_a, key_b, sec_b):
+    asyncio.run(run(base, ws_url, key_a, sec_a, key_b, sec_b))
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -11,10 +11,7 @@ exchange answered; any failure exits non-zero with the reason.
 import sys
 import traceback
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+from clientlib import ccxt_config, check
 
 
 def connector(base, key_a, sec_a, key_b, sec_b):
@@ -65,18 +62,8 @@ def with_ccxt(base, key_a, sec_a, key_b, sec_b):
     import ccxt
 
     def make(key, secret):
-        ex = ccxt.binance({
-            "apiKey": key,
-            "secret": secret,
-            "options": {
-                "fetchMarkets": {"types": ["spot"]},
-                "fetchCurrencies": False,
-                "fetchMargins": False,
-            },
-        })
-        ex.urls["api"]["public"] = base + "/api/v3"
-        ex.urls["api"]["private"] = base + "/api/v3"
-        return ex
+        config, point = ccxt_config(key, secret, base)
+        return point(ccxt.binance(config))
 
     a = make(key_a, sec_a)
     b = make(key_b, sec_b)

@@ -18,7 +18,7 @@ import json
 import sys
 import traceback
 
-from run_streams import Inbox, check
+from clientlib import Inbox, check
 
 
 def main(ws_url, key_a, sec_a, key_b, sec_b):

@@ -28,41 +28,8 @@ Prints "python-binance rest: ok", then one line starting with "SUMMARY "
 
 import asyncio
 import json
-import sys
-import time
-import traceback
 
-DEADLINE_S = 20
-STARTED = time.monotonic()
-
-
-def step(what):
-    """Progress on stderr (shown by the Rust side when a check fails)."""
-    print(f"[{time.monotonic() - STARTED:6.2f}s] {what}", file=sys.stderr, flush=True)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-def gauge(base, name):
-    """A gauge of the server's /metrics (used to wait for subscriptions)."""
-    import urllib.request
-
-    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"no {name} in /metrics")
-
-
-async def until_gauge(base, name, at_least):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE_S
-    while (v := await asyncio.to_thread(gauge, base, name)) < at_least:
-        check(loop.time() < end, f"{name} stayed at {v}, wanted {at_least}")
-        await asyncio.sleep(0.02)
+from clientlib import DEADLINE_S, check, diffs_continue, script_main, step, until_gauge
 
 
 def point_at(base, ws_url):
@@ -215,16 +182,8 @@ async def streams(base, key_a, sec_a, key_b, sec_b):
             lambda m: m.get("e") == "depthUpdate"
             and ["31000.00000000", "0.00200000"] in m["a"])
         diffs = [d for d in diffs if d.get("e") == "depthUpdate"]
-        # Binance's local-book procedure: drop events with u <= the
-        # snapshot's id; the first kept one spans id + 1; each next U
-        # is the previous u + 1.
-        last = snap["lastUpdateId"]
-        kept = [d for d in diffs if d["u"] > last]
-        check(kept and kept[0]["U"] <= last + 1 <= kept[0]["u"],
-              f"first diff {kept[:1]} does not span {last + 1}")
-        for i, d in enumerate(kept):
-            check(i == 0 or d["U"] == last + 1, f"gap before {d} (last u {last})")
-            last = d["u"]
+        # Binance's local-book procedure from the REST snapshot.
+        _, last = diffs_continue(diffs, snap["lastUpdateId"])
 
         step("trade and diffs received")
         combined = await recv_until(ms, "the trade on the combined stream",
@@ -292,17 +251,11 @@ async def streams(base, key_a, sec_a, key_b, sec_b):
                              a.close_connection(), b.close_connection())
 
 
-def main():
-    base, ws_url, key_a, sec_a, key_b, sec_b = sys.argv[1:7]
+def main(base, ws_url, key_a, sec_a, key_b, sec_b):
     point_at(base, ws_url)
-    try:
-        rest(key_a, sec_a, key_b, sec_b)
-        asyncio.run(streams(base, key_a, sec_a, key_b, sec_b))
-        step("done")
-    except Exception:
-        traceback.print_exc()
-        sys.exit(1)
+    rest(key_a, sec_a, key_b, sec_b)
+    asyncio.run(streams(base, key_a, sec_a, key_b, sec_b))
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

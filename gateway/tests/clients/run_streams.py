@@ -17,47 +17,9 @@ reports listenKeyExpired), and prints one JSON summary line starting with
 import json
 import os
 import sys
-import threading
-import time
 import traceback
 
-DEADLINE_S = 20
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-class Inbox:
-    """Messages from the client threads, with waiting under a deadline."""
-
-    def __init__(self):
-        self.cond = threading.Condition()
-        self.msgs = []
-        self.errors = []
-
-    def on_message(self, _manager, raw):
-        with self.cond:
-            self.msgs.append(json.loads(raw))
-            self.cond.notify_all()
-
-    def on_error(self, _manager, err):
-        with self.cond:
-            self.errors.append(repr(err))
-            self.cond.notify_all()
-
-    def wait(self, what, pred, timeout=DEADLINE_S):
-        end = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                found = pred(self.msgs)
-                if found:
-                    return found
-                check(not self.errors, f"client error while waiting for {what}: {self.errors}")
-                left = end - time.monotonic()
-                check(left > 0, f"timed out waiting for {what}; got {self.msgs[-20:]}")
-                self.cond.wait(left)
+from clientlib import DEADLINE_S, Inbox, check
 
 
 def reply(msgs, req_id):
