@@ -189,7 +189,10 @@ fn run_client_script(script: &str, prefix: &str, limit_secs: u64) -> ScriptRun {
 
 #[test]
 fn binance_connector_streams_trades_depth_and_user_data() {
-    let ScriptRun { s, a, sum, .. } = run_client_script("run_streams.py", "ws", 90);
+    // (Bound whole: a `let ScriptRun { s, .. }` would drop the data
+    // directory at once, under the running server.)
+    let run = run_client_script("run_streams.py", "ws", 90);
+    let (s, a, sum) = (&run.s, &run.a, &run.sum);
 
     // The trade event is the trade REST reports, with Binance's typing.
     let trades = s.req("GET", "/api/v3/trades?symbol=BTCUSDT", &[], b"");
@@ -213,7 +216,7 @@ fn binance_connector_streams_trades_depth_and_user_data() {
     // A's executionReports: NEW, then the fill REST shows.
     let oid = sum["order_id"].as_u64().unwrap();
     let q = a.call(
-        &s,
+        s,
         "GET",
         "/api/v3/order",
         &format!("symbol=BTCUSDT&orderId={oid}"),
@@ -228,7 +231,7 @@ fn binance_connector_streams_trades_depth_and_user_data() {
     assert!(reps
         .iter()
         .all(|r| r["i"] == oid && r["c"] == "stream-buy-1"));
-    let mine = a.call(&s, "GET", "/api/v3/myTrades", "symbol=BTCUSDT");
+    let mine = a.call(s, "GET", "/api/v3/myTrades", "symbol=BTCUSDT");
     let m = &mine.json.as_array().unwrap()[0];
     assert_eq!(reps[1]["t"], m["id"]);
     assert_eq!(reps[1]["n"], m["commission"]);
