@@ -297,6 +297,11 @@ async fn health(State(st): State<AppState>) -> Response {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
+    // Reading /proc/self/task/*/{comm,stat} is file I/O (two reads per
+    // thread): off the tokio workers, before any lock is taken.
+    let threads = tokio::task::spawn_blocking(crate::threads::cpu_by_name)
+        .await
+        .unwrap_or_default();
     let s = st.submitter.stats();
     let m = st.market.read().expect("market lock");
     let mut out = String::new();
@@ -500,7 +505,6 @@ async fn metrics(State(st): State<AppState>) -> Response {
         &s.ack_time,
     );
     drop(m);
-    let threads = crate::threads::cpu_by_name();
     if !threads.is_empty() {
         use std::fmt::Write as _;
         let name = "mx_thread_cpu_seconds_total";
