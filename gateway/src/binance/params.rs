@@ -643,13 +643,20 @@ fn decode_pairs(
 /// and U+007F-U+009F). One pass over the bytes for the usual printable
 /// ASCII; character by character only when a byte is not.
 fn has_control(s: &str) -> bool {
-    s.bytes().any(|b| !(0x20..0x7f).contains(&b)) && s.chars().any(char::is_control)
+    // A fold without an early exit, so the common all-printable-ASCII
+    // check runs over whole vectors (values are API keys and signatures of
+    // 64 bytes); only text with other bytes looks at its chars.
+    s.bytes()
+        .fold(false, |any, b| any | !(0x20..0x7f).contains(&b))
+        && s.chars().any(char::is_control)
 }
 
 fn is_param_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.bytes().fold(true, |all, b| {
+            all & (b.is_ascii_alphanumeric() | (b == b'_'))
+        })
 }
 
 /// Form-urlencoded decoding: `+` is a space, `%XX` a byte. `None` for a
