@@ -562,6 +562,7 @@ fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
                 config::WaitStrategy::Spin => crate::pipeline::WaitStrategy::Spin,
             },
             engine_core: cfg.engine.core,
+            commit_interval: std::time::Duration::from_micros(cfg.journal.commit_interval_us),
         },
         snapshot: replica::SnapshotPolicy {
             every_records: cfg.snapshot.interval_records,

@@ -34,6 +34,9 @@ pub const DEFAULT_TOML_NAME: &str = "config/default.toml (embedded)";
 const MAX_ASSET_DECIMALS: u8 = 18;
 /// Largest journal segment, MiB (64 GiB; mmap offsets stay far from limits).
 const MAX_SEGMENT_SIZE_MB: u64 = 64 << 10;
+/// `journal.commit_interval_us` at most: 100 ms (a wait this long already
+/// dominates every acknowledgement).
+const MAX_COMMIT_INTERVAL_US: u64 = 100_000;
 /// Default `max_price` of a pair, in whole quote units (Binance's usual).
 const DEFAULT_MAX_PRICE_WHOLE: u64 = 1_000_000;
 /// Deepest `market_data.depth_max_levels` (Binance answers at most 5000
@@ -398,6 +401,9 @@ pub struct JournalSection {
     /// Most commands per group commit.
     pub max_batch: usize,
     pub watermark_interval: u32,
+    /// Least microseconds between the starts of two group commits while
+    /// commands keep coming (0: none).
+    pub commit_interval_us: u64,
 }
 
 impl Default for JournalSection {
@@ -408,6 +414,7 @@ impl Default for JournalSection {
             durability: Durability::Fsync,
             max_batch: 1024,
             watermark_interval: journal::JournalConfig::DEFAULT_WATERMARK_INTERVAL,
+            commit_interval_us: 0,
         }
     }
 }
@@ -1016,6 +1023,15 @@ impl Config {
         }
         nonzero("journal.max_batch", j.max_batch as u64)?;
         nonzero("journal.watermark_interval", j.watermark_interval.into())?;
+        if j.commit_interval_us > MAX_COMMIT_INTERVAL_US {
+            return Err(invalid(
+                "journal.commit_interval_us",
+                format!(
+                    "must be 0 to {MAX_COMMIT_INTERVAL_US} (microseconds), got {}",
+                    j.commit_interval_us
+                ),
+            ));
+        }
 
         nonzero("snapshot.keep", self.snapshot.keep.into())?;
         nonzero("database.pool_size", self.database.pool_size.into())?;

@@ -103,6 +103,9 @@ pub struct PipelineConfig {
     pub wait: WaitStrategy,
     /// CPU to pin the engine thread to.
     pub engine_core: Option<usize>,
+    /// Least time between the starts of two group commits while commands
+    /// keep coming (zero: commit as soon as the previous commit is done).
+    pub commit_interval: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -112,6 +115,7 @@ impl Default for PipelineConfig {
             max_batch: 4_096,
             wait: WaitStrategy::Park,
             engine_core: None,
+            commit_interval: Duration::ZERO,
         }
     }
 }
@@ -591,7 +595,21 @@ impl Pipeline {
                 let mut buf = Vec::with_capacity(512);
                 let mut last_ts_ns = 0u64;
                 let mut idle = 0u32;
+                let interval = cfg.commit_interval;
+                let mut last_commit: Option<std::time::Instant> = None;
                 loop {
+                    // Commands already waiting while the previous group
+                    // commit began less than `commit_interval` ago wait for
+                    // the rest of it (and for the commands arriving
+                    // meanwhile): fewer, larger commits. A command that
+                    // finds the journal idle for longer goes at once.
+                    if let Some(t) = last_commit {
+                        let due = t + interval;
+                        let now = std::time::Instant::now();
+                        if now < due && !sh.ring.is_empty() {
+                            std::thread::sleep(due - now);
+                        }
+                    }
                     let mut subs = Vec::new();
                     while subs.len() < cfg.max_batch {
                         match sh.ring.pop() {
@@ -611,6 +629,9 @@ impl Pipeline {
                     last_ts_ns = ts_ns;
                     let first_seq = writer.last_seq() + 1;
                     let started = std::time::Instant::now();
+                    if !interval.is_zero() {
+                        last_commit = Some(started);
+                    }
                     let mut failure = None;
                     for s in &subs {
                         buf.clear();
@@ -850,6 +871,45 @@ mod tests {
             password_hash: String::new(),
             roles: roles::TRADER,
         }
+    }
+
+    /// Commands that arrive while the previous commit began less than
+    /// `commit_interval` ago share the next commit. The interval (1 s) is
+    /// far longer than the test takes to submit them, so exactly two group
+    /// commits hold the six commands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_within_the_commit_interval_share_one_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (pipeline, sub) = Pipeline::start(
+            open(tmp.path()),
+            Engine::new(),
+            PipelineConfig {
+                commit_interval: Duration::from_secs(1),
+                ..PipelineConfig::default()
+            },
+            |_| {},
+        );
+        // The first command finds the journal idle: committed alone.
+        let o = sub.execute(create_user(0)).await.unwrap();
+        assert_eq!(o.seq, 1);
+        assert_eq!(sub.stats().batches.load(Ordering::Relaxed), 1);
+        let mut tasks = Vec::new();
+        for i in 1..6u64 {
+            let sub = sub.clone();
+            tasks.push(tokio::spawn(
+                async move { sub.execute(create_user(i)).await },
+            ));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for t in tasks {
+            let o = t.await.unwrap().unwrap();
+            assert!(pipeline.durable_seq() >= o.seq);
+        }
+        assert_eq!(sub.stats().batches.load(Ordering::Relaxed), 2);
+        assert_eq!(sub.stats().journaled.load(Ordering::Relaxed), 6);
+        let (engine, writer) = pipeline.shutdown();
+        assert_eq!(engine.last_seq(), 6);
+        writer.close().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -561,6 +561,10 @@ fn cross_field_checks() {
     assert!(e.contains("ws_pong_timeout_secs"), "{e}");
     let e = err_text(load_env(&[("MX_JOURNAL__SEGMENT_SIZE_MB", "0")]));
     assert!(e.contains("journal.segment_size_mb"), "{e}");
+    let e = err_text(load_env(&[("MX_JOURNAL__COMMIT_INTERVAL_US", "100001")]));
+    assert!(e.contains("journal.commit_interval_us"), "{e}");
+    let c = load_env(&[("MX_JOURNAL__COMMIT_INTERVAL_US", "100000")]).unwrap();
+    assert_eq!(c.journal.commit_interval_us, 100_000);
     for bad in ["0", "101"] {
         let e = err_text(load_env(&[("MX_PERSISTER__BUSY_PERCENT", bad)]));
         assert!(

@@ -424,6 +424,49 @@ fn serve_applies_the_journal_watermark_interval() {
     }
 }
 
+/// `journal.commit_interval_us` reaches the running server: with 100 ms,
+/// eight deposits sent 2 ms apart share group commits: one commit per
+/// 100 ms the burst lasts, plus the first deposit's, which may find the
+/// journal idle and go alone (without the interval each deposit would get
+/// its own commit).
+#[test]
+fn serve_applies_the_journal_commit_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = common::Server::start_with(
+        tmp.path(),
+        common::free_port(),
+        &[("MX_JOURNAL__COMMIT_INTERVAL_US", "100000")],
+    );
+    let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
+    let batches = |s: &common::Server| {
+        let page = s.req("GET", "/metrics", &[], b"").body;
+        common::metric(&page, "mx_journal_batches_total") as u64
+    };
+    let before = batches(&s);
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let (s, admin) = (&s, &admin);
+        let sent: Vec<_> = (0..8)
+            .map(|i| {
+                let t = scope.spawn(move || admin_deposit(s, admin, "1", &format!("0xci{i}")));
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                t
+            })
+            .collect();
+        for t in sent {
+            let r = t.join().unwrap();
+            assert_eq!(r.status, 201, "{}", r.json);
+        }
+    });
+    let lasted_ms = started.elapsed().as_millis() as u64;
+    let used = batches(&s) - before;
+    assert!(
+        used >= 1 && used <= 2 + lasted_ms / 100,
+        "8 deposits in {lasted_ms} ms took {used} commits"
+    );
+    s.kill();
+}
+
 /// `journal.dir` and `snapshot.dir` put the journal and the snapshots
 /// outside the data directory: serve writes, snapshots and recovers there,
 /// and the offline subcommands find them through the same variables.
