@@ -414,6 +414,62 @@ pub fn server_acks(addr: &str) -> Vec<(f64, u64)> {
         .unwrap_or_default()
 }
 
+/// `(label value, sample)` of every sample of metric `name` that carries
+/// the one label `label` in a Prometheus text page.
+pub fn scrape_labelled(page: &str, name: &str, label: &str) -> Vec<(String, f64)> {
+    let prefix = format!("{name}{{{label}=\"");
+    page.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (value, sample) = rest.split_once("\"} ")?;
+            Some((value.to_string(), sample.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// CPU seconds of the server's threads by name now
+/// (`mx_thread_cpu_seconds_total`; empty when the page cannot be read).
+pub fn server_thread_cpu(addr: &str) -> Vec<(String, f64)> {
+    Conn::open(addr)
+        .and_then(|mut c| c.call("GET", "/metrics", &[], b""))
+        .map(|(_, page)| scrape_labelled(&page, "mx_thread_cpu_seconds_total", "thread"))
+        .unwrap_or_default()
+}
+
+/// CPU seconds (user + system) this process has used.
+pub fn own_cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+/// `"cpu_us_per_order":{...}`: microseconds of CPU per order answered, of
+/// this client and of each server thread (from two scrapes of
+/// `mx_thread_cpu_seconds_total`, 10 ms resolution), so that runs on a
+/// host whose speed changes compare by the work done, not only by latency.
+pub fn cpu_per_order_json(
+    client_secs: f64,
+    before: &[(String, f64)],
+    after: &[(String, f64)],
+    orders: u64,
+) -> String {
+    let per = |secs: f64| secs * 1e6 / orders.max(1) as f64;
+    let mut out = format!("\"cpu_us_per_order\":{{\"client\":{:.2}", per(client_secs));
+    for (thread, now) in after {
+        let was = before
+            .iter()
+            .find(|(t, _)| t == thread)
+            .map_or(0.0, |b| b.1);
+        out.push_str(&format!(",\"{thread}\":{:.2}", per((now - was).max(0.0))));
+    }
+    out.push('}');
+    out
+}
+
 /// The upper bound (ns) of the bucket holding quantile `q` of the samples
 /// counted between two scrapes of one cumulative histogram; `None` when
 /// nothing was counted, or the quantile lies past the last finite bound.
@@ -445,6 +501,27 @@ mod tests {
         mx_command_ack_seconds_bucket{le=\"+Inf\"} 100\n\
         mx_command_ack_seconds_sum 0.5\n\
         mx_other_bucket{le=\"1\"} 5\n";
+
+    #[test]
+    fn thread_cpu_per_order_is_scraped_and_divided() {
+        let page = "mx_thread_cpu_seconds_total{thread=\"mx-engine\"} 1.5\n\
+            mx_thread_cpu_seconds_total{thread=\"mx-gateway\"} 7\n\
+            mx_other{thread=\"x\"} 9\n";
+        let after = scrape_labelled(page, "mx_thread_cpu_seconds_total", "thread");
+        assert_eq!(
+            after,
+            vec![
+                ("mx-engine".to_string(), 1.5),
+                ("mx-gateway".to_string(), 7.0)
+            ]
+        );
+        let before = vec![("mx-engine".to_string(), 0.5)];
+        assert_eq!(
+            cpu_per_order_json(2.0, &before, &after, 1_000_000),
+            "\"cpu_us_per_order\":{\"client\":2.00,\"mx-engine\":1.00,\"mx-gateway\":7.00}"
+        );
+        assert!(own_cpu_secs() > 0.0);
+    }
 
     #[test]
     fn account_signatures_are_the_gateways_hmac() {

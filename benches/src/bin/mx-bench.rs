@@ -342,6 +342,8 @@ fn order_entry(
     let duration = std::time::Duration::from_secs(duration_secs);
     let tick = std::time::Duration::from_micros(tick_us);
     let acks_before = rest_bench::server_acks(addr);
+    let threads_before = rest_bench::server_thread_cpu(addr);
+    let client_before = rest_bench::own_cpu_secs();
     let r = match kind {
         OrderEntry::Rest(d) => {
             rest_bench::run(addr, &accounts, connections, rate, duration, d, tick)?
@@ -354,7 +356,14 @@ fn order_entry(
     // The server's own view (ring push to durable outcome), bucket upper
     // bounds: what the client saw beyond it is sockets, request handling
     // and the client's own queueing.
+    let client_cpu = rest_bench::own_cpu_secs() - client_before;
     let acks_after = rest_bench::server_acks(addr);
+    let cpu = rest_bench::cpu_per_order_json(
+        client_cpu,
+        &threads_before,
+        &rest_bench::server_thread_cpu(addr),
+        r.ok,
+    );
     let server_ack = |q| {
         rest_bench::bucket_quantile_ns(&acks_before, &acks_after, q)
             .map_or_else(|| "null".to_string(), |v| v.to_string())
@@ -370,7 +379,7 @@ fn order_entry(
         std::fs::write(path, r.timeline.csv())?;
     }
     println!(
-        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},{calib}\"machine\":\"{machine}\"}}",
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},{cpu},{calib}\"machine\":\"{machine}\"}}",
         r.sent,
         r.ok,
         r.errors,
