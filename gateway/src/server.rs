@@ -396,6 +396,12 @@ async fn metrics(State(st): State<AppState>) -> Response {
             p.total(|s| &s.errors) as f64,
         );
         metric(
+            "mx_persister_restarts_total",
+            "Times a writer started over from Postgres' checkpoint because Postgres lost commits it had acknowledged (a crash with asynchronous commit).",
+            "counter",
+            p.total(|s| &s.restarts) as f64,
+        );
+        metric(
             "mx_persister_build_seconds_total",
             "Time reading the journal, replaying and building rows.",
             "counter",

@@ -37,8 +37,12 @@
 //!   follows the live journal in small batches). Exactly-once still holds:
 //!   a Postgres crash may lose the last few acknowledged commits, but each
 //!   lost commit takes its own checkpoint move with it (same transaction),
-//!   and the journal, not Postgres, is the truth, so on restart the writer
-//!   reads the older checkpoint and writes those records again. A lost
+//!   and the journal, not Postgres, is the truth, so the writer reads the
+//!   older checkpoint and writes those records again: at its next start,
+//!   or, when it kept running while Postgres crashed and came back, as soon
+//!   as it finds the checkpoint behind what it committed
+//!   ([`WriterError::CheckpointBehind`]: [`run`] starts over from there,
+//!   counted in `mx_persister_restarts_total`). A lost
 //!   commit is never torn (Postgres recovers to a consistent prefix of its
 //!   WAL) and the window is short (at most about three
 //!   `wal_writer_delay`s). Nothing takes the checkpoint as a durability
@@ -76,6 +80,15 @@ pub enum WriterError {
     },
     #[error("checkpoint of writer {writer} moved to {found} behind our back (expected {expected}): is another persister running against this database?")]
     CheckpointMoved {
+        writer: String,
+        expected: u64,
+        found: u64,
+    },
+    /// Postgres holds less than this writer committed: it lost its last
+    /// commits (a crash with asynchronous commit, see the module docs).
+    /// [`run`] starts over from the checkpoint Postgres has.
+    #[error("checkpoint of writer {writer} is at seq {found}, behind the seq {expected} this writer committed: Postgres lost its last commits (a crash with asynchronous commit); writing again from seq {found}")]
+    CheckpointBehind {
         writer: String,
         expected: u64,
         found: u64,
@@ -273,6 +286,9 @@ pub struct PersisterStatus {
     pub batches: AtomicU64,
     pub rows: AtomicU64,
     pub errors: AtomicU64,
+    /// Times the writer started over from Postgres' checkpoint because
+    /// Postgres had lost commits it had acknowledged.
+    pub restarts: AtomicU64,
     /// Time spent reading the journal, applying records to the replica and
     /// building rows (ns, summed over batches).
     pub build_ns: AtomicU64,
@@ -414,7 +430,23 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(WriterError::Runtime)?;
-    rt.block_on(run_async(cfg, follow, stop, status))
+    loop {
+        match rt.block_on(run_async(
+            cfg.clone(),
+            follow.clone(),
+            stop.clone(),
+            status.clone(),
+        )) {
+            // The records Postgres lost are in the journal: start over
+            // from its checkpoint (replica rebuilt there), as a restart
+            // of the writer would.
+            Err(err @ WriterError::CheckpointBehind { .. }) => {
+                tracing::warn!(%err, "persister: starting over from the checkpoint Postgres has");
+                status.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Spawn [`run`] on a named thread.
@@ -831,11 +863,20 @@ async fn run_async(
             match flush(c, statements, target, &engine, &batch, &mut ensured, retry).await {
                 Ok(FlushOutcome::Written) => break,
                 Ok(FlushOutcome::Moved(found)) => {
-                    return Err(WriterError::CheckpointMoved {
-                        writer,
-                        expected: batch.first_seq - 1,
-                        found,
-                    })
+                    let expected = batch.first_seq - 1;
+                    return Err(if found < expected {
+                        WriterError::CheckpointBehind {
+                            writer,
+                            expected,
+                            found,
+                        }
+                    } else {
+                        WriterError::CheckpointMoved {
+                            writer,
+                            expected,
+                            found,
+                        }
+                    });
                 }
                 Err(err) => {
                     attempt += 1;

@@ -1179,3 +1179,213 @@ async fn max_batch_below_the_default_min_batch_is_honoured() {
     assert!(status.batches.load(Ordering::Relaxed) >= 8);
     db.drop_db().await;
 }
+
+/// A PostgreSQL cluster of this test's own (initdb in a temporary
+/// directory, its own port and socket directory), so it can be crashed
+/// without touching the server the other tests share. The WAL writer
+/// sleeps 10 s: asynchronous commits stay in shared memory until then, so
+/// an immediate shutdown (every backend quits at once, as in a crash)
+/// loses the last ones.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+    /// `runuser -u postgres --` when running as root (initdb and the
+    /// server refuse root).
+    as_user: Vec<String>,
+}
+
+impl PrivatePg {
+    fn start() -> PrivatePg {
+        let out = std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .expect("pg_config (PostgreSQL's server package) must be installed for this test");
+        let bin = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        let dir = tempfile::tempdir().unwrap();
+        let root = unsafe { libc::geteuid() } == 0;
+        let as_user = if root {
+            let uid = std::process::Command::new("id")
+                .args(["-u", "postgres"])
+                .output()
+                .unwrap();
+            let uid: u32 = String::from_utf8(uid.stdout)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            std::os::unix::fs::chown(dir.path(), Some(uid), None).unwrap();
+            ["runuser", "-u", "postgres", "--"]
+                .map(String::from)
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePg {
+            dir,
+            port,
+            bin,
+            as_user,
+        };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        pg.ctl_start();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").to_str().unwrap().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let mut cmd = match self.as_user.split_first() {
+            Some((first, rest)) => {
+                let mut c = std::process::Command::new(first);
+                c.args(rest).arg(&exe);
+                c
+            }
+            None => std::process::Command::new(&exe),
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ctl_start(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c wal_writer_delay=10000 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
+    }
+
+    /// Every server process quits at once, without writing what shared
+    /// memory holds (a crash, as far as the database is concerned).
+    fn crash(&self) {
+        let data = self.data();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.data();
+        let exe = self.bin.join("pg_ctl");
+        let mut cmd = match self.as_user.split_first() {
+            Some((first, rest)) => {
+                let mut c = std::process::Command::new(first);
+                c.args(rest).arg(&exe);
+                c
+            }
+            None => std::process::Command::new(&exe),
+        };
+        let _ = cmd
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+/// Postgres crashes while the writer works (immediate shutdown: the last
+/// asynchronous commits are lost, rows and checkpoint moves together) and
+/// comes back: the running writer finds Postgres' checkpoint behind what it
+/// committed, starts over from there, and the tables end equal to a clean
+/// run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_crash_that_loses_commits_is_written_again() {
+    const N: u64 = 2500;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    write_journal(&data, N);
+    let clean = TestDb::create_migrated().await;
+    write_all(clean.url(), &data, 500, N).await;
+
+    let pg = PrivatePg::start();
+    let mut db = TestDb::create_on(&pg.url()).await;
+    db.migrate().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(PersisterStatus::default());
+    let h = writer::spawn(
+        config(db.url(), &data, 40),
+        Follow::Poll,
+        stop.clone(),
+        status.clone(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status.written_seq.load(Ordering::Relaxed) < N / 3 {
+        assert!(Instant::now() < deadline, "the writer did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pg.crash();
+    let committed = status.written_seq.load(Ordering::Relaxed);
+    pg.ctl_start();
+    let c = db.connect().await;
+    let kept: i64 = c
+        .query_one("SELECT min(last_seq) FROM persister_checkpoints", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(c);
+    eprintln!("the writer had committed seq {committed}; Postgres kept {kept}");
+    assert!(
+        (kept as u64) < committed,
+        "the crash lost no commit (kept {kept} of {committed}): the test did not crash in time"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while status.written_seq.load(Ordering::Relaxed) < N {
+        assert!(!h.is_finished(), "writer ended: {:?}", h.join().unwrap());
+        assert!(Instant::now() < deadline, "did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Release);
+    tokio::task::spawn_blocking(move || h.join().unwrap().unwrap())
+        .await
+        .unwrap();
+    assert!(status.restarts.load(Ordering::Relaxed) >= 1);
+    let fresh = db.connect().await;
+    assert_same(&dump(clean.client()).await, &dump(&fresh).await);
+    drop(fresh);
+    clean.drop_db().await;
+    db.drop_db().await;
+}
