@@ -906,8 +906,21 @@ async fn postgres_outage_retries_and_catches_up() {
         }
         proxy.restore();
     }
+    finish_writer(h, &stop, &status, N).await;
+    assert_same_then_drop(clean, db).await;
+}
+
+/// Wait (two minutes at most) until a spawned writer has written `to`,
+/// then stop it; it must end without error.
+async fn finish_writer(
+    h: std::thread::JoinHandle<Result<(), writer::WriterError>>,
+    stop: &AtomicBool,
+    status: &PersisterStatus,
+    to: u64,
+) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while status.written_seq.load(Ordering::Relaxed) < N {
+    while status.written_seq.load(Ordering::Relaxed) < to {
+        assert!(!h.is_finished(), "writer ended: {:?}", h.join().unwrap());
         assert!(Instant::now() < deadline, "did not catch up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -915,7 +928,6 @@ async fn postgres_outage_retries_and_catches_up() {
     tokio::task::spawn_blocking(move || h.join().unwrap().unwrap())
         .await
         .unwrap();
-    assert_same_then_drop(clean, db).await;
 }
 
 /// Checkpoint of every domain row.
@@ -1254,17 +1266,21 @@ impl PrivatePg {
         self.dir.path().join("data").to_str().unwrap().to_string()
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// `tool` of the server's bin directory, as the cluster's owner.
+    fn command(&self, tool: &str) -> std::process::Command {
         let exe = self.bin.join(tool);
-        let mut cmd = match self.as_user.split_first() {
+        match self.as_user.split_first() {
             Some((first, rest)) => {
                 let mut c = std::process::Command::new(first);
                 c.args(rest).arg(&exe);
                 c
             }
             None => std::process::Command::new(&exe),
-        };
-        let out = cmd.args(args).output().unwrap();
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.command(tool).args(args).output().unwrap();
         assert!(
             out.status.success(),
             "{tool} {args:?}: {}{}",
@@ -1311,16 +1327,8 @@ impl PrivatePg {
 impl Drop for PrivatePg {
     fn drop(&mut self) {
         let data = self.data();
-        let exe = self.bin.join("pg_ctl");
-        let mut cmd = match self.as_user.split_first() {
-            Some((first, rest)) => {
-                let mut c = std::process::Command::new(first);
-                c.args(rest).arg(&exe);
-                c
-            }
-            None => std::process::Command::new(&exe),
-        };
-        let _ = cmd
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "-w", "stop"])
             .output();
     }
@@ -1372,16 +1380,7 @@ async fn a_postgres_crash_that_loses_commits_is_written_again() {
         (kept as u64) < committed,
         "the crash lost no commit (kept {kept} of {committed}): the test did not crash in time"
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while status.written_seq.load(Ordering::Relaxed) < N {
-        assert!(!h.is_finished(), "writer ended: {:?}", h.join().unwrap());
-        assert!(Instant::now() < deadline, "did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.store(true, Ordering::Release);
-    tokio::task::spawn_blocking(move || h.join().unwrap().unwrap())
-        .await
-        .unwrap();
+    finish_writer(h, &stop, &status, N).await;
     assert!(status.restarts.load(Ordering::Relaxed) >= 1);
     let fresh = db.connect().await;
     assert_same(&dump(clean.client()).await, &dump(&fresh).await);
