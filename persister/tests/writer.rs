@@ -860,25 +860,11 @@ fn upstream_of(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_retries_and_catches_up() {
     const N: u64 = 2500;
-    let tmp = tempfile::tempdir().unwrap();
-    let data = DataDir::new(tmp.path());
-    write_journal(&data, N);
-
-    let clean = TestDb::create_migrated().await;
-    write_all(clean.url(), &data, 500, N).await;
-
+    let (_tmp, data, clean) = journal_and_clean_run(N).await;
     let db = TestDb::create_migrated().await;
     let proxy = Proxy::start(upstream_of(db.url())).await;
     let url = via_port(db.url(), proxy.port);
-    let stop = Arc::new(AtomicBool::new(false));
-    let status = Arc::new(PersisterStatus::default());
-    let h = writer::spawn(
-        config(&url, &data, 40),
-        Follow::Poll,
-        stop.clone(),
-        status.clone(),
-    )
-    .unwrap();
+    let (h, stop, status) = spawn_polling(&url, &data, 40);
     // Cut it off a few times while it works; it must report errors and
     // keep its place.
     for round in 0..3 {
@@ -908,6 +894,40 @@ async fn postgres_outage_retries_and_catches_up() {
     }
     finish_writer(h, &stop, &status, N).await;
     assert_same_then_drop(clean, db).await;
+}
+
+/// A journal of `n` records in a new directory, and a database that a
+/// writer filled from it without interruption (the reference).
+async fn journal_and_clean_run(n: u64) -> (tempfile::TempDir, DataDir, TestDb) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path());
+    write_journal(&data, n);
+    let clean = TestDb::create_migrated().await;
+    write_all(clean.url(), &data, 500, n).await;
+    (tmp, data, clean)
+}
+
+/// A writer on its own thread polling `data`'s journal into `url`, in
+/// batches of `max_batch` records.
+fn spawn_polling(
+    url: &str,
+    data: &DataDir,
+    max_batch: usize,
+) -> (
+    std::thread::JoinHandle<Result<(), writer::WriterError>>,
+    Arc<AtomicBool>,
+    Arc<PersisterStatus>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(PersisterStatus::default());
+    let h = writer::spawn(
+        config(url, data, max_batch),
+        Follow::Poll,
+        stop.clone(),
+        status.clone(),
+    )
+    .unwrap();
+    (h, stop, status)
 }
 
 /// Wait (two minutes at most) until a spawned writer has written `to`,
@@ -1342,24 +1362,11 @@ impl Drop for PrivatePg {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_crash_that_loses_commits_is_written_again() {
     const N: u64 = 2500;
-    let tmp = tempfile::tempdir().unwrap();
-    let data = DataDir::new(tmp.path());
-    write_journal(&data, N);
-    let clean = TestDb::create_migrated().await;
-    write_all(clean.url(), &data, 500, N).await;
-
+    let (_tmp, data, clean) = journal_and_clean_run(N).await;
     let pg = PrivatePg::start();
     let mut db = TestDb::create_on(&pg.url()).await;
     db.migrate().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let status = Arc::new(PersisterStatus::default());
-    let h = writer::spawn(
-        config(db.url(), &data, 40),
-        Follow::Poll,
-        stop.clone(),
-        status.clone(),
-    )
-    .unwrap();
+    let (h, stop, status) = spawn_polling(db.url(), &data, 40);
     let deadline = Instant::now() + Duration::from_secs(60);
     while status.written_seq.load(Ordering::Relaxed) < N / 3 {
         assert!(Instant::now() < deadline, "the writer did not start");
