@@ -864,7 +864,8 @@ async fn postgres_outage_retries_and_catches_up() {
     let db = TestDb::create_migrated().await;
     let proxy = Proxy::start(upstream_of(db.url())).await;
     let url = via_port(db.url(), proxy.port);
-    let (h, stop, status) = spawn_polling(&url, &data, 40);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h, status) = spawn_polling(config(&url, &data, 40), &stop);
     // Cut it off a few times while it works; it must report errors and
     // keep its place.
     for round in 0..3 {
@@ -892,7 +893,7 @@ async fn postgres_outage_retries_and_catches_up() {
         }
         proxy.restore();
     }
-    finish_writer(h, &stop, &status, N).await;
+    finish_writers(vec![(h, status)], &stop, N).await;
     assert_same_then_drop(clean, db).await;
 }
 
@@ -907,47 +908,42 @@ async fn journal_and_clean_run(n: u64) -> (tempfile::TempDir, DataDir, TestDb) {
     (tmp, data, clean)
 }
 
-/// A writer on its own thread polling `data`'s journal into `url`, in
-/// batches of `max_batch` records.
+/// A writer on its own thread polling its journal, stopped by `stop`.
 fn spawn_polling(
-    url: &str,
-    data: &DataDir,
-    max_batch: usize,
-) -> (
-    std::thread::JoinHandle<Result<(), writer::WriterError>>,
-    Arc<AtomicBool>,
-    Arc<PersisterStatus>,
-) {
-    let stop = Arc::new(AtomicBool::new(false));
+    cfg: WriterConfig,
+    stop: &Arc<AtomicBool>,
+) -> (WriterThread, Arc<PersisterStatus>) {
     let status = Arc::new(PersisterStatus::default());
-    let h = writer::spawn(
-        config(url, data, max_batch),
-        Follow::Poll,
-        stop.clone(),
-        status.clone(),
-    )
-    .unwrap();
-    (h, stop, status)
+    let h = writer::spawn(cfg, Follow::Poll, stop.clone(), status.clone()).unwrap();
+    (h, status)
 }
 
-/// Wait (two minutes at most) until a spawned writer has written `to`,
-/// then stop it; it must end without error.
-async fn finish_writer(
-    h: std::thread::JoinHandle<Result<(), writer::WriterError>>,
+type WriterThread = std::thread::JoinHandle<Result<(), writer::WriterError>>;
+
+/// Wait (two minutes at most) until every spawned writer has written `to`,
+/// then stop them; each must end without error.
+async fn finish_writers(
+    writers: Vec<(WriterThread, Arc<PersisterStatus>)>,
     stop: &AtomicBool,
-    status: &PersisterStatus,
     to: u64,
 ) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while status.written_seq.load(Ordering::Relaxed) < to {
-        assert!(!h.is_finished(), "writer ended: {:?}", h.join().unwrap());
-        assert!(Instant::now() < deadline, "did not catch up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for (h, status) in &writers {
+        while status.written_seq.load(Ordering::Relaxed) < to {
+            assert!(
+                !h.is_finished(),
+                "a writer ended before the end of the journal"
+            );
+            assert!(Instant::now() < deadline, "did not catch up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     stop.store(true, Ordering::Release);
-    tokio::task::spawn_blocking(move || h.join().unwrap().unwrap())
-        .await
-        .unwrap();
+    for (h, _) in writers {
+        tokio::task::spawn_blocking(move || h.join().unwrap().unwrap())
+            .await
+            .unwrap();
+    }
 }
 
 /// Checkpoint of every domain row.
@@ -1214,10 +1210,10 @@ async fn max_batch_below_the_default_min_batch_is_honoured() {
 
 /// A PostgreSQL cluster of this test's own (initdb in a temporary
 /// directory, its own port and socket directory), so it can be crashed
-/// without touching the server the other tests share. The WAL writer
-/// sleeps 10 s: asynchronous commits stay in shared memory until then, so
-/// an immediate shutdown (every backend quits at once, as in a crash)
-/// loses the last ones.
+/// without touching the server the other tests share. Nothing but the WAL
+/// writer writes WAL out on its own (no autovacuum, no background writer),
+/// so while the WAL writer is stopped, asynchronous commits stay in shared
+/// memory, and a crash loses them.
 struct PrivatePg {
     dir: tempfile::TempDir,
     port: u16,
@@ -1311,7 +1307,7 @@ impl PrivatePg {
 
     fn ctl_start(&self) {
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c wal_writer_delay=10000 -c fsync=off",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c autovacuum=off -c bgwriter_lru_maxpages=0",
             self.port,
             self.dir.path().display()
         );
@@ -1332,11 +1328,19 @@ impl PrivatePg {
         );
     }
 
-    /// Every server process quits at once, without writing what shared
-    /// memory holds (a crash, as far as the database is concerned).
-    fn crash(&self) {
-        let data = self.data();
-        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    /// The process id of the WAL writer.
+    async fn walwriter_pid(&self) -> i32 {
+        let (c, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
     }
 
     fn url(&self) -> String {
@@ -1354,44 +1358,104 @@ impl Drop for PrivatePg {
     }
 }
 
-/// Postgres crashes while the writer works (immediate shutdown: the last
+/// Postgres crashes while the writers work (immediate shutdown: the last
 /// asynchronous commits are lost, rows and checkpoint moves together) and
-/// comes back: the running writer finds Postgres' checkpoint behind what it
+/// comes back: a running writer finds Postgres' checkpoint behind what it
 /// committed, starts over from there, and the tables end equal to a clean
-/// run's.
+/// run's. One writer of every table, then one writer per domain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_crash_that_loses_commits_is_written_again() {
+    use persister::rows::Domain;
     const N: u64 = 2500;
     let (_tmp, data, clean) = journal_and_clean_run(N).await;
+    let want = dump(clean.client()).await;
     let pg = PrivatePg::start();
-    let mut db = TestDb::create_on(&pg.url()).await;
-    db.migrate().await;
-    let (h, stop, status) = spawn_polling(db.url(), &data, 40);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status.written_seq.load(Ordering::Relaxed) < N / 3 {
-        assert!(Instant::now() < deadline, "the writer did not start");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for split in [false, true] {
+        let mut db = TestDb::create_on(&pg.url()).await;
+        db.migrate().await;
+        let configs: Vec<WriterConfig> = if split {
+            Domain::ALL
+                .into_iter()
+                .map(|d| config(db.url(), &data, 40).for_domain(d))
+                .collect()
+        } else {
+            vec![config(db.url(), &data, 40)]
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        let mut owned = Vec::new();
+        for cfg in configs {
+            owned.push(cfg.domains.names());
+            writers.push(spawn_polling(cfg, &stop));
+        }
+        // Every writer busy, the furthest a third of the way.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let at = |writers: &[(WriterThread, Arc<PersisterStatus>)]| -> Vec<u64> {
+            writers
+                .iter()
+                .map(|(_, s)| s.written_seq.load(Ordering::Relaxed))
+                .collect()
+        };
+        loop {
+            let now = at(&writers);
+            if now.iter().all(|&w| w > 0) && now.iter().any(|&w| w >= N / 3) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "split {split}: writers at {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // The WAL writer stops: the commits from now on stay in shared
+        // memory. Once a writer has committed two more batches, the WAL
+        // writer is killed: Postgres treats it as a crash, ends every
+        // backend without writing what shared memory holds, recovers from
+        // its WAL and accepts connections again by itself.
+        let walwriter = pg.walwriter_pid().await;
+        assert_eq!(unsafe { libc::kill(walwriter, libc::SIGSTOP) }, 0);
+        let stopped = at(&writers);
+        loop {
+            let now = at(&writers);
+            if now.iter().zip(&stopped).any(|(n, s)| *n >= s + 80) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "split {split}: writers at {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let committed = at(&writers);
+        assert_eq!(unsafe { libc::kill(walwriter, libc::SIGKILL) }, 0);
+        // Until Postgres has recovered, connecting or querying fails.
+        let kept: BTreeMap<String, i64> = loop {
+            if let Ok((c, conn)) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                let q = c.query("SELECT writer, last_seq FROM persister_checkpoints", &[]);
+                if let Ok(Ok(rows)) = tokio::time::timeout(Duration::from_secs(5), q).await {
+                    break rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                }
+            }
+            assert!(Instant::now() < deadline, "Postgres did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // A writer lost commits: its domains' checkpoints are behind.
+        let lost = owned
+            .iter()
+            .zip(&committed)
+            .any(|(domains, &c)| domains.iter().any(|d| (kept[*d] as u64) < c));
+        eprintln!("split {split}: committed {committed:?}; Postgres kept {kept:?}");
+        assert!(lost, "split {split}: kept {kept:?} of {committed:?}");
+        let statuses: Vec<Arc<PersisterStatus>> = writers.iter().map(|(_, s)| s.clone()).collect();
+        finish_writers(writers, &stop, N).await;
+        assert!(statuses
+            .iter()
+            .any(|s| s.restarts.load(Ordering::Relaxed) >= 1));
+        let fresh = db.connect().await;
+        assert_same(&want, &dump(&fresh).await);
+        drop(fresh);
+        db.drop_db().await;
     }
-    pg.crash();
-    let committed = status.written_seq.load(Ordering::Relaxed);
-    pg.ctl_start();
-    let c = db.connect().await;
-    let kept: i64 = c
-        .query_one("SELECT min(last_seq) FROM persister_checkpoints", &[])
-        .await
-        .unwrap()
-        .get(0);
-    drop(c);
-    eprintln!("the writer had committed seq {committed}; Postgres kept {kept}");
-    assert!(
-        (kept as u64) < committed,
-        "the crash lost no commit (kept {kept} of {committed}): the test did not crash in time"
-    );
-    finish_writer(h, &stop, &status, N).await;
-    assert!(status.restarts.load(Ordering::Relaxed) >= 1);
-    let fresh = db.connect().await;
-    assert_same(&dump(clean.client()).await, &dump(&fresh).await);
-    drop(fresh);
     clean.drop_db().await;
-    db.drop_db().await;
 }
