@@ -1225,11 +1225,7 @@ struct PrivatePg {
 
 impl PrivatePg {
     fn start() -> PrivatePg {
-        let out = std::process::Command::new("pg_config")
-            .arg("--bindir")
-            .output()
-            .expect("pg_config (PostgreSQL's server package) must be installed for this test");
-        let bin = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        let bin = server_bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let root = unsafe { libc::geteuid() } == 0;
         let as_user = if root {
@@ -1346,6 +1342,31 @@ impl PrivatePg {
     fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+}
+
+/// The bin directory of the newest PostgreSQL server on this machine
+/// (Debian's layout, as scripts/ensure-postgres installs it), else
+/// `pg_config --bindir`.
+fn server_bin_dir() -> std::path::PathBuf {
+    let debian = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten();
+    let newest = debian
+        .flatten()
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .max();
+    if let Some((_, bin)) = newest {
+        return bin;
+    }
+    let out = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .expect("no PostgreSQL server binaries on this machine: run scripts/test (it installs them) or install PostgreSQL 15+");
+    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 impl Drop for PrivatePg {
