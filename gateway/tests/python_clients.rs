@@ -139,6 +139,17 @@ struct ScriptRun {
     _tmp: tempfile::TempDir,
 }
 
+impl ScriptRun {
+    /// The script printed `marker` (its line for a stage that passed).
+    fn assert_printed(&self, marker: &str) {
+        assert!(
+            self.stdout.contains(marker),
+            "no {marker:?} in:\n{}",
+            self.stdout
+        );
+    }
+}
+
 /// Start a server with `<prefix>alice` (USDT) and `<prefix>bob` (BTC) and
 /// run `tests/clients/<script> BASE_URL WS_URL KEY_A SECRET_A KEY_B
 /// SECRET_B`, which must succeed and print a `SUMMARY ` line.
@@ -247,11 +258,7 @@ fn binance_connector_streams_trades_depth_and_user_data() {
 #[test]
 fn binance_connector_websocket_api_trades_unmodified() {
     let run = run_client_script("run_connector_wsapi.py", "wsapi", 90);
-    assert!(
-        run.stdout.contains("binance-connector ws-api: ok"),
-        "{}",
-        run.stdout
-    );
+    run.assert_printed("binance-connector ws-api: ok");
     let (s, a, b, sum) = (&run.s, &run.a, &run.b, &run.sum);
     let q = a.call(
         s,
@@ -282,11 +289,7 @@ fn binance_connector_websocket_api_trades_unmodified() {
 #[test]
 fn python_binance_trades_and_streams_unmodified() {
     let run = run_client_script("run_python_binance.py", "pb", 120);
-    assert!(
-        run.stdout.contains("python-binance rest: ok"),
-        "{}",
-        run.stdout
-    );
+    run.assert_printed("python-binance rest: ok");
     // REST traded once; the streamed trade is the second one.
     check_streamed_fill(&run, 1);
 }
@@ -296,11 +299,7 @@ fn python_binance_trades_and_streams_unmodified() {
 #[test]
 fn binance_sdk_spot_trades_and_streams_unmodified() {
     let run = run_client_script("run_binance_sdk.py", "sdk", 120);
-    assert!(
-        run.stdout.contains("binance-sdk-spot rest: ok"),
-        "{}",
-        run.stdout
-    );
+    run.assert_printed("binance-sdk-spot rest: ok");
     check_streamed_fill(&run, 1);
 }
 
@@ -309,7 +308,7 @@ fn binance_sdk_spot_trades_and_streams_unmodified() {
 #[test]
 fn node_binance_trades_and_streams_unmodified() {
     let run = run_client_script("run_binance_node.js", "node", 90);
-    assert!(run.stdout.contains("binance node: ok"), "{}", run.stdout);
+    run.assert_printed("binance node: ok");
     check_streamed_fill(&run, 1);
 }
 

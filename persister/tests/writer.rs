@@ -948,12 +948,16 @@ async fn finish_writers(
 
 /// Checkpoint of every domain row.
 async fn checkpoints(c: &tokio_postgres::Client) -> BTreeMap<String, i64> {
-    c.query("SELECT writer, last_seq FROM persister_checkpoints", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+    try_checkpoints(c).await.unwrap()
+}
+
+async fn try_checkpoints(
+    c: &tokio_postgres::Client,
+) -> Result<BTreeMap<String, i64>, tokio_postgres::Error> {
+    let rows = c
+        .query("SELECT writer, last_seq FROM persister_checkpoints", &[])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1379,9 +1383,9 @@ impl Drop for PrivatePg {
     }
 }
 
-/// Postgres crashes while the writers work (immediate shutdown: the last
-/// asynchronous commits are lost, rows and checkpoint moves together) and
-/// comes back: a running writer finds Postgres' checkpoint behind what it
+/// Postgres crashes while the writers work (its WAL writer stopped, then
+/// killed: the last asynchronous commits are lost, rows and checkpoint
+/// moves together) and recovers: a running writer finds Postgres' checkpoint behind what it
 /// committed, starts over from there, and the tables end equal to a clean
 /// run's. One writer of every table, then one writer per domain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1453,9 +1457,9 @@ async fn a_postgres_crash_that_loses_commits_is_written_again() {
         let kept: BTreeMap<String, i64> = loop {
             if let Ok((c, conn)) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await {
                 tokio::spawn(conn);
-                let q = c.query("SELECT writer, last_seq FROM persister_checkpoints", &[]);
-                if let Ok(Ok(rows)) = tokio::time::timeout(Duration::from_secs(5), q).await {
-                    break rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                let q = try_checkpoints(&c);
+                if let Ok(Ok(kept)) = tokio::time::timeout(Duration::from_secs(5), q).await {
+                    break kept;
                 }
             }
             assert!(Instant::now() < deadline, "Postgres did not come back");
