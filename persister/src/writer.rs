@@ -97,6 +97,26 @@ pub enum WriterError {
     Runtime(std::io::Error),
 }
 
+impl WriterError {
+    /// Postgres' checkpoint is `found` where this writer committed
+    /// `expected`: behind (Postgres lost commits) or ahead (another writer).
+    fn moved(writer: String, expected: u64, found: u64) -> WriterError {
+        if found < expected {
+            WriterError::CheckpointBehind {
+                writer,
+                expected,
+                found,
+            }
+        } else {
+            WriterError::CheckpointMoved {
+                writer,
+                expected,
+                found,
+            }
+        }
+    }
+}
+
 /// Where new journal records come from.
 #[derive(Debug, Clone)]
 pub enum Follow {
@@ -604,6 +624,36 @@ async fn read_checkpoints(
         .collect())
 }
 
+/// How often a caught-up writer checks that Postgres still holds what it
+/// committed.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Postgres' checkpoint of each domain equals what this writer committed
+/// (`committed`): [`WriterError::CheckpointBehind`] when Postgres lost
+/// commits, `CheckpointMoved` when another writer moved it on. Waits for
+/// Postgres while it is down (there is nothing to write meanwhile).
+async fn check_checkpoints(
+    conn: &mut Conn,
+    committed: &BTreeMap<Domain, u64>,
+    writer: &str,
+    stop: &AtomicBool,
+) -> Result<(), WriterError> {
+    let Some((c, _)) = conn.get(stop).await? else {
+        return Ok(());
+    };
+    for (&d, &expected) in committed {
+        match checkpoint_at(c, d).await {
+            Ok(found) if found == expected => {}
+            Ok(found) => return Err(WriterError::moved(writer.to_string(), expected, found)),
+            Err(err) => {
+                conn.failed(&migrate::describe(&err), stop).await;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Another writer's checkpoint.
 async fn checkpoint_at(c: &Client, d: Domain) -> Result<u64, tokio_postgres::Error> {
     let row = c
@@ -709,6 +759,7 @@ async fn run_async(
     let mut ensured: BTreeSet<i64> = BTreeSet::new();
     let mut events: Vec<Event> = Vec::with_capacity(4096);
     let mut idle = Duration::from_millis(1);
+    let mut verified = Instant::now();
     let mut pacing = Pacing::new(cfg.busy_percent, cfg.busy_slice, cfg.max_batch);
     let mut durable_seen = match &follow {
         Follow::Durable(d) => d.get(),
@@ -780,6 +831,12 @@ async fn run_async(
         }
         if batch.is_empty() {
             status.caught_up_ms.store(now_ms(), Ordering::Relaxed);
+            // Caught up: no next batch would show that Postgres crashed
+            // and lost this writer's last commits, so check now and then.
+            if verified.elapsed() >= IDLE_CHECK_EVERY {
+                verified = Instant::now();
+                check_checkpoints(&mut conn, &checkpoints, &writer, &stop).await?;
+            }
             tokio::time::sleep(idle).await;
             idle = (idle * 2).min(cfg.idle);
             continue;
@@ -863,20 +920,7 @@ async fn run_async(
             match flush(c, statements, target, &engine, &batch, &mut ensured, retry).await {
                 Ok(FlushOutcome::Written) => break,
                 Ok(FlushOutcome::Moved(found)) => {
-                    let expected = batch.first_seq - 1;
-                    return Err(if found < expected {
-                        WriterError::CheckpointBehind {
-                            writer,
-                            expected,
-                            found,
-                        }
-                    } else {
-                        WriterError::CheckpointMoved {
-                            writer,
-                            expected,
-                            found,
-                        }
-                    });
+                    return Err(WriterError::moved(writer, batch.first_seq - 1, found))
                 }
                 Err(err) => {
                     attempt += 1;
