@@ -105,6 +105,10 @@ pub struct PipelineConfig {
     pub engine_core: Option<usize>,
     /// Least time between the starts of two group commits while commands
     /// keep coming (zero: commit as soon as the previous commit is done).
+    /// It applies after a commit that held several commands or saw more
+    /// queue up meanwhile (clients submitting concurrently, so more will
+    /// join). One command at a time (a lone client waiting for each answer
+    /// before its next request) is never delayed.
     pub commit_interval: Duration,
 }
 
@@ -115,7 +119,7 @@ impl Default for PipelineConfig {
             max_batch: 4_096,
             wait: WaitStrategy::Park,
             engine_core: None,
-            commit_interval: Duration::ZERO,
+            commit_interval: Duration::from_micros(crate::config::DEFAULT_COMMIT_INTERVAL_US),
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct PipelineStats {
     pub applied: AtomicU64,
     pub last_batch_size: AtomicU64,
     pub last_commit_us: AtomicU64,
+    /// Group commits that waited for the rest of `commit_interval`.
+    pub delayed_commits: AtomicU64,
     /// Durations of the group commits (append + flush).
     pub commit_time: LatencyHistogram,
     /// From a command's push onto the ring to its submitter resuming with
@@ -596,18 +602,23 @@ impl Pipeline {
                 let mut last_ts_ns = 0u64;
                 let mut idle = 0u32;
                 let interval = cfg.commit_interval;
-                let mut last_commit: Option<std::time::Instant> = None;
+                // Set when commands were already waiting as the previous
+                // group commit ended: the start of the next one.
+                let mut next_commit: Option<std::time::Instant> = None;
                 loop {
-                    // Commands already waiting while the previous group
-                    // commit began less than `commit_interval` ago wait for
-                    // the rest of it (and for the commands arriving
-                    // meanwhile): fewer, larger commits. A command that
-                    // finds the journal idle for longer goes at once.
-                    if let Some(t) = last_commit {
-                        let due = t + interval;
-                        let now = std::time::Instant::now();
-                        if now < due && !sh.ring.is_empty() {
-                            std::thread::sleep(due - now);
+                    // Commands that queued up during the previous commit
+                    // wait until `commit_interval` after its start, and the
+                    // commands arriving meanwhile join them: fewer, larger
+                    // commits under load. A command that finds the journal
+                    // idle goes at once.
+                    if let Some(due) = next_commit {
+                        if !sh.ring.is_empty() {
+                            next_commit = None;
+                            let now = std::time::Instant::now();
+                            if now < due {
+                                std::thread::sleep(due - now);
+                                sh.stats.delayed_commits.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                     let mut subs = Vec::new();
@@ -629,9 +640,6 @@ impl Pipeline {
                     last_ts_ns = ts_ns;
                     let first_seq = writer.last_seq() + 1;
                     let started = std::time::Instant::now();
-                    if !interval.is_zero() {
-                        last_commit = Some(started);
-                    }
                     let mut failure = None;
                     for s in &subs {
                         buf.clear();
@@ -661,6 +669,19 @@ impl Pipeline {
                             }
                         }
                         break;
+                    }
+                    // Several commands in this batch, or some queued
+                    // during its commit: clients submit concurrently, and
+                    // the next commit gathers what comes within the
+                    // interval (unless a full batch waits already: waiting
+                    // would not make it larger). One command at a time is
+                    // a lone client waiting for each answer: never delayed.
+                    let queued = sh.ring.len();
+                    if !interval.is_zero()
+                        && (subs.len() > 1 || queued > 0)
+                        && queued < cfg.max_batch
+                    {
+                        next_commit = Some(started + interval);
                     }
                     let n = subs.len() as u64;
                     sh.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -873,12 +894,28 @@ mod tests {
         }
     }
 
-    /// Commands that arrive while the previous commit began less than
-    /// `commit_interval` ago share the next commit. The interval (1 s) is
-    /// far longer than the test takes to submit them, so exactly two group
-    /// commits hold the six commands.
+    fn queue(
+        sub: &Submitter,
+        cmd: Command,
+    ) -> tokio::sync::oneshot::Receiver<Result<Arc<Outcome>, PipelineError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        sub.submit(Submission {
+            command: cmd,
+            reply: Some(tx),
+            cancel_client_id: None,
+        })
+        .unwrap();
+        rx
+    }
+
+    /// Ten commands queued at once (concurrent clients) and five more
+    /// 50 ms later: the commit after the first one waits until
+    /// `commit_interval` (1 s) after its start, so the late five join the
+    /// rest in it. Whichever share of the ten the first commit takes, it
+    /// either held several or left some queued: at most three commits
+    /// (two when the journaler took more than one at first).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn commands_within_the_commit_interval_share_one_commit() {
+    async fn commands_queued_together_share_the_next_commit() {
         let tmp = tempfile::tempdir().unwrap();
         let (pipeline, sub) = Pipeline::start(
             open(tmp.path()),
@@ -889,26 +926,48 @@ mod tests {
             },
             |_| {},
         );
-        // The first command finds the journal idle: committed alone.
-        let o = sub.execute(create_user(0)).await.unwrap();
-        assert_eq!(o.seq, 1);
-        assert_eq!(sub.stats().batches.load(Ordering::Relaxed), 1);
-        let mut tasks = Vec::new();
-        for i in 1..6u64 {
-            let sub = sub.clone();
-            tasks.push(tokio::spawn(
-                async move { sub.execute(create_user(i)).await },
-            ));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        for t in tasks {
-            let o = t.await.unwrap().unwrap();
+        let mut replies: Vec<_> = (0..10u64).map(|i| queue(&sub, create_user(i))).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        replies.extend((10..15u64).map(|i| queue(&sub, create_user(i))));
+        for r in replies {
+            let o = r.await.unwrap().unwrap();
             assert!(pipeline.durable_seq() >= o.seq);
         }
-        assert_eq!(sub.stats().batches.load(Ordering::Relaxed), 2);
-        assert_eq!(sub.stats().journaled.load(Ordering::Relaxed), 6);
+        let stats = sub.stats();
+        let (batches, delayed) = (
+            stats.batches.load(Ordering::Relaxed),
+            stats.delayed_commits.load(Ordering::Relaxed),
+        );
+        assert!(delayed >= 1, "no commit waited ({batches} commits)");
+        assert!(batches <= 3, "15 commands took {batches} commits");
+        assert_eq!(stats.journaled.load(Ordering::Relaxed), 15);
         let (engine, writer) = pipeline.shutdown();
-        assert_eq!(engine.last_seq(), 6);
+        assert_eq!(engine.last_seq(), 15);
+        writer.close().unwrap();
+    }
+
+    /// A lone client (each command submitted after the previous answer)
+    /// never waits for the interval, however long it is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_client_is_never_delayed_by_the_commit_interval() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (pipeline, sub) = Pipeline::start(
+            open(tmp.path()),
+            Engine::new(),
+            PipelineConfig {
+                commit_interval: Duration::from_secs(1),
+                ..PipelineConfig::default()
+            },
+            |_| {},
+        );
+        for i in 0..5u64 {
+            let o = sub.execute(create_user(i)).await.unwrap();
+            assert_eq!(o.seq, i + 1);
+        }
+        assert_eq!(sub.stats().batches.load(Ordering::Relaxed), 5);
+        assert_eq!(sub.stats().delayed_commits.load(Ordering::Relaxed), 0);
+        let (engine, writer) = pipeline.shutdown();
+        assert_eq!(engine.last_seq(), 5);
         writer.close().unwrap();
     }
 

@@ -329,6 +329,12 @@ async fn metrics(State(st): State<AppState>) -> Response {
         s.batches.load(Ordering::Relaxed) as f64,
     );
     metric(
+        "mx_journal_delayed_commits_total",
+        "Group commits that waited for journal.commit_interval_us to gather commands queued during the previous one.",
+        "counter",
+        s.delayed_commits.load(Ordering::Relaxed) as f64,
+    );
+    metric(
         "mx_journal_records_total",
         "Commands journaled.",
         "counter",

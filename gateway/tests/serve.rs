@@ -424,47 +424,53 @@ fn serve_applies_the_journal_watermark_interval() {
     }
 }
 
-/// `journal.commit_interval_us` reaches the running server: with 100 ms,
-/// eight deposits sent 2 ms apart share group commits: one commit per
-/// 100 ms the burst lasts, plus the first deposit's, which may find the
-/// journal idle and go alone (without the interval each deposit would get
-/// its own commit).
+/// `journal.commit_interval_us` reaches the running server: bursts of
+/// eight concurrent deposits make group commits wait for the interval
+/// (`mx_journal_delayed_commits_total`), and with 0 none ever waits.
 #[test]
 fn serve_applies_the_journal_commit_interval() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = common::Server::start_with(
-        tmp.path(),
-        common::free_port(),
-        &[("MX_JOURNAL__COMMIT_INTERVAL_US", "100000")],
-    );
-    let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
-    let batches = |s: &common::Server| {
-        let page = s.req("GET", "/metrics", &[], b"").body;
-        common::metric(&page, "mx_journal_batches_total") as u64
+    let burst = |s: &common::Server, admin: &str, round: usize| {
+        let go = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| {
+            let sent: Vec<_> = (0..8)
+                .map(|i| {
+                    let go = &go;
+                    scope.spawn(move || {
+                        go.wait();
+                        admin_deposit(s, admin, "1", &format!("0xci{round}-{i}"))
+                    })
+                })
+                .collect();
+            for t in sent {
+                let r = t.join().unwrap();
+                assert_eq!(r.status, 201, "{}", r.json);
+            }
+        });
     };
-    let before = batches(&s);
-    let started = std::time::Instant::now();
-    std::thread::scope(|scope| {
-        let (s, admin) = (&s, &admin);
-        let sent: Vec<_> = (0..8)
-            .map(|i| {
-                let t = scope.spawn(move || admin_deposit(s, admin, "1", &format!("0xci{i}")));
-                std::thread::sleep(std::time::Duration::from_millis(2));
-                t
-            })
-            .collect();
-        for t in sent {
-            let r = t.join().unwrap();
-            assert_eq!(r.status, 201, "{}", r.json);
+    let delayed = |s: &common::Server| {
+        let page = s.req("GET", "/metrics", &[], b"").body;
+        common::metric(&page, "mx_journal_delayed_commits_total") as u64
+    };
+    for (interval, rounds) in [("0", 5), ("100000", 20)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = common::Server::start_with(
+            tmp.path(),
+            common::free_port(),
+            &[("MX_JOURNAL__COMMIT_INTERVAL_US", interval)],
+        );
+        let admin = common::login(&s, common::ADMIN, common::ADMIN_PW);
+        let mut round = 0;
+        while round < rounds && (interval == "0" || delayed(&s) == 0) {
+            burst(&s, &admin, round);
+            round += 1;
         }
-    });
-    let lasted_ms = started.elapsed().as_millis() as u64;
-    let used = batches(&s) - before;
-    assert!(
-        used >= 1 && used <= 2 + lasted_ms / 100,
-        "8 deposits in {lasted_ms} ms took {used} commits"
-    );
-    s.kill();
+        if interval == "0" {
+            assert_eq!(delayed(&s), 0, "a commit waited with interval 0");
+        } else {
+            assert!(delayed(&s) >= 1, "no commit waited in {round} bursts");
+        }
+        s.kill();
+    }
 }
 
 /// `journal.dir` and `snapshot.dir` put the journal and the snapshots
