@@ -116,8 +116,11 @@ pub struct TradeRecord {
 
 #[derive(Debug, Default)]
 pub struct UserAccount {
-    /// Open orders and the newest closed ones, by id.
-    pub orders: BTreeMap<u64, OrderRecord>,
+    /// Open orders and the newest closed ones, by id. Boxed: the tree's
+    /// nodes then move 8-byte pointers, not 170-byte records, when an order
+    /// joins at one end and the oldest closed one leaves at the other (the
+    /// copies were 7% of the publisher thread at 80,000 orders/s).
+    pub orders: BTreeMap<u64, Box<OrderRecord>>,
     /// Client order id -> id of the user's *open* orders only (the engine
     /// keeps client ids unique among them). A closed order's client id is
     /// found by scanning the closed ones newest first, as `allOrders` reads
@@ -138,7 +141,7 @@ pub struct UserAccount {
 
 impl UserAccount {
     pub fn order(&self, id: u64) -> Option<&OrderRecord> {
-        self.orders.get(&id)
+        self.orders.get(&id).map(|r| &**r)
     }
     /// The newest kept order with client id `cid` (an open one if any:
     /// no order newer than an open order can carry its client id).
@@ -147,16 +150,20 @@ impl UserAccount {
             return None;
         }
         match self.by_client.get(cid) {
-            Some(id) => self.orders.get(id),
+            Some(id) => self.orders.get(id).map(|r| &**r),
             None => self
                 .orders
                 .values()
                 .rev()
-                .find(|r| r.order.client_id == *cid),
+                .find(|r| r.order.client_id == *cid)
+                .map(|r| &**r),
         }
     }
     pub fn open_orders(&self) -> impl Iterator<Item = &OrderRecord> {
-        self.orders.values().filter(|r| r.order.status.is_open())
+        self.orders
+            .values()
+            .map(|r| &**r)
+            .filter(|r| r.order.status.is_open())
     }
 }
 
@@ -237,7 +244,8 @@ impl Accounts {
         if !o.client_id.is_none() && o.status.is_open() {
             acc.by_client.insert(o.client_id, o.id.0);
         }
-        acc.orders.insert(o.id.0, OrderRecord::accepted(o, ts));
+        acc.orders
+            .insert(o.id.0, Box::new(OrderRecord::accepted(o, ts)));
     }
 
     /// Apply `ev` to order `id` of `user` if it is kept (events carry the

@@ -25,7 +25,9 @@
 //! book streams) are cut at `depth_max_levels` levels per side.
 
 use engine::fxhash::FxHashMap;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use engine::{Asset, AssetId, Engine, Event, Order, OrderType, Pair, PairId, Side, Trade};
@@ -597,11 +599,88 @@ struct OrderTrack {
     waiting_stop: bool,
 }
 
+/// What an order needs of its pair, found by symbol in a [`PairDirectory`].
+#[derive(Debug, Clone)]
+pub struct PairEntry {
+    pub id: PairId,
+    pub base: AssetId,
+    pub tick_units: u64,
+    /// Symbols and decimals, shared with the market projection.
+    pub meta: Arc<PairMeta>,
+}
+
+/// Unique ids of directories (a thread's cached copy names the directory it
+/// came from: servers in one process never read each other's pairs).
+static NEXT_DIRECTORY: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's copy of a directory: (directory id, version, pairs).
+    static DIRECTORY_COPY: RefCell<Option<(u64, u64, Arc<PairsBySymbol>)>> =
+        const { RefCell::new(None) };
+}
+
+type PairsBySymbol = FxHashMap<String, PairEntry>;
+
+/// The pairs by symbol, republished by [`Market`] whenever a pair or one of
+/// its assets changes. Every order looks its pair up here: each thread
+/// keeps a copy and only checks the version (a plain atomic load, no write
+/// to a shared cache line), so the order path never takes the market's
+/// lock, which the publisher write-locks for every command (the lock's
+/// cache line moving between the cores was ~9% of the publisher thread at
+/// 80,000 orders/s).
+#[derive(Debug)]
+pub struct PairDirectory {
+    id: u64,
+    version: AtomicU64,
+    current: std::sync::RwLock<Arc<PairsBySymbol>>,
+}
+
+impl Default for PairDirectory {
+    fn default() -> Self {
+        PairDirectory {
+            id: NEXT_DIRECTORY.fetch_add(1, Ordering::Relaxed),
+            version: AtomicU64::new(0),
+            current: std::sync::RwLock::new(Arc::default()),
+        }
+    }
+}
+
+impl PairDirectory {
+    fn publish(&self, pairs: PairsBySymbol) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pairs);
+        // After the new map: a reader that sees this version gets it.
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The pair named `symbol`, as of the last command published.
+    pub fn get(&self, symbol: &str) -> Option<PairEntry> {
+        let version = self.version.load(Ordering::Acquire);
+        DIRECTORY_COPY.with(|copy| {
+            let mut copy = copy.borrow_mut();
+            match &*copy {
+                Some((id, v, _)) if *id == self.id && *v == version => {}
+                _ => {
+                    let pairs = self
+                        .current
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    *copy = Some((self.id, version, pairs));
+                }
+            }
+            copy.as_ref()
+                .and_then(|(_, _, pairs)| pairs.get(symbol).cloned())
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Market {
     pub assets: BTreeMap<AssetId, Asset>,
     pub pairs: BTreeMap<PairId, PairView>,
     pub pair_by_symbol: HashMap<String, PairId>,
+    /// [`Market::pairs`] by symbol for the order path.
+    directory: Arc<PairDirectory>,
     orders: FxHashMap<u64, OrderTrack>,
     pub last_seq: u64,
     touched: Vec<u64>,
@@ -658,7 +737,31 @@ impl Market {
             }
             m.pairs.insert(id, view);
         }
+        m.publish_directory();
         m
+    }
+
+    /// The pairs by symbol, kept up to date by this projection.
+    pub fn directory(&self) -> Arc<PairDirectory> {
+        self.directory.clone()
+    }
+
+    fn publish_directory(&self) {
+        let pairs = self
+            .pair_by_symbol
+            .iter()
+            .filter_map(|(symbol, id)| {
+                let v = self.pairs.get(id)?;
+                let entry = PairEntry {
+                    id: v.pair.id,
+                    base: v.pair.spec.base,
+                    tick_units: v.pair.spec.tick_units,
+                    meta: v.meta.clone(),
+                };
+                Some((symbol.clone(), entry))
+            })
+            .collect();
+        self.directory.publish(pairs);
     }
 
     pub fn pair_by_symbol(&self, symbol: &str) -> Option<&PairView> {
@@ -679,9 +782,11 @@ impl Market {
         self.touched.clear();
         self.level_changes.clear();
         let mut changed: Vec<PairId> = Vec::new();
+        let mut pairs_changed = false;
         for ev in events {
             match ev {
                 Event::AssetListed(a) | Event::AssetUpdated(a) => {
+                    pairs_changed = true;
                     self.assets.insert(a.id, a.clone());
                     for v in self.pairs.values_mut() {
                         if v.pair.spec.base == a.id || v.pair.spec.quote == a.id {
@@ -690,11 +795,13 @@ impl Market {
                     }
                 }
                 Event::PairListed(p) => {
+                    pairs_changed = true;
                     self.pair_by_symbol.insert(p.spec.symbol.clone(), p.id);
                     let view = PairView::with_limits((**p).clone(), 0, self.limits, &self.assets);
                     self.pairs.insert(p.id, view);
                 }
                 Event::PairUpdated(p) => {
+                    pairs_changed = true;
                     if let Some(v) = self.pairs.get_mut(&p.id) {
                         v.pair = (**p).clone();
                         v.meta = Arc::new(PairMeta::of(&v.pair, &self.assets));
@@ -784,6 +891,9 @@ impl Market {
             if let Some(v) = self.pairs.get_mut(&p) {
                 v.book.update_id += 1;
             }
+        }
+        if pairs_changed {
+            self.publish_directory();
         }
     }
 }
@@ -920,6 +1030,50 @@ mod tests {
         p.spec.symbol = "XBTUSDT".into();
         m2.apply_events(4, 0, &[Event::PairUpdated(Box::new(p))]);
         assert_eq!(meta(&m2), expect("XBTUSDT", "BTC", "USDT", 8, 6));
+    }
+
+    /// The directory the order path reads follows every pair and asset
+    /// event on a thread that cached an older copy, and two markets on one
+    /// thread never see each other's pairs.
+    #[test]
+    fn the_pair_directory_follows_the_market() {
+        let mut m = Market::default();
+        let dir = m.directory();
+        assert!(dir.get("BTCUSDT").is_none());
+        m.apply_events(1, 0, &[Event::PairListed(Box::new(pair()))]);
+        let e = dir.get("BTCUSDT").expect("listed pair");
+        assert_eq!(
+            (e.id, e.tick_units, e.meta.quote_dec),
+            (PairId(1), pair().spec.tick_units, 8)
+        );
+        m.apply_events(2, 0, &[Event::AssetListed(asset(2, "USDT", 6))]);
+        let e = dir.get("BTCUSDT").expect("listed pair");
+        assert_eq!((e.meta.quote_sym.as_str(), e.meta.quote_dec), ("USDT", 6));
+        let mut p = pair();
+        p.spec.tick_units *= 10;
+        m.apply_events(3, 0, &[Event::PairUpdated(Box::new(p))]);
+        assert_eq!(
+            dir.get("BTCUSDT").unwrap().tick_units,
+            pair().spec.tick_units * 10
+        );
+        // Orders and trades leave it alone (same copy, no republish).
+        let v = dir.version.load(Ordering::Relaxed);
+        m.apply_events(4, 0, &[fill(1, 2, 3, 100, 1, Side::Buy)]);
+        assert_eq!(dir.version.load(Ordering::Relaxed), v);
+        // Another market (another server in this process) at the same
+        // version number: its own, empty, directory.
+        let other = Market::default();
+        let odir = other.directory();
+        while odir.version.load(Ordering::Relaxed) < dir.version.load(Ordering::Relaxed) {
+            odir.publish(PairsBySymbol::default());
+        }
+        assert!(odir.get("BTCUSDT").is_none());
+        assert!(dir.get("BTCUSDT").is_some());
+        // A projection rebuilt from an engine publishes its pairs at once.
+        assert!(Market::from_engine(&Engine::new(), MarketLimits::default())
+            .directory()
+            .get("BTCUSDT")
+            .is_none());
     }
 
     /// The default configuration's assets and pairs through an engine:

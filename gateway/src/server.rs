@@ -107,6 +107,9 @@ impl AppState {
 #[allow(missing_debug_implementations)]
 pub struct Shared {
     pub market: Arc<RwLock<Market>>,
+    /// The market's pairs by symbol, read by every order without the
+    /// market's lock.
+    pub pairs: Arc<crate::market::PairDirectory>,
     pub identity: Arc<RwLock<IdentityView>>,
     /// KYC records (kyc.rs), masked document numbers only.
     pub kyc: Arc<RwLock<crate::kyc::KycView>>,
@@ -771,6 +774,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let (accounts, market) = (rec.accounts, rec.market);
     let risk = Arc::new(RwLock::new(rec.risk));
     let r2 = risk.clone();
+    let pairs = market.directory();
     let market = Arc::new(RwLock::new(market));
     let auth = Arc::new(crate::auth::Auth::load(&opts.auth, &data.root)?);
     let identity = Arc::new(RwLock::new(IdentityView::with_secret_key(
@@ -867,6 +871,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         settlements,
         closing: closing_rx,
         market,
+        pairs,
         identity,
         kyc,
         notifications,

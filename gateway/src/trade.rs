@@ -211,7 +211,16 @@ fn pair_info(m: &Market, symbol: &str) -> R<PairInfo> {
 
 fn pair_of(st: &AppState, params: &Params) -> R<PairInfo> {
     let symbol = params.required_str("symbol")?;
-    pair_info(&st.market.read().expect("market lock"), symbol)
+    let p = st
+        .pairs
+        .get(symbol)
+        .ok_or_else(BinanceError::invalid_symbol)?;
+    Ok(PairInfo {
+        id: p.id,
+        base: p.base,
+        tick_units: p.tick_units,
+        meta: p.meta,
+    })
 }
 
 impl PairInfo {
@@ -1188,7 +1197,7 @@ pub(crate) async fn history(st: &AppState, a: &Authed) -> R<Value> {
                 u.orders
                     .values()
                     .filter(|r| r.order.pair == pair.id && f.keep(r.order.id.0, r.order.created_ms))
-                    .copied()
+                    .map(|r| **r)
                     .collect::<Vec<OrderRecord>>(),
                 u.orders_truncated,
             ),
