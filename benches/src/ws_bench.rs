@@ -22,20 +22,39 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::rest_bench::{now_ms, Account, LoadResult};
 
 /// Build one signed `order.place` request (params sorted by name, as the
-/// WebSocket API signs them).
-pub fn order_request(acct: &Account, id: u64, buy: bool, price: i64, timestamp: u64) -> String {
+/// WebSocket API signs them). Written with `push_str`, not `format!`
+/// (formatting was 9% of this load generator's CPU at 80,000/s).
+pub fn order_request(acct: &Account, id: u64, buy: bool, price: u64, timestamp: u64) -> String {
+    let num = |out: &mut String, n: u64| engine::decimal::push_units(out, u128::from(n), 0);
     let side = if buy { "BUY" } else { "SELL" };
     // Sorted by name: apiKey, newOrderRespType, price, quantity, side,
     // symbol, timeInForce, timestamp, type.
-    let payload = format!(
-        "apiKey={}&newOrderRespType=ACK&price={price}&quantity=0.001&side={side}&symbol=BTCUSDT&timeInForce=GTC&timestamp={timestamp}&type=LIMIT",
-        acct.key
-    );
+    let mut payload = String::with_capacity(256);
+    payload.push_str("apiKey=");
+    payload.push_str(&acct.key);
+    payload.push_str("&newOrderRespType=ACK&price=");
+    num(&mut payload, price);
+    payload.push_str("&quantity=0.001&side=");
+    payload.push_str(side);
+    payload.push_str("&symbol=BTCUSDT&timeInForce=GTC&timestamp=");
+    num(&mut payload, timestamp);
+    payload.push_str("&type=LIMIT");
     let sig = acct.sign(payload.as_bytes());
-    format!(
-        r#"{{"id":{id},"method":"order.place","params":{{"symbol":"BTCUSDT","side":"{side}","type":"LIMIT","timeInForce":"GTC","quantity":"0.001","price":"{price}","newOrderRespType":"ACK","timestamp":{timestamp},"apiKey":"{}","signature":"{sig}"}}}}"#,
-        acct.key
-    )
+    let mut out = String::with_capacity(payload.len() + sig.len() + 160);
+    out.push_str(r#"{"id":"#);
+    num(&mut out, id);
+    out.push_str(r#","method":"order.place","params":{"symbol":"BTCUSDT","side":""#);
+    out.push_str(side);
+    out.push_str(r#"","type":"LIMIT","timeInForce":"GTC","quantity":"0.001","price":""#);
+    num(&mut out, price);
+    out.push_str(r#"","newOrderRespType":"ACK","timestamp":"#);
+    num(&mut out, timestamp);
+    out.push_str(r#","apiKey":""#);
+    out.push_str(&acct.key);
+    out.push_str(r#"","signature":""#);
+    out.push_str(&sig);
+    out.push_str(r#""}}"#);
+    out
 }
 
 /// `"id":N` of a reply.
@@ -113,12 +132,15 @@ pub fn run(
                     // Send every request whose tick has come.
                     let come = ticks.count();
                     let mut sent_any = false;
+                    // One clock reading per tick's burst (the requests of
+                    // a tick are written together), not two per request.
+                    let timestamp = now_ms();
+                    let at = Instant::now().saturating_duration_since(start).as_nanos() as u64;
                     while k < total_per_conn && plan.tick_of(planned_ns(k)) < come {
                         let buy = (k + i as u64).is_multiple_of(2);
-                        let px = if buy { 30_001 } else { 29_999 } + (k % 3) as i64 - 1;
-                        let req = order_request(&acct, k, buy, px, now_ms());
-                        let at = Instant::now().saturating_duration_since(start);
-                        sent_w[k as usize].store(at.as_nanos() as u64, Ordering::Relaxed);
+                        let px = if buy { 30_001 } else { 29_999 } + (k % 3) - 1;
+                        let req = order_request(&acct, k, buy, px, timestamp);
+                        sent_w[k as usize].store(at, Ordering::Relaxed);
                         if sink.feed(Message::Text(req.into())).await.is_err() {
                             return k;
                         }
@@ -144,9 +166,9 @@ pub fn run(
                     timeline: crate::run::Timeline::default(),
                 };
                 let deadline = start + duration + Duration::from_secs(30);
+                let deadline = tokio::time::Instant::from_std(deadline);
                 while r.ok + r.errors < total_per_conn {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let msg = match tokio::time::timeout(left, stream.next()).await {
+                    let msg = match tokio::time::timeout_at(deadline, stream.next()).await {
                         Ok(Some(Ok(m))) => m,
                         Ok(_) | Err(_) => break,
                     };
@@ -154,13 +176,15 @@ pub fn run(
                     let Some(id) = reply_id(t.as_str()) else {
                         continue;
                     };
-                    let lat = planned(id).elapsed().as_nanos() as u64;
+                    // One clock reading per reply for both histograms.
+                    let now = Instant::now();
+                    let lat = now.saturating_duration_since(planned(id)).as_nanos() as u64;
                     r.hist.saturating_record(lat.max(1_000));
                     r.timeline.record(planned_ns(id), lat);
                     if let Some(at) = sent_at.get(id as usize) {
                         let sent = start + Duration::from_nanos(at.load(Ordering::Relaxed));
-                        r.rtt
-                            .saturating_record((sent.elapsed().as_nanos() as u64).max(1_000));
+                        let rtt = now.saturating_duration_since(sent).as_nanos() as u64;
+                        r.rtt.saturating_record(rtt.max(1_000));
                     }
                     if t.as_str().contains("\"status\":200") {
                         r.ok += 1;
@@ -218,7 +242,28 @@ mod tests {
         let req = order_request(&acct, 7, true, 30_001, 1_700_000_000_000);
         let v: serde_json::Value = serde_json::from_str(&req).unwrap();
         assert_eq!(v["id"], 7);
+        assert_eq!(v["method"], "order.place");
         let params = v["params"].as_object().unwrap();
+        for (k, want) in [
+            ("symbol", serde_json::json!("BTCUSDT")),
+            ("side", serde_json::json!("BUY")),
+            ("type", serde_json::json!("LIMIT")),
+            ("timeInForce", serde_json::json!("GTC")),
+            ("quantity", serde_json::json!("0.001")),
+            ("price", serde_json::json!("30001")),
+            ("newOrderRespType", serde_json::json!("ACK")),
+            ("timestamp", serde_json::json!(1_700_000_000_000u64)),
+            ("apiKey", serde_json::json!("K")),
+        ] {
+            assert_eq!(params[k], want, "{k}");
+        }
+        assert_eq!(params.len(), 10);
+        let sell = order_request(&acct, 8, false, 29_999, 1);
+        let v: serde_json::Value = serde_json::from_str(&sell).unwrap();
+        assert_eq!(
+            (v["id"].as_u64(), v["params"]["side"].as_str()),
+            (Some(8), Some("SELL"))
+        );
         let payload = gateway::binance::sign::ws_signing_payload(params);
         assert_eq!(
             params["signature"].as_str().unwrap(),
