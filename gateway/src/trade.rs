@@ -70,21 +70,26 @@ pub(crate) struct Authed {
     /// The key's ORDERS usage once this request was counted (or refused),
     /// for the WebSocket reply's `rateLimits` without a second look-up.
     pub order_usage: std::sync::OnceLock<crate::binance::ratelimit::Usage>,
+    /// Wall-clock time the request was checked at (ms): its `timestamp`
+    /// window, its order count and a generated client order id all use
+    /// this one reading.
+    pub now_ms: u64,
 }
 
 impl Authed {
-    fn new(user: UserId, key_id: u64, params: Params) -> Authed {
+    fn new(user: UserId, key_id: u64, params: Params, now_ms: u64) -> Authed {
         Authed {
             user,
             key_id,
             params,
             order_usage: std::sync::OnceLock::new(),
+            now_ms,
         }
     }
 
     /// Count one new order against the key's order-rate limits (-1015).
     fn count_order(&self, st: &AppState) -> R<()> {
-        match st.order_limits.check_and_add(&self.key_id, 1, now_ms()) {
+        match st.order_limits.check_and_add(&self.key_id, 1, self.now_ms) {
             Ok(usage) => {
                 let _ = self.order_usage.set(usage);
                 Ok(())
@@ -116,29 +121,30 @@ fn authenticate(
 /// checked for format): known key (-2015), timestamp (-1021/-1102),
 /// signature (-1022), permission (-2015), active user.
 pub(crate) fn authorize(st: &AppState, key: &str, params: Params, need: u8) -> R<Authed> {
-    let (user, key_id) = check_key(st, key, &params, need)?;
-    Ok(Authed::new(user, key_id, params))
+    let now = now_ms();
+    let (user, key_id) = check_key(st, key, &params, need, now)?;
+    Ok(Authed::new(user, key_id, params, now))
 }
 
 /// [`authorize`] for a WebSocket API request, whose key is its `apiKey`
-/// member (read in place, not copied).
-pub(crate) fn authorize_ws(st: &AppState, params: Params, need: u8) -> R<Authed> {
+/// member (read in place, not copied), checked at `now` (ms).
+pub(crate) fn authorize_ws(st: &AppState, params: Params, need: u8, now: u64) -> R<Authed> {
     let (user, key_id) = {
         let key = params
             .api_key()
             .ok_or_else(|| BinanceError::mandatory_param_missing("apiKey"))?;
         check_api_key_format(Some(key))?;
-        check_key(st, key, &params, need)?
+        check_key(st, key, &params, need, now)?
     };
-    Ok(Authed::new(user, key_id, params))
+    Ok(Authed::new(user, key_id, params, now))
 }
 
 /// The key's user and id when `key` exists, the request is timely and
 /// signed by it, the key has the `need` permissions and its user is active.
-fn check_key(st: &AppState, key: &str, params: &Params, need: u8) -> R<(UserId, u64)> {
+fn check_key(st: &AppState, key: &str, params: &Params, need: u8, now: u64) -> R<(UserId, u64)> {
     let id = st.identity.read().expect("identity lock");
     let k = id.api_key(key).ok_or_else(BinanceError::rejected_api_key)?;
-    check_request_time(params, now_ms())?;
+    check_request_time(params, now)?;
     verify_request(params, &k.signing)?;
     if k.permissions & need != need {
         return Err(BinanceError::rejected_api_key());
@@ -352,9 +358,9 @@ static CLIENT_ID_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh client order id for orders sent without one (Binance generates
 /// one too). Time + process counter: unique, 36 chars at most.
-fn generate_client_id() -> ClientOrderId {
+fn generate_client_id(now_ms: u64) -> ClientOrderId {
     let n = CLIENT_ID_SEQ.fetch_add(1, Ordering::Relaxed);
-    client_id_of(now_ms(), n)
+    client_id_of(now_ms, n)
 }
 
 /// `format!("mx{ms:x}{:06x}", n & 0xff_ffff)`, written by hand (`format!`
@@ -413,11 +419,13 @@ const ORDER_PARAMS: &[&str] = &[
     "signature",
 ];
 
+/// `now_ms`: the request's time, for a generated client order id.
 fn parse_new_order(
     params: &Params,
     user: UserId,
     pair: &PairInfo,
     cid_name: &str,
+    now_ms: u64,
 ) -> R<OrderParams> {
     use crate::binance::enums as be;
     let side = map_side(be::Side::parse(params.required_str("side")?)?);
@@ -487,7 +495,7 @@ fn parse_new_order(
         None => be::NewOrderRespType::default_for(bt),
         Some(s) => be::NewOrderRespType::parse(s)?,
     };
-    let client_id = client_id(params, cid_name)?.unwrap_or_else(generate_client_id);
+    let client_id = client_id(params, cid_name)?.unwrap_or_else(|| generate_client_id(now_ms));
     Ok(OrderParams {
         new: NewOrder {
             user,
@@ -689,7 +697,7 @@ async fn new_order(
 pub(crate) async fn place(st: &AppState, a: &Authed) -> R<String> {
     a.params.check_unknown(ORDER_PARAMS)?;
     let pair = pair_of(st, &a.params)?;
-    let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+    let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId", a.now_ms)?;
     a.count_order(st)?;
     let o = execute(st, Command::PlaceOrder(op.new)).await?;
     if let Some(r) = first_reject(&o) {
@@ -720,7 +728,7 @@ pub(crate) fn test(st: &AppState, a: &Authed) -> R<Value> {
     allowed.push("computeCommissionRates");
     a.params.check_unknown(&allowed)?;
     let pair = pair_of(st, &a.params)?;
-    let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+    let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId", a.now_ms)?;
     let m = st.market.read().expect("market lock");
     let spec = &m
         .pairs
@@ -987,7 +995,7 @@ pub(crate) async fn replace(
                 }
             }
         };
-        let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId")?;
+        let op = parse_new_order(&a.params, a.user, &pair, "newClientOrderId", a.now_ms)?;
         let cancel_id = client_id(&a.params, "cancelNewClientOrderId")?;
         a.count_order(st)?;
         let o = execute_cancel(

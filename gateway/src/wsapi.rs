@@ -290,10 +290,13 @@ impl Session {
             ));
         };
         let weight = spec.weight(&params);
-        let usage = match self.st.weights.check_and_add(&self.ip, weight, now_ms()) {
+        // One clock reading for the whole request (weights, timestamp
+        // window, order count, generated client order id).
+        let now = now_ms();
+        let usage = match self.st.weights.check_and_add(&self.ip, weight, now) {
             Ok(u) => u,
             Err(limited) => {
-                let data = json!({"retryAfter": now_ms() + limited.retry_after_secs * 1000});
+                let data = json!({"retryAfter": now + limited.retry_after_secs * 1000});
                 let limits = return_limits.then(|| Limits::weight(limited.usage));
                 return Dispatch::Now(error_reply(
                     &id,
@@ -326,7 +329,7 @@ impl Session {
             }
             Kind::Signed(need, call) => {
                 let st = self.st.clone();
-                let a = match trade::authorize_ws(&st, params, need) {
+                let a = match trade::authorize_ws(&st, params, need, now) {
                     Ok(a) => a,
                     Err(e) => {
                         return Dispatch::Now(error_reply(&id, &e, None, limits, Limiters::of(&st)))
