@@ -908,6 +908,20 @@ mod tests {
         rx
     }
 
+    /// A pipeline over a fresh journal in `dir` with `interval` between
+    /// group commits.
+    fn with_commit_interval(dir: &std::path::Path, interval: Duration) -> (Pipeline, Submitter) {
+        Pipeline::start(
+            open(dir),
+            Engine::new(),
+            PipelineConfig {
+                commit_interval: interval,
+                ..PipelineConfig::default()
+            },
+            |_| {},
+        )
+    }
+
     /// Ten commands queued at once (concurrent clients) and five more
     /// 50 ms later: the commit after the first one waits until
     /// `commit_interval` (1 s) after its start, so the late five join the
@@ -917,15 +931,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commands_queued_together_share_the_next_commit() {
         let tmp = tempfile::tempdir().unwrap();
-        let (pipeline, sub) = Pipeline::start(
-            open(tmp.path()),
-            Engine::new(),
-            PipelineConfig {
-                commit_interval: Duration::from_secs(1),
-                ..PipelineConfig::default()
-            },
-            |_| {},
-        );
+        let (pipeline, sub) = with_commit_interval(tmp.path(), Duration::from_secs(1));
         let mut replies: Vec<_> = (0..10u64).map(|i| queue(&sub, create_user(i))).collect();
         tokio::time::sleep(Duration::from_millis(50)).await;
         replies.extend((10..15u64).map(|i| queue(&sub, create_user(i))));
@@ -951,15 +957,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lone_client_is_never_delayed_by_the_commit_interval() {
         let tmp = tempfile::tempdir().unwrap();
-        let (pipeline, sub) = Pipeline::start(
-            open(tmp.path()),
-            Engine::new(),
-            PipelineConfig {
-                commit_interval: Duration::from_secs(1),
-                ..PipelineConfig::default()
-            },
-            |_| {},
-        );
+        let (pipeline, sub) = with_commit_interval(tmp.path(), Duration::from_secs(1));
         for i in 0..5u64 {
             let o = sub.execute(create_user(i)).await.unwrap();
             assert_eq!(o.seq, i + 1);
