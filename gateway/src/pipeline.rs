@@ -602,8 +602,9 @@ impl Pipeline {
                 let mut last_ts_ns = 0u64;
                 let mut idle = 0u32;
                 let interval = cfg.commit_interval;
-                // Set when commands were already waiting as the previous
-                // group commit ended: the start of the next one.
+                // Set after a group commit of concurrent commands (several
+                // in it, or more queued while it ran): the earliest start
+                // of the next one.
                 let mut next_commit: Option<std::time::Instant> = None;
                 loop {
                     // Commands that queued up during the previous commit
