@@ -20,6 +20,7 @@
 //! supports a fixed set of placeholders ([`Template::placeholders`]);
 //! [`check_placeholders`] refuses text using any other.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use engine::*;
@@ -261,7 +262,9 @@ pub struct Notification {
     pub user: UserId,
     pub template_id: i64,
     pub template: &'static str,
-    pub title: String,
+    /// A built-in subject without placeholders is the template's own text
+    /// (no copy for every fill: "Order filled").
+    pub title: std::borrow::Cow<'static, str>,
     pub body: String,
     /// Journal time of the record.
     pub created_ms: u64,
@@ -438,10 +441,14 @@ pub fn derive(
                 .eq(t.placeholders.iter().copied()),
             "{name}: the placeholders filled differ from the ones declared"
         );
-        let (subject, content) = match catalog.template_edit(name) {
+        let (title, body) = match catalog.template_edit(name) {
             Some(e) if !e.active => return,
-            Some(e) => (e.subject.as_str(), e.content.as_str()),
-            None => (t.subject, t.content),
+            Some(e) => (
+                Cow::Owned(render(&e.subject, vars)),
+                render(&e.content, vars),
+            ),
+            None if !t.subject.contains('{') => (Cow::Borrowed(t.subject), render(t.content, vars)),
+            None => (Cow::Owned(render(t.subject, vars)), render(t.content, vars)),
         };
         let index = out.len() as u64;
         out.push(Notification {
@@ -449,8 +456,8 @@ pub fn derive(
             user,
             template_id: t.id,
             template: t.name,
-            title: render(subject, vars),
-            body: render(content, vars),
+            title,
+            body,
             created_ms: ts_ms,
         });
     };
@@ -668,6 +675,8 @@ mod tests {
         let n = one(&cancel_cmd(UserId(99)), &[done(OrderStatus::Filled)]);
         assert_eq!(n.template, ORDER_FILLED);
         assert_eq!(n.title, "Order filled");
+        // The built-in subject has no placeholder: not copied.
+        assert!(matches!(n.title, Cow::Borrowed(_)));
         assert_eq!(
             n.body,
             "Your order 9 on BTCUSDT was filled: 1.50000000 BTC for 3.000000 USDT."

@@ -1142,7 +1142,7 @@ impl Batch {
             x.id.push(n.id as i64);
             x.user.push(n.user.0 as i64);
             x.template_id.push(n.template_id);
-            x.title.push(n.title);
+            x.title.push(n.title.into_owned());
             x.content.push(n.body);
             x.created.push(ts(n.created_ms));
         }
