@@ -599,7 +599,9 @@ struct OrderTrack {
     waiting_stop: bool,
 }
 
-/// What an order needs of its pair, found by symbol in a [`PairDirectory`].
+/// What an order needs of its pair, found by symbol in a [`PairDirectory`]
+/// (or in the [`Market`] itself); derefs to the pair's symbols and
+/// decimals.
 #[derive(Debug, Clone)]
 pub struct PairEntry {
     pub id: PairId,
@@ -607,6 +609,24 @@ pub struct PairEntry {
     pub tick_units: u64,
     /// Symbols and decimals, shared with the market projection.
     pub meta: Arc<PairMeta>,
+}
+
+impl PairEntry {
+    pub fn of(v: &PairView) -> PairEntry {
+        PairEntry {
+            id: v.pair.id,
+            base: v.pair.spec.base,
+            tick_units: v.pair.spec.tick_units,
+            meta: v.meta.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for PairEntry {
+    type Target = PairMeta;
+    fn deref(&self) -> &PairMeta {
+        &self.meta
+    }
 }
 
 /// Unique ids of directories (a thread's cached copy names the directory it
@@ -625,9 +645,11 @@ type PairsBySymbol = FxHashMap<String, PairEntry>;
 /// its assets changes. Every order looks its pair up here: each thread
 /// keeps a copy and only checks the version (a plain atomic load, no write
 /// to a shared cache line), so the order path never takes the market's
-/// lock, which the publisher write-locks for every command (the lock's
-/// cache line moving between the cores was ~9% of the publisher thread at
-/// 80,000 orders/s).
+/// lock, which the publisher write-locks for every command and holds
+/// (read) during each command's stream fan-out: an order never waits
+/// behind either. With the boxed order records of the accounts read model,
+/// gateway CPU per order at 60,000/s went from 7.2-7.9 to 6.9-7.0 us
+/// (benches/RESULTS.md).
 #[derive(Debug)]
 pub struct PairDirectory {
     id: u64,
@@ -750,16 +772,7 @@ impl Market {
         let pairs = self
             .pair_by_symbol
             .iter()
-            .filter_map(|(symbol, id)| {
-                let v = self.pairs.get(id)?;
-                let entry = PairEntry {
-                    id: v.pair.id,
-                    base: v.pair.spec.base,
-                    tick_units: v.pair.spec.tick_units,
-                    meta: v.meta.clone(),
-                };
-                Some((symbol.clone(), entry))
-            })
+            .filter_map(|(symbol, id)| Some((symbol.clone(), PairEntry::of(self.pairs.get(id)?))))
             .collect();
         self.directory.publish(pairs);
     }

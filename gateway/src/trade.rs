@@ -7,7 +7,6 @@
 //! (answered only once durable) and rendered with Binance's field names.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -18,7 +17,7 @@ use axum::Router;
 use engine::decimal::{format_units, parse_units, DecimalError};
 use engine::{
     AssetId, CancelReplaceMode, ClientOrderId, Command, Event, NewOrder, Order, OrderId, OrderRef,
-    OrderStatus, OrderType, PairId, Price, Qty, RejectReason, Side, StpMode, TimeInForce, UserId,
+    OrderStatus, OrderType, Price, Qty, RejectReason, Side, StpMode, TimeInForce, UserId,
 };
 use serde_json::{json, Value};
 
@@ -26,7 +25,7 @@ use crate::accounts::{OrderRecord, TradeRecord};
 use crate::binance::errors::{BinanceError, FilterFailure};
 use crate::binance::params::Params;
 use crate::binance::sign::{check_api_key_format, check_request_time, verify_request};
-use crate::market::{Market, PairMeta};
+use crate::market::Market;
 use crate::pipeline::{ExecuteError, Outcome, SubmitError};
 use crate::server::{error_response, json_response, now_ms, ok_response as ok, AppState};
 
@@ -188,45 +187,21 @@ fn units(name: &str, s: &str, decimals: u32) -> R<u64> {
     })
 }
 
-struct PairInfo {
-    id: PairId,
-    base: AssetId,
-    tick_units: u64,
-    /// Symbols and decimals, shared with the market projection.
-    meta: Arc<PairMeta>,
-}
-
-impl std::ops::Deref for PairInfo {
-    type Target = PairMeta;
-    fn deref(&self) -> &PairMeta {
-        &self.meta
-    }
-}
+/// A pair as an order needs it (defined with the market projection, which
+/// keeps it for the order path).
+type PairInfo = crate::market::PairEntry;
 
 fn pair_info(m: &Market, symbol: &str) -> R<PairInfo> {
-    let v = m
-        .pair_by_symbol(symbol)
-        .ok_or_else(BinanceError::invalid_symbol)?;
-    Ok(PairInfo {
-        id: v.pair.id,
-        base: v.pair.spec.base,
-        tick_units: v.pair.spec.tick_units,
-        meta: v.meta.clone(),
-    })
+    m.pair_by_symbol(symbol)
+        .map(PairInfo::of)
+        .ok_or_else(BinanceError::invalid_symbol)
 }
 
 fn pair_of(st: &AppState, params: &Params) -> R<PairInfo> {
     let symbol = params.required_str("symbol")?;
-    let p = st
-        .pairs
+    st.pairs
         .get(symbol)
-        .ok_or_else(BinanceError::invalid_symbol)?;
-    Ok(PairInfo {
-        id: p.id,
-        base: p.base,
-        tick_units: p.tick_units,
-        meta: p.meta,
-    })
+        .ok_or_else(BinanceError::invalid_symbol)
 }
 
 impl PairInfo {

@@ -264,7 +264,7 @@ pub struct Notification {
     pub template: &'static str,
     /// A built-in subject without placeholders is the template's own text
     /// (no copy for every fill: "Order filled").
-    pub title: std::borrow::Cow<'static, str>,
+    pub title: Cow<'static, str>,
     pub body: String,
     /// Journal time of the record.
     pub created_ms: u64,
