@@ -60,7 +60,7 @@ use engine::{
     Command, Engine, Event, NotificationTemplate, UserId, NOTIFY_TEMPLATE_CONTENT_MAX_LEN,
     NOTIFY_TEMPLATE_SUBJECT_MAX_LEN, NOTIFY_WEBHOOK_MAX_LEN,
 };
-use persister::notify::{self, Catalog, CatalogView, Notification};
+use persister::notify::{self, Catalog, CatalogView, Draft};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -98,10 +98,11 @@ pub const DELIVERY_CONCURRENCY: usize = 32;
 
 // -------------------------------------------------------------- read model
 
-/// A notification as the API shows it.
+/// A notification as the API shows it. Its text is rendered when it is
+/// read ([`NotificationsView::entry_json`]).
 #[derive(Debug, Clone)]
 pub struct NotificationEntry {
-    pub n: Notification,
+    pub n: Draft,
     /// Journal time of the read mark.
     pub read_ms: Option<u64>,
 }
@@ -181,16 +182,18 @@ impl NotificationsView {
             }
         }
         let mut out = Vec::new();
-        for n in notify::derive(&self.catalog, seq, ts_ms, cmd, events) {
-            if let Some(url) = self.webhooks.get(&n.user) {
+        let (catalog, by_user, webhooks) = (&self.catalog, &mut self.by_user, &self.webhooks);
+        let kept = self.kept_per_user;
+        notify::derive_drafts(catalog, seq, ts_ms, cmd, events, |n| {
+            if let Some(url) = webhooks.get(&n.user) {
                 out.push(Delivery {
                     url: url.clone(),
-                    body: webhook_json(&n).to_string(),
+                    body: webhook_json(&n, catalog).to_string(),
                 });
             }
-            let list = self.by_user.entry(n.user).or_default();
-            list.push_evicting(NotificationEntry { n, read_ms: None }, self.kept_per_user);
-        }
+            let list = by_user.entry(n.user).or_default();
+            list.push_evicting(NotificationEntry { n, read_ms: None }, kept);
+        });
         out
     }
 
@@ -226,30 +229,33 @@ impl NotificationsView {
     pub fn template_edit(&self, name: &str) -> Option<&NotificationTemplate> {
         self.catalog.template_edit(name)
     }
-}
 
-fn entry_json(e: &NotificationEntry) -> Value {
-    json!({
-        "id": e.n.id,
-        "type": "IN_APP",
-        "template": e.n.template,
-        "title": e.n.title,
-        "body": e.n.body,
-        "status": if e.read_ms.is_some() { "READ" } else { "SENT" },
-        "created_at": e.n.created_ms,
-        "read_at": e.read_ms,
-    })
+    /// One of this view's notifications as the API shows it.
+    pub fn entry_json(&self, e: &NotificationEntry) -> Value {
+        let (title, body) = e.n.render(&self.catalog);
+        json!({
+            "id": e.n.id,
+            "type": "IN_APP",
+            "template": e.n.template.name,
+            "title": title,
+            "body": body,
+            "status": if e.read_ms.is_some() { "READ" } else { "SENT" },
+            "created_at": e.n.created_ms,
+            "read_at": e.read_ms,
+        })
+    }
 }
 
 /// What a webhook receives.
-pub fn webhook_json(n: &Notification) -> Value {
+pub fn webhook_json(n: &Draft, catalog: &dyn Catalog) -> Value {
+    let (title, body) = n.render(catalog);
     json!({
         "id": n.id,
         "user_id": n.user.0,
         "type": "IN_APP",
-        "template": n.template,
-        "title": n.title,
-        "body": n.body,
+        "template": n.template.name,
+        "title": title,
+        "body": body,
         "created_at": n.created_ms,
     })
 }
@@ -582,7 +588,7 @@ async fn list_own(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): R
     let list: Vec<Value> = view
         .list(user, unread, limit)
         .into_iter()
-        .map(entry_json)
+        .map(|e| view.entry_json(e))
         .collect();
     reply(
         StatusCode::OK,
@@ -611,7 +617,7 @@ async fn mark_read(
         let e = view.find(user, id).ok_or_else(unknown_notification)?;
         if e.read_ms.is_some() {
             // Already read: nothing to journal.
-            return reply(StatusCode::OK, entry_json(e));
+            return reply(StatusCode::OK, view.entry_json(e));
         }
     }
     let o = execute(
@@ -625,7 +631,7 @@ async fn mark_read(
     check(&o)?;
     let view = st.notifications.read().expect("notifications lock");
     let e = view.find(user, id).ok_or_else(unknown_notification)?;
-    reply(StatusCode::OK, entry_json(e))
+    reply(StatusCode::OK, view.entry_json(e))
 }
 
 async fn get_webhook(State(st): State<AppState>, headers: HeaderMap) -> Res {

@@ -405,9 +405,136 @@ fn own_cancel(cmd: &Command, user: UserId) -> bool {
     }
 }
 
+/// A notification derived from a record, its text possibly not rendered
+/// yet: the gateway's view keeps many a user may never read, and rendering
+/// every fill's body was about a quarter of its publisher thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    /// `seq << ROW_ID_SHIFT | index`.
+    pub id: u64,
+    pub user: UserId,
+    pub template: &'static Template,
+    /// Journal time of the record.
+    pub created_ms: u64,
+    pub text: DraftText,
+}
+
+/// The text of a [`Draft`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DraftText {
+    /// An order's end under its built-in template: the values only.
+    /// [`Draft::render`] takes symbols and decimals from the catalog, which
+    /// never change once listed, so the text is the same whenever it is
+    /// rendered.
+    Order {
+        order: OrderId,
+        pair: PairId,
+        status: OrderStatus,
+        filled: Qty,
+        cum_quote: u64,
+    },
+    /// Rendered when derived: every other notification, and any under an
+    /// edited template (a later edit must not change it).
+    Rendered {
+        title: Cow<'static, str>,
+        body: String,
+    },
+}
+
+impl Draft {
+    /// Title and body (`catalog` as for [`derive()`]).
+    pub fn render(&self, catalog: &dyn Catalog) -> (Cow<'static, str>, Cow<'_, str>) {
+        match &self.text {
+            DraftText::Order {
+                order,
+                pair,
+                status,
+                filled,
+                cum_quote,
+            } => {
+                let vars = order_vars(catalog, *order, *pair, *status, *filled, *cum_quote);
+                let (title, body) = render_template(self.template, &vars);
+                (title, Cow::Owned(body))
+            }
+            DraftText::Rendered { title, body } => (title.clone(), Cow::Borrowed(body)),
+        }
+    }
+
+    /// The notification with its text.
+    pub fn into_notification(self, catalog: &dyn Catalog) -> Notification {
+        let (title, body) = match self.text {
+            DraftText::Rendered { title, body } => (title, body),
+            DraftText::Order { .. } => {
+                let (title, body) = self.render(catalog);
+                (title, body.into_owned())
+            }
+        };
+        Notification {
+            id: self.id,
+            user: self.user,
+            template_id: self.template.id,
+            template: self.template.name,
+            title,
+            body,
+            created_ms: self.created_ms,
+        }
+    }
+}
+
+/// An unknown asset shows as `#id`.
+fn asset_var(catalog: &dyn Catalog, a: AssetId) -> Var<'_> {
+    catalog
+        .asset_info(a)
+        .map_or(Var::Id(a.0), |(s, _)| Var::Text(s))
+}
+
+/// Units of asset `a` (8 decimals when unknown).
+fn amount_var(catalog: &dyn Catalog, a: AssetId, units: u64) -> Var<'static> {
+    Var::Amount(
+        u128::from(units),
+        catalog.asset_info(a).map_or(8, |(_, d)| d),
+    )
+}
+
+/// The values of [`ORDER_VARS`] for an order's end.
+fn order_vars(
+    catalog: &dyn Catalog,
+    order: OrderId,
+    pair: PairId,
+    status: OrderStatus,
+    filled: Qty,
+    cum_quote: u64,
+) -> [(&'static str, Var<'_>); 7] {
+    let (symbol, base, quote) = catalog
+        .pair_info(pair)
+        .map_or((Var::Id(pair.0), AssetId(0), AssetId(0)), |(s, b, q)| {
+            (Var::Text(s), b, q)
+        });
+    [
+        ("order_id", Var::Int(order.0)),
+        ("symbol", symbol),
+        ("status", Var::Text(status.as_str())),
+        ("qty", amount_var(catalog, base, filled.0)),
+        ("base", asset_var(catalog, base)),
+        ("quote_qty", amount_var(catalog, quote, cum_quote)),
+        ("quote", asset_var(catalog, quote)),
+    ]
+}
+
+/// A built-in template's title and body; a subject without placeholders is
+/// the template's own text (no copy for every fill: "Order filled").
+fn render_template(t: &'static Template, vars: &[(&str, Var<'_>)]) -> (Cow<'static, str>, String) {
+    let title = if t.subject.contains('{') {
+        Cow::Owned(render(t.subject, vars))
+    } else {
+        Cow::Borrowed(t.subject)
+    };
+    (title, render(t.content, vars))
+}
+
 /// The in-app notifications record `seq` produces (empty for a rejected
-/// command). `catalog` must know the assets and pairs the record mentions
-/// (unknown ones render as their numeric ids, never fail).
+/// command), rendered. `catalog` must know the assets and pairs the record
+/// mentions (unknown ones render as their numeric ids, never fail).
 pub fn derive(
     catalog: &dyn Catalog,
     seq: u64,
@@ -416,22 +543,41 @@ pub fn derive(
     events: &[Event],
 ) -> Vec<Notification> {
     let mut out = Vec::new();
-    if matches!(events.first(), Some(Event::Rejected { .. })) {
-        return out;
+    derive_drafts(catalog, seq, ts_ms, cmd, events, |d| {
+        out.push(d.into_notification(catalog));
+    });
+    out
+}
+
+/// Numbers the notifications of one record and hands them to the sink.
+struct Emitter<F> {
+    seq: u64,
+    ts_ms: u64,
+    index: u64,
+    sink: F,
+}
+
+impl<F: FnMut(Draft)> Emitter<F> {
+    fn emit(&mut self, user: UserId, t: &'static Template, text: DraftText) {
+        (self.sink)(Draft {
+            id: (self.seq << ROW_ID_SHIFT) | self.index,
+            user,
+            template: t,
+            created_ms: self.ts_ms,
+            text,
+        });
+        self.index += 1;
     }
-    // An unknown asset shows as `#id` with 8 decimals.
-    let asset = |a: AssetId| -> Var<'_> {
-        catalog
-            .asset_info(a)
-            .map_or(Var::Id(a.0), |(s, _)| Var::Text(s))
-    };
-    let amount = |a: AssetId, units: u64| {
-        Var::Amount(
-            u128::from(units),
-            catalog.asset_info(a).map_or(8, |(_, d)| d),
-        )
-    };
-    let mut push = |user: UserId, name: &'static str, vars: &[(&str, Var<'_>)]| {
+
+    /// Rendered now, under the newest edit of template `name` if there is
+    /// one (an inactive template produces nothing).
+    fn push(
+        &mut self,
+        catalog: &dyn Catalog,
+        user: UserId,
+        name: &'static str,
+        vars: &[(&str, Var<'_>)],
+    ) {
         let Some(t) = template(name) else {
             return;
         };
@@ -447,19 +593,32 @@ pub fn derive(
                 Cow::Owned(render(&e.subject, vars)),
                 render(&e.content, vars),
             ),
-            None if !t.subject.contains('{') => (Cow::Borrowed(t.subject), render(t.content, vars)),
-            None => (Cow::Owned(render(t.subject, vars)), render(t.content, vars)),
+            None => render_template(t, vars),
         };
-        let index = out.len() as u64;
-        out.push(Notification {
-            id: (seq << ROW_ID_SHIFT) | index,
-            user,
-            template_id: t.id,
-            template: t.name,
-            title,
-            body,
-            created_ms: ts_ms,
-        });
+        self.emit(user, t, DraftText::Rendered { title, body });
+    }
+}
+
+/// [`derive()`] without rendering what can wait: each notification, in
+/// order, to `sink`.
+pub fn derive_drafts(
+    catalog: &dyn Catalog,
+    seq: u64,
+    ts_ms: u64,
+    cmd: &Command,
+    events: &[Event],
+    sink: impl FnMut(Draft),
+) {
+    if matches!(events.first(), Some(Event::Rejected { .. })) {
+        return;
+    }
+    let asset = |a: AssetId| asset_var(catalog, a);
+    let amount = |a: AssetId, units: u64| amount_var(catalog, a, units);
+    let mut em = Emitter {
+        seq,
+        ts_ms,
+        index: 0,
+        sink,
     };
     for ev in events {
         match ev {
@@ -477,29 +636,34 @@ pub fn derive(
                     OrderStatus::Canceled if !own_cancel(cmd, *user) => ORDER_CANCELED,
                     _ => continue,
                 };
-                let (symbol, base, quote) = catalog
-                    .pair_info(*pair)
-                    .map_or((Var::Id(pair.0), AssetId(0), AssetId(0)), |(s, b, q)| {
-                        (Var::Text(s), b, q)
-                    });
-                push(
-                    *user,
-                    name,
-                    &[
-                        ("order_id", Var::Int(order.0)),
-                        ("symbol", symbol),
-                        ("status", Var::Text(status.as_str())),
-                        ("qty", amount(base, filled.0)),
-                        ("base", asset(base)),
-                        ("quote_qty", amount(quote, *cum_quote)),
-                        ("quote", asset(quote)),
-                    ],
-                );
+                // Under an edit: rendered now (a later edit must not change
+                // it). Under the built-in text: rendered when read.
+                if catalog.template_edit(name).is_some() {
+                    em.push(
+                        catalog,
+                        *user,
+                        name,
+                        &order_vars(catalog, *order, *pair, *status, *filled, *cum_quote),
+                    );
+                } else if let Some(t) = template(name) {
+                    em.emit(
+                        *user,
+                        t,
+                        DraftText::Order {
+                            order: *order,
+                            pair: *pair,
+                            status: *status,
+                            filled: *filled,
+                            cum_quote: *cum_quote,
+                        },
+                    );
+                }
             }
             Event::Balance(b) => {
                 if let BalanceCause::Deposit(d) = b.cause {
                     let credited = b.available_after.saturating_sub(b.available_before);
-                    push(
+                    em.push(
+                        catalog,
                         b.user,
                         DEPOSIT_CREDITED,
                         &[
@@ -516,7 +680,8 @@ pub fn derive(
                     WithdrawalStatus::Sent => WITHDRAWAL_SENT,
                     WithdrawalStatus::Rejected => WITHDRAWAL_REJECTED,
                 };
-                push(
+                em.push(
+                    catalog,
                     w.user,
                     name,
                     &[
@@ -542,7 +707,8 @@ pub fn derive(
                     KycStatus::Rejected => KYC_REJECTED,
                     KycStatus::Pending => continue,
                 };
-                push(
+                em.push(
+                    catalog,
                     *user,
                     name,
                     &[
@@ -560,7 +726,8 @@ pub fn derive(
             } if *locked_until_ms != 0 => {
                 // While locked every attempt is rejected, so a recorded
                 // failure that leaves a lock is the one that set it.
-                push(
+                em.push(
+                    catalog,
                     *user,
                     LOGIN_LOCKED,
                     &[
@@ -581,7 +748,8 @@ pub fn derive(
                     .filter(|(bit, _)| permissions & bit != 0)
                     .map(|(_, n)| *n)
                     .collect();
-                push(
+                em.push(
+                    catalog,
                     *user,
                     API_KEY_CREATED,
                     &[
@@ -594,7 +762,6 @@ pub fn derive(
             _ => {}
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -975,6 +1142,63 @@ mod tests {
             derive(&restarted, 3, TS, &cancel_cmd(U), &[deposit_event()]),
             a
         );
+    }
+
+    /// The gateway keeps drafts and renders them when read: the text is the
+    /// one `derive` (the persister's rows) gives, and an order's end under
+    /// an edited template keeps the text of the edit in force when it was
+    /// derived, whatever the catalog it is read with.
+    #[test]
+    fn drafts_render_as_derive_does_and_keep_an_edits_text() {
+        let mut unknown_pair = done(OrderStatus::Filled);
+        if let Event::OrderDone { pair, .. } = &mut unknown_pair {
+            *pair = PairId(9);
+        }
+        let evs = [
+            done(OrderStatus::Filled),
+            done(OrderStatus::Expired),
+            done(OrderStatus::ExpiredInMatch),
+            done(OrderStatus::Canceled),
+            unknown_pair,
+            withdrawal(WithdrawalStatus::Pending),
+            deposit_event(),
+        ];
+        let cmd = cancel_cmd(UserId(99));
+        let mut drafts = Vec::new();
+        derive_drafts(&Cat, SEQ, TS, &cmd, &evs, |d| drafts.push(d));
+        let derived = derive(&Cat, SEQ, TS, &cmd, &evs);
+        assert_eq!(drafts.len(), 7);
+        assert_eq!(derived.len(), 7);
+        for (d, n) in drafts.iter().zip(&derived) {
+            // Order ends wait to be rendered; the rest are rendered.
+            assert_eq!(
+                matches!(d.text, DraftText::Order { .. }),
+                d.template.placeholders == ORDER_VARS,
+                "{d:?}"
+            );
+            let (title, body) = d.render(&Cat);
+            assert_eq!((title.as_ref(), body.as_ref()), (&*n.title, &*n.body));
+            assert_eq!(d.clone().into_notification(&Cat), *n);
+        }
+        assert!(derived[4].body.contains("on #9"), "{}", derived[4].body);
+
+        let edited = Edited(NotificationTemplate {
+            name: ORDER_FILLED.into(),
+            subject: "Filled: {symbol}".into(),
+            content: "{qty} {base} (order {order_id})".into(),
+            ..edit(true)
+        });
+        let mut drafts = Vec::new();
+        derive_drafts(&edited, SEQ, TS, &cmd, &evs[..1], |d| drafts.push(d));
+        assert!(matches!(drafts[0].text, DraftText::Rendered { .. }));
+        let (title, body) = drafts[0].render(&Cat);
+        assert_eq!(title, "Filled: BTCUSDT");
+        assert_eq!(body, "1.50000000 BTC (order 9)");
+        let inactive = Edited(NotificationTemplate {
+            name: ORDER_FILLED.into(),
+            ..edit(false)
+        });
+        assert!(derive(&inactive, SEQ, TS, &cmd, &evs[..1]).is_empty());
     }
 
     #[test]
