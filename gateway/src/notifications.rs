@@ -16,7 +16,9 @@
 //! of the journal (`persister::notify::derive`, shared with the persister's
 //! `notifications` rows), so the [`NotificationsView`] rebuilds them at
 //! start by the same replay that rebuilds the history read models, and the
-//! publisher derives each new record's. What the *user* changes is
+//! publisher derives each new record's (`notify::derive_drafts`: an order's
+//! end under its built-in text is rendered when it is read, not for every
+//! fill). What the *user* changes is
 //! journaled, through two small engine commands: `MarkNotificationsRead`
 //! (read marks survive restarts and reach Postgres as status READ) and
 //! `SetNotificationWebhook`. The engine keeps no notification state for

@@ -423,9 +423,10 @@ pub struct Draft {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DraftText {
     /// An order's end under its built-in template: the values only.
-    /// [`Draft::render`] takes symbols and decimals from the catalog, which
-    /// never change once listed, so the text is the same whenever it is
-    /// rendered.
+    /// [`Draft::render`] takes the pair's symbol and assets and the assets'
+    /// symbols and decimals from the catalog; the engine refuses to change
+    /// any of them once listed, and a pair is listed before any order on
+    /// it, so the text is the same whenever it is rendered.
     Order {
         order: OrderId,
         pair: PairId,
