@@ -101,7 +101,7 @@ pub const DELIVERY_CONCURRENCY: usize = 32;
 // -------------------------------------------------------------- read model
 
 /// A notification as the API shows it. Its text is rendered when it is
-/// read ([`NotificationsView::entry_json`]).
+/// read ([`entry_json`]).
 #[derive(Debug, Clone)]
 pub struct NotificationEntry {
     pub n: Draft,
@@ -232,20 +232,25 @@ impl NotificationsView {
         self.catalog.template_edit(name)
     }
 
-    /// One of this view's notifications as the API shows it.
-    pub fn entry_json(&self, e: &NotificationEntry) -> Value {
-        let (title, body) = e.n.render(&self.catalog);
-        json!({
-            "id": e.n.id,
-            "type": "IN_APP",
-            "template": e.n.template.name,
-            "title": title,
-            "body": body,
-            "status": if e.read_ms.is_some() { "READ" } else { "SENT" },
-            "created_at": e.n.created_ms,
-            "read_at": e.read_ms,
-        })
+    /// What renders this view's notifications ([`entry_json`]).
+    pub fn catalog(&self) -> &CatalogView {
+        &self.catalog
     }
+}
+
+/// A notification as the API shows it (`catalog`: its view's).
+pub fn entry_json(e: &NotificationEntry, catalog: &dyn Catalog) -> Value {
+    let (title, body) = e.n.render(catalog);
+    json!({
+        "id": e.n.id,
+        "type": "IN_APP",
+        "template": e.n.template.name,
+        "title": title,
+        "body": body,
+        "status": if e.read_ms.is_some() { "READ" } else { "SENT" },
+        "created_at": e.n.created_ms,
+        "read_at": e.read_ms,
+    })
 }
 
 /// What a webhook receives.
@@ -586,15 +591,22 @@ async fn list_own(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): R
         }
     };
     let limit = u64_param(&p, "limit", 1..=LIST_MAX)?.unwrap_or(LIST_DEFAULT) as usize;
-    let view = st.notifications.read().expect("notifications lock");
-    let list: Vec<Value> = view
-        .list(user, unread, limit)
-        .into_iter()
-        .map(|e| view.entry_json(e))
-        .collect();
+    // Copied out under the lock and rendered after it: the publisher
+    // writes this view for every command, and up to LIST_MAX bodies are
+    // rendered here.
+    let (entries, unread_count, catalog) = {
+        let view = st.notifications.read().expect("notifications lock");
+        let entries: Vec<NotificationEntry> = view
+            .list(user, unread, limit)
+            .into_iter()
+            .cloned()
+            .collect();
+        (entries, view.unread_count(user), view.catalog().clone())
+    };
+    let list: Vec<Value> = entries.iter().map(|e| entry_json(e, &catalog)).collect();
     reply(
         StatusCode::OK,
-        json!({ "unread": view.unread_count(user), "notifications": list }),
+        json!({ "unread": unread_count, "notifications": list }),
     )
 }
 
@@ -619,7 +631,7 @@ async fn mark_read(
         let e = view.find(user, id).ok_or_else(unknown_notification)?;
         if e.read_ms.is_some() {
             // Already read: nothing to journal.
-            return reply(StatusCode::OK, view.entry_json(e));
+            return reply(StatusCode::OK, entry_json(e, view.catalog()));
         }
     }
     let o = execute(
@@ -633,7 +645,7 @@ async fn mark_read(
     check(&o)?;
     let view = st.notifications.read().expect("notifications lock");
     let e = view.find(user, id).ok_or_else(unknown_notification)?;
-    reply(StatusCode::OK, view.entry_json(e))
+    reply(StatusCode::OK, entry_json(e, view.catalog()))
 }
 
 async fn get_webhook(State(st): State<AppState>, headers: HeaderMap) -> Res {
