@@ -1189,6 +1189,10 @@ mod tests {
             content: "{qty} {base} (order {order_id})".into(),
             ..edit(true)
         });
+        // Derived before the edit, read after it: the built-in text.
+        let (title, _) = drafts[0].render(&edited);
+        assert_eq!(title, "Order filled");
+        assert_eq!(drafts[0].render(&edited).1, derived[0].body);
         let mut drafts = Vec::new();
         derive_drafts(&edited, SEQ, TS, &cmd, &evs[..1], |d| drafts.push(d));
         assert!(matches!(drafts[0].text, DraftText::Rendered { .. }));
