@@ -635,7 +635,7 @@ static NEXT_DIRECTORY: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// This thread's copy of a directory: (directory id, version, pairs).
-    static DIRECTORY_COPY: RefCell<Option<(u64, u64, Arc<PairsBySymbol>)>> =
+    static DIRECTORY_COPY: RefCell<Option<(u64, u64, PairsBySymbol)>> =
         const { RefCell::new(None) };
 }
 
@@ -643,8 +643,9 @@ type PairsBySymbol = FxHashMap<String, PairEntry>;
 
 /// The pairs by symbol, republished by [`Market`] whenever a pair or one of
 /// its assets changes. Every order looks its pair up here: each thread
-/// keeps a copy and only checks the version (a plain atomic load, no write
-/// to a shared cache line), so the order path never takes the market's
+/// keeps a copy (with its own reference counts) and only checks the
+/// version (a plain atomic load, no write to a shared cache line), so the
+/// order path never takes the market's
 /// lock, which the publisher write-locks for every command and holds
 /// (read) during each command's stream fan-out: an order never waits
 /// behind either. With the boxed order records of the accounts read model,
@@ -682,12 +683,22 @@ impl PairDirectory {
             match &*copy {
                 Some((id, v, _)) if *id == self.id && *v == version => {}
                 _ => {
-                    let pairs = self
+                    let shared = self
                         .current
                         .read()
                         .unwrap_or_else(|e| e.into_inner())
                         .clone();
-                    *copy = Some((self.id, version, pairs));
+                    // Each thread's entries get their own `PairMeta`, so
+                    // the reference count an order takes and drops lives
+                    // in a cache line no other thread writes.
+                    let own = shared
+                        .iter()
+                        .map(|(symbol, e)| {
+                            let meta = Arc::new(PairMeta::clone(&e.meta));
+                            (symbol.clone(), PairEntry { meta, ..e.clone() })
+                        })
+                        .collect();
+                    *copy = Some((self.id, version, own));
                 }
             }
             copy.as_ref()
@@ -1082,11 +1093,6 @@ mod tests {
         }
         assert!(odir.get("BTCUSDT").is_none());
         assert!(dir.get("BTCUSDT").is_some());
-        // A projection rebuilt from an engine publishes its pairs at once.
-        assert!(Market::from_engine(&Engine::new(), MarketLimits::default())
-            .directory()
-            .get("BTCUSDT")
-            .is_none());
     }
 
     /// The default configuration's assets and pairs through an engine:
@@ -1131,6 +1137,18 @@ mod tests {
             };
             assert_eq!(*v.meta, want);
             assert_eq!(*rebuilt.pairs[id].meta, want);
+            // The order path's directory, live and rebuilt (published at
+            // once by from_engine, before any event).
+            for m in [&live, &rebuilt] {
+                let e = m
+                    .directory()
+                    .get(&want.symbol)
+                    .expect("pair in the directory");
+                assert_eq!(
+                    (e.id, e.base, e.tick_units, &*e.meta),
+                    (*id, v.pair.spec.base, v.pair.spec.tick_units, &want)
+                );
+            }
         }
     }
 

@@ -25,7 +25,6 @@ use crate::accounts::{OrderRecord, TradeRecord};
 use crate::binance::errors::{BinanceError, FilterFailure};
 use crate::binance::params::Params;
 use crate::binance::sign::{check_api_key_format, check_request_time, verify_request};
-use crate::market::Market;
 use crate::pipeline::{ExecuteError, Outcome, SubmitError};
 use crate::server::{error_response, json_response, now_ms, ok_response as ok, AppState};
 
@@ -191,17 +190,15 @@ fn units(name: &str, s: &str, decimals: u32) -> R<u64> {
 /// keeps it for the order path).
 type PairInfo = crate::market::PairEntry;
 
-fn pair_info(m: &Market, symbol: &str) -> R<PairInfo> {
-    m.pair_by_symbol(symbol)
-        .map(PairInfo::of)
+/// The pair named `symbol` (-1121), from the directory (no market lock).
+fn pair_named(st: &AppState, symbol: &str) -> R<PairInfo> {
+    st.pairs
+        .get(symbol)
         .ok_or_else(BinanceError::invalid_symbol)
 }
 
 fn pair_of(st: &AppState, params: &Params) -> R<PairInfo> {
-    let symbol = params.required_str("symbol")?;
-    st.pairs
-        .get(symbol)
-        .ok_or_else(BinanceError::invalid_symbol)
+    pair_named(st, params.required_str("symbol")?)
 }
 
 impl PairInfo {
@@ -1069,7 +1066,7 @@ pub(crate) fn open(st: &AppState, a: &Authed) -> R<Value> {
     a.params
         .check_unknown(&["symbol", "recvWindow", "timestamp", "signature"])?;
     let only = match a.params.optional_str("symbol")? {
-        Some(s) => Some(pair_info(&st.market.read().expect("market lock"), s)?),
+        Some(s) => Some(pair_named(st, s)?),
         None => None,
     };
     let m = st.market.read().expect("market lock");
@@ -1080,12 +1077,11 @@ pub(crate) fn open(st: &AppState, a: &Authed) -> R<Value> {
             if only.as_ref().is_some_and(|p| p.id != r.order.pair) {
                 continue;
             }
-            let sym = m
+            let p = m
                 .pairs
                 .get(&r.order.pair)
-                .map(|v| v.pair.spec.symbol.clone())
-                .unwrap_or_default();
-            let p = pair_info(&m, &sym)?;
+                .map(PairInfo::of)
+                .ok_or_else(BinanceError::invalid_symbol)?;
             out.push(order_json(&p, r));
         }
     }
