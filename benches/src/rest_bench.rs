@@ -405,13 +405,63 @@ pub fn scrape_histogram(page: &str, name: &str) -> Vec<(f64, u64)> {
         .collect()
 }
 
-/// The server's `mx_command_ack_seconds` histogram now (empty when the
-/// page cannot be read: an older server).
-pub fn server_acks(addr: &str) -> Vec<(f64, u64)> {
-    Conn::open(addr)
-        .and_then(|mut c| c.call("GET", "/metrics", &[], b""))
-        .map(|(_, page)| scrape_histogram(&page, "mx_command_ack_seconds"))
-        .unwrap_or_default()
+/// What the W4 result line reads from the server's `/metrics` page, before
+/// and after a run (one scrape each; empty when the page cannot be read:
+/// an older server).
+#[derive(Debug, Default, Clone)]
+pub struct ServerView {
+    /// `mx_command_ack_seconds`: ring push to durable, applied outcome.
+    pub acks: Vec<(f64, u64)>,
+    /// `mx_journal_commit_seconds`: each group commit (append + fdatasync).
+    pub commits: Vec<(f64, u64)>,
+    /// `mx_thread_cpu_seconds_total` by thread name.
+    pub threads: Vec<(String, f64)>,
+}
+
+impl ServerView {
+    pub fn scrape(addr: &str) -> ServerView {
+        let page = Conn::open(addr)
+            .and_then(|mut c| c.call("GET", "/metrics", &[], b""))
+            .map(|(_, page)| page)
+            .unwrap_or_default();
+        ServerView::of_page(&page)
+    }
+
+    pub fn of_page(page: &str) -> ServerView {
+        ServerView {
+            acks: scrape_histogram(page, "mx_command_ack_seconds"),
+            commits: scrape_histogram(page, "mx_journal_commit_seconds"),
+            threads: scrape_labelled(page, "mx_thread_cpu_seconds_total", "thread"),
+        }
+    }
+}
+
+/// The journal's group commits during a run, as result-line fields:
+/// `"journal_commits":N,"journal_commits_over_50ms":M,
+/// "journal_commit_max_le_ns":X` (`X` the upper bound of the slowest
+/// commit's bucket, `null` past the last bound or with no commit). A run
+/// whose acknowledgement tail comes from the disk (one fdatasync that
+/// stalled for 100 ms holds every order of those 100 ms: 1% of a 10 s run)
+/// shows it here, apart from the server's own CPU.
+pub fn commit_stalls_json(before: &[(f64, u64)], after: &[(f64, u64)]) -> String {
+    let (commits, over) = count_over(before, after, 0.05);
+    let max = bucket_quantile_ns(before, after, 1.0)
+        .map_or_else(|| "null".to_string(), |v| v.to_string());
+    format!(
+        "\"journal_commits\":{commits},\"journal_commits_over_50ms\":{over},\"journal_commit_max_le_ns\":{max}"
+    )
+}
+
+/// `(samples, samples above threshold_s)` that histogram `before` ->
+/// `after` gained; `threshold_s` must be one of its bucket bounds (else
+/// `above` counts from the next lower bound).
+pub fn count_over(before: &[(f64, u64)], after: &[(f64, u64)], threshold_s: f64) -> (u64, u64) {
+    let gained = |le: f64| {
+        let at = |h: &[(f64, u64)]| h.iter().take_while(|b| b.0 <= le).last().map_or(0, |b| b.1);
+        at(after).saturating_sub(at(before))
+    };
+    let total = gained(f64::INFINITY);
+    (total, total.saturating_sub(gained(threshold_s)))
 }
 
 /// `(label value, sample)` of every sample of metric `name` that carries
@@ -425,15 +475,6 @@ pub fn scrape_labelled(page: &str, name: &str, label: &str) -> Vec<(String, f64)
             Some((value.to_string(), sample.trim().parse().ok()?))
         })
         .collect()
-}
-
-/// CPU seconds of the server's threads by name now
-/// (`mx_thread_cpu_seconds_total`; empty when the page cannot be read).
-pub fn server_thread_cpu(addr: &str) -> Vec<(String, f64)> {
-    Conn::open(addr)
-        .and_then(|mut c| c.call("GET", "/metrics", &[], b""))
-        .map(|(_, page)| scrape_labelled(&page, "mx_thread_cpu_seconds_total", "thread"))
-        .unwrap_or_default()
 }
 
 /// CPU seconds (user + system) this process has used.
@@ -551,5 +592,38 @@ mod tests {
         assert_eq!(bucket_quantile_ns(&before, &after, 0.999), None, "+Inf");
         assert_eq!(bucket_quantile_ns(&after, &after, 0.5), None, "nothing new");
         assert_eq!(bucket_quantile_ns(&[], &[], 0.5), None);
+    }
+
+    #[test]
+    fn commit_stalls_are_counted_from_the_scrape_difference() {
+        let page = "mx_journal_commit_seconds_bucket{le=\"0.001\"} 900\n\
+            mx_journal_commit_seconds_bucket{le=\"0.05\"} 995\n\
+            mx_journal_commit_seconds_bucket{le=\"0.1\"} 998\n\
+            mx_journal_commit_seconds_bucket{le=\"0.25\"} 1000\n\
+            mx_journal_commit_seconds_bucket{le=\"+Inf\"} 1000\n\
+            mx_thread_cpu_seconds_total{thread=\"mx-journaler\"} 2\n";
+        let after = ServerView::of_page(&format!("{PAGE}{page}"));
+        assert_eq!(after.acks.len(), 4);
+        assert_eq!(after.threads, vec![("mx-journaler".to_string(), 2.0)]);
+        let before = vec![
+            (0.001, 100),
+            (0.05, 100),
+            (0.1, 100),
+            (0.25, 100),
+            (f64::INFINITY, 100),
+        ];
+        // Between the scrapes: 900 commits, 895 within 50 ms, 3 in
+        // (50, 100] ms and 2 in (100, 250] ms.
+        assert_eq!(count_over(&before, &after.commits, 0.05), (900, 5));
+        assert_eq!(count_over(&before, &after.commits, 0.1), (900, 2));
+        assert_eq!(
+            commit_stalls_json(&before, &after.commits),
+            "\"journal_commits\":900,\"journal_commits_over_50ms\":5,\"journal_commit_max_le_ns\":250000000"
+        );
+        // Nothing scraped (an older server): zero commits, no maximum.
+        assert_eq!(
+            commit_stalls_json(&[], &ServerView::of_page("").commits),
+            "\"journal_commits\":0,\"journal_commits_over_50ms\":0,\"journal_commit_max_le_ns\":null"
+        );
     }
 }

@@ -418,6 +418,46 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// A group commit at least this long is a disk stall worth a warning:
+/// every command of the batch (and those queued behind it) waited that long
+/// for its acknowledgement.
+const STALL_WARN_US: u64 = 100_000;
+
+/// Warns about journal commits that stalled, at most once a second (the
+/// ones in between are counted into the next warning), so a disk that
+/// stays slow cannot flood the log.
+#[derive(Default)]
+struct StallLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl StallLog {
+    /// Returns whether this commit was logged (for the tests).
+    fn commit(&mut self, commit_us: u64, records: u64, now: std::time::Instant) -> bool {
+        if commit_us < STALL_WARN_US {
+            return false;
+        }
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        tracing::warn!(
+            commit_ms = commit_us / 1000,
+            records,
+            earlier_stalls_not_logged = self.suppressed,
+            "a journal group commit (write + fdatasync) took {} ms: the disk stalled and these commands' acknowledgements waited as long; if this repeats, move journal.dir to a faster, dedicated disk (mx_journal_commit_seconds shows how often)",
+            commit_us / 1000
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+        true
+    }
+}
+
 fn idle_wait(wait: WaitStrategy, idle_rounds: &mut u32) {
     *idle_rounds += 1;
     match wait {
@@ -606,6 +646,7 @@ impl Pipeline {
                 // in it, or more queued while it ran): the earliest start
                 // of the next one.
                 let mut next_commit: Option<std::time::Instant> = None;
+                let mut stalls = StallLog::default();
                 loop {
                     // Commands that queued up during the previous commit
                     // wait until `commit_interval` after its start, and the
@@ -691,6 +732,7 @@ impl Pipeline {
                     let commit_us = started.elapsed().as_micros() as u64;
                     sh.stats.last_commit_us.store(commit_us, Ordering::Relaxed);
                     sh.stats.commit_time.record(commit_us);
+                    stalls.commit(commit_us, n, std::time::Instant::now());
                     if batch_tx
                         .send(Batch {
                             first_seq,
@@ -748,6 +790,22 @@ mod tests {
     use super::*;
     use engine::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn disk_stalls_are_logged_at_most_once_a_second() {
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut log = StallLog::default();
+        assert!(!log.commit(STALL_WARN_US - 1, 10, at(0)), "not a stall");
+        assert!(log.commit(STALL_WARN_US, 10, at(0)), "the first stall");
+        assert!(!log.commit(250_000, 10, at(400)), "within the second");
+        assert!(!log.commit(150_000, 10, at(999)));
+        assert_eq!(log.suppressed, 2);
+        assert!(log.commit(120_000, 10, at(1_000)), "a second later");
+        assert_eq!(log.suppressed, 0, "counted into the warning");
+        assert!(!log.commit(500, 10, at(5_000)));
+        assert!(log.commit(400_000, 10, at(5_000)));
+    }
 
     /// The calling thread's nice value, from /proc.
     fn own_nice() -> i64 {

@@ -341,8 +341,7 @@ fn order_entry(
     eprintln!("{name}: {connections} connections, {rate} orders/s planned, {duration_secs} s ...");
     let duration = std::time::Duration::from_secs(duration_secs);
     let tick = std::time::Duration::from_micros(tick_us);
-    let acks_before = rest_bench::server_acks(addr);
-    let threads_before = rest_bench::server_thread_cpu(addr);
+    let server_before = rest_bench::ServerView::scrape(addr);
     let client_before = rest_bench::own_cpu_secs();
     let r = match kind {
         OrderEntry::Rest(d) => {
@@ -357,15 +356,16 @@ fn order_entry(
     // bounds: what the client saw beyond it is sockets, request handling
     // and the client's own queueing.
     let client_cpu = rest_bench::own_cpu_secs() - client_before;
-    let acks_after = rest_bench::server_acks(addr);
+    let server_after = rest_bench::ServerView::scrape(addr);
     let cpu = rest_bench::cpu_per_order_json(
         client_cpu,
-        &threads_before,
-        &rest_bench::server_thread_cpu(addr),
+        &server_before.threads,
+        &server_after.threads,
         r.ok,
     );
+    let commits = rest_bench::commit_stalls_json(&server_before.commits, &server_after.commits);
     let server_ack = |q| {
-        rest_bench::bucket_quantile_ns(&acks_before, &acks_after, q)
+        rest_bench::bucket_quantile_ns(&server_before.acks, &server_after.acks, q)
             .map_or_else(|| "null".to_string(), |v| v.to_string())
     };
     if let Some(path) = &out.plot {
@@ -379,7 +379,7 @@ fn order_entry(
         std::fs::write(path, r.timeline.csv())?;
     }
     println!(
-        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},{cpu},{calib}\"machine\":\"{machine}\"}}",
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{commits},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},{cpu},{calib}\"machine\":\"{machine}\"}}",
         r.sent,
         r.ok,
         r.errors,
