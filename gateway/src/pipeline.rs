@@ -729,10 +729,11 @@ impl Pipeline {
                     sh.stats.batches.fetch_add(1, Ordering::Relaxed);
                     sh.stats.journaled.fetch_add(n, Ordering::Relaxed);
                     sh.stats.last_batch_size.store(n, Ordering::Relaxed);
-                    let commit_us = started.elapsed().as_micros() as u64;
+                    let done = std::time::Instant::now();
+                    let commit_us = done.duration_since(started).as_micros() as u64;
                     sh.stats.last_commit_us.store(commit_us, Ordering::Relaxed);
                     sh.stats.commit_time.record(commit_us);
-                    stalls.commit(commit_us, n, std::time::Instant::now());
+                    stalls.commit(commit_us, n, done);
                     if batch_tx
                         .send(Batch {
                             first_seq,
