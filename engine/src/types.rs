@@ -279,12 +279,26 @@ impl Serialize for ClientOrderId {
 }
 
 impl<'de> Deserialize<'de> for ClientOrderId {
+    /// Read from the input in place (`deserialize_str`): every order in a
+    /// journal carries one, and going through an owned string cost the
+    /// replay, the snapshot replica and the persister an allocation and a
+    /// free per order. Deserializers that can only hand out owned text
+    /// (JSON with escapes) still reach `visit_str`.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        if s.is_empty() {
-            return Ok(ClientOrderId::NONE);
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = ClientOrderId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a client order id (string)")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ClientOrderId, E> {
+                if s.is_empty() {
+                    return Ok(ClientOrderId::NONE);
+                }
+                ClientOrderId::new(s).map_err(E::custom)
+            }
         }
-        ClientOrderId::new(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(Text)
     }
 }
 
@@ -320,5 +334,38 @@ mod tests {
             Err(ClientOrderIdError::BadCharacter)
         );
         assert!(ClientOrderId::NONE.is_none());
+    }
+
+    #[test]
+    fn client_order_ids_decode_in_place_and_from_owned_text() {
+        use bincode::Options;
+        let opts = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .allow_trailing_bytes();
+        for id in [ClientOrderId::new("x-HNA2TXFJ1234").unwrap(), ClientOrderId::NONE] {
+            let bytes = opts.serialize(&id).unwrap();
+            assert_eq!(opts.deserialize::<ClientOrderId>(&bytes).unwrap(), id);
+            let json = serde_json::to_string(&id).unwrap();
+            assert_eq!(serde_json::from_str::<ClientOrderId>(&json).unwrap(), id);
+            // From a reader (no borrowing possible): the owned path.
+            assert_eq!(
+                serde_json::from_reader::<_, ClientOrderId>(json.as_bytes()).unwrap(),
+                id
+            );
+        }
+        // An escape makes serde_json hand over owned text.
+        assert_eq!(
+            serde_json::from_str::<ClientOrderId>(r#""\u0061bc""#).unwrap(),
+            ClientOrderId::new("abc").unwrap()
+        );
+        // Invalid ids and other types are errors, not panics.
+        assert!(serde_json::from_str::<ClientOrderId>(r#""a b""#).is_err());
+        assert!(serde_json::from_str::<ClientOrderId>("7").is_err());
+        let long = opts.serialize(&"a".repeat(37)).unwrap();
+        assert!(opts.deserialize::<ClientOrderId>(&long).is_err());
+        let bad_utf8 = [2u8, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe];
+        assert!(opts.deserialize::<ClientOrderId>(&bad_utf8).is_err());
+        let truncated = [9u8, 0, 0, 0, 0, 0, 0, 0, b'a'];
+        assert!(opts.deserialize::<ClientOrderId>(&truncated).is_err());
     }
 }
