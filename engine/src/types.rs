@@ -342,7 +342,10 @@ mod tests {
         let opts = bincode::DefaultOptions::new()
             .with_fixint_encoding()
             .allow_trailing_bytes();
-        for id in [ClientOrderId::new("x-HNA2TXFJ1234").unwrap(), ClientOrderId::NONE] {
+        for id in [
+            ClientOrderId::new("x-HNA2TXFJ1234").unwrap(),
+            ClientOrderId::NONE,
+        ] {
             let bytes = opts.serialize(&id).unwrap();
             assert_eq!(opts.deserialize::<ClientOrderId>(&bytes).unwrap(), id);
             let json = serde_json::to_string(&id).unwrap();

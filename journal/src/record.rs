@@ -92,10 +92,53 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// CRC32C of a record: the header without its CRC field, then the payload.
+/// Every record is checksummed when written (journaler thread) and again
+/// whenever it is read (snapshot replica, persister, recovery), and
+/// records are small: the crc32c crate's three calls per record (feature
+/// check, alignment and three-way-interleaving setup for each of 12, 16
+/// and ~100 bytes) were 29% of the journaler thread's user-space
+/// instructions and 16% of the replica's. One pass of SSE4.2 `crc32`
+/// instructions computes the same value.
 fn crc_of(header: &[u8; RECORD_HEADER_LEN], payload: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU supports SSE4.2 (detected just above), the only
+        // requirement of `crc_of_sse42`.
+        return unsafe { crc_of_sse42(header, payload) };
+    }
+    crc_of_portable(header, payload)
+}
+
+fn crc_of_portable(header: &[u8; RECORD_HEADER_LEN], payload: &[u8]) -> u32 {
     let crc = crc32c::crc32c(&header[0..12]);
     let crc = crc32c::crc32c_append(crc, &header[16..32]);
     crc32c::crc32c_append(crc, payload)
+}
+
+/// [`crc_of_portable`] with the CPU's CRC32C instruction: 8 bytes at a time
+/// (little-endian words are the bytes in order for this reflected CRC),
+/// then the last bytes one by one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc_of_sse42(header: &[u8; RECORD_HEADER_LEN], payload: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let mut c = u64::from(!0u32);
+    c = _mm_crc32_u64(c, word(&header[0..8]));
+    let h = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    c = u64::from(_mm_crc32_u32(c as u32, h));
+    c = _mm_crc32_u64(c, word(&header[16..24]));
+    c = _mm_crc32_u64(c, word(&header[24..32]));
+    let mut words = payload.chunks_exact(8);
+    for w in &mut words {
+        c = _mm_crc32_u64(c, word(w));
+    }
+    let mut c = c as u32;
+    for &b in words.remainder() {
+        c = _mm_crc32_u8(c, b);
+    }
+    !c
 }
 
 /// A decoded record borrowing its payload from the buffer it was read from.
@@ -261,6 +304,43 @@ fn split(buf: &[u8]) -> Result<Parts<'_>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// The SSE4.2 path and the crc32c crate agree on every header and
+        /// payload (lengths around the 8-byte word size included).
+        #[test]
+        fn the_crc_instruction_path_is_the_crates_crc(
+            header in proptest::array::uniform32(any::<u8>()),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            prop_assert_eq!(crc_of(&header, &payload), crc_of_portable(&header, &payload));
+        }
+    }
+
+    #[test]
+    fn record_crcs_are_crc32c() {
+        // A record's CRC is CRC32C (check value 0xE3069283 for
+        // "123456789") over the header without its CRC field, then the
+        // payload: the same as one crc32c over their concatenation.
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        for (i, b) in header.iter_mut().enumerate() {
+            *b = i as u8 * 7 + 1;
+        }
+        let payload = b"123456789abcdefg-";
+        let mut all = header[0..12].to_vec();
+        all.extend_from_slice(&header[16..32]);
+        all.extend_from_slice(payload);
+        assert_eq!(crc_of(&header, payload), crc32c::crc32c(&all));
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+        for n in 0..=payload.len() {
+            assert_eq!(
+                crc_of(&header, &payload[..n]),
+                crc_of_portable(&header, &payload[..n]),
+                "payload of {n} bytes"
+            );
+        }
+    }
 
     fn enc(kind: RecordKind, seq: u64, ts: u64, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![0u8; encoded_len(payload.len())];
