@@ -262,7 +262,13 @@ impl ClientOrderId {
 
     pub fn as_str(&self) -> &str {
         // Constructed only from validated ASCII (or the all-zero NONE).
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The id's ASCII bytes (empty for NONE), without `as_str`'s UTF-8
+    /// check: for writers that copy bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
     }
 }
 
