@@ -803,21 +803,23 @@ impl<'a> Fields<'a> {
         self.bytes().map(u64::from_le_bytes)
     }
 
-    /// A string: its length as u64, then its UTF-8 bytes.
-    fn str(&mut self) -> Option<&'a str> {
+    /// A string's bytes: its length as u64, then the bytes.
+    fn str_bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.u64()?).ok()?;
         if len > self.0.len() {
             return None;
         }
         let (text, rest) = self.0.split_at(len);
         self.0 = rest;
-        std::str::from_utf8(text).ok()
+        Some(text)
     }
 
+    /// Its characters are ASCII when valid, so valid UTF-8 too: anything
+    /// else is refused here (and by serde after it).
     fn client_id(&mut self) -> Option<ClientOrderId> {
-        match self.str()? {
-            "" => Some(ClientOrderId::NONE),
-            s => ClientOrderId::new(s).ok(),
+        match self.str_bytes()? {
+            [] => Some(ClientOrderId::NONE),
+            b => ClientOrderId::from_bytes(b).ok(),
         }
     }
 

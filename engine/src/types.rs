@@ -228,6 +228,20 @@ pub enum ClientOrderIdError {
     BadCharacter,
 }
 
+/// The bytes a client order id may hold: letters, digits, '-', '_', '.',
+/// ':' and '/' (one table lookup per byte; every order's id is checked
+/// where it is accepted and again wherever a journal record is decoded).
+static CLIENT_ID_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/');
+        c += 1;
+    }
+    t
+};
+
 impl ClientOrderId {
     pub const NONE: ClientOrderId = ClientOrderId {
         len: 0,
@@ -235,17 +249,19 @@ impl ClientOrderId {
     };
 
     pub fn new(s: &str) -> Result<Self, ClientOrderIdError> {
-        let b = s.as_bytes();
+        ClientOrderId::from_bytes(s.as_bytes())
+    }
+
+    /// [`ClientOrderId::new`] of raw bytes (a journal record's): the
+    /// allowed characters are ASCII, so no separate UTF-8 check is needed.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, ClientOrderIdError> {
         if b.is_empty() {
             return Err(ClientOrderIdError::Empty);
         }
         if b.len() > 36 {
             return Err(ClientOrderIdError::TooLong);
         }
-        if !b
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':' | b'/'))
-        {
+        if !b.iter().all(|&c| CLIENT_ID_BYTE[usize::from(c)]) {
             return Err(ClientOrderIdError::BadCharacter);
         }
         let mut bytes = [0u8; 36];
@@ -340,6 +356,31 @@ mod tests {
             Err(ClientOrderIdError::BadCharacter)
         );
         assert!(ClientOrderId::NONE.is_none());
+    }
+
+    #[test]
+    fn the_byte_table_is_the_documented_character_set() {
+        for b in 0..=255u8 {
+            let allowed = b.is_ascii_alphanumeric() || b"-_.:/".contains(&b);
+            assert_eq!(CLIENT_ID_BYTE[usize::from(b)], allowed, "byte {b}");
+            assert_eq!(ClientOrderId::from_bytes(&[b]).is_ok(), allowed, "byte {b}");
+        }
+        assert_eq!(
+            ClientOrderId::from_bytes(&[0xc3, 0xbc]),
+            Err(ClientOrderIdError::BadCharacter)
+        );
+        assert_eq!(
+            ClientOrderId::from_bytes(b""),
+            Err(ClientOrderIdError::Empty)
+        );
+        assert_eq!(
+            ClientOrderId::from_bytes(&[b'a'; 37]),
+            Err(ClientOrderIdError::TooLong)
+        );
+        assert_eq!(
+            ClientOrderId::from_bytes(b"a:b/c").unwrap().as_str(),
+            "a:b/c"
+        );
     }
 
     #[test]
