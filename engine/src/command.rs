@@ -731,38 +731,16 @@ fn encode_hot(c: &Command, buf: &mut Vec<u8>) -> bool {
             buf.extend_from_slice(&PLACE_ORDER_TAG.to_le_bytes());
             buf.extend_from_slice(&o.user.0.to_le_bytes());
             buf.extend_from_slice(&o.pair.0.to_le_bytes());
-            let side: u32 = match o.side {
-                Side::Buy => 0,
-                Side::Sell => 1,
-            };
-            let kind: u32 = match o.kind {
-                OrderType::Limit => 0,
-                OrderType::Market => 1,
-                OrderType::LimitMaker => 2,
-                OrderType::StopLoss => 3,
-                OrderType::StopLossLimit => 4,
-                OrderType::TakeProfit => 5,
-                OrderType::TakeProfitLimit => 6,
-            };
-            let tif: u32 = match o.tif {
-                TimeInForce::Gtc => 0,
-                TimeInForce::Ioc => 1,
-                TimeInForce::Fok => 2,
-            };
-            for v in [side, kind, tif] {
+            // Fieldless enums without explicit discriminants: `as u32` is
+            // serde's variant index (the proptest compares the bytes).
+            for v in [o.side as u32, o.kind as u32, o.tif as u32] {
                 buf.extend_from_slice(&v.to_le_bytes());
             }
             for v in [o.price.0, o.qty.0, o.quote_qty, o.stop_price.0] {
                 buf.extend_from_slice(&v.to_le_bytes());
             }
             client_id(buf, &o.client_id);
-            let stp: u32 = match o.stp {
-                StpMode::None => 0,
-                StpMode::ExpireTaker => 1,
-                StpMode::ExpireMaker => 2,
-                StpMode::ExpireBoth => 3,
-            };
-            buf.extend_from_slice(&stp.to_le_bytes());
+            buf.extend_from_slice(&(o.stp as u32).to_le_bytes());
             true
         }
         Command::CancelOrder { user, pair, target } => {
@@ -784,6 +762,27 @@ fn encode_hot(c: &Command, buf: &mut Vec<u8>) -> bool {
         _ => false,
     }
 }
+
+/// The variants of the enums of a [`NewOrder`] in declaration order, i.e.
+/// by serde's variant index (`OrderType::ALL` is in Binance's listing
+/// order instead).
+const SIDES: [Side; 2] = [Side::Buy, Side::Sell];
+const ORDER_TYPES: [OrderType; 7] = [
+    OrderType::Limit,
+    OrderType::Market,
+    OrderType::LimitMaker,
+    OrderType::StopLoss,
+    OrderType::StopLossLimit,
+    OrderType::TakeProfit,
+    OrderType::TakeProfitLimit,
+];
+const TIMES_IN_FORCE: [TimeInForce; 3] = [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok];
+const STP_MODES: [StpMode; 4] = [
+    StpMode::None,
+    StpMode::ExpireTaker,
+    StpMode::ExpireMaker,
+    StpMode::ExpireBoth,
+];
 
 /// The unread rest of a bincode (fixint, little-endian) encoding.
 struct Fields<'a>(&'a [u8]);
@@ -823,43 +822,24 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A fieldless enum by its variant index.
+    fn variant<T: Copy>(&mut self, by_index: &[T]) -> Option<T> {
+        by_index.get(usize::try_from(self.u32()?).ok()?).copied()
+    }
+
     fn new_order(&mut self) -> Option<NewOrder> {
         Some(NewOrder {
             user: UserId(self.u64()?),
             pair: PairId(self.u32()?),
-            side: match self.u32()? {
-                0 => Side::Buy,
-                1 => Side::Sell,
-                _ => return None,
-            },
-            kind: match self.u32()? {
-                0 => OrderType::Limit,
-                1 => OrderType::Market,
-                2 => OrderType::LimitMaker,
-                3 => OrderType::StopLoss,
-                4 => OrderType::StopLossLimit,
-                5 => OrderType::TakeProfit,
-                6 => OrderType::TakeProfitLimit,
-                _ => return None,
-            },
-            tif: match self.u32()? {
-                0 => TimeInForce::Gtc,
-                1 => TimeInForce::Ioc,
-                2 => TimeInForce::Fok,
-                _ => return None,
-            },
+            side: self.variant(&SIDES)?,
+            kind: self.variant(&ORDER_TYPES)?,
+            tif: self.variant(&TIMES_IN_FORCE)?,
             price: Price(self.u64()?),
             qty: Qty(self.u64()?),
             quote_qty: self.u64()?,
             stop_price: Price(self.u64()?),
             client_id: self.client_id()?,
-            stp: match self.u32()? {
-                0 => StpMode::None,
-                1 => StpMode::ExpireTaker,
-                2 => StpMode::ExpireMaker,
-                3 => StpMode::ExpireBoth,
-                _ => return None,
-            },
+            stp: self.variant(&STP_MODES)?,
         })
     }
 }
@@ -896,37 +876,28 @@ mod tests {
     }
 
     fn arb_new_order() -> impl Strategy<Value = NewOrder> {
+        use proptest::sample::select;
         (
-            (any::<u64>(), any::<u32>(), 0..2u8, 0..7u8, 0..3u8),
+            (any::<u64>(), any::<u32>(), select(&SIDES[..])),
+            (select(&ORDER_TYPES[..]), select(&TIMES_IN_FORCE[..])),
             (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
-            (arb_client_id(), 0..4u8),
+            (arb_client_id(), select(&STP_MODES[..])),
         )
             .prop_map(
-                |((user, pair, side, kind, tif), (price, qty, quote, stop), (cid, stp))| NewOrder {
-                    user: UserId(user),
-                    pair: PairId(pair),
-                    side: [Side::Buy, Side::Sell][side as usize],
-                    kind: [
-                        OrderType::Limit,
-                        OrderType::Market,
-                        OrderType::LimitMaker,
-                        OrderType::StopLoss,
-                        OrderType::StopLossLimit,
-                        OrderType::TakeProfit,
-                        OrderType::TakeProfitLimit,
-                    ][kind as usize],
-                    tif: [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok][tif as usize],
-                    price: Price(price),
-                    qty: Qty(qty),
-                    quote_qty: quote,
-                    stop_price: Price(stop),
-                    client_id: cid,
-                    stp: [
-                        StpMode::None,
-                        StpMode::ExpireTaker,
-                        StpMode::ExpireMaker,
-                        StpMode::ExpireBoth,
-                    ][stp as usize],
+                |((user, pair, side), (kind, tif), (price, qty, quote, stop), (cid, stp))| {
+                    NewOrder {
+                        user: UserId(user),
+                        pair: PairId(pair),
+                        side,
+                        kind,
+                        tif,
+                        price: Price(price),
+                        qty: Qty(qty),
+                        quote_qty: quote,
+                        stop_price: Price(stop),
+                        client_id: cid,
+                        stp,
+                    }
                 },
             )
     }
@@ -973,14 +944,22 @@ mod tests {
             pair: PairId(1),
             target: OrderRef::Id(OrderId(1)),
         };
+        // The decoding tables are in declaration order (`as` is the index).
+        assert!(SIDES.iter().enumerate().all(|(i, v)| *v as usize == i));
+        assert!(ORDER_TYPES
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v as usize == i));
+        assert!(TIMES_IN_FORCE
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v as usize == i));
+        assert!(STP_MODES.iter().enumerate().all(|(i, v)| *v as usize == i));
         for (c, tag) in [(place, PLACE_ORDER_TAG), (cancel, CANCEL_ORDER_TAG)] {
-            let v = c.encode();
-            assert_eq!(
-                u32::from_le_bytes(v[2..6].try_into().unwrap()),
-                tag,
-                "{c:?}"
-            );
-            assert_eq!(decode_hot(&v[2..]), Some(c));
+            // serde's own encoding, not `encode` (which writes the tag).
+            let v = bincode::serialize(&c).unwrap();
+            assert_eq!(u32::from_le_bytes(v[..4].try_into().unwrap()), tag, "{c:?}");
+            assert_eq!(decode_hot(&v), Some(c));
         }
     }
 
