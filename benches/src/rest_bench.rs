@@ -456,12 +456,26 @@ pub fn commit_stalls_json(before: &[(f64, u64)], after: &[(f64, u64)]) -> String
 /// `after` gained; `threshold_s` must be one of its bucket bounds (else
 /// `above` counts from the next lower bound).
 pub fn count_over(before: &[(f64, u64)], after: &[(f64, u64)], threshold_s: f64) -> (u64, u64) {
-    let gained = |le: f64| {
-        let at = |h: &[(f64, u64)]| h.iter().take_while(|b| b.0 <= le).last().map_or(0, |b| b.1);
-        at(after).saturating_sub(at(before))
-    };
-    let total = gained(f64::INFINITY);
-    (total, total.saturating_sub(gained(threshold_s)))
+    let delta = gained(before, after);
+    let total = delta.last().map_or(0, |b| b.1);
+    let within = delta
+        .iter()
+        .take_while(|b| b.0 <= threshold_s)
+        .last()
+        .map_or(0, |b| b.1);
+    (total, total.saturating_sub(within))
+}
+
+/// The cumulative buckets of the samples counted between two scrapes of
+/// one histogram.
+fn gained(before: &[(f64, u64)], after: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+            (le, n.saturating_sub(was))
+        })
+        .collect()
 }
 
 /// `(label value, sample)` of every sample of metric `name` that carries
@@ -515,13 +529,7 @@ pub fn cpu_per_order_json(
 /// counted between two scrapes of one cumulative histogram; `None` when
 /// nothing was counted, or the quantile lies past the last finite bound.
 pub fn bucket_quantile_ns(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<u64> {
-    let delta: Vec<(f64, u64)> = after
-        .iter()
-        .map(|&(le, n)| {
-            let was = before.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
-            (le, n.saturating_sub(was))
-        })
-        .collect();
+    let delta = gained(before, after);
     let total = delta.last()?.1;
     if total == 0 {
         return None;
