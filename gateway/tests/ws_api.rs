@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::ws::{In, Ws};
-use common::{free_port, login, now_ms, trader, Server, Trader, ADMIN, ADMIN_PW};
+use common::{free_port, fuzz_seeds, login, now_ms, trader, Server, Trader, ADMIN, ADMIN_PW};
 use gateway::binance::sign::hmac_sha256_hex;
 use serde_json::{json, Map, Value};
 
@@ -1078,7 +1078,7 @@ fn seeded_hostile_requests_each_get_one_well_formed_answer() {
     let s = Server::start(tmp.path(), free_port());
     let (alice, _) = setup(&s);
     let mut ws = Ws::connect(s.port, "/ws-api/v3");
-    for seed in [1u64, 2, 3] {
+    for seed in fuzz_seeds(&[1, 2, 3]) {
         let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         for n in 0..1_500 {
             let text = if r.below(20) == 0 {

@@ -27,13 +27,17 @@ def call(method, path, body=None, headers=None, raw=False):
 st, d, _ = call("POST", "/api/v1/auth/login", {"username": ADMIN_USER, "password": ADMIN_PW})
 admin = json.loads(d)["access_token"]
 AH = {"Authorization": "Bearer " + admin}
-call("POST", "/api/v1/auth/register", {"username": "fuzzuser", "email": "f@x.io", "password": "fuzz-user-password-1"})
-st, d, _ = call("POST", "/api/v1/auth/login", {"username": "fuzzuser", "password": "fuzz-user-password-1"})
+# A user of this seed's own: an earlier seed's run on the same server may
+# have locked, disabled or re-keyed its user (that is what fuzzing does).
+FUZZ_USER = "fuzzuser%d" % seed
+call("POST", "/api/v1/auth/register", {"username": FUZZ_USER, "email": "f%d@x.io" % seed, "password": "fuzz-user-password-1"})
+st, d, _ = call("POST", "/api/v1/auth/login", {"username": FUZZ_USER, "password": "fuzz-user-password-1"})
+assert st == 200, ("login of the fuzz user", st, d)
 user = json.loads(d)["access_token"]; UH = {"Authorization": "Bearer " + user}
 st, d, _ = call("POST", "/api/v1/api-keys", {"label": "k", "permissions": ["READ", "TRADE", "WITHDRAW"]}, UH)
 k = json.loads(d); KEY, SECRET = k["apiKey"], k["secretKey"]
 for a, amt in (("USDT", "100000"), ("BTC", "10"), ("ETH", "100")):
-    st, d, _ = call("POST", "/api/v1/admin/deposits", {"username": "fuzzuser", "asset": a, "amount": amt, "tx_hash": "t" + a, "confirmations": 100}, AH)
+    st, d, _ = call("POST", "/api/v1/admin/deposits", {"username": FUZZ_USER, "asset": a, "amount": amt, "tx_hash": "t%d%s" % (seed, a), "confirmations": 100}, AH)
     assert st == 201, (st, d)
 ROUTES = [
  ("GET","/api/v3/ping"),("GET","/api/v3/time"),("GET","/api/v3/exchangeInfo"),("GET","/api/v3/depth"),("GET","/api/v3/trades"),
@@ -77,7 +81,7 @@ def hjson():
     if c < 0.7: return rnd.choice([True, False, None])
     if c < 0.8: return [hostile() for _ in range(rnd.randint(0, 3))]
     if c < 0.9: return {rnd.choice(JNAMES): hostile() for _ in range(rnd.randint(0, 3))}
-    return rnd.choice(["USDT", "BTC", "fuzzuser", ADMIN_USER, "0.5", "100", "1"])
+    return rnd.choice(["USDT", "BTC", FUZZ_USER, ADMIN_USER, "0.5", "100", "1"])
 def fill(path):
     while "{n}" in path: path = path.replace("{n}", rnd.choice(["1","2","3","0","-1","999999999999","18446744073709551616","abc","%2e%2e","1.5",""]), 1)
     while "{s}" in path: path = path.replace("{s}", rnd.choice(["BTCUSDT","BTC","USDT","order_filled","x","%00","A"*300,"..","ETHBTC",KEY,"😀"]), 1)

@@ -19,6 +19,33 @@ use serde_json::{json, Value};
 pub const ADMIN: &str = "root";
 pub const ADMIN_PW: &str = "correct horse battery staple";
 
+/// Seeds for the seeded hostile-input tests: `default` unless
+/// `MX_FUZZ_SEEDS` names others, as a list and/or ranges (`4-40`,
+/// `7,9,100-120`), for a longer sweep by hand
+/// (`MX_FUZZ_SEEDS=4-40 scripts/test -p gateway --test ws_api seeded`).
+pub fn fuzz_seeds(default: &[u64]) -> Vec<u64> {
+    let Ok(spec) = std::env::var("MX_FUZZ_SEEDS") else {
+        return default.to_vec();
+    };
+    let mut seeds = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n = |t: &str| t.trim().parse::<u64>().unwrap_or_else(|_| bad_seeds(&spec));
+        match part.split_once('-') {
+            Some((a, b)) if n(a) <= n(b) => seeds.extend(n(a)..=n(b)),
+            Some(_) => bad_seeds(&spec),
+            None => seeds.push(n(part)),
+        }
+    }
+    if seeds.is_empty() {
+        bad_seeds(&spec);
+    }
+    seeds
+}
+
+fn bad_seeds(spec: &str) -> ! {
+    panic!("MX_FUZZ_SEEDS={spec:?}: expected seeds and ranges like 4-40,7,9")
+}
+
 /// A port nothing listens on, never the same twice in this test process:
 /// the kernel may hand a just-released port to the next `bind(0)`, and two
 /// parallel tests given the same port end up talking to one server (the
