@@ -238,13 +238,25 @@ pub struct Trader {
 impl Trader {
     /// Signed request with params in the query string (binance-connector style).
     pub fn call(&self, s: &Server, method: &str, path: &str, params: &str) -> Resp {
+        self.try_call(s, method, path, params).unwrap()
+    }
+
+    /// [`Trader::call`] that returns a connection failure (a killed server)
+    /// instead of panicking.
+    pub fn try_call(
+        &self,
+        s: &Server,
+        method: &str,
+        path: &str,
+        params: &str,
+    ) -> std::io::Result<Resp> {
         let q = if params.is_empty() {
             format!("timestamp={}", now_ms())
         } else {
             format!("{params}&timestamp={}", now_ms())
         };
         let sig = hmac_sha256_hex(self.secret.as_bytes(), q.as_bytes());
-        s.req(
+        s.try_req(
             method,
             &format!("{path}?{q}&signature={sig}"),
             &[("X-MBX-APIKEY", &self.key)],

@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use serde_json::{json, Map, Value};
+
+use super::{now_ms, Trader};
+use gateway::binance::sign::hmac_sha256_hex;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What a client thread saw.
@@ -142,4 +145,31 @@ impl Ws {
         }
         out
     }
+}
+
+/// Sign `params` the way web-socket-api.md's examples do: add apiKey and
+/// timestamp, sort by name, join `name=value` with `&` (strings as they
+/// are, numbers as their JSON text), HMAC-SHA256 hex.
+pub fn sign(t: &Trader, params: Value) -> Value {
+    let mut p: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
+    p.insert("apiKey".into(), json!(t.key));
+    if !p.contains_key("timestamp") {
+        p.insert("timestamp".into(), json!(now_ms()));
+    }
+    let mut names: Vec<&String> = p.keys().collect();
+    names.sort();
+    let payload = names
+        .iter()
+        .map(|k| {
+            let v = match &p[k.as_str()] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    let sig = hmac_sha256_hex(t.secret.as_bytes(), payload.as_bytes());
+    p.insert("signature".into(), json!(sig));
+    Value::Object(p)
 }
