@@ -5,7 +5,8 @@
 //! aggTrade and kline numbers match the trades REST reports; hostile clients
 //! (malformed JSON, unknown methods, bad ids, huge frames, floods, a client
 //! that never reads) get Binance's errors or are disconnected while another
-//! client keeps receiving.
+//! client keeps receiving; seeded hostile control messages get one answer
+//! each.
 
 mod common;
 
@@ -603,4 +604,143 @@ fn hostile_clients_get_errors_or_are_disconnected() {
     // The good client is still connected and served.
     good.send(&json!({"method": "LIST_SUBSCRIPTIONS", "id": 1}));
     assert_eq!(good.reply()["id"], 1);
+}
+
+/// xorshift for the seeded tests.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A stream name: mostly valid, else unknown, malformed, huge or no string.
+fn stream_name(r: &mut Rng, streams: &[String]) -> Value {
+    match r.below(8) {
+        0..=3 => json!(streams[r.below(streams.len() as u64) as usize]),
+        4 => json!("ethusdt@kline_7m"),
+        5 => json!("BTCUSDT@TRADE"),
+        6 => {
+            let long = "x".repeat(300);
+            json!(["@", "btcusdt@", long.as_str(), "", "!ticker@arr"][r.below(5) as usize])
+        }
+        _ => json!(7),
+    }
+}
+
+fn hostile_value(r: &mut Rng) -> Value {
+    match r.below(8) {
+        0 => Value::Null,
+        1 => json!(-1),
+        2 => json!(1.5),
+        3 => json!(u64::MAX),
+        4 => json!("17"),
+        5 => json!({"a": [1]}),
+        6 => json!([]),
+        _ => json!(true),
+    }
+}
+
+/// Seeded hostile control messages on `/ws` and `/stream`: random methods
+/// (the ones of Binance, unknown ones, missing), params (stream names
+/// valid, unknown, malformed, long lists, wrong types) and ids (integers,
+/// strings, floats, objects, null, missing), and text that is not JSON.
+/// Each message gets exactly one answer, a result or Binance's
+/// `{"code","msg"}` error, while stream payloads flow in between; the
+/// connection stays open; a last `LIST_SUBSCRIPTIONS` is answered in turn.
+/// `MX_FUZZ_SEEDS` sweeps other seeds.
+#[test]
+fn seeded_hostile_control_messages_each_get_one_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        tmp.path(),
+        free_port(),
+        &[("MX_HTTP__WS_MAX_MESSAGES_PER_SEC", "1000000")],
+    );
+    let (alice, bob) = setup(&s);
+    let streams = btc_streams();
+    for seed in common::fuzz_seeds(&[1, 2, 3]) {
+        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let path = if seed % 2 == 0 {
+            "/ws"
+        } else {
+            "/stream?streams=btcusdt@trade"
+        };
+        let c = Ws::connect(s.port, path);
+        for n in 0..600u64 {
+            let text = if r.below(25) == 0 {
+                let junk = ["{", "[]", "null", "\"SUBSCRIBE\"", "{\"method\":", "\u{0}"];
+                junk[r.below(junk.len() as u64) as usize].to_string()
+            } else {
+                let methods = [
+                    "SUBSCRIBE",
+                    "UNSUBSCRIBE",
+                    "LIST_SUBSCRIPTIONS",
+                    "SET_PROPERTY",
+                    "GET_PROPERTY",
+                    "subscribe",
+                    "",
+                    "PING",
+                ];
+                let method = methods[r.below(methods.len() as u64) as usize];
+                let params = match r.below(6) {
+                    0 => {
+                        let k = r.below(4);
+                        Value::Array((0..k).map(|_| stream_name(&mut r, &streams)).collect())
+                    }
+                    1 => {
+                        let k = r.below(60);
+                        Value::Array((0..k).map(|_| stream_name(&mut r, &streams)).collect())
+                    }
+                    2 => json!(["combined", hostile_value(&mut r)]),
+                    3 => json!(["combined"]),
+                    4 => hostile_value(&mut r),
+                    _ => json!([stream_name(&mut r, &streams)]),
+                };
+                let mut m = serde_json::Map::new();
+                if r.below(10) > 0 {
+                    m.insert("method".into(), json!(method));
+                }
+                if r.below(10) > 0 {
+                    m.insert("params".into(), params);
+                }
+                match r.below(4) {
+                    0 => {}
+                    1 => {
+                        m.insert("id".into(), hostile_value(&mut r));
+                    }
+                    _ => {
+                        m.insert("id".into(), json!(n));
+                    }
+                }
+                Value::Object(m).to_string()
+            };
+            c.send_text(&text);
+            let a = c.reply();
+            let ok = a.get("result").is_some() || (a["code"].is_i64() && a["msg"].is_string());
+            assert!(ok, "seed {seed}: {text} -> {a}");
+            // Trades now and then, so subscribed streams carry payloads.
+            if n % 100 == 0 {
+                bob.order(
+                    &s,
+                    "symbol=BTCUSDT&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.001&price=30000",
+                );
+                alice.order(
+                    &s,
+                    "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=IOC&quantity=0.001&price=30000",
+                );
+            }
+        }
+        c.send(&json!({"method": "LIST_SUBSCRIPTIONS", "id": 999_999}));
+        let last = c.reply();
+        assert_eq!(
+            last["id"], 999_999,
+            "seed {seed}: answers out of step: {last}"
+        );
+        assert!(last["result"].is_array(), "{last}");
+    }
 }
