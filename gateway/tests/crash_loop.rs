@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::ws::{sign, In, Ws};
-use common::{free_port, login, trader, Server, Trader, ADMIN, ADMIN_PW};
+use common::{cli, free_port, login, trader, Server, Trader, ADMIN, ADMIN_PW};
 use serde_json::{json, Value};
 
 /// SIGKILLs of the server (each after 100-600 ms of load).
@@ -324,23 +324,6 @@ fn crash_loop(env: &[(&str, &str)]) -> Survivor {
         acked.len()
     );
     Survivor { tmp, s, orders }
-}
-
-/// Run a `mini-exchange` subcommand on the data directory; its stdout.
-fn cli(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
-        .args(args)
-        .env("MX_DATA_DIR", data)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Stop serve cleanly; the journal verifies and replays (with the snapshots

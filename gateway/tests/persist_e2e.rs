@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 #[test]
@@ -92,18 +90,7 @@ fn persists_and_reconciles(writers: &str) {
     assert_eq!(h.json["persister"]["lag_seq"], 0, "{}", h.json);
 
     // Reconcile (the server keeps running; the check reads the journal).
-    let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
-        .arg("reconcile")
-        .env("DATABASE_URL", &url)
-        .env("MX_DATA_DIR", tmp.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reconcile found differences:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli(tmp.path(), &["reconcile"], &[("DATABASE_URL", &url)]);
 
     // Rows match the API: trades and the buyer's USDT balance.
     let (free, locked) = a.balance(&s, "USDT");

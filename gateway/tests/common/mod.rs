@@ -19,6 +19,23 @@ use serde_json::{json, Value};
 pub const ADMIN: &str = "root";
 pub const ADMIN_PW: &str = "correct horse battery staple";
 
+/// Run a `mini-exchange` subcommand on the data directory; its stdout.
+pub fn cli(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mini-exchange"))
+        .args(args)
+        .env("MX_DATA_DIR", data)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Seeds for the seeded hostile-input tests: `default` unless
 /// `MX_FUZZ_SEEDS` names others, as a list and/or ranges (`4-40`,
 /// `7,9,100-120`), for a longer sweep by hand
