@@ -1,9 +1,9 @@
 //! SIGKILL of the real `serve` process while clients trade over REST and
-//! the WebSocket API, round after round: after every restart each acknowledged order is there, at
-//! least as far along as its acknowledgement said (exactly, once it was
-//! final), no order appears that no client sent, and at the end the journal
-//! verifies and replays (with and without snapshots) to one state hash with
-//! every asset conserved.
+//! the WebSocket API, round after round: after every restart each
+//! acknowledged order is there, at least as far along as its acknowledgement
+//! said (exactly, once it was final), no order appears that no client sent,
+//! and at the end the journal verifies and replays (with and without
+//! snapshots) to one state hash with every asset conserved.
 
 mod common;
 
@@ -122,7 +122,7 @@ struct Client {
 
 /// One WebSocket API client: `order.place` pipelined eight deep until the
 /// connection drops.
-fn ws_trade_until_killed(port: u16, t: &Trader, c: Client, acks: &AtomicUsize) -> Vec<Acked> {
+fn ws_trade_until_killed(port: u16, t: &Trader, c: Client, started: &AtomicUsize) -> Vec<Acked> {
     let Client { who, round, seed } = c;
     let mut rng = seed ^ ((who as u64 + 1) << 32) ^ u64::from(round) | 1;
     let ws = Ws::connect(port, "/ws-api/v3");
@@ -145,7 +145,9 @@ fn ws_trade_until_killed(port: u16, t: &Trader, c: Client, acks: &AtomicUsize) -
             Some(In::Json(v)) => {
                 assert_eq!(v["status"], 200, "{v}");
                 acked.push(acked_of(who, &v["result"]));
-                acks.fetch_add(1, Ordering::Relaxed);
+                if acked.len() == 1 {
+                    started.fetch_add(1, Ordering::Relaxed);
+                }
                 in_flight -= 1;
             }
             Some(In::Closed(_)) => return acked,
@@ -157,7 +159,7 @@ fn ws_trade_until_killed(port: u16, t: &Trader, c: Client, acks: &AtomicUsize) -
 /// One client thread: limit orders around 20,000 that often cross the
 /// others', and a cancel of one of its own open orders now and then, until
 /// the server stops answering. Returns what it was acknowledged.
-fn trade_until_killed(s: &Server, t: &Trader, c: Client, acks: &AtomicUsize) -> Vec<Acked> {
+fn trade_until_killed(s: &Server, t: &Trader, c: Client, started: &AtomicUsize) -> Vec<Acked> {
     let Client { who, round, seed } = c;
     let mut rng = seed ^ ((who as u64 + 1) << 32) ^ u64::from(round) | 1;
     let mut acked = Vec::new();
@@ -182,7 +184,9 @@ fn trade_until_killed(s: &Server, t: &Trader, c: Client, acks: &AtomicUsize) -> 
                     open.push(a.client_id.clone());
                 }
                 acked.push(a);
-                acks.fetch_add(1, Ordering::Relaxed);
+                if acked.len() == 1 {
+                    started.fetch_add(1, Ordering::Relaxed);
+                }
             }
             // The order it cancels was filled meanwhile (-2011).
             400 => assert_eq!(r.json["code"], -2011, "{}", r.json),
@@ -236,27 +240,31 @@ fn crash_loop(env: &[(&str, &str)]) -> Survivor {
     let mut orders = 0;
     for round in 0..ROUNDS {
         let got = Mutex::new(Vec::new());
-        let acks = AtomicUsize::new(0);
+        // Clients that have had their first answer.
+        let started = AtomicUsize::new(0);
         let pid = s.child.id();
         let load_ms = 100 + next(&mut rng) % 500;
         std::thread::scope(|sc| {
             for (who, t) in traders.iter().enumerate() {
-                let (s, got, acks) = (&s, &got, &acks);
+                let (s, got, started) = (&s, &got, &started);
                 let c = Client { who, round, seed };
                 let ws = who == traders.len() - 1;
                 sc.spawn(move || {
                     let a = if ws {
-                        ws_trade_until_killed(port, t, c, acks)
+                        ws_trade_until_killed(port, t, c, started)
                     } else {
-                        trade_until_killed(s, t, c, acks)
+                        trade_until_killed(s, t, c, started)
                     };
                     got.lock().unwrap().extend(a);
                 });
             }
-            // The load window starts at the first answer (a loaded machine
-            // may take a while to answer at all).
+            // The load window starts once every client has had an answer
+            // (on a loaded machine the first ones may take a while; the
+            // WebSocket client must have connected before the kill).
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while acks.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+            while started.load(Ordering::Relaxed) < traders.len()
+                && std::time::Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             std::thread::sleep(Duration::from_millis(load_ms));
