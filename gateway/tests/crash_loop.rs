@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -268,14 +267,16 @@ fn crash_loop(env: &[(&str, &str)]) -> Survivor {
                 std::thread::sleep(Duration::from_millis(1));
             }
             std::thread::sleep(Duration::from_millis(load_ms));
-            let ok = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "kill -KILL {pid} failed");
+            common::send_signal(pid, "-KILL");
         });
-        s.kill(); // reap
+        // It died of the SIGKILL (not of anything else, and not later).
+        let status = s.child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "round {round}: serve ended with {status}"
+        );
+        drop(s);
         let got = got.into_inner().unwrap();
         assert!(
             !got.is_empty(),

@@ -136,12 +136,7 @@ impl Server {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        common::send_signal(self.child.id(), sig);
     }
 
     fn stop(mut self, sig: &str) {

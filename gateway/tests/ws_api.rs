@@ -855,12 +855,7 @@ fn sigterm_says_server_shutdown_and_closes_sessions() {
     );
     let key = r.json["listenKey"].as_str().unwrap().to_string();
     let user = Ws::connect(port, &format!("/ws/{key}"));
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    common::send_signal(s.child.id(), "-TERM");
     match ws.next(Duration::from_secs(10)) {
         Some(In::Json(v)) => {
             assert_eq!(v["event"]["e"], "serverShutdown", "{v}");

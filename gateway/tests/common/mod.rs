@@ -63,6 +63,26 @@ fn bad_seeds(spec: &str) -> ! {
     panic!("MX_FUZZ_SEEDS={spec:?}: expected seeds and ranges like 4-40,7,9")
 }
 
+/// Send `sig` (`"-TERM"`, `"-KILL"` or `"-INT"`, as kill(1) spells them)
+/// to process `pid` through kill(2), so the tests need no `kill` binary
+/// (procps is absent from minimal images).
+pub fn send_signal(pid: u32, sig: &str) {
+    let n = match sig {
+        "-TERM" => libc::SIGTERM,
+        "-KILL" => libc::SIGKILL,
+        "-INT" => libc::SIGINT,
+        other => panic!("send_signal: unknown signal {other:?}"),
+    };
+    // SAFETY: kill(2) takes a pid and a signal number; no memory is passed.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, n) };
+    assert_eq!(
+        rc,
+        0,
+        "kill {sig} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// A port nothing listens on, never the same twice in this test process:
 /// the kernel may hand a just-released port to the next `bind(0)`, and two
 /// parallel tests given the same port end up talking to one server (the
@@ -195,12 +215,7 @@ impl Server {
     /// SIGTERM, then wait (30 s at most) for the clean exit serve owes it:
     /// drain, final snapshot, exit code 0.
     pub fn terminate(mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM failed");
+        send_signal(self.child.id(), "-TERM");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
