@@ -627,10 +627,7 @@ impl Command {
         }
         let version = u16::from_le_bytes([bytes[0], bytes[1]]);
         use bincode::Options;
-        let opts = bincode::DefaultOptions::new()
-            .with_fixint_encoding()
-            .allow_trailing_bytes()
-            .with_limit(1 << 20);
+        let opts = decode_options();
         let body = &bytes[2..];
         let tag = body
             .get(..4)
@@ -683,6 +680,16 @@ impl Command {
         opts.deserialize(body)
             .map_err(|e| DecodeError::Malformed(e.to_string()))
     }
+}
+
+/// bincode's options for reading a record's body (fixed-width integers,
+/// trailing bytes allowed, at most 1 MiB).
+fn decode_options() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(1 << 20)
 }
 
 /// Variant indexes of `PlaceOrder` and `CancelOrder` in the bincode
@@ -863,10 +870,7 @@ mod tests {
     /// general path that `decode_hot` must agree with).
     fn general(body: &[u8]) -> Result<Command, String> {
         use bincode::Options;
-        bincode::DefaultOptions::new()
-            .with_fixint_encoding()
-            .allow_trailing_bytes()
-            .with_limit(1 << 20)
+        decode_options()
             .deserialize(body)
             .map_err(|e| e.to_string())
     }
