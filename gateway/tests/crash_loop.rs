@@ -366,11 +366,7 @@ fn sigkill_under_load_loses_no_acknowledged_order() {
 /// `mini-exchange reconcile` finds no difference in balances and ledger.
 #[test]
 fn sigkill_under_load_with_postgres_persists_exactly_once() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt.block_on(persister::testdb::TestDb::create());
+    let (rt, db) = common::test_db();
     let url = db.url().to_string();
     let env = [
         ("DATABASE_URL", url.as_str()),

@@ -76,11 +76,7 @@ fn hostile_requests_on_every_route_get_json_errors() {
 
 #[test]
 fn hostile_requests_with_postgres_get_json_errors() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt.block_on(persister::testdb::TestDb::create());
+    let (_rt, db) = common::test_db();
     let tmp = tempfile::tempdir().unwrap();
     let mut s = Server::start_with(tmp.path(), free_port(), &[("DATABASE_URL", db.url())]);
     for seed in fuzz_seeds(&[11]) {

@@ -19,11 +19,7 @@ fn ids(v: &Value) -> Vec<u64> {
 
 #[test]
 fn all_orders_and_my_trades_reach_past_memory_into_postgres() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt.block_on(persister::testdb::TestDb::create());
+    let (rt, db) = common::test_db();
     let url = db.url().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -374,11 +374,7 @@ fn kyc_submit_review_reject_bad_inputs_and_restarts() {
 
 #[test]
 fn kyc_rows_reach_postgres_as_ciphertext() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt.block_on(persister::testdb::TestDb::create());
+    let (rt, db) = common::test_db();
     let url = db.url().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start_with(tmp.path(), free_port(), &[("DATABASE_URL", url.as_str())]);

@@ -21,11 +21,7 @@ fn split_writers_persist_and_reconcile() {
 }
 
 fn persists_and_reconciles(writers: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt.block_on(persister::testdb::TestDb::create());
+    let (rt, db) = common::test_db();
     let url = db.url().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();

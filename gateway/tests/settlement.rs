@@ -86,11 +86,7 @@ fn assert_empty_completed(b: &Value, id: u64, date: &str, by: &str) {
 
 #[test]
 fn run_list_read_details_rbac_bad_input_restart_and_no_database() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt.block_on(persister::testdb::TestDb::create());
+    let (rt, db) = common::test_db();
     let url = db.url().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -443,11 +439,7 @@ fn write_past_day(dir: &std::path::Path) {
 
 #[test]
 fn settles_a_past_day_with_trades_over_http() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt.block_on(persister::testdb::TestDb::create());
+    let (rt, db) = common::test_db();
     let url = db.url().to_string();
     let tmp = tempfile::tempdir().unwrap();
     write_past_day(tmp.path());

@@ -36,6 +36,18 @@ pub fn cli(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Strin
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A current-thread runtime and a fresh database of its own on
+/// `DATABASE_URL`'s server (dropped with the `TestDb`), for the tests that
+/// run `serve` with Postgres.
+pub fn test_db() -> (tokio::runtime::Runtime, persister::testdb::TestDb) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(persister::testdb::TestDb::create());
+    (rt, db)
+}
+
 /// Seeds for the seeded hostile-input tests: `default` unless
 /// `MX_FUZZ_SEEDS` names others, as a list and/or ranges (`4-40`,
 /// `7,9,100-120`), for a longer sweep by hand
