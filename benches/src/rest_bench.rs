@@ -94,9 +94,14 @@ fn field<'a>(json: &'a str, name: &str) -> Option<&'a str> {
 }
 
 pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+/// Wall clock, ns since the Unix epoch.
+pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
 
@@ -199,6 +204,9 @@ pub struct LoadResult {
     pub rtt: Histogram<u64>,
     /// Worst latency per window of planned time (where the tail came from).
     pub timeline: crate::run::Timeline,
+    /// CPU seconds the client spent before the timed run began (signing
+    /// ahead), left out of its CPU per order.
+    pub setup_cpu_s: f64,
     /// The client's own worst event-loop lateness (ns) and when (ms after
     /// the start): see [`crate::run::spawn_lag_probe`].
     pub client_lag: (u64, u64),
@@ -382,6 +390,7 @@ pub fn run(
             hist: total,
             rtt,
             timeline,
+            setup_cpu_s: 0.0,
             client_lag: probe.await?,
         })
     })

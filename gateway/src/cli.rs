@@ -522,7 +522,10 @@ pub fn main() -> Result<()> {
     }
 }
 
-fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
+/// `mini-exchange serve`: the configuration from `config` and the process
+/// environment (`MX_*`), then [`crate::server::serve`] until SIGTERM/SIGINT.
+/// Public for the load generators' tests, which run a server in-process.
+pub fn serve_cmd(config: Option<PathBuf>) -> Result<()> {
     use crate::binance::ratelimit::{IntervalUnit, LimiterConfig, LimiterKind, WindowLimit};
     use crate::config;
     let cfg = config::load_from_process_env(config.as_deref())

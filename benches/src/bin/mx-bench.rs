@@ -165,6 +165,13 @@ enum Cmd {
         duration_secs: u64,
         #[arg(long, default_value_t = 32)]
         traders: usize,
+        /// Sign each request when its tick comes instead of all of them
+        /// before the run. By default every request is signed ahead, with
+        /// its planned send time as timestamp, so signing does not take
+        /// CPU from the server on the cores they share (the server still
+        /// checks every signature); this mode measures with that cost in.
+        #[arg(long)]
+        sign_live: bool,
         #[command(flatten)]
         out: PacedOutput,
     },
@@ -284,7 +291,7 @@ enum Cmd {
 #[derive(Debug, Clone, Copy)]
 enum OrderEntry {
     Rest(benches::rest_bench::Dispatch),
-    Ws,
+    Ws(benches::ws_bench::Signing),
 }
 
 /// Pacing and outputs shared by the W4 clients (`rest`, `ws`).
@@ -325,11 +332,12 @@ fn order_entry(
     let dispatch = match kind {
         OrderEntry::Rest(rest_bench::Dispatch::Pool) => "\"dispatch\":\"pool\",",
         OrderEntry::Rest(rest_bench::Dispatch::Fixed) => "\"dispatch\":\"fixed\",",
-        OrderEntry::Ws => "",
+        OrderEntry::Ws(ws_bench::Signing::Ahead) => "\"signing\":\"ahead\",",
+        OrderEntry::Ws(ws_bench::Signing::Live) => "\"signing\":\"live\",",
     };
     let (name, prefix, label, title) = match kind {
         OrderEntry::Rest(_) => ("rest", "bench", "REST", "REST"),
-        OrderEntry::Ws => ("ws", "wsb", "WS API", "WebSocket API"),
+        OrderEntry::Ws(_) => ("ws", "wsb", "WS API", "WebSocket API"),
     };
     let mut c = rest_bench::Conn::open(addr)?;
     let token = rest_bench::admin_token(&mut c, admin_user, admin_password)?;
@@ -347,7 +355,9 @@ fn order_entry(
         OrderEntry::Rest(d) => {
             rest_bench::run(addr, &accounts, connections, rate, duration, d, tick)?
         }
-        OrderEntry::Ws => ws_bench::run(addr, &accounts, connections, rate, duration, tick)?,
+        OrderEntry::Ws(signing) => {
+            ws_bench::run(addr, &accounts, connections, rate, duration, tick, signing)?
+        }
     };
     if let Some(e) = &r.first_error {
         eprintln!("{name}: first error: {e}");
@@ -355,7 +365,7 @@ fn order_entry(
     // The server's own view (ring push to durable outcome), bucket upper
     // bounds: what the client saw beyond it is sockets, request handling
     // and the client's own queueing.
-    let client_cpu = rest_bench::own_cpu_secs() - client_before;
+    let client_cpu = rest_bench::own_cpu_secs() - client_before - r.setup_cpu_s;
     let server_after = rest_bench::ServerView::scrape(addr);
     let cpu = rest_bench::cpu_per_order_json(
         client_cpu,
@@ -670,9 +680,14 @@ fn main() -> Result<()> {
             rate,
             duration_secs,
             traders,
+            sign_live,
             out,
         } => order_entry(
-            OrderEntry::Ws,
+            OrderEntry::Ws(if sign_live {
+                benches::ws_bench::Signing::Live
+            } else {
+                benches::ws_bench::Signing::Ahead
+            }),
             &addr,
             (&admin_user, &admin_password),
             (connections, rate, duration_secs, traders),
