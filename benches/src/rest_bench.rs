@@ -207,6 +207,9 @@ pub struct LoadResult {
     /// CPU seconds the client spent before the timed run began (signing
     /// ahead), left out of its CPU per order.
     pub setup_cpu_s: f64,
+    /// The machine's CPU ticks when the timed run began
+    /// ([`crate::run::cpu_ticks`]), for its steal share.
+    pub ticks_at_start: Option<(u64, u64)>,
     /// The client's own worst event-loop lateness (ns) and when (ms after
     /// the start): see [`crate::run::spawn_lag_probe`].
     pub client_lag: (u64, u64),
@@ -297,6 +300,7 @@ pub fn run(
         let interval_ns = 1_000_000_000 / rate.max(1);
         let per_conn_interval_ns = (conns as u64 * 1_000_000_000) / rate.max(1);
         let next_slot = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ticks_at_start = crate::run::cpu_ticks();
         let start = Instant::now() + Duration::from_millis(200);
         let plan = crate::pacer::Plan::new(start, tick);
         let ticks = plan.ticks().context("start the send ticker")?;
@@ -391,6 +395,7 @@ pub fn run(
             rtt,
             timeline,
             setup_cpu_s: 0.0,
+            ticks_at_start,
             client_lag: probe.await?,
         })
     })

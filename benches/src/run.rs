@@ -122,6 +122,39 @@ pub fn calibration_json() -> String {
     format!("\"host_w1_ops_per_sec\":{v:.0},")
 }
 
+/// The machine's CPU time so far from /proc/stat (Linux): (steal, total)
+/// in clock ticks. Steal is time the hypervisor gave this VM's virtual
+/// CPUs to someone else; on a shared host it is what the load generators
+/// lose without a trace in their own figures.
+pub fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    steal_and_total(stat.lines().next()?)
+}
+
+/// (steal, total) of the aggregate `cpu` line of /proc/stat: user nice
+/// system idle iowait irq softirq steal (guest time is inside user).
+fn steal_and_total(line: &str) -> Option<(u64, u64)> {
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    (v.len() == 8).then(|| (v[7], v.iter().sum()))
+}
+
+/// Share of the machine's CPU time stolen between two [`cpu_ticks`]
+/// readings, in percent, as the JSON member `host_steal_pct` (with its
+/// trailing comma); empty when /proc/stat is not there.
+pub fn steal_json(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> String {
+    match (before, after) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+            let pct = 100.0 * s1.saturating_sub(s0) as f64 / (t1 - t0) as f64;
+            format!("\"host_steal_pct\":{pct:.1},")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Resident set size of this process in bytes (Linux).
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
@@ -286,5 +319,29 @@ mod timeline_tests {
         t.record(1_000_000, 1_250_000);
         assert_eq!(t.csv(), "start_ms,worst_ms\n0,1.250\n10,0.000\n20,9.000\n");
         assert_eq!(Timeline::default().csv(), "start_ms,worst_ms\n");
+    }
+}
+
+#[cfg(test)]
+mod steal_tests {
+    use super::{cpu_ticks, steal_and_total, steal_json};
+
+    #[test]
+    fn steal_is_read_from_the_cpu_line() {
+        let line = "cpu  386129 0 28252 292967 3404 0 2366 5664 0 0";
+        assert_eq!(
+            steal_and_total(line),
+            Some((5664, 386129 + 28252 + 292967 + 3404 + 2366 + 5664))
+        );
+        assert_eq!(steal_and_total("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(steal_and_total("cpu 1 2 3"), None);
+        assert_eq!(steal_and_total("cpu 1 2 x 4 5 6 7 8"), None);
+        assert_eq!(
+            steal_json(Some((10, 1000)), Some((60, 2000))),
+            "\"host_steal_pct\":5.0,"
+        );
+        assert_eq!(steal_json(None, Some((60, 2000))), "");
+        assert_eq!(steal_json(Some((10, 1000)), Some((10, 1000))), "");
+        assert!(cpu_ticks().is_some(), "Linux has /proc/stat");
     }
 }

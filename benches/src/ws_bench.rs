@@ -346,6 +346,7 @@ pub fn run(
             }
         };
         let setup_cpu_s = crate::rest_bench::own_cpu_secs() - cpu0;
+        let ticks_at_start = crate::run::cpu_ticks();
         let ticks = plan.ticks().context("start the send ticker")?;
         let probe = crate::run::spawn_lag_probe(start, duration);
         let mut tasks = Vec::new();
@@ -503,6 +504,7 @@ pub fn run(
             rtt,
             timeline,
             setup_cpu_s,
+            ticks_at_start,
             client_lag: probe.await?,
         })
     })

@@ -365,6 +365,7 @@ fn order_entry(
     // The server's own view (ring push to durable outcome), bucket upper
     // bounds: what the client saw beyond it is sockets, request handling
     // and the client's own queueing.
+    let steal = run::steal_json(r.ticks_at_start, run::cpu_ticks());
     let client_cpu = rest_bench::own_cpu_secs() - client_before - r.setup_cpu_s;
     let server_after = rest_bench::ServerView::scrape(addr);
     let cpu = rest_bench::cpu_per_order_json(
@@ -389,7 +390,7 @@ fn order_entry(
         std::fs::write(path, r.timeline.csv())?;
     }
     println!(
-        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{commits},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},{cpu},{calib}\"machine\":\"{machine}\"}}",
+        "{{\"bench\":\"{name}\",\"workload\":\"W4\",{dispatch}\"connections\":{connections},\"planned_rate\":{rate},\"tick_us\":{tick_us},\"sent\":{},\"ok\":{},\"errors\":{},\"ops_per_sec\":{:.0},{},\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"rtt_max_ns\":{},\"server_ack_p50_le_ns\":{},\"server_ack_p99_le_ns\":{},{commits},{},\"client_lag_max_ns\":{},\"client_lag_at_ms\":{},{cpu},{steal}{calib}\"machine\":\"{machine}\"}}",
         r.sent,
         r.ok,
         r.errors,
