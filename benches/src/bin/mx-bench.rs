@@ -470,6 +470,7 @@ fn main() -> Result<()> {
                 PersisterMode::CatchUp => "catch-up",
                 PersisterMode::Paced => "paced",
             };
+            let ticks0 = run::cpu_ticks();
             match mode {
                 PersisterMode::CatchUp => {
                     eprintln!("persister: writing the journal ...");
@@ -569,6 +570,7 @@ fn main() -> Result<()> {
                     )
                 }
             };
+            let steal = run::steal_json(ticks0, run::cpu_ticks());
             // The rows are the journal's: every trade, every candle.
             let (pg_trades, kline_trades) = rt.block_on(async {
                 let c = db.client();
@@ -590,7 +592,7 @@ fn main() -> Result<()> {
                 bail!("{mode_name}: Postgres has {pg_trades} trades ({kline_trades} in 1m klines), the journal {want}");
             }
             println!(
-                "{line},\"copy_min_rows\":{copy_min},\"seed\":{seed},{calib}\"machine\":\"{machine}\"}}"
+                "{line},\"copy_min_rows\":{copy_min},\"seed\":{seed},{steal}{calib}\"machine\":\"{machine}\"}}"
             );
             if keep_db {
                 eprintln!("persister: kept database {}", db.name());
@@ -725,7 +727,9 @@ fn main() -> Result<()> {
             eprintln!(
                 "fanout: {subscribers} subscribers, {rate} orders/s planned, {duration_secs} s ..."
             );
+            let ticks0 = run::cpu_ticks();
             let r = fanout::run(&cfg, &maker, &taker)?;
+            let steal = run::steal_json(ticks0, run::cpu_ticks());
             if let Some(e) = &r.first_error {
                 eprintln!("fanout: first order error: {e}");
             }
@@ -760,7 +764,7 @@ fn main() -> Result<()> {
                 ("depth@100ms", &r.depth, r.depth_msgs, None),
             ] {
                 println!(
-                    "{{\"bench\":\"fanout\",\"stream\":\"{stream}\",\"subscribers\":{subscribers},\"slow_subscribers\":{slow_subscribers},\"planned_rate\":{rate},\"orders_ok\":{},\"order_errors\":{},\"orders_per_sec\":{:.0},\"trades\":{},\"msgs\":{msgs},\"msgs_expected\":{},\"ops_per_sec\":{:.0},{},\"dropped\":{dropped},\"dropped_by_code\":{{{}}},\"slow_dropped\":{},\"slow_dropped_1008\":{},\"window_s\":{:.2},\"client_cores\":{:.2},\"connect_s\":{:.2},{calib}\"machine\":\"{machine}\"}}",
+                    "{{\"bench\":\"fanout\",\"stream\":\"{stream}\",\"subscribers\":{subscribers},\"slow_subscribers\":{slow_subscribers},\"planned_rate\":{rate},\"orders_ok\":{},\"order_errors\":{},\"orders_per_sec\":{:.0},\"trades\":{},\"msgs\":{msgs},\"msgs_expected\":{},\"ops_per_sec\":{:.0},{},\"dropped\":{dropped},\"dropped_by_code\":{{{}}},\"slow_dropped\":{},\"slow_dropped_1008\":{},\"window_s\":{:.2},\"client_cores\":{:.2},\"connect_s\":{:.2},{steal}{calib}\"machine\":\"{machine}\"}}",
                     r.orders_ok,
                     r.order_errors,
                     r.orders_ok as f64 / r.flow_secs,
