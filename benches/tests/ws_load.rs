@@ -17,7 +17,11 @@ fn start_server() -> String {
         .expect("a free port")
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let dir = std::env::temp_dir().join(format!("mx-ws-load-{}-{port}", std::process::id()));
+    // Under the target directory (cargo's scratch space for integration
+    // tests): the server runs until this process exits, so nothing here
+    // can remove it after the test.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mx-ws-load-{}-{port}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for (k, v) in [
         ("MX_DATA_DIR", dir.to_str().expect("utf-8 temp dir")),
