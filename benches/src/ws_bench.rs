@@ -31,6 +31,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
 use crate::rest_bench::{now_ms, Account, LoadResult};
+use crate::w3::Rng;
 
 /// Build one signed `order.place` request (params sorted by name, as the
 /// WebSocket API signs them). Written with `push_str`, not `format!`
@@ -103,16 +104,9 @@ fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
 }
 
-/// Masking keys: xorshift64, seeded per connection.
-struct Masks(u64);
-
-impl Masks {
-    fn next(&mut self) -> [u8; 4] {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 as u32).to_le_bytes()
-    }
+/// A frame's masking key.
+fn mask(rng: &mut Rng) -> [u8; 4] {
+    (rng.next_u64() as u32).to_le_bytes()
 }
 
 /// Request `k` of connection `conn` (signed, timestamped `timestamp`) as a
@@ -123,12 +117,12 @@ fn push_request(
     conn: usize,
     k: u64,
     timestamp: u64,
-    masks: &mut Masks,
+    masks: &mut Rng,
 ) {
     let buy = (k + conn as u64).is_multiple_of(2);
     let px = if buy { 30_001 } else { 29_999 } + (k % 3) - 1;
     let req = order_request(acct, k, buy, px, timestamp);
-    push_frame(out, 0x1, req.as_bytes(), masks.next());
+    push_frame(out, 0x1, req.as_bytes(), mask(masks));
 }
 
 /// Every request of a connection, signed before the run with its planned
@@ -140,6 +134,21 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// Requests `0..total` of connection `conn`, request `k` timestamped
+    /// `timestamp(k)`.
+    fn new(acct: &Account, conn: usize, total: u64, timestamp: impl Fn(u64) -> u64) -> Prepared {
+        let mut masks = Rng::new(conn as u64);
+        let mut p = Prepared {
+            bytes: Vec::with_capacity(total as usize * 420),
+            ends: Vec::with_capacity(total as usize),
+        };
+        for k in 0..total {
+            push_request(&mut p.bytes, acct, conn, k, timestamp(k), &mut masks);
+            p.ends.push(p.bytes.len());
+        }
+        p
+    }
+
     fn range(&self, from: u64, to: u64) -> &[u8] {
         let at = |k: u64| if k == 0 { 0 } else { self.ends[k as usize - 1] };
         &self.bytes[at(from)..at(to)]
@@ -315,18 +324,7 @@ pub fn run(
                         .iter()
                         .enumerate()
                         .map(|(i, acct)| {
-                            s.spawn(move || {
-                                let mut masks = Masks(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
-                                let mut p = Prepared {
-                                    bytes: Vec::with_capacity(total_per_conn as usize * 420),
-                                    ends: Vec::with_capacity(total_per_conn as usize),
-                                };
-                                for k in 0..total_per_conn {
-                                    push_request(&mut p.bytes, acct, i, k, timestamp(k), &mut masks);
-                                    p.ends.push(p.bytes.len());
-                                }
-                                Some(p)
-                            })
+                            s.spawn(move || Some(Prepared::new(acct, i, total_per_conn, timestamp)))
                         })
                         .collect();
                     handles
@@ -368,7 +366,7 @@ pub fn run(
                 Arc::new((0..total_per_conn).map(|_| AtomicU64::new(0)).collect());
             let sent_w = sent_at.clone();
             let sender = tokio::spawn(async move {
-                let mut masks = Masks(0xD1B5_4A32_D192_ED03 ^ (i as u64 + 1));
+                let mut masks = Rng::new(0x5EED_0000 + i as u64);
                 let mut live = Vec::new();
                 let mut k = 0u64;
                 while k < total_per_conn {
@@ -416,7 +414,7 @@ pub fn run(
                     timeline: crate::run::Timeline::default(),
                 };
                 let mut frames = Frames::new(leftover);
-                let mut masks = Masks(0x94D0_49BB_1331_11EB ^ (i as u64 + 1));
+                let mut masks = Rng::new(0xB0B0_0000 + i as u64);
                 let deadline = start + duration + Duration::from_secs(30);
                 let deadline = tokio::time::Instant::from_std(deadline);
                 while r.ok + r.errors < total_per_conn {
@@ -440,7 +438,7 @@ pub fn run(
                         }
                         0x9 => {
                             let mut pong = Vec::new();
-                            push_frame(&mut pong, 0xA, t, masks.next());
+                            push_frame(&mut pong, 0xA, t, mask(&mut masks));
                             if wr2.lock().await.write_all(&pong).await.is_err() {
                                 break;
                             }
@@ -516,7 +514,7 @@ pub fn run(
 fn sign_ahead_time(acct: &Account, total: u64) -> Result<Duration> {
     const SAMPLE: u64 = 2_000;
     let mut out = Vec::with_capacity(SAMPLE as usize * 420);
-    let mut masks = Masks(1);
+    let mut masks = Rng::new(1);
     let t = Instant::now();
     for k in 0..SAMPLE {
         push_request(&mut out, acct, 0, k, now_ms(), &mut masks);
@@ -571,6 +569,89 @@ mod tests {
             params["signature"].as_str().unwrap(),
             gateway::binance::sign::hmac_sha256_hex(b"S", payload.as_bytes())
         );
+    }
+
+    /// A client frame's payload, unmasked, and the frame's length.
+    fn unframe(f: &[u8]) -> (u8, Vec<u8>, usize) {
+        assert_eq!(f[0] & 0x80, 0x80, "FIN");
+        assert_eq!(f[1] & 0x80, 0x80, "masked");
+        let (head, n) = match f[1] & 0x7f {
+            126 => (4, usize::from(u16::from_be_bytes([f[2], f[3]]))),
+            127 => (
+                10,
+                u64::from_be_bytes(f[2..10].try_into().unwrap()) as usize,
+            ),
+            n => (2, usize::from(n)),
+        };
+        let m = &f[head..head + 4];
+        let payload = f[head + 4..head + 4 + n]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ m[i & 3])
+            .collect();
+        (f[0] & 0x0f, payload, head + 4 + n)
+    }
+
+    #[test]
+    fn client_frames_carry_their_payload_masked() {
+        for n in [0, 1, 125, 126, 65_535, 65_536] {
+            let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let mut out = Vec::new();
+            push_frame(&mut out, 0x1, &payload, [0xA5, 0x01, 0xFF, 0x3C]);
+            let (op, got, len) = unframe(&out);
+            assert_eq!((op, len), (0x1, out.len()), "{n} bytes");
+            assert!(got == payload, "{n} bytes: payload round trip");
+            if n > 3 {
+                assert_ne!(&out[out.len() - n..], &payload[..], "{n} bytes: masked");
+            }
+        }
+    }
+
+    /// Signed ahead: request k is frame k, with id k and the planned
+    /// timestamp, and a range of requests is their frames back to back.
+    #[test]
+    fn prepared_requests_are_the_planned_frames() {
+        let acct = Account::new("K".into(), "S".into());
+        let p = Prepared::new(&acct, 1, 50, |k| 1_700_000_000_000 + 7 * k);
+        let mut at = 0;
+        for k in 0..50u64 {
+            let (op, payload, len) = unframe(&p.bytes[at..]);
+            assert_eq!(op, 0x1);
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(v["id"], k);
+            assert_eq!(v["params"]["timestamp"], 1_700_000_000_000 + 7 * k);
+            // Sides alternate across connections and requests.
+            let buy = (k + 1) % 2 == 0;
+            assert_eq!(v["params"]["side"], if buy { "BUY" } else { "SELL" });
+            let params = v["params"].as_object().unwrap();
+            let signed = gateway::binance::sign::ws_signing_payload(params);
+            assert_eq!(
+                params["signature"].as_str().unwrap(),
+                gateway::binance::sign::hmac_sha256_hex(b"S", signed.as_bytes())
+            );
+            assert_eq!(p.range(k, k + 1), &p.bytes[at..at + len]);
+            at += len;
+        }
+        assert_eq!(at, p.bytes.len());
+        assert_eq!(p.range(0, 50), &p.bytes[..]);
+        assert_eq!(p.range(10, 10), b"");
+    }
+
+    #[test]
+    fn server_frames_are_read_whole() {
+        assert_eq!(Frames::parse(b"\x81").unwrap(), None);
+        assert_eq!(Frames::parse(b"\x81\x03ab").unwrap(), None);
+        assert_eq!(Frames::parse(b"\x81\x03abcX").unwrap(), Some((0x1, 2, 5)));
+        assert_eq!(Frames::parse(b"\x89\x00").unwrap(), Some((0x9, 2, 2)));
+        let mut long = vec![0x81, 126, 0x01, 0x00];
+        assert_eq!(Frames::parse(&long).unwrap(), None);
+        long.resize(4 + 256, b'x');
+        assert_eq!(Frames::parse(&long).unwrap(), Some((0x1, 4, 260)));
+        assert!(Frames::parse(b"\x01\x01a").is_err(), "fragment");
+        assert!(Frames::parse(b"\x81\x81abcda").is_err(), "masked");
+        let mut huge = vec![0x82, 127];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert!(Frames::parse(&huge).is_err(), "over the limit");
     }
 
     #[test]
