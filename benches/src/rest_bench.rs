@@ -469,7 +469,11 @@ pub fn commit_stalls_json(before: &[(f64, u64)], after: &[(f64, u64)]) -> String
 /// `(samples, samples above threshold_s)` that histogram `before` ->
 /// `after` gained; `threshold_s` must be one of its bucket bounds (else
 /// `above` counts from the next lower bound).
-pub fn count_over(before: &[(f64, u64)], after: &[(f64, u64)], threshold_s: f64) -> (u64, u64) {
+pub(crate) fn count_over(
+    before: &[(f64, u64)],
+    after: &[(f64, u64)],
+    threshold_s: f64,
+) -> (u64, u64) {
     let delta = gained(before, after);
     let total = delta.last().map_or(0, |b| b.1);
     let within = delta
